@@ -1,0 +1,195 @@
+"""Stage folders: fingerprints, resume, and the MANIFEST.json that marks a folder finished.
+
+Every stage run writes into one folder, `cache/<dataset>/<stage>/<fingerprint>/` by default.
+The fingerprint hashes the stage name, its settings, the fingerprints of its inputs and the
+stage's format version, so the same inputs and settings map to the same folder.
+
+`MANIFEST.json` is written last and atomically. A folder without it is unfinished: the next run
+with the same fingerprint resumes it (each stage keeps its own part files for that), and no
+reader ever reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import __version__
+from .atomic import write_json_atomic
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "MANIFEST.json"
+MARKER_NAME = ".stage.json"
+FAILURES_NAME = "failures.jsonl"
+
+# Libraries whose versions are recorded when a stage has imported them.
+_TRACKED_LIBRARIES = ("numpy", "pandas", "pyarrow", "h5py", "torch", "torchvision", "spacy",
+                      "transformers", "tokenizers", "PIL")
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(stage: str, settings: Mapping[str, Any], inputs: Mapping[str, str],
+                format_version: int) -> str:
+    """16 hex digits identifying one stage computation."""
+    payload = {"stage": stage, "settings": settings, "inputs": inputs,
+               "format_version": format_version}
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:16]
+
+
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """Fingerprint of an input path.
+
+    A finished stage folder answers with its own fingerprint; any other file or folder with a
+    hash of its files' relative paths, sizes and modification times (cheap, and it changes
+    when a file is replaced).
+    """
+    path = Path(path)
+    manifest = path / MANIFEST_NAME
+    if manifest.is_file():
+        return json.loads(manifest.read_text())["fingerprint"]
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        rel = file.name if file == path else file.relative_to(path).as_posix()
+        digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "mrhp_prep": __version__}
+    for name in _TRACKED_LIBRARIES:
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = str(getattr(module, "__version__", "?"))
+    return versions
+
+
+@dataclass
+class StageRun:
+    """One stage computation in its folder; `finish()` marks it complete."""
+
+    stage: str
+    path: Path
+    fingerprint: str
+    settings: dict
+    inputs: dict
+    format_version: int
+    complete: bool = False
+    failures: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def add_failure(self, item: str, reason: str, **details: Any) -> None:
+        """Record one item (an id, a file, a row) that could not be processed, and why."""
+        self.failures.append({"item": item, "reason": reason, **details})
+
+    def manifest(self) -> dict:
+        """The MANIFEST.json of a complete run."""
+        return read_manifest(self.path)
+
+    def finish(self, counts: Mapping[str, Any], **extra: Any) -> dict:
+        """Write the failure report, then MANIFEST.json (atomically, last)."""
+        failures_path = self.path / FAILURES_NAME
+        with open(failures_path, "w", encoding="utf-8") as handle:
+            for failure in self.failures:
+                handle.write(json.dumps(failure, default=str) + "\n")
+        manifest = {
+            "stage": self.stage,
+            "fingerprint": self.fingerprint,
+            "format_version": self.format_version,
+            "settings": self.settings,
+            "inputs": self.inputs,
+            "counts": dict(counts),
+            "num_failures": len(self.failures),
+            "failures_file": FAILURES_NAME,
+            "failures": self.failures[:50],
+            "timings": {"started": self.started, "finished": time.time(),
+                        "seconds": round(time.time() - self.started, 3)},
+            "versions": library_versions(),
+            **extra,
+        }
+        write_json_atomic(self.path / MANIFEST_NAME, manifest)
+        self.complete = True
+        return manifest
+
+
+def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
+               inputs: Mapping[str, str | os.PathLike], format_version: int,
+               out: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "cache",
+               force: bool = False) -> StageRun:
+    """Find or create the folder of one stage computation.
+
+    `inputs` maps an input's role to its path; each is replaced by its fingerprint. With
+    `out`, that folder is used as it is; otherwise `cache_dir/dataset/stage/fingerprint`.
+    A finished folder comes back with `complete=True` unless `force` is set, which clears it.
+    """
+    input_fps = {role: path_fingerprint(p) for role, p in inputs.items() if p is not None}
+    settings = json.loads(_canonical(settings))
+    fp = fingerprint(stage, settings, input_fps, format_version)
+    path = Path(out) if out is not None else Path(cache_dir) / _safe_name(dataset) / stage / fp
+    marker = path / MARKER_NAME
+    if force and path.exists():
+        if marker.exists() or (path / MANIFEST_NAME).exists():
+            log.info("--force: clearing %s", path)
+            shutil.rmtree(path)
+        elif any(path.iterdir()):
+            raise InputError(f"{path} is not empty and is not a mrhp-prep stage folder",
+                             hint="choose another --out folder")
+    if (path / MANIFEST_NAME).exists():
+        found = read_manifest(path)
+        if found.get("fingerprint") == fp:
+            return StageRun(stage, path, fp, settings, input_fps, format_version, complete=True)
+        raise InputError(
+            f"{path} holds the finished output of another computation "
+            f"({found.get('stage')}, fingerprint {found.get('fingerprint')}, not {fp})",
+            hint="pass --force to overwrite it, or choose another --out folder")
+    if marker.exists():
+        found = json.loads(marker.read_text())
+        if found.get("fingerprint") != fp:
+            raise InputError(
+                f"{path} holds an unfinished run of another computation "
+                f"(fingerprint {found.get('fingerprint')}, not {fp})",
+                hint="pass --force to clear it, or choose another --out folder")
+        log.info("resuming the unfinished run in %s", path)
+    elif path.exists() and any(path.iterdir()):
+        raise InputError(f"{path} is not empty and is not a mrhp-prep stage folder",
+                         hint="choose another --out folder")
+    path.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, {"stage": stage, "fingerprint": fp, "settings": settings,
+                               "inputs": input_fps, "format_version": format_version})
+    return StageRun(stage, path, fp, settings, input_fps, format_version)
+
+
+def read_manifest(path: str | os.PathLike, stage: str | None = None) -> dict:
+    """Read a finished stage folder's MANIFEST.json; refuse unfinished or foreign folders."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        what = "an unfinished stage run" if (path / MARKER_NAME).exists() else "not a stage folder"
+        raise InputError(f"{path} is {what} (no {MANIFEST_NAME})",
+                         hint="run the stage that makes it (again: it resumes) and pass its "
+                              "output folder")
+    manifest = json.loads(manifest_path.read_text())
+    if stage is not None and manifest.get("stage") != stage:
+        raise InputError(f"{path} is the output of '{manifest.get('stage')}', not '{stage}'",
+                         hint=f"pass the output folder of 'mrhp-prep {stage}'")
+    return manifest
+
+
+def _safe_name(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
+    return keep or "dataset"

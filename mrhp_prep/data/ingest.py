@@ -1,0 +1,341 @@
+"""`ingest`: read one category of the raw MRHP release into a manifest (see `manifest.py`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..atomic import atomic_path
+from ..cache import StageRun, open_stage
+from ..errors import InputError
+from .manifest import (FORMAT_VERSION, IMAGE_SCHEMA, PRODUCT_SCHEMA, REVIEW_SCHEMA,
+                       image_relpath)
+from .raw_files import ROW_KEY, SPLITS, find_release_files, read_table
+
+log = logging.getLogger(__name__)
+
+REQUIRED = {
+    "prd": ("product_id", "name"),
+    "rvw": ("product_id", "review_id", "content"),
+    "rel": ("product_id", "review_id", "upvotes"),
+}
+# Amazon thumbnails carry a size suffix such as "._SY88.jpg" or "._SX38_SY50_CR,0,0,38,50_.jpg".
+_AMAZON_SIZE_SUFFIX = re.compile(r"\._[^/.]*\.(jpe?g|png|gif|webp)$", re.IGNORECASE)
+_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def grade_votes(votes: int) -> int | None:
+    """SANCL's grading of raw votes: 1→0, 2–3→1, 4–7→2, 8–15→3, ≥16→4; 0 votes → dropped."""
+    if votes <= 0:
+        return None
+    return min(int(math.log2(votes)), 4)
+
+
+@dataclass
+class Problems:
+    """Row-level problems: fatal under --on-error fail, skipped and listed under skip."""
+
+    items: list[dict] = field(default_factory=list)
+
+    def add(self, file: Path, row: object, field_name: str | None, message: str, item: str) -> None:
+        self.items.append({"item": item, "file": str(file), "row": row, "field": field_name,
+                           "reason": message})
+
+    def raise_all(self) -> None:
+        first = self.items[0]
+        listing = "\n".join(f"  - {p['file']}, row {p['row']}"
+                            + (f", field '{p['field']}'" if p["field"] else "")
+                            + f": {p['reason']}" for p in self.items[:20])
+        more = f"\n  ... and {len(self.items) - 20} more" if len(self.items) > 20 else ""
+        raise InputError(
+            f"{len(self.items)} bad row(s); nothing was written:\n{listing}{more}",
+            file=first["file"], row=first["row"], field=first["field"],
+            hint="fix the rows, or pass --on-error skip to leave them out (they are listed in "
+                 "the stage's failures.jsonl)")
+
+
+def _text(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, list):
+        return " ".join(_text(v) for v in value)
+    return str(value).strip()
+
+
+def _valid_id(value: object) -> str | None:
+    """The id as a string, or None when it is missing or could not be a safe key."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if not text or _BAD_ID_CHARS.search(text) or text in {".", ".."}:
+        return None
+    return text
+
+
+def _votes(value: object) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def image_urls(value: object, dataset: str) -> list[str]:
+    """Normalise an `img_url` cell to a list of URLs.
+
+    Accepts a URL, a list of URLs, a list of `{"url": ...}` dicts (Lazada) or either list as
+    a JSON string. Amazon size suffixes are stripped to get the full-size image.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError:
+                value = [stripped]
+        else:
+            value = [stripped] if stripped else []
+    if isinstance(value, dict):
+        value = [value]
+    urls = []
+    for entry in value:
+        url = entry.get("url") if isinstance(entry, dict) else entry
+        if isinstance(url, str) and url.strip():
+            url = url.strip()
+            if dataset == "amazon":
+                url = _AMAZON_SIZE_SUFFIX.sub(r".\1", url)
+            urls.append(url)
+    return urls
+
+
+def _check_columns(frame: pd.DataFrame, kind: str, path: Path) -> None:
+    missing = [c for c in REQUIRED[kind] if c not in frame.columns]
+    if missing:
+        have = ", ".join(c for c in frame.columns if c != ROW_KEY) or "none"
+        raise InputError(f"missing required column(s) {', '.join(missing)} (columns: {have})",
+                         file=str(path), field=missing[0],
+                         hint=f"a .{kind} file needs {', '.join(REQUIRED[kind])}")
+
+
+def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, product_text: str,
+                   on_error: str) -> tuple[dict[str, pd.DataFrame], Problems, dict]:
+    """Read, check and join the nine files of one category. Returns tables, problems, stats."""
+    files = find_release_files(raw_dir, category)
+    problems = Problems()
+    products, reviews, images = [], [], []
+    seen_products: dict[str, str] = {}
+    seen_reviews: dict[str, str] = {}
+    dropped_zero_votes = 0
+    use_description = product_text == "name+description" or (
+        product_text == "auto" and not (dataset == "lazada" and category == "clothing"))
+
+    for split in SPLITS:
+        tables = {}
+        for kind in ("prd", "rvw", "rel"):
+            tables[kind] = read_table(files[kind, split])
+            _check_columns(tables[kind], kind, files[kind, split])
+        prd_path, rvw_path, rel_path = (files[k, split] for k in ("prd", "rvw", "rel"))
+
+        split_products: dict[str, dict] = {}
+        for row in tables["prd"].to_dict("records"):
+            pid = _valid_id(row.get("product_id"))
+            if pid is None:
+                problems.add(prd_path, row[ROW_KEY], "product_id", "missing or unusable id "
+                             "(empty, control characters, '.' or '..')", item=str(row.get("product_id")))
+                continue
+            if pid in seen_products:
+                problems.add(prd_path, row[ROW_KEY], "product_id",
+                             f"duplicate product id '{pid}' (first seen in {seen_products[pid]})",
+                             item=pid)
+                continue
+            name, description = _text(row.get("name")), _text(row.get("description"))
+            text = f"{name} {description}".strip() if use_description else name
+            if not text:
+                problems.add(prd_path, row[ROW_KEY], "name", "empty product name and description",
+                             item=pid)
+                continue
+            seen_products[pid] = f"{prd_path.name} row {row[ROW_KEY]}"
+            urls = image_urls(row.get("img_url"), dataset)
+            split_products[pid] = {
+                "product_id": pid, "split": split, "name": name, "description": description,
+                "keyword": _text(row.get("keyword")), "brand_name": _text(row.get("brand_name")),
+                "text": text, "num_images": len(urls)}
+            images.extend(_image_rows(pid, "prd", split, urls))
+
+        split_reviews: dict[str, dict] = {}
+        rejected: set[str] = set()  # their relation rows are not reported a second time
+        for row in tables["rvw"].to_dict("records"):
+            rid, pid = _valid_id(row.get("review_id")), _valid_id(row.get("product_id"))
+            if rid is None:
+                problems.add(rvw_path, row[ROW_KEY], "review_id", "missing or unusable id",
+                             item=str(row.get("review_id")))
+                continue
+            if rid in seen_reviews:
+                problems.add(rvw_path, row[ROW_KEY], "review_id",
+                             f"duplicate review id '{rid}' (first seen in {seen_reviews[rid]})",
+                             item=rid)
+                continue
+            if pid not in split_products:
+                rejected.add(rid)
+                problems.add(rvw_path, row[ROW_KEY], "product_id",
+                             f"review '{rid}' names product '{pid}', which is not in "
+                             f"{prd_path.name}", item=rid)
+                continue
+            content = _text(row.get("content"))
+            if not content:
+                rejected.add(rid)
+                problems.add(rvw_path, row[ROW_KEY], "content", f"review '{rid}' has empty text",
+                             item=rid)
+                continue
+            seen_reviews[rid] = f"{rvw_path.name} row {row[ROW_KEY]}"
+            time_value = row.get("time")
+            split_reviews[rid] = {
+                "review_id": rid, "product_id": pid, "split": split,
+                "title": _text(row.get("title")), "content": content, "text": content,
+                "upvotes": None, "label": None,
+                "time": None if time_value is None else str(time_value),
+                "_urls": image_urls(row.get("img_url"), dataset), "_row": row[ROW_KEY]}
+
+        labelled = set()
+        for row in tables["rel"].to_dict("records"):
+            rid, pid = _valid_id(row.get("review_id")), _valid_id(row.get("product_id"))
+            review = split_reviews.get(rid)
+            if rid in rejected:
+                continue
+            if review is None:
+                problems.add(rel_path, row[ROW_KEY], "review_id",
+                             f"relation names review '{rid}', which is not in {rvw_path.name} "
+                             "(or was rejected there)", item=str(rid))
+                continue
+            if pid != review["product_id"]:
+                problems.add(rel_path, row[ROW_KEY], "product_id",
+                             f"relation pairs review '{rid}' with product '{pid}', but the "
+                             f"review belongs to '{review['product_id']}'", item=rid)
+                continue
+            if rid in labelled:
+                problems.add(rel_path, row[ROW_KEY], "review_id",
+                             f"duplicate relation row for review '{rid}'", item=rid)
+                continue
+            votes = _votes(row.get("upvotes"))
+            if votes is None:
+                problems.add(rel_path, row[ROW_KEY], "upvotes",
+                             f"votes must be a non-negative integer, got {row.get('upvotes')!r}",
+                             item=rid)
+                continue
+            labelled.add(rid)
+            review["upvotes"] = votes
+            review["label"] = votes if labels == "raw" else grade_votes(votes)
+
+        flagged = {p["item"] for p in problems.items}
+        for rid, review in split_reviews.items():
+            if rid not in labelled:
+                if review["upvotes"] is None and rid not in flagged:
+                    problems.add(rvw_path, review["_row"], "review_id",
+                                 f"review '{rid}' has no row in {rel_path.name}", item=rid)
+                continue
+            if review["label"] is None:  # graded policy drops 0-vote reviews
+                dropped_zero_votes += 1
+                continue
+            images.extend(_image_rows(rid, "rvw", split, review.pop("_urls")))
+            review.pop("_row")
+            reviews.append(review)
+        products.extend(split_products.values())
+
+    if problems.items and on_error == "fail":
+        problems.raise_all()
+
+    # Products left without any review cannot be ranked: keep them but say so.
+    review_counts = Counter(r["product_id"] for r in reviews)
+    no_reviews = [p["product_id"] for p in products if review_counts[p["product_id"]] == 0]
+    stats = {"dropped_zero_vote_reviews": dropped_zero_votes,
+             "products_without_reviews": len(no_reviews)}
+    kept_items = {p["product_id"] for p in products} | {r["review_id"] for r in reviews}
+    images = [im for im in images if im["item_id"] in kept_items]
+    tables = {
+        "products": pd.DataFrame(products, columns=PRODUCT_SCHEMA.names),
+        "reviews": pd.DataFrame(reviews, columns=REVIEW_SCHEMA.names),
+        "images": pd.DataFrame(images, columns=IMAGE_SCHEMA.names),
+    }
+    return tables, problems, stats
+
+
+def _image_rows(item_id: str, role: str, split: str, urls: list[str]) -> list[dict]:
+    return [{"image_id": f"{item_id}/pic_{k}.jpg", "item_id": item_id, "role": role,
+             "split": split, "k": k, "url": url, "path": image_relpath(split, role, item_id, k)}
+            for k, url in enumerate(urls)]
+
+
+def label_policy_warning(labels: str, upvotes: pd.Series) -> str | None:
+    """A warning when the data suggests the other label policy."""
+    if upvotes.empty:
+        return None
+    top = int(upvotes.max())
+    if labels == "raw" and top > 4:
+        return (f"--labels raw keeps vote counts up to {top} as labels: these look like raw "
+                "counts; SANCL grades them into 0-4 (--labels graded)")
+    if labels == "graded" and top <= 4:
+        return (f"--labels graded, but the largest vote count is {top}: the release may already "
+                "be graded, and grading again shifts the labels (consider --labels raw)")
+    return None
+
+
+def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "raw",
+           product_text: str = "auto", on_error: str = "fail", name: str | None = None,
+           out: str | Path | None = None, cache_dir: str | Path = "cache",
+           force: bool = False) -> StageRun:
+    """Run the ingest stage; returns the finished StageRun (already finished runs are reused)."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise InputError("no such folder", file=str(raw_dir),
+                         hint="pass the folder holding the release's .prd/.rvw/.rel files")
+    dataset_name = name or f"{dataset}-{category}"
+    settings = {"dataset": dataset, "category": category, "labels": labels,
+                "product_text": product_text, "on_error": on_error}
+    run = open_stage("ingest", dataset=dataset_name, settings=settings,
+                     inputs={"raw": raw_dir}, format_version=FORMAT_VERSION, out=out,
+                     cache_dir=cache_dir, force=force)
+    if run.complete:
+        log.info("ingest: reusing the finished manifest in %s", run.path)
+        return run
+    tables, problems, stats = build_manifest(raw_dir, dataset, category, labels, product_text,
+                                             on_error)
+    for problem in problems.items:
+        run.add_failure(**problem)
+    schemas = {"products": PRODUCT_SCHEMA, "reviews": REVIEW_SCHEMA, "images": IMAGE_SCHEMA}
+    for table_name, frame in tables.items():
+        table = pa.Table.from_pandas(frame, schema=schemas[table_name], preserve_index=False)
+        with atomic_path(run.path / f"{table_name}.parquet") as tmp:
+            pq.write_table(table, tmp)
+    reviews = tables["reviews"]
+    warning = label_policy_warning(labels, reviews["upvotes"])
+    if warning:
+        log.warning(warning)
+    per_split = {split: {"products": int((tables["products"]["split"] == split).sum()),
+                         "reviews": int((reviews["split"] == split).sum())} for split in SPLITS}
+    counts = {"products": len(tables["products"]), "reviews": len(reviews),
+              "images": len(tables["images"]), "skipped_rows": len(problems.items),
+              "per_split": per_split, **stats}
+    label_range = ([int(reviews["label"].min()), int(reviews["label"].max())]
+                   if len(reviews) else None)
+    run.finish(counts, dataset_name=dataset_name, label_range=label_range,
+               label_histogram={str(k): int(v) for k, v in
+                                sorted(Counter(reviews["label"]).items())},
+               label_warning=warning)
+    return run

@@ -1,0 +1,92 @@
+"""Click options every stage command shares, and how a stage reports back to the user."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import click
+import yaml
+
+from .errors import InputError
+
+log = logging.getLogger("mrhp_prep")
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback: settings from a YAML file become the command's defaults.
+
+    Options given on the command line still win, because click consults `default_map` only
+    for options the user did not give.
+    """
+    if value is None:
+        return None
+    try:
+        settings = yaml.safe_load(Path(value).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read settings: {exc}", file=value,
+                         hint="pass a YAML file of option names and values") from exc
+    if not isinstance(settings, dict):
+        raise InputError("settings must be a mapping of option names to values", file=value)
+    defaults = dict(ctx.default_map or {})
+    defaults.update({str(k).replace("-", "_"): v for k, v in settings.items()})
+    ctx.default_map = defaults
+    return value
+
+
+def config_option(func: Callable) -> Callable:
+    return click.option("--config", type=click.Path(exists=True, dir_okay=False),
+                        is_eager=True, expose_value=False, callback=_load_config,
+                        help="YAML file of option values; options on the command line win.")(func)
+
+
+def stage_options(func: Callable) -> Callable:
+    """--out, --cache-dir, --force and --config for a stage command."""
+    decorators = [
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Write into this folder instead of the cache."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default="cache",
+                     envvar="MRHP_CACHE_DIR", show_default=True, show_envvar=True,
+                     help="Cache root: outputs go to CACHE_DIR/<dataset>/<stage>/<fingerprint>/."),
+        click.option("--force", is_flag=True, default=False,
+                     help="Recompute even when a finished output with the same fingerprint exists."),
+        config_option,
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def shard_options(func: Callable) -> Callable:
+    """--num-shards / --shard-index, defaulting to the scheduler's job-array variables."""
+    func = click.option("--shard-index", type=click.IntRange(min=0), default=None,
+                        help="This job's shard (default: SLURM_ARRAY_TASK_ID or "
+                             "JOB_COMPLETION_INDEX, else 0).")(func)
+    func = click.option("--num-shards", type=click.IntRange(min=1), default=None,
+                        help="Split the work by id into this many shards (default: "
+                             "SLURM_ARRAY_TASK_COUNT, else 1).")(func)
+    return func
+
+
+def report(title: str, rows: Mapping[str, Any], output: str | Path | None = None) -> None:
+    """Print a summary block on stderr and the output folder as the last line of stdout."""
+    width = max((len(k) for k in rows), default=0)
+    click.echo(f"\n{title}", err=True)
+    for key, value in rows.items():
+        click.echo(f"  {key:<{width}}  {value}", err=True)
+    if output is not None:
+        click.echo(f"  {'output':<{width}}  {output}", err=True)
+        click.echo(str(output))
+
+
+
+
+def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it"):
+    """A tqdm progress bar on stderr with a rate; quiet when stderr is not a terminal in CI."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5, disable=None)
