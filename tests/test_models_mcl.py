@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import mrhp_prep
 from mrhp_prep.train.models.mcl import (MclModel, adaptive_contrastive_loss,
                                         contrastive_pair_similarities,
                                         hyperspherical_contrastive_loss)
 from mrhp_prep.errors import InputError
 from synthetic_batches import inputs_for, make_batch, pairwise_hinge, small_options, without_images
 
+CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
 NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
               "image_attention_dropout": 0.0}
 ABLATIONS = {
@@ -248,3 +251,21 @@ def test_text_only_runs_score_and_learn_without_image_keys():
         optimizer.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_default_config_builds_the_model_with_the_dataclass_defaults():
+    import dataclasses
+
+    import yaml
+
+    from mrhp_prep.train.models.mcl import MclOptions
+
+    section = yaml.safe_load((CONFIGS / "mcl.yaml").read_text())["model"]
+    assert section.pop("name") == "mcl"
+    assert section.pop("relevance_threshold") == "auto"
+    defaults = {f.name: f.default for f in dataclasses.fields(MclOptions)}
+    defaults.pop("relevance_threshold")
+    assert section == defaults
+    assert MclModel({**section, "relevance_threshold": 0}, inputs_for("ids")).options.hidden_dim == 128
+    with pytest.raises(InputError, match="relevance_threshold must be a number"):
+        MclModel({"relevance_threshold": "auto"}, inputs_for("ids"))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import mrhp_prep
 from mrhp_prep.train.models.mmss import (SUBTASKS, MmssModel, anchor_and_precision, ewma_beta,
                                          sample_weights, ssp_label, uncertainty_weighted_loss)
 from mrhp_prep.errors import InputError
 from synthetic_batches import inputs_for, make_batch, pairwise_hinge, small_options, without_images
 
+CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
 NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
               "image_attention_dropout": 0.0}
 ROWS = 12
@@ -370,3 +374,19 @@ def test_text_only_runs_keep_the_text_subtask_learning():
         model.on_epoch_end(epoch)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert torch.isfinite(model.state.pseudo_label).all()
+
+
+def test_default_config_builds_the_model_with_the_dataclass_defaults():
+    import dataclasses
+
+    import yaml
+
+    from mrhp_prep.train.models.mmss import MmssOptions
+
+    section = yaml.safe_load((CONFIGS / "mmss.yaml").read_text())["model"]
+    assert section.pop("name") == "mmss"
+    defaults = {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(MmssOptions)}
+    assert section == defaults
+    model = MmssModel(section, inputs_for("features"))
+    assert model.subtasks == list(SUBTASKS) and model.state.capacity == 0
