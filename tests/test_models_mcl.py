@@ -216,7 +216,7 @@ def test_model_contrastive_loss_is_equation_33_over_the_six_modality_pairs():
                     expected -= max(2.0 - sim, 0.0) * sim
                 elif batch["product_index"][j] != batch["product_index"][k]:
                     expected += max(sim - 0.0, 0.0) * sim
-    assert float(model(batch).aux_loss) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    assert model(batch).aux_loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
 
 
 def test_parameter_counts_next_to_the_papers(capsys):
