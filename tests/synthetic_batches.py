@@ -5,6 +5,7 @@ Small on purpose: the point is shapes, masks and optimisation behaviour, not acc
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,3 +130,15 @@ def inputs_for(text: str, images: bool = True, vectors: dict | None = None,
 def without_images(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch of a text-only run: no image keys at all."""
     return {k: v for k, v in batch.items() if "_image" not in k}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread: these tiny models run faster than with threads contending for a
+    busy machine's cores. Restores the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

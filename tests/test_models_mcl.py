@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import mrhp_prep
+from mrhp_prep.errors import InputError
 from mrhp_prep.train.models.mcl import (MclModel, adaptive_contrastive_loss,
                                         contrastive_pair_similarities,
                                         hyperspherical_contrastive_loss)
-from mrhp_prep.errors import InputError
-from synthetic_batches import inputs_for, make_batch, pairwise_hinge, small_options, without_images
+from synthetic_batches import (inputs_for, make_batch, one_thread, pairwise_hinge, small_options,
+                               without_images)
 
 CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
 NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
@@ -25,6 +26,12 @@ ABLATIONS = {
     "no_contrastive": {"contrastive": False},
     "no_cross_modal": {"cross_modal_interaction": False},
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def build(text: str = "ids", images: bool = True, **overrides) -> MclModel:

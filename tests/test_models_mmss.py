@@ -9,15 +9,22 @@ import pytest
 import torch
 
 import mrhp_prep
+from mrhp_prep.errors import InputError
 from mrhp_prep.train.models.mmss import (SUBTASKS, MmssModel, anchor_and_precision, ewma_beta,
                                          sample_weights, ssp_label, uncertainty_weighted_loss)
-from mrhp_prep.errors import InputError
-from synthetic_batches import inputs_for, make_batch, pairwise_hinge, small_options, without_images
+from synthetic_batches import (inputs_for, make_batch, one_thread, pairwise_hinge, small_options,
+                               without_images)
 
 CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
 NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
               "image_attention_dropout": 0.0}
 ROWS = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def options(**overrides) -> dict:
@@ -85,17 +92,40 @@ def numpy_distance(reprs, anchor, precision, scale):
     return np.sqrt(np.einsum("bi,ij,bj->b", centred, precision, centred) / scale)
 
 
+def interaction_inputs_present(batch) -> np.ndarray:
+    """[B, 5] bool: the row has a real position on either side of each interaction."""
+    pt, rt = batch["product_text_mask"].any(1), batch["review_text_mask"].any(1)
+    pv, rv = batch["product_image_mask"].any(1), batch["review_image_mask"].any(1)
+    sides = {"ptrt": (pt, rt), "pvrv": (pv, rv), "ptrv": (pt, rv), "pvrt": (pv, rt),
+             "rtrv": (rt, rv)}
+    return np.stack([(a | b).numpy() for a, b in (sides[s] for s in SUBTASKS)], axis=1)
+
+
 def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equation_21():
     model = build("features")
-    batch = make_batch("features")
+    batch = make_batch("features")                    # some rows lack product and review images
     label = batch["label"].numpy().astype(np.float64)
     index = batch["review_index"]
+    valid = interaction_inputs_present(batch)
+    assert not valid[:, 1].all() and valid[:, [0, 2, 3, 4]].all()   # p_v r_v is missing twice
 
     def representations():
         with torch.no_grad():
             parts = model.represent(batch)           # no dropout: same as the training pass
+        assert np.array_equal(parts["subtask_valid"].numpy(), valid)
         return parts["global_repr"].double().numpy(), parts["subtask_repr"].double().numpy()
 
+    def subtask_anchors(reprs, labels):
+        return [numpy_anchor_and_precision(reprs[valid[:, j], j], labels[valid[:, j], j], 0.1)
+                for j in range(5)]
+
+    def observation(g, s, anchor_g, precision_g, anchors_s):
+        chi_g = numpy_distance(g, anchor_g, precision_g, 8)
+        chi_s = np.stack([numpy_distance(s[:, j], *anchors_s[j], 8) for j in range(5)], axis=1)
+        return ((label[:, None] + (chi_s - chi_g[:, None])) / 2
+                + chi_s * label[:, None] / (2 * (chi_g[:, None] + 1e-6)))
+
+    label_per_task = np.repeat(label[:, None], 5, axis=1)
     # epoch 1: labels are initialised to y_g, the sample weights are 0, the loss only has log sigma
     out = model(batch)
     state = model.state
@@ -108,40 +138,48 @@ def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equation_21():
     anchor_g, precision_g = numpy_anchor_and_precision(g1, label, 0.1)
     assert np.allclose(state.anchor[0].numpy(), anchor_g, atol=1e-5)
     assert np.allclose(state.precision[0].numpy(), precision_g, rtol=1e-3, atol=1e-3)
-    anchors_s = [numpy_anchor_and_precision(s1[:, j], label, 0.1) for j in range(5)]
+    anchors_s = subtask_anchors(s1, label_per_task)
+    assert np.allclose(state.anchor[2].numpy(), anchors_s[1][0], atol=1e-5)   # valid rows only
 
     # epoch 2: observations from epoch 1's anchors; end of epoch: beta = 2 / (2 + 1)
     model(batch)
     model(batch)                                     # seen twice: the mean of two equal observations
     g2, s2 = representations()
-    chi_g = numpy_distance(g2, anchor_g, precision_g, 8)
-    chi_s = np.stack([numpy_distance(s2[:, j], *anchors_s[j], 8) for j in range(5)], axis=1)
-    observation = ((label[:, None] + (chi_s - chi_g[:, None])) / 2
-                   + chi_s * label[:, None] / (2 * (chi_g[:, None] + 1e-6)))
+    seen = observation(g2, s2, anchor_g, precision_g, anchors_s)
     model.on_epoch_end(1)
-    expected = 2 / 3 * observation + 1 / 3 * label[:, None]
+    expected = np.where(valid, 2 / 3 * seen + 1 / 3 * label[:, None], label[:, None])
     assert np.allclose(state.pseudo_label[index].numpy(), expected, rtol=1e-3, atol=1e-3)
     assert state.pseudo_label[index].sub(batch["label"][:, None]).abs().max() > 1e-3
 
     # epoch 3: anchors from epoch 2 (whose rows still carried y_s = y_g), beta = 2 / (3 + 1)
-    previous = state.pseudo_label.clone()
-    anchors_s = [numpy_anchor_and_precision(s2[:, j], label, 0.1) for j in range(5)]
+    previous = state.pseudo_label[index].double().numpy()
+    anchors_s = subtask_anchors(s2, label_per_task)
+    anchor_g, precision_g = numpy_anchor_and_precision(g2, label, 0.1)
     model(batch)
     g3, s3 = representations()
-    anchor_g, precision_g = numpy_anchor_and_precision(g2, label, 0.1)
-    chi_g = numpy_distance(g3, anchor_g, precision_g, 8)
-    chi_s = np.stack([numpy_distance(s3[:, j], *anchors_s[j], 8) for j in range(5)], axis=1)
-    observation = ((label[:, None] + (chi_s - chi_g[:, None])) / 2
-                   + chi_s * label[:, None] / (2 * (chi_g[:, None] + 1e-6)))
+    seen = observation(g3, s3, anchor_g, precision_g, anchors_s)
     model.on_epoch_end(2)
-    expected = 0.5 * observation + 0.5 * previous[index].numpy()
+    expected = np.where(valid, 0.5 * seen + 0.5 * previous, previous)
     assert np.allclose(state.pseudo_label[index].numpy(), expected, rtol=1e-3, atol=1e-3)
     # the subtask anchors for epoch 4 weight epoch 3's rows by sigmoid(y_s), y_s != y_g now
-    for j in range(5):
-        anchor_s, _ = numpy_anchor_and_precision(s3[:, j], previous[index, j].double().numpy(), 0.1)
+    for j, (anchor_s, _) in enumerate(subtask_anchors(s3, previous)):
         assert np.allclose(state.anchor[j + 1].numpy(), anchor_s, atol=1e-5)
     # reviews never seen keep no label
     assert not state.known[ROWS:].any() and (state.pseudo_label[ROWS:] == 0).all()
+
+
+def test_a_constant_representation_gets_no_anchor_and_no_observations():
+    """In a text-only run p_v r_v never has input; nothing may come out of its zero spread."""
+    model = build(images=False)
+    batch = without_images(make_batch())
+    for epoch in range(3):
+        model(batch)
+        model.on_epoch_end(epoch)
+    state = model.state
+    assert state.anchor_ready.tolist() == [True, True, False, True, True, True]
+    index = batch["review_index"]
+    assert torch.equal(state.pseudo_label[index, 1], batch["label"])      # p_v r_v stays y_g
+    assert (state.pseudo_label[index][:, [0, 2, 3, 4]] != batch["label"][:, None]).any()
 
 
 def test_the_epoch_count_comes_from_the_model_state_not_the_caller():
@@ -174,12 +212,18 @@ def test_anchor_and_precision_from_running_sums_match_the_direct_computation():
     reprs, labels = rng.normal(size=(30, 4)), rng.integers(0, 5, 30).astype(float)
     weights = 1 / (1 + np.exp(-labels))
     t = lambda a: torch.tensor(a)[None]   # noqa: E731  one task
-    anchor, precision = anchor_and_precision(
+    anchor, precision, usable = anchor_and_precision(
         t(weights.sum()), t((weights[:, None] * reprs).sum(0)), t(30.0), t(reprs.sum(0)),
         t(reprs.T @ reprs), shrinkage=0.25)
     expected_anchor, expected_precision = numpy_anchor_and_precision(reprs, labels, 0.25)
     assert np.allclose(anchor[0].numpy(), expected_anchor)
     assert np.allclose(precision[0].numpy(), expected_precision)
+    assert usable.tolist() == [True]
+    constant = np.ones((30, 4))
+    *_, usable = anchor_and_precision(
+        t(weights.sum()), t((weights[:, None] * constant).sum(0)), t(30.0), t(constant.sum(0)),
+        t(constant.T @ constant), shrinkage=0.25)
+    assert usable.tolist() == [False]
 
 
 # --------------------------------------------------------------------------- eq. 14-15
@@ -214,11 +258,13 @@ def test_model_aux_loss_is_the_weighted_l1_of_equation_14_under_equation_15():
     out = model(batch)
     subtask_score = model.represent(batch)["subtask_score"].detach()
     label = batch["label"]
+    valid = torch.from_numpy(interaction_inputs_present(batch))
     sigma = torch.exp(model.log_variance.detach() / 2)
     expected = 0.0
-    for j in range(5):
-        weights = torch.tanh((pseudo[:, j] - label).abs())
-        task_loss = (weights * (subtask_score[:, j] - pseudo[:, j]).abs()).mean()
+    for j in range(5):               # each task averages over the rows that have its inputs
+        rows = valid[:, j]
+        weights = torch.tanh((pseudo[rows, j] - label[rows]).abs())
+        task_loss = (weights * (subtask_score[rows, j] - pseudo[rows, j]).abs()).mean()
         expected += task_loss / (2 * sigma[j] ** 2) + torch.log(sigma[j])
     assert out.aux_loss.item() == pytest.approx(float(expected), rel=1e-5)
 

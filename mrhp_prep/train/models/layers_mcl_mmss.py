@@ -209,7 +209,9 @@ class FieldTokens(nn.Module):
         self.out_dim = int(inputs.text_dim)
         if inputs.text_mode == "static":
             vectors = inputs.product_vectors if field == "product" else inputs.review_vectors
-            table = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+            # A copy: the store's vectors may be a read-only memory map, and fine-tuning
+            # writes into the table.
+            table = torch.from_numpy(np.array(vectors, dtype=np.float32, copy=True))
             self.embedding = nn.Embedding.from_pretrained(table, freeze=freeze, padding_idx=0)
         else:
             self.embedding = None

@@ -37,7 +37,11 @@ SSP-Label as implemented (the paper leaves these open; each is an option):
   alpha_1 = `correlation_ratio`, alpha_2 = `correlation_difference` (both 1: equal distances
   give y_s = y_g); the eq. 21 second line does not follow from its first and is not used;
 - the anchors are those of the previous epoch (an epoch's statistics are complete only at its
-  end), so observations start in epoch 2 and the first EWMA update is the paper's i = 2.
+  end), so observations start in epoch 2 and the first EWMA update is the paper's i = 2;
+- a row with nothing on either side of an interaction (p_v r_v of a product and a review
+  without images, and so of every row of a text-only run) has no f_s to speak of: it takes no
+  part in that subtask's loss, anchor or observations, and keeps its pseudo label. A task whose
+  representation does not vary at all gets no anchor (its distances would be meaningless).
 
 Multi-process training (torchrun): `on_epoch_end` sums the per-rank statistics and
 observations when torch.distributed is initialised; wrap the model with
@@ -131,27 +135,35 @@ def ssp_label(label: torch.Tensor, global_distance: torch.Tensor, subtask_distan
             + correlation_ratio * subtask_distance * y_g / (2 * (chi_g + epsilon)))
 
 
+MIN_VARIANCE = 1e-10   # a representation spread less than this has no usable distance
+
+
 def anchor_and_precision(weight_total: torch.Tensor, weighted_sum: torch.Tensor,
                          count: torch.Tensor, total: torch.Tensor, outer: torch.Tensor,
-                         shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
+                         shrinkage: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Anchors (eq. 17) and shrunk inverse second moments (eq. 18) from running sums.
 
     Per task k (leading dimension T): weight_total [T] = sum w, weighted_sum [T, d] = sum w f,
     count [T] = n, total [T, d] = sum f, outer [T, d, d] = sum f f^T.
-    Returns anchor [T, d] and precision [T, d, d] (float64).
+    Returns anchor [T, d], precision [T, d, d] (float64) and usable [T] bool: False for a task
+    without rows or whose representation does not vary (a constant vector has no scale to
+    measure distances in; its inverse would be astronomically large).
     """
-    anchor = weighted_sum / weight_total[:, None]
-    mean = total / count[:, None]
-    second = outer / count[:, None, None]
+    rows = count.clamp_min(1.0)
+    anchor = weighted_sum / weight_total.clamp_min(1e-12)[:, None]
+    mean = total / rows[:, None]
+    second = outer / rows[:, None, None]
     # E[(f - A)(f - A)^T] = E[f f^T] - E[f] A^T - A E[f]^T + A A^T
     scatter = (second - mean[:, :, None] * anchor[:, None, :] - anchor[:, :, None] * mean[:, None, :]
                + anchor[:, :, None] * anchor[:, None, :])
     scatter = (scatter + scatter.transpose(1, 2)) / 2
     dim = scatter.shape[-1]
-    level = (scatter.diagonal(dim1=1, dim2=2).sum(-1) / dim).clamp_min(1e-12)
+    level = scatter.diagonal(dim1=1, dim2=2).sum(-1) / dim
+    usable = (count > 0) & (level > MIN_VARIANCE)
     identity = torch.eye(dim, dtype=scatter.dtype, device=scatter.device)
-    shrunk = (1 - shrinkage) * scatter + shrinkage * level[:, None, None] * identity
-    return anchor, torch.linalg.pinv(shrunk, hermitian=True)
+    shrunk = ((1 - shrinkage) * scatter
+              + shrinkage * level.clamp_min(MIN_VARIANCE)[:, None, None] * identity)
+    return anchor, torch.linalg.pinv(shrunk, hermitian=True), usable
 
 
 # --------------------------------------------------------------------------- the model
@@ -166,9 +178,9 @@ class PseudoLabelState(nn.Module):
     """Per-review pseudo labels and the running statistics of SSP-Label (all buffers).
 
     Per review (row N = review_index): pseudo_label [N, S], known [N] (seen at least once),
-    observation_sum [N, S] and observation_count [N] (this epoch). Per task (T = 1 + S, the
-    global task first): anchor [T, d], precision [T, d, d], and this epoch's running sums for
-    the next anchors. With `capacity` None the per-review buffers grow (doubling) to the largest
+    observation_sum and observation_count [N, S] (this epoch). Per task (T = 1 + S, the global
+    task first): anchor [T, d], precision [T, d, d], anchor_ready [T], and this epoch's running
+    sums for the next anchors. With `capacity` None the per-review buffers grow (doubling) to the largest
     review_index seen, and a checkpoint's size is taken over on load; with a number they are
     allocated once and a larger index is an error.
     """
@@ -180,10 +192,12 @@ class PseudoLabelState(nn.Module):
         self.register_buffer("pseudo_label", torch.zeros(rows, num_subtasks))
         self.register_buffer("known", torch.zeros(rows, dtype=torch.bool))
         self.register_buffer("observation_sum", torch.zeros(rows, num_subtasks, dtype=torch.float64))
-        self.register_buffer("observation_count", torch.zeros(rows, dtype=torch.float64))
+        self.register_buffer("observation_count", torch.zeros(rows, num_subtasks,
+                                                              dtype=torch.float64))
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("anchor", torch.zeros(tasks, dim))
         self.register_buffer("precision", torch.zeros(tasks, dim, dim))
+        self.register_buffer("anchor_ready", torch.zeros(tasks, dtype=torch.bool))
         self.register_buffer("weight_total", torch.zeros(tasks, dtype=torch.float64))
         self.register_buffer("weighted_sum", torch.zeros(tasks, dim, dtype=torch.float64))
         self.register_buffer("count", torch.zeros(tasks, dtype=torch.float64))
@@ -193,10 +207,6 @@ class PseudoLabelState(nn.Module):
     @property
     def capacity(self) -> int:
         return self.known.shape[0]
-
-    @property
-    def anchors_ready(self) -> bool:
-        return int(self.epochs_done) >= 1
 
     def ensure_capacity(self, rows: int) -> None:
         """Make room for review rows [0, rows)."""
@@ -316,7 +326,9 @@ class MmssModel(RankingModel):
     # ----------------------------------------------------------------- representations
 
     def represent(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """score [B], global_repr f_g* [B, d_g], subtask_repr f_s* [B, S, d_s], subtask_score [B, S]."""
+        """score [B], global_repr f_g* [B, d_g], and with subtasks subtask_repr f_s* [B, S, d_s],
+        subtask_score [B, S] and subtask_valid [B, S] (the row has something on either side of
+        that interaction; a row without product and review images has no p_v r_v)."""
         d = self.options.hidden_dim
         product_text_mask = batch["product_text_mask"].bool()
         review_text_mask = batch["review_text_mask"].bool()
@@ -337,6 +349,8 @@ class MmssModel(RankingModel):
                      "rtrv": (tr, review_text_mask, vr, review_image_mask)}
             interactions = {name: masked_soft_pool(*self.interactions[name](*pairs[name]))
                             for name in SUBTASKS}
+            present = {name: pairs[name][1].any(dim=1) | pairs[name][3].any(dim=1)
+                       for name in SUBTASKS}
             fused = torch.cat([interactions[name] for name in SUBTASKS], dim=-1)
         global_repr = nn.functional.gelu(self.global_projection(self.dropout(fused)))
         out = {"score": self.global_scorer(self.dropout(global_repr)).squeeze(-1),
@@ -347,6 +361,7 @@ class MmssModel(RankingModel):
             out["subtask_repr"] = torch.stack(subtask_repr, dim=1)
             out["subtask_score"] = torch.cat(
                 [self.subtask_heads[s](r) for s, r in zip(self.subtasks, subtask_repr)], dim=-1)
+            out["subtask_valid"] = torch.stack([present[s] for s in self.subtasks], dim=1)
         return out
 
     # ----------------------------------------------------------------- pseudo labels
@@ -370,27 +385,34 @@ class MmssModel(RankingModel):
 
     @torch.no_grad()
     def _record(self, index: torch.Tensor, label: torch.Tensor, pseudo_label: torch.Tensor,
-                global_repr: torch.Tensor, subtask_repr: torch.Tensor) -> None:
+                global_repr: torch.Tensor, subtask_repr: torch.Tensor,
+                valid: torch.Tensor) -> None:
         """Add a training batch to this epoch's anchor statistics and observations.
 
-        Runs outside autocast: the sums are float64 and the distances float32.
+        Rows where a subtask has no input (`valid` [B, S] False) count for neither. Runs
+        outside autocast: the sums are float64 and the distances float32.
         """
         with torch.autocast(device_type=index.device.type, enabled=False):
-            self._record_full_precision(index, label, pseudo_label, global_repr, subtask_repr)
+            self._record_full_precision(index, label, pseudo_label, global_repr, subtask_repr,
+                                        valid)
 
-    def _record_full_precision(self, index, label, pseudo_label, global_repr, subtask_repr) -> None:
+    def _record_full_precision(self, index, label, pseudo_label, global_repr, subtask_repr,
+                               valid) -> None:
         state = self.state
         reprs = torch.cat([global_repr[:, None], subtask_repr], dim=1).double()    # [B, T, d]
-        weights = torch.sigmoid(torch.cat([label[:, None], pseudo_label], dim=1).double())
+        rows = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1).double()   # [B, T]
+        weights = torch.sigmoid(torch.cat([label[:, None], pseudo_label], dim=1).double()) * rows
         state.weight_total += weights.sum(0)
         state.weighted_sum += (weights[..., None] * reprs).sum(0)
-        state.count += reprs.shape[0]
-        state.total += reprs.sum(0)
-        state.outer += torch.einsum("btd,bte->tde", reprs, reprs)
-        if state.anchors_ready:
+        state.count += rows.sum(0)
+        state.total += (rows[..., None] * reprs).sum(0)
+        state.outer += torch.einsum("bt,btd,bte->tde", rows, reprs, reprs)
+        ready = state.anchor_ready[1:] & state.anchor_ready[0]                      # [S]
+        observed = (valid & ready[None, :]).double()
+        if bool(observed.any()):
             observation = self.observe(label, global_repr, subtask_repr).double()
-            state.observation_sum.index_add_(0, index, observation)
-            state.observation_count.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+            state.observation_sum.index_add_(0, index, observation * observed)
+            state.observation_count.index_add_(0, index, observed)
 
     def _pseudo_labels(self, index: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """y_s [B, S] for the batch's reviews, set to y_g on a review's first sight (eq. 12)."""
@@ -405,10 +427,18 @@ class MmssModel(RankingModel):
         return state.pseudo_label[index].clone()
 
     def subtask_loss(self, subtask_score: torch.Tensor, pseudo_label: torch.Tensor,
-                     label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 14-15: (uncertainty-weighted total, per-task losses [S])."""
+                     label: torch.Tensor,
+                     valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 14-15: (uncertainty-weighted total, per-task losses [S]).
+
+        Each task's loss is the mean over its valid rows (all rows when `valid` is None).
+        """
         weights = sample_weights(pseudo_label, label)
-        task_losses = (weights * (subtask_score - pseudo_label).abs()).mean(dim=0)
+        if valid is None:
+            valid = torch.ones_like(weights, dtype=torch.bool)
+        weights = weights * valid.to(weights.dtype)
+        task_losses = ((weights * (subtask_score - pseudo_label).abs()).sum(dim=0)
+                       / valid.sum(dim=0).clamp_min(1).to(weights.dtype))
         return uncertainty_weighted_loss(task_losses, self.log_variance), task_losses
 
     def on_epoch_end(self, epoch: int) -> None:
@@ -424,22 +454,24 @@ class MmssModel(RankingModel):
 
         if dist.is_available() and dist.is_initialized():
             state.all_reduce()
-        if not bool((state.count > 0).all()):
+        if not bool(state.count[0] > 0):
             return                    # no training rows this epoch: nothing to update
         state.epochs_done += 1
         i = int(state.epochs_done)
-        observed = state.observation_count > 0
+        observed = state.observation_count > 0                                       # [N, S]
         if i >= 2 and bool(observed.any()):
             beta = ewma_beta(i)
             mean_observation = (state.observation_sum[observed]
-                                / state.observation_count[observed, None]).to(state.pseudo_label.dtype)
+                                / state.observation_count[observed]).to(state.pseudo_label.dtype)
             state.pseudo_label[observed] = (beta * mean_observation
                                             + (1 - beta) * state.pseudo_label[observed])
-        anchor, precision = anchor_and_precision(state.weight_total, state.weighted_sum,
-                                                 state.count, state.total, state.outer,
-                                                 self.options.covariance_shrinkage)
-        state.anchor.copy_(anchor)
-        state.precision.copy_(precision)
+        anchor, precision, usable = anchor_and_precision(
+            state.weight_total, state.weighted_sum, state.count, state.total, state.outer,
+            self.options.covariance_shrinkage)
+        # A task without usable rows this epoch keeps its previous anchor (and readiness).
+        state.anchor[usable] = anchor[usable].to(state.anchor.dtype)
+        state.precision[usable] = precision[usable].to(state.precision.dtype)
+        state.anchor_ready |= usable
         state.reset_epoch()
 
     # ----------------------------------------------------------------- forward
@@ -451,9 +483,10 @@ class MmssModel(RankingModel):
         label = batch["label"].float()
         index = batch["review_index"].long()
         pseudo_label = self._pseudo_labels(index, label)
-        aux, task_losses = self.subtask_loss(out["subtask_score"], pseudo_label, label)
+        valid = out["subtask_valid"]
+        aux, task_losses = self.subtask_loss(out["subtask_score"], pseudo_label, label, valid)
         self._record(index, label, pseudo_label, out["global_repr"].detach(),
-                     out["subtask_repr"].detach())
+                     out["subtask_repr"].detach(), valid)
         logs = {f"subtask_loss_{s}": float(v) for s, v in zip(self.subtasks, task_losses.detach())}
         logs["pseudo_label_offset"] = float((pseudo_label - label[:, None]).abs().mean())
         return ModelOutput(score=out["score"], aux_loss=aux, logs=logs)
