@@ -276,3 +276,21 @@ def test_default_config_builds_the_model_with_the_dataclass_defaults():
     assert MclModel({**section, "relevance_threshold": 0}, inputs_for("ids")).options.hidden_dim == 128
     with pytest.raises(InputError, match="relevance_threshold must be a number"):
         MclModel({"relevance_threshold": "auto"}, inputs_for("ids"))
+
+
+def test_fine_tuned_word_vectors_are_a_copy_of_a_read_only_store(tmp_path):
+    """embed-text's vectors may come memory-mapped read-only; training must not write into them."""
+    vectors = inputs_for("ids")
+    np.save(tmp_path / "product.npy", vectors.product_vectors)
+    np.save(tmp_path / "review.npy", vectors.review_vectors)
+    vectors.product_vectors = np.load(tmp_path / "product.npy", mmap_mode="r")
+    vectors.review_vectors = np.load(tmp_path / "review.npy", mmap_mode="r")
+    torch.manual_seed(0)
+    model = MclModel({**small_options(), **NO_DROPOUT}, vectors)
+    assert model.product_tokens.embedding.weight.requires_grad
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    total_loss(model, make_batch()).backward()
+    optimizer.step()
+    assert not torch.equal(model.product_tokens.embedding.weight.detach(),
+                           torch.from_numpy(np.array(vectors.product_vectors)))
+    assert np.array_equal(np.load(tmp_path / "product.npy"), inputs_for("ids").product_vectors)

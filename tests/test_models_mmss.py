@@ -436,3 +436,51 @@ def test_default_config_builds_the_model_with_the_dataclass_defaults():
     assert section == defaults
     model = MmssModel(section, inputs_for("features"))
     assert model.subtasks == list(SUBTASKS) and model.state.capacity == 0
+
+
+def rank_batches(rank: int) -> list[dict]:
+    """Two batches per rank per epoch: DDP syncs buffers before every forward, so a second
+    forward is where another rank's sums would be lost."""
+    return [make_batch(seed=2 * rank + k, review_index_offset=(2 * rank + k) * ROWS)
+            for k in range(2)]
+
+
+def _two_rank_worker(rank: int, rendezvous: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        model = build(num_train_reviews=None)            # sized from the data: ranks differ
+        wrapped = DistributedDataParallel(model)          # default: broadcast_buffers=True
+        for epoch in range(2):
+            for batch in rank_batches(rank):
+                wrapped(batch)
+            model.on_epoch_end(epoch)
+        torch.save(model.state.state_dict(), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_pseudo_label_state(tmp_path):
+    """Each rank sees half of the rows; after the epoch ends both hold what one process that
+    saw all rows would hold."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_rank_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    single = build(num_train_reviews=None)
+    for epoch in range(2):
+        for batch in rank_batches(0) + rank_batches(1):
+            single(batch)
+        single.on_epoch_end(epoch)
+    expected = single.state.state_dict()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        rows = 4 * ROWS                          # capacities may differ (they grow by doubling)
+        assert not got["known"][rows:].any()
+        for name, value in expected.items():
+            if value.dim() and value.shape[0] == expected["known"].shape[0]:
+                value, got[name] = value[:rows], got[name][:rows]
+            assert torch.allclose(got[name].double(), value.double(), atol=1e-5), (rank, name)

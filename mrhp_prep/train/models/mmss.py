@@ -43,10 +43,10 @@ SSP-Label as implemented (the paper leaves these open; each is an option):
   part in that subtask's loss, anchor or observations, and keeps its pseudo label. A task whose
   representation does not vary at all gets no anchor (its distances would be meaningless).
 
-Multi-process training (torchrun): `on_epoch_end` sums the per-rank statistics and
-observations when torch.distributed is initialised; wrap the model with
-DistributedDataParallel(broadcast_buffers=False) so that ranks keep their own accumulators
-during an epoch.
+Multi-process training (torchrun): each rank accumulates its own rows during an epoch (the
+state's buffers are on DistributedDataParallel's ignore list, so they are not overwritten by
+rank 0's at each forward) and `on_epoch_end` sums the statistics and observations of all ranks
+before updating, so every rank ends the epoch with the same labels and anchors.
 """
 
 from __future__ import annotations
@@ -319,6 +319,12 @@ class MmssModel(RankingModel):
             self.log_variance = nn.Parameter(torch.zeros(len(self.subtasks)))  # log sigma_s^2
             self.state = PseudoLabelState(options.num_train_reviews, len(self.subtasks),
                                           options.task_dim)
+            # DistributedDataParallel copies rank 0's buffers to every rank before each forward
+            # unless told otherwise; that would wipe the other ranks' epoch sums. The state is
+            # synchronised in on_epoch_end instead. (The attribute is how DDP takes a model's
+            # ignore list.)
+            self._ddp_params_and_buffers_to_ignore = [
+                f"state.{name}" for name, _ in self.state.named_buffers()]
         else:
             self.log_variance = None
             self.state = None
