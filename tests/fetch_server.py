@@ -51,8 +51,13 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def setup(self):
+        tls = self.server.owner.tls
+        if tls is not None:     # handshake here, in the connection's thread
+            self.request = tls.wrap_socket(self.request, server_side=True)
         super().setup()
         self.server.owner._connections(+1)
+        if self.server.owner.connect_delay:     # models TCP/TLS handshakes on a real network
+            time.sleep(self.server.owner.connect_delay)
 
     def finish(self):
         try:
@@ -90,19 +95,27 @@ class Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128        # a real server does not drop connections at 5 pending
     owner: "ImageServer"
 
     def handle_error(self, request, client_address):
         import sys
-        if not isinstance(sys.exc_info()[1], ConnectionError):   # clients hanging up is normal
+        import ssl
+        # Clients hanging up, or refusing the certificate, is what some tests are about.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
 
 class ImageServer:
-    """Serve on 127.0.0.1, an ephemeral port; `url(path)` builds the URL of an endpoint."""
+    """Serve on 127.0.0.1, an ephemeral port; `url(path)` builds the URL of an endpoint.
 
-    def __init__(self):
+    With `tls` (a server-side SSLContext) it speaks HTTPS.
+    """
+
+    def __init__(self, tls=None):
+        self.tls = tls
         self.routes: dict[str, Route] = {}
+        self.connect_delay = 0.0            # seconds added to the start of each connection
         self.release = threading.Event()    # set to wake every hanging endpoint
         self._lock = threading.Lock()
         self.reset()
@@ -114,7 +127,8 @@ class ImageServer:
         self._thread.start()
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def reset(self) -> None:
         with self._lock:

@@ -353,3 +353,41 @@ def test_urls_with_spaces_and_non_ascii_are_requested_quoted(srv, photos, tmp_pa
     summary, _ = fetch(tmp_path, {"a": srv.url("/img/café cup.jpg")})
     assert summary.downloaded == 1
     assert srv.targets == ["/img/caf%C3%A9%20cup.jpg"]
+
+
+@pytest.fixture(scope="module")
+def tls_server():
+    import trustme   # the test extra installs it
+    import ssl
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    srv = fs.ImageServer(tls=context)
+    srv.authority = authority
+    yield srv
+    srv.close()
+
+
+def test_https_with_a_trusted_certificate(tls_server, photos, tmp_path, monkeypatch):
+    tls_server.reset()
+    bundle = tmp_path / "ca.pem"
+    tls_server.authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    tls_server.routes["/s.jpg"] = fs.serve(photos["astronaut.jpg"])
+    summary, _ = fetch(tmp_path, {f"i{i}": tls_server.url(f"/s.jpg?i={i}") for i in range(5)},
+                       workers=1, per_host=1)
+    assert summary.downloaded == 5
+    assert (tmp_path / "i0" / "pic_0.jpg").read_bytes() == photos["astronaut.jpg"]
+    assert tls_server.connections_opened == 1        # one handshake, five images
+
+
+def test_https_with_an_untrusted_certificate_fails_at_once(tls_server, photos, tmp_path,
+                                                          monkeypatch):
+    tls_server.reset()
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    tls_server.routes["/s.jpg"] = fs.serve(photos["astronaut.jpg"])
+    summary, results = fetch(tmp_path, {"a": tls_server.url("/s.jpg")})
+    assert summary.failed == 1
+    assert results["a"].reason.startswith("TLS certificate of 127.0.0.1 rejected")
+    assert results["a"].job.attempts == 1 and tls_server.hits["/s.jpg"] == 0

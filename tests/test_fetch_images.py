@@ -342,3 +342,27 @@ def test_command_line_rejects_bad_sizes_and_missing_manifests(runner, tmp_path):
     not_manifest = runner.invoke(cli, ["fetch-images", "--manifest", str(tmp_path),
                                        "--images-root", str(tmp_path / "i")])
     assert not_manifest.exit_code == 3 and "not a stage folder" in not_manifest.output
+
+
+def test_runs_as_a_pipeline_stage_after_ingest(runner, srv, photos, tmp_path):
+    import yaml
+
+    srv.routes["/pipe.jpg"] = fs.serve(photos["rocket"])
+    items = {split: {"product": f"Q{i}", "urls": [srv.url(f"/pipe.jpg?p={i}")],
+                     "reviews": {f"Q{i}-0": [srv.url(f"/pipe.jpg?r={i}")]}}
+             for i, split in enumerate(("train", "dev", "test"))}
+    write_release(tmp_path / "raw", items)
+    pipeline = tmp_path / "fetch.yaml"
+    pipeline.write_text(yaml.safe_dump({"cache_dir": "cache", "stages": [
+        {"command": "ingest", "args": {"raw_dir": "raw", "dataset": "amazon",
+                                       "category": "electronics"}},
+        {"command": "fetch-images", "args": {"manifest": "{ingest}", "images_root": "images",
+                                             "workers": 2, "retries": 0}},
+    ]}))
+    result = runner.invoke(cli, ["run", str(pipeline)])
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert folder.parent == tmp_path / "cache" / "amazon-electronics" / "fetch-images"
+    assert read_manifest(folder)["counts"]["downloaded"] == 6
+    assert (tmp_path / "images" / "dev" / "rvw" / "Q1-0" / "pic_0.jpg").read_bytes() == \
+        photos["rocket"]

@@ -41,7 +41,7 @@ def human_bytes(num: int) -> str:
 
 
 @click.command("fetch-images")
-@click.option("--manifest", "manifest_dir", type=click.Path(exists=True, file_okay=False),
+@click.option("--manifest", type=click.Path(exists=True, file_okay=False),
               required=True, help="Manifest folder (the output of 'mrhp-prep ingest').")
 @click.option("--images-root", type=click.Path(file_okay=False), required=True,
               help="Where images go, as {split}/{prd|rvw}/{item_id}/pic_{k}.jpg.")
@@ -74,7 +74,7 @@ def human_bytes(num: int) -> str:
                    "(for folders filled by other tools).")
 @shard_options
 @stage_options
-def fetch_images(manifest_dir, images_root, workers, per_host, retries, backoff, max_backoff,
+def fetch_images(manifest, images_root, workers, per_host, retries, backoff, max_backoff,
                  max_retry_after, connect_timeout, read_timeout, max_bytes, max_redirects,
                  jpeg_quality, verify_existing, num_shards, shard_index, out, cache_dir, force):
     """Download the images of a manifest into IMAGES_ROOT, resuming where a run stopped.
@@ -96,7 +96,7 @@ def fetch_images(manifest_dir, images_root, workers, per_host, retries, backoff,
                              max_redirects=max_redirects, jpeg_quality=jpeg_quality,
                              verify_existing=verify_existing)
     started = time.time()
-    run = run_fetch(manifest_dir, images_root, settings, num_shards=num_shards,
+    run = run_fetch(manifest, images_root, settings, num_shards=num_shards,
                     shard_index=shard_index, out=out, cache_dir=cache_dir, force=force)
     info = run.manifest()
     counts = info["counts"]
