@@ -307,6 +307,23 @@ def test_refused_connections_are_retried_then_reported(tmp_path):
     assert results["a"].job.attempts == 3
 
 
+def test_connect_timeout(tmp_path):
+    # A listener that never accepts: once its queue holds one connection, new ones hang.
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler.connect(("127.0.0.1", port))
+        started = time.monotonic()
+        summary, results = fetch(tmp_path, {"a": f"http://127.0.0.1:{port}/pic.jpg"},
+                                 connect_timeout=0.3, retries=1)
+        elapsed = time.monotonic() - started
+    assert summary.failed == 1
+    assert results["a"].reason == f"connect to 127.0.0.1:{port} timed out after 0.3s"
+    assert results["a"].job.attempts == 2
+    assert elapsed < 2.5
+
+
 def test_per_host_limit_is_respected(srv, photos, tmp_path):
     srv.routes["/slow.jpg"] = fs.serve(photos["rocket.jpg"], delay=0.15)
     urls = {f"ip{i}": srv.url(f"/slow.jpg?i={i}") for i in range(9)}

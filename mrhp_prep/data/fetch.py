@@ -48,7 +48,7 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class FetchSettings:
-    """How to fetch. Only `max_bytes` and `jpeg_quality` change what lands on disk."""
+    """How to fetch. Of these, only `max_bytes` and `jpeg_quality` enter the fingerprint."""
 
     workers: int = 16
     per_host: int = 4
@@ -343,7 +343,7 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
     `settings.verify_existing`); a run that had failures is run again (present files are skipped, failed ones retried). The
     counts are in `run.manifest()["counts"]`; failures in the folder's failures.jsonl.
     """
-    from ..cache import open_stage
+    from ..cache import MANIFEST_NAME, open_stage
     from ..options import progress
     from ..shards import resolve_shard
     from .manifest import Manifest
@@ -364,16 +364,19 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
     jobs, refused = plan_jobs(manifest.images, root, num_shards, shard_index)
     if run.complete:
         previous = run.manifest()
-        if (previous["num_failures"] == 0 and not settings.verify_existing
-                and all(_is_complete(job.dest) for job in jobs)):
+        missing = sum(not _is_complete(job.dest) for job in jobs)
+        if previous["num_failures"] == 0 and not settings.verify_existing and not missing:
             log.info("all %d images already fetched into %s", len(jobs), root)
             return run
-        log.info("running again: the last run had %d failures, files have gone or "
-                 "verification was asked for", previous["num_failures"])
-        run = open_run(True)
+        log.info("fetching again what is missing: %d images failed last time, %d files are "
+                 "not there%s", previous["num_failures"], missing,
+                 ", and present files are verified" if settings.verify_existing else "")
+        # Reopen the finished folder as an unfinished one; its report is rewritten at the end.
+        (run.path / MANIFEST_NAME).unlink()
+        run = open_run(False)
 
-    log.info("fetching %d images (shard %d of %d) into %s", len(jobs) + len(refused),
-             shard_index, num_shards, root)
+    shard = f" (shard {shard_index} of {num_shards})" if num_shards > 1 else ""
+    log.info("fetching %d images%s into %s", len(jobs) + len(refused), shard, root)
     bar = progress(total=len(jobs), desc=STAGE, unit="img") if show_progress else None
 
     failed_so_far = 0
