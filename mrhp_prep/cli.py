@@ -18,6 +18,7 @@ from . import __version__
 # at import time.
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
+    "fetch-images": "mrhp_prep.data.fetch_command:fetch_images",
     "run": "mrhp_prep.pipeline:run",
 }
 
