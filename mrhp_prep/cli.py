@@ -18,6 +18,7 @@ from . import __version__
 # at import time.
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
+    "probe-masks": "mrhp_prep.probe.commands:probe_masks",
     "run": "mrhp_prep.pipeline:run",
 }
 
