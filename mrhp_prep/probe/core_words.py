@@ -76,7 +76,7 @@ def head_phrase(name: str) -> str:
     head = name[:match.start()].strip() if match else name
     words = head.split()
     for position, word in enumerate(words[2:], start=2):
-        if _MEASURE.match(word):
+        if _MEASURE.match(word) and words[position - 1].lower() != "of":  # "Set of 4 ..."
             head = " ".join(words[:position])
             break
     return head or name
