@@ -22,6 +22,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -128,7 +129,7 @@ def run_probe_masks(manifest_dir, *, language: str = "auto", spacy_model: str | 
                 bar.update(1)
             _write_part(run.path, k, results)
     else:
-        _run_in_workers(config, parts, todo, run.path, bar, workers)
+        _run_in_workers(builder, parts, todo, run.path, bar, workers)
     bar.close()
 
     counts, rules, examples = _collect(run, len(parts), failures)
@@ -199,7 +200,8 @@ _WORKER_BUILDER: ProbeMaskBuilder | None = None
 
 def _init_worker(config: BuilderConfig) -> None:
     global _WORKER_BUILDER
-    _WORKER_BUILDER = ProbeMaskBuilder(config)
+    if _WORKER_BUILDER is None or _WORKER_BUILDER.config != config:
+        _WORKER_BUILDER = ProbeMaskBuilder(config)
 
 
 def _mask_part(k: int, items: list) -> tuple[int, list]:
@@ -208,12 +210,24 @@ def _mask_part(k: int, items: list) -> tuple[int, list]:
     return k, results
 
 
-def _run_in_workers(config, parts, todo, path, bar, workers) -> None:
-    # Spawned workers start clean (no inherited threads or locks) on every platform.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo), os.cpu_count() or 1),
-                             mp_context=context, initializer=_init_worker,
-                             initargs=(config,)) as pool:
+def worker_pool(builder: ProbeMaskBuilder, workers: int) -> ProcessPoolExecutor:
+    """Processes that mask parts with `_mask_part`.
+
+    On Linux they are forked from this process with its loaded pipeline (no second load);
+    elsewhere they are spawned and each loads its own.
+    """
+    global _WORKER_BUILDER
+    methods = multiprocessing.get_all_start_methods()
+    method = "fork" if sys.platform.startswith("linux") and "fork" in methods else "spawn"
+    if method == "fork":
+        _WORKER_BUILDER = builder
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=(builder.config,))
+
+
+def _run_in_workers(builder, parts, todo, path, bar, workers) -> None:
+    workers = min(workers, len(todo), os.cpu_count() or 1)
+    with worker_pool(builder, workers) as pool:
         futures = [pool.submit(_mask_part, k, parts[k]) for k in todo]
         for future in as_completed(futures):
             k, results = future.result()
