@@ -19,6 +19,7 @@ from . import __version__
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
     "fetch-images": "mrhp_prep.data.fetch_command:fetch_images",
+    "probe-masks": "mrhp_prep.probe.commands:probe_masks",
     "run": "mrhp_prep.pipeline:run",
 }
 
