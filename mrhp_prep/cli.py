@@ -19,6 +19,9 @@ from . import __version__
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
     "run": "mrhp_prep.pipeline:run",
+    "train": "mrhp_prep.train.commands:train",
+    "evaluate": "mrhp_prep.train.commands:evaluate",
+    "predict": "mrhp_prep.train.commands:predict",
 }
 
 
