@@ -47,12 +47,13 @@ def write_text_store(folder: Path, manifest_dir: Path, *, mode: str = "static", 
                      seed: int = 0, num_shards: int = 2, stream_format: bool = False,
                      shuffle: bool = True, vocab_splits: Sequence[str] = ("train",),
                      vector_fn: Callable[[str], np.ndarray | None] | None = None,
-                     features_fn: Callable[[list[str]], np.ndarray] | None = None) -> Path:
+                     encoder: Callable[[str], tuple[list, np.ndarray]] | None = None) -> Path:
     """An embed-text output for the manifest's products and reviews.
 
     static: vocabularies fitted on `vocab_splits` (id 0 <pad>, 1 <unk>) and vectors from
-    `vector_fn(token)` (random normal when it returns None). features: `features_fn(tokens)`
-    -> [L, dim] (random normal by default), stored as float16. Rows are shuffled (readers must
+    `vector_fn(token)` (random normal when it returns None). features: `encoder(text)` ->
+    ([(token, start, end)], [L, dim] features), by default the regex tokens with random
+    features; stored as float16. Rows are shuffled (readers must
     join by id) and split over `num_shards` files.
     """
     manifest = Manifest(manifest_dir)
@@ -64,7 +65,9 @@ def write_text_store(folder: Path, manifest_dir: Path, *, mode: str = "static", 
         items = _items(manifest, field)
         if shuffle:
             items = items.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-        tokenized = [tokenize(text) for text in items["text"]]
+        encoded = [encoder(text) for text in items["text"]] if encoder is not None else None
+        tokenized = ([tokens for tokens, _ in encoded] if encoded is not None
+                     else [tokenize(text) for text in items["text"]])
         columns = {
             "id": pa.array(items["id"].tolist(), pa.string()),
             "tokens": pa.array([[t for t, _, _ in toks] for toks in tokenized],
@@ -92,11 +95,8 @@ def write_text_store(folder: Path, manifest_dir: Path, *, mode: str = "static", 
                                                          encoding="utf-8")
             np.save(run.path / f"vectors-{field}.npy", vectors)
         else:
-            rows = []
-            for toks in tokenized:
-                words = [t for t, _, _ in toks]
-                rows.append(features_fn(words) if features_fn is not None
-                            else rng.normal(0, 1, size=(len(words), dim)))
+            rows = ([features for _, features in encoded] if encoded is not None
+                    else [rng.normal(0, 1, size=(len(toks), dim)) for toks in tokenized])
             flat = np.concatenate([np.asarray(r, np.float16).reshape(-1, dim) for r in rows])
             offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
             inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim)

@@ -12,6 +12,7 @@ from feature_stores import (single_thread, stores_for, tokenize, write_roi_store
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from mrhp_prep.train.stores import RoiFeatures, token_probe_mask
+from mrhp_prep.train.trainer import to_device
 
 MISSING_IMAGE = "B00SAMP001-0/pic_0.jpg"
 
@@ -115,7 +116,11 @@ def test_frozen_features_in_stream_format_and_chunked_hdf5(sample_manifest, tmp_
     assert inputs.text_dim == 6 and inputs.product_vectors is None and inputs.image_dim == 4
     dataset = ReviewDataset(sources, sources.split("test"), DataConfig())
     batch = Collate(DataConfig())([dataset[0], dataset[1]])
-    assert batch["review_text"].dtype == torch.float32 and batch["review_text"].shape[-1] == 6
+    assert batch["review_text"].dtype == torch.float16 and batch["review_text"].shape[-1] == 6
+    on_device = to_device(batch, torch.device("cpu"))
+    assert on_device["review_text"].dtype == torch.float32       # what models see
+    assert on_device["review_image"].dtype == torch.float32
+    assert on_device["review_text_mask"].dtype == torch.bool
     assert batch["review_text_mask"].sum(1).tolist() == [len(dataset[0]["review_text"]),
                                                         len(dataset[1]["review_text"])]
 

@@ -15,7 +15,7 @@ from mrhp_prep.train.models import build_model
 from mrhp_prep.train.models.base import ModelInputs
 from mrhp_prep.train.models.layers import SelfAttention
 from mrhp_prep.train.models.sancl import info_nce
-from mrhp_prep.train.trainer import Trainer
+from mrhp_prep.train.trainer import Trainer, to_device
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8",
          "model.embedding_dropout=0.0"]
@@ -40,7 +40,8 @@ def _model_and_batch(stores, overrides=(), text_only=False, split="train", rows=
     model = build_model("sancl", config["model"], sources.model_inputs())
     dataset = ReviewDataset(sources, sources.split(split), DataConfig())
     items = [dataset[i] for i in (rows if rows is not None else range(len(dataset)))]
-    return model, Collate(DataConfig())(items), config
+    batch = to_device(Collate(DataConfig())(items), torch.device("cpu"))   # float32, as trained
+    return model, batch, config
 
 
 def test_selective_attention_reweights_every_pair():

@@ -244,56 +244,77 @@ class ReviewDataset(torch.utils.data.Dataset):
             return np.zeros((0, rois.feature_dim), np.float16)
         return np.concatenate(blocks)[:self.config.max_image_rows]
 
-    def __getitem__(self, i: int) -> dict:
-        table, sources = self.table, self.sources
-        p = int(table.product_index[i])
-        item = {"label": table.labels[i], "product_index": p, "review_index": i}
-        if sources.text:
-            item["product_text"], _ = self._text("product", table.product_text[p])
-            item["review_text"], review = self._text("review", table.review_text[i])
-            if sources.probes is not None:
-                part, row = table.probe[i]
-                if part >= 0:
-                    starts, ends = sources.probes.marked_spans(int(part), int(row))
-                    item["review_probe"] = token_probe_mask(review["token_start"],
-                                                            review["token_end"], starts, ends)
-                else:
-                    item["review_probe"] = np.zeros(len(review["token_start"]), np.float32)
-        if sources.rois is not None:
-            item["product_image"] = self._images(table.products[p])
-            item["review_image"] = self._images(table.review_ids[i])
+    def _product(self, p: int) -> dict:
+        item = {}
+        if self.sources.text:
+            item["product_text"], _ = self._text("product", self.table.product_text[p])
+        if self.sources.rois is not None:
+            item["product_image"] = self._images(self.table.products[p])
         return item
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """Rows of one batch; each product is read once (a training group shares one)."""
+        table, sources = self.table, self.sources
+        products: dict[int, dict] = {}
+        items = []
+        for i in indices:
+            i = int(i)
+            p = int(table.product_index[i])
+            if p not in products:
+                products[p] = self._product(p)
+            item = {"label": table.labels[i], "product_index": p, "review_index": i,
+                    **products[p]}
+            if sources.text:
+                item["review_text"], review = self._text("review", table.review_text[i])
+                if sources.probes is not None:
+                    item["review_probe"] = self._probe(i, review)
+            if sources.rois is not None:
+                item["review_image"] = self._images(table.review_ids[i])
+            items.append(item)
+        return items
+
+    def _probe(self, i: int, review: dict) -> np.ndarray:
+        part, row = self.table.probe[i]
+        if part < 0:
+            return np.zeros(len(review["token_start"]), np.float32)
+        starts, ends = self.sources.probes.marked_spans(int(part), int(row))
+        return token_probe_mask(review["token_start"], review["token_end"], starts, ends)
 
 
 def _pad_text(values: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids [B, L] int64 (0 = pad) or features [B, L, Dt] float16, and the mask [B, L]."""
     lengths = [len(v) for v in values]
     length = max(1, max(lengths))
     first = values[0]
-    if first.ndim == 1:
-        out = torch.zeros(len(values), length, dtype=torch.long)
-    else:
-        out = torch.zeros(len(values), length, first.shape[1], dtype=torch.float32)
+    shape = (len(values), length) + first.shape[1:]
+    # np.zeros maps untouched pages lazily: padding costs no writes
+    out = np.zeros(shape, dtype=np.int64 if first.ndim == 1 else first.dtype)
     for row, v in enumerate(values):
-        if len(v):
-            out[row, :len(v)] = torch.from_numpy(np.asarray(v, dtype=np.int64 if v.ndim == 1
-                                                            else np.float32))
+        out[row, :len(v)] = v
     mask = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]
-    return out, mask
+    return torch.from_numpy(out), mask
 
 
 def _pad_images(blocks: list[np.ndarray], config: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoI features [B, R, Dv] float16 with 16 <= R <= 128 rows, and the mask [B, R]."""
     counts = [len(b) for b in blocks]
     rows = min(max(config.min_image_rows, max(counts)), config.max_image_rows)
-    out = torch.zeros(len(blocks), rows, blocks[0].shape[1], dtype=torch.float32)
+    out = np.zeros((len(blocks), rows, blocks[0].shape[1]), dtype=blocks[0].dtype)
     for row, block in enumerate(blocks):
-        if len(block):
-            out[row, :len(block)] = torch.from_numpy(np.asarray(block, dtype=np.float32))
+        out[row, :len(block)] = block
     mask = torch.arange(rows)[None, :] < torch.tensor(counts)[:, None]
-    return out, mask
+    return torch.from_numpy(out), mask
 
 
 class Collate:
-    """Pads a list of `ReviewDataset` items into the batch dict of `models/base.py`."""
+    """Pads a list of `ReviewDataset` items into the batch dict of `models/base.py`.
+
+    Features stay in their stored precision (float16: half the bytes to copy, pin and move);
+    `trainer.to_device` turns them into float32 on the device, so models see float32.
+    """
 
     def __init__(self, config: DataConfig):
         self.config = config

@@ -106,6 +106,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if complete:
         log.info("train: reusing the finished run in %s", path)
         finished = run.manifest() if run else {}
+        distributed.close()
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
     if distributed.is_main:
         with atomic_path(path / "config.yaml") as tmp:
@@ -162,6 +163,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         if metrics:
             log.info("best epoch %d of %d\n%s", best_epoch, state.epoch, metrics_table(metrics))
     distributed.barrier()
+    distributed.close()
     return TrainResult(path, False, result_metrics, counts)
 
 

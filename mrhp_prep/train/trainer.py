@@ -84,8 +84,13 @@ def amp_settings(device: torch.device, amp: str | bool) -> tuple[bool, torch.dty
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch on `device`, stored float16 features widened to float32 there."""
     non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+    moved = {}
+    for key, value in batch.items():
+        value = value.to(device, non_blocking=non_blocking)
+        moved[key] = value.float() if value.dtype == torch.float16 else value
+    return moved
 
 
 def prediction_frame(table: SplitTable, scores: np.ndarray) -> pd.DataFrame:

@@ -19,6 +19,8 @@ Keys of an input the run was not given are absent: a text-only run (no RoI store
 `*_image*` keys, a run without probe masks has no `review_probe`. Images are at most 32 RoIs
 per image, an item's images concatenated, padded per batch to between 16 and 128 rows; padding
 rows are zeros with mask False. Text ids use 0 for padding (and 1 for unknown words).
+Features reach the model as float32 on its device (`trainer.to_device` widens the float16
+that the loader keeps them in).
 
 The trainer lays training batches out in groups: rows [g * G, (g + 1) * G) are one group, the
 first row its positive, the other G - 1 rows its negatives (G = 1 + sampling.negatives). Models
