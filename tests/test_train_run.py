@@ -140,11 +140,11 @@ def _crashing_after(calls):
         def __init__(self, inner):
             super().__init__(inner.sources, inner.table, inner.config)
 
-        def __getitem__(self, i):
-            Crashing.count += 1
+        def __getitems__(self, indices):
+            Crashing.count += len(indices)
             if Crashing.count > calls:
                 raise Crash("killed")
-            return super().__getitem__(i)
+            return super().__getitems__(indices)
     return Crashing
 
 
@@ -249,3 +249,51 @@ def test_planted_signal_is_found(tmp_path):
     assert model["products"] == 8
     assert model["map"] > chance["map"] + 0.2, (model, chance)
     assert model["ndcg@3"] > chance["ndcg@3"] + 0.25, (model, chance)
+
+
+def test_resume_option_finishes_an_unfinished_run_folder(trained, runner, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained["path"], copy)
+    (copy / "MANIFEST.json").unlink()
+    for name in ("metrics.json", "predictions-test.jsonl"):
+        (copy / name).unlink()
+    result = runner.invoke(cli, ["train", "--resume", str(copy), "--device", "cpu",
+                                 "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(copy)
+    assert "resuming from" in result.stderr
+    original = json.loads((Path(trained["path"]) / "metrics.json").read_text())
+    resumed = json.loads((copy / "metrics.json").read_text())
+    assert resumed["test"] == original["test"] and resumed["best_epoch"] == original["best_epoch"]
+
+
+def test_sample_pipeline_train_and_evaluate_stages_parse(stores, tmp_path):
+    """The pipeline's train/evaluate entries map onto the commands' options (running the whole
+    pipeline needs the extract-rois, embed-text and probe-masks stages)."""
+    from pathlib import Path
+
+    import click
+
+    from mrhp_prep.pipeline import load_pipeline, stage_argv
+
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "sample.yaml"
+    spec = load_pipeline(pipeline)
+    predictions = tmp_path / "predictions-test.jsonl"
+    predictions.write_text("")
+    names = {"ingest": str(stores["manifest"]), "extract-rois": str(stores["rois"]),
+             "embed-text": str(stores["text"]), "probe-masks": str(stores["probes"]),
+             "train": str(tmp_path)}
+    for stage in spec["stages"]:
+        if stage["command"] not in {"train", "evaluate"}:
+            continue
+        command = cli.get_command(click.Context(cli), stage["command"])
+        argv = stage_argv(command, stage["args"], names, pipeline.parent, stage["command"])
+        context = command.make_context(stage["command"], argv)
+        if stage["command"] == "train":
+            assert context.params["text"] == str(stores["text"])
+            assert "train.epochs=2" in context.params["set"]
+        else:
+            assert context.params["predictions"] == str(predictions)

@@ -28,7 +28,7 @@ _FOLDER = click.Path(exists=True, file_okay=False)
 @click.option("--preset", default="auto",
               help="A column of the paper's hyperparameter tables (e.g. glove-electronics, "
                    "bert-home); auto = from the category and text mode; none = defaults.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set train.epochs=5 (repeatable; wins over "
                    "--config and --preset).")
 @click.option("--resume", type=_FOLDER,
@@ -43,8 +43,7 @@ _FOLDER = click.Path(exists=True, file_okay=False)
               envvar="MRHP_CACHE_DIR", show_envvar=True,
               help="Cache root: runs go to CACHE_DIR/<dataset>/train/<fingerprint>/.")
 @click.option("--force", is_flag=True, help="Train again from scratch even when the run exists.")
-def train(manifest, rois, text, probes, model, config_file, preset, overrides, resume, device,
-          num_workers, out, cache_dir, force):
+def train(**options):
     """Train a ranking model on cached features; prints the run folder.
 
     The run folder holds config.yaml, checkpoints/, metrics.json, predictions-{dev,test}.jsonl,
@@ -54,10 +53,8 @@ def train(manifest, rois, text, probes, model, config_file, preset, overrides, r
     """
     from .run import train as run_train
 
-    result = run_train(manifest=manifest, rois=rois, text=text, probes=probes, model=model,
-                       config_file=config_file, preset=preset, overrides=overrides, out=out,
-                       cache_dir=cache_dir, force=force, resume=resume, device=device,
-                       num_workers=num_workers)
+    # "--set" arrives as the parameter "set" (the name pipelines use too)
+    result = run_train(overrides=options.pop("set"), **options)
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
