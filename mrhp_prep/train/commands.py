@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -55,8 +56,6 @@ def train(**options):
 
     # "--set" arrives as the parameter "set" (the name pipelines use too)
     result = run_train(overrides=options.pop("set"), **options)
-    import os
-
     if int(os.environ.get("RANK", "0")) != 0:
         return str(result.path)
     metrics = result.metrics

@@ -104,7 +104,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     path = Path(distributed.broadcast(str(run.path) if run else None))
     complete = distributed.broadcast(run.complete if run else None)
     if complete:
-        log.info("train: reusing the finished run in %s", path)
+        if distributed.is_main:
+            log.info("train: reusing the finished run in %s", path)
         finished = run.manifest() if run else {}
         distributed.close()
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))

@@ -159,7 +159,7 @@ class Trainer:
 
             self.model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True)
+                find_unused_parameters=model.find_unused_parameters)
         s = self.settings
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=s.lr, weight_decay=s.weight_decay)
@@ -253,10 +253,16 @@ class Trainer:
     def _end_epoch(self) -> None:
         state, settings = self.state, self.settings
         self.unwrapped.on_epoch_end(state.epoch)
-        sums = state.sums
+        sums: dict = {}
+        for part in self.distributed.gather(state.sums):     # every rank's running sums
+            for key, value in part.items():
+                sums[key] = sums.get(key, 0) + value
+        if self.distributed.enabled:     # ranks run side by side: time is their mean
+            for key in ("data_seconds", "step_seconds"):
+                sums[key] = sums.get(key, 0.0) / self.distributed.world_size
         steps = max(sums.get("steps", 0), 1)
         record = {"epoch": state.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                  "steps": int(sums.get("steps", 0)),
+                  "steps": int(state.sums.get("steps", 0)),   # this rank's optimizer steps
                   "seconds": round(sums.get("step_seconds", 0.0), 3),
                   "data_share": sums.get("data_seconds", 0.0) / max(sums.get("step_seconds", 0.0), 1e-9)}
         for key, value in sums.items():
@@ -286,6 +292,8 @@ class Trainer:
             if improved:
                 checkpoints.save(self.checkpoint_dir / "best.pt", weights)
         self.save_last()
+        if not self.distributed.is_main:
+            return
         dev = " ".join(f"{m}={100 * record[f'dev_{m}']:.2f}" for m in METRICS if f"dev_{m}" in record)
         log.info("epoch %d: loss %.4f (rank %.4f, aux %.4f) %s%s", record["epoch"],
                  record.get("loss", math.nan), record.get("rank_loss", math.nan),

@@ -80,7 +80,13 @@ class RankingModel(nn.Module):
 
     `on_epoch_end(epoch)` is called by the trainer after each training epoch (MM-SS updates
     its pseudo labels there).
+
+    `find_unused_parameters` is handed to DDP under torchrun: keep True when some parameters
+    can miss a step's autograd graph (a branch skipped for a batch); a model whose every
+    parameter takes part in every forward sets it False, which saves a graph traversal.
     """
+
+    find_unused_parameters: bool = True
 
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -102,6 +102,10 @@ def _first_of_each(index: torch.Tensor) -> torch.Tensor:
 class SANCL(RankingModel):
     """SANCL over static vectors or frozen features, with or without RoI features and probes."""
 
+    # every parameter is in every forward's graph (rows without images use `missing` through
+    # torch.where, the product projections feed the contrastive terms and the scores)
+    find_unused_parameters = False
+
     def __init__(self, config: dict, inputs: ModelInputs):
         super().__init__()
         if inputs.text_mode not in {"static", "features"}:
