@@ -12,7 +12,7 @@ RoI features with up to 32 RoIs per image, batches of 32 rows (the papers' sizes
    next to the paper's figure, and peak memory (CUDA allocator peak on a GPU, the process's
    peak RSS on a CPU).
 
-Run: python benchmarks/train.py                 (a few minutes on 2 CPU cores)
+Run: python benchmarks/train.py                 (about a minute on 2 CPU cores)
      python benchmarks/train.py --quick         (fewer items and steps)
      python benchmarks/train.py --device cuda --models sancl,mcl
 """
@@ -204,8 +204,7 @@ def main() -> None:
                                  probes=stores["probes"])
         ours = ReviewDataset(sources, sources.split("train"), DataConfig())
         earlier = PickledItems(ours, root / "pickled")
-        rng = np.random.default_rng(0)
-        # the batches training reads: MCR groups (8 rows of one product each)
+        # the batches training reads: MCR groups, 8 rows of one product each
         plan = GroupBatchSampler(ours.table.labels, ours.table.rows_by_product(),
                                  SamplingConfig(), 32, seed=0)
         batches = [b.tolist() for b in plan.plan(0)][:8 if args.quick else 20]

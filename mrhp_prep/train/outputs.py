@@ -30,6 +30,7 @@ def plot_curves(path: Path, history: Sequence[dict], monitor: str, best_epoch: i
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -47,6 +48,8 @@ def plot_curves(path: Path, history: Sequence[dict], monitor: str, best_epoch: i
         right.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
     right.set(title="dev metrics (%)", xlabel="epoch")
     right.legend()
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
