@@ -38,6 +38,9 @@ class Distributed:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if not dist.is_initialized():
             use_cuda = torch.cuda.is_available() and device != "cpu"
+            if use_cuda:
+                # NCCL collectives (also the object ones) run on the current device
+                torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl" if use_cuda else "gloo")
         return cls(rank=rank, world_size=world_size, local_rank=local_rank)
 
