@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "fetch-images": "mrhp_prep.data.fetch_command:fetch_images",
     "probe-masks": "mrhp_prep.probe.commands:probe_masks",
     "run": "mrhp_prep.pipeline:run",
+    "train": "mrhp_prep.train.commands:train",
+    "evaluate": "mrhp_prep.train.commands:evaluate",
+    "predict": "mrhp_prep.train.commands:predict",
 }
 
 
