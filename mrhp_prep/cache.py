@@ -97,6 +97,11 @@ class StageRun:
         """Record one item (an id, a file, a row) that could not be processed, and why."""
         self.failures.append({"item": item, "reason": reason, **details})
 
+    def discard(self) -> None:
+        """Remove an unfinished folder this run created (used when the input is refused)."""
+        if not (self.path / MANIFEST_NAME).exists() and self.path.exists():
+            shutil.rmtree(self.path)
+
     def manifest(self) -> dict:
         """The MANIFEST.json of a complete run."""
         return read_manifest(self.path)

@@ -18,7 +18,12 @@ from . import __version__
 # at import time.
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
+    "fetch-images": "mrhp_prep.data.fetch_command:fetch_images",
+    "probe-masks": "mrhp_prep.probe.commands:probe_masks",
     "run": "mrhp_prep.pipeline:run",
+    "train": "mrhp_prep.train.commands:train",
+    "evaluate": "mrhp_prep.train.commands:evaluate",
+    "predict": "mrhp_prep.train.commands:predict",
 }
 
 

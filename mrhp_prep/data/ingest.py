@@ -314,8 +314,12 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
     if run.complete:
         log.info("ingest: reusing the finished manifest in %s", run.path)
         return run
-    tables, problems, stats = build_manifest(raw_dir, dataset, category, labels, product_text,
-                                             on_error)
+    try:
+        tables, problems, stats = build_manifest(raw_dir, dataset, category, labels,
+                                                 product_text, on_error)
+    except InputError:
+        run.discard()  # a refused release leaves no folder behind
+        raise
     for problem in problems.items:
         run.add_failure(**problem)
     schemas = {"products": PRODUCT_SCHEMA, "reviews": REVIEW_SCHEMA, "images": IMAGE_SCHEMA}

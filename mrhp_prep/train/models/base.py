@@ -15,6 +15,21 @@ A batch is a dict of tensors for B review rows (each row a review with its produ
     product_index      LongTensor [B]       rows with the same value share a product
     review_index       LongTensor [B]       the review's row in its split (stable across epochs)
 
+Keys of an input the run was not given are absent: a text-only run (no RoI store) has no
+`*_image*` keys, a run without probe masks has no `review_probe`. Images are at most 32 RoIs
+per image, an item's images concatenated, padded per batch to between 16 and 128 rows; padding
+rows are zeros with mask False. Text ids use 0 for padding (and 1 for unknown words).
+Features reach the model as float32 on its device (`trainer.to_device` widens the float16
+that the loader keeps them in).
+
+The trainer lays training batches out in groups: rows [g * G, (g + 1) * G) are one group, the
+first row its positive, the other G - 1 rows its negatives (G = 1 + sampling.negatives). Models
+may use that (nothing requires it); evaluation batches are plain lists of reviews.
+
+A model is built from its config section and a `ModelInputs` (what the cached features
+provide: text mode and widths, the static vectors, the RoI feature width, whether probe masks
+exist), as `ModelClass(config: dict, inputs: ModelInputs)`; see `models/__init__.py`.
+
 A model returns a `ModelOutput`: one score per row (higher = more helpful) and an auxiliary
 loss (0 when the model has none), which the trainer adds to the ranking loss.
 """
@@ -24,10 +39,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class ModelInputs:
+    """What the cached features give a model to be built on.
+
+    text_mode        "static" (token ids into `*_vectors`), "features" (frozen transformer
+                     features in the batch) or None (no text store)
+    text_dim         Dt: width of the static vectors or of the frozen features
+    product_vectors  [Vp, Dt] float32 static vectors of the product vocabulary (row 0 = <pad>,
+                     1 = <unk>); None unless text_mode == "static"
+    review_vectors   [Vr, Dt] float32, the same for the review vocabulary
+    image_dim        Dv: width of the RoI features; None for a text-only run
+    has_probes       True when the batch carries `review_probe`
+    """
+
+    text_mode: str | None
+    text_dim: int
+    product_vectors: np.ndarray | None = None
+    review_vectors: np.ndarray | None = None
+    image_dim: int | None = None
+    has_probes: bool = False
 
 
 @dataclass
@@ -42,7 +80,13 @@ class RankingModel(nn.Module):
 
     `on_epoch_end(epoch)` is called by the trainer after each training epoch (MM-SS updates
     its pseudo labels there).
+
+    `find_unused_parameters` is handed to DDP under torchrun: keep True when some parameters
+    can miss a step's autograd graph (a branch skipped for a batch); a model whose every
+    parameter takes part in every forward sets it False, which saves a graph traversal.
     """
+
+    find_unused_parameters: bool = True
 
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,0 +1,235 @@
+"""Training speed and size at the paper's input sizes, one row per model (ratios of medians).
+
+A synthetic data set is written in the stage formats (real HDF5 RoI store, Arrow text shards,
+probe shards) in a temporary folder: 300-d static vectors, texts of up to 128 tokens, 2048-d
+RoI features with up to 32 RoIs per image, batches of 32 rows (the papers' sizes). Then:
+
+1. Data loading, the earlier way against ours, on the same batches: one pickled
+   `torch.save` file per item read with `torch.load` at batch time (how MCR packed its RoI
+   features) against our memory-mapped HDF5 store; the ratio of the median batch times.
+2. Per model: full training steps per second (data + forward + backward + Adam), the share of
+   step time spent waiting for data (goal < 10 %), trainable parameters without embeddings
+   next to the paper's figure, and peak memory (CUDA allocator peak on a GPU, the process's
+   peak RSS on a CPU).
+
+Run: python benchmarks/train.py                 (about a minute on 2 CPU cores)
+     python benchmarks/train.py --quick         (fewer items and steps)
+     python benchmarks/train.py --device cuda --models sancl,mcl
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from feature_stores import (write_probe_store, write_raw_release, write_roi_store,  # noqa: E402
+                            write_text_store)
+from mrhp_prep.data.ingest import ingest  # noqa: E402
+from mrhp_prep.train.config import resolve_config  # noqa: E402
+from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset  # noqa: E402
+from mrhp_prep.train.models import MODELS, build_model  # noqa: E402
+from mrhp_prep.train.sampling import GroupBatchSampler, SamplingConfig  # noqa: E402
+from mrhp_prep.train.trainer import Trainer  # noqa: E402
+
+# Parameter counts the papers report (without embedding tables); add a model's figure here.
+PAPER_PARAMETERS = {"sancl": 1.41e6, "mcr": 2.63e6}
+
+
+def synthetic_release(folder: Path, products: int, reviews_per_product: int, tokens: int,
+                      seed: int = 0) -> Path:
+    """A raw release with long texts over a 5000-word vocabulary, half the reviews with a photo."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(5000)]
+    split_of = lambda p: "train" if p < 0.7 * products else ("dev" if p < 0.85 * products else "test")  # noqa: E731
+    prd, rvw = [], []
+    for p in range(products):
+        pid = f"B{p:06d}"
+        prd.append({"product_id": pid, "split": split_of(p), "images": int(rng.integers(1, 3)),
+                    "name": f"product {p} " + " ".join(rng.choice(words, 6)),
+                    "description": " ".join(rng.choice(words, tokens))})
+        for r in range(reviews_per_product):
+            sentences = [" ".join(rng.choice(words, 15)) + "." for _ in range(tokens // 16)]
+            rvw.append({"product_id": pid, "review_id": f"{pid}-{r}", "split": split_of(p),
+                        "content": " ".join(sentences), "upvotes": int(rng.integers(0, 5)),
+                        "images": int(rng.random() < 0.5)})
+    return write_raw_release(folder, prd, rvw, prefix="Electronics")
+
+
+def build_stores(root: Path, products: int, reviews: int, tokens: int) -> dict[str, Path]:
+    started = time.perf_counter()
+    raw = synthetic_release(root / "raw", products, reviews, tokens)
+    manifest = ingest(raw, dataset="amazon", category="electronics", labels="raw",
+                      name="bench", cache_dir=root / "cache").path
+    stores = {"manifest": manifest,
+              "text": write_text_store(root / "text", manifest, dim=300),
+              "rois": write_roi_store(root / "rois", manifest, dim=2048, boxes=(10, 36)),
+              "probes": write_probe_store(root / "probes", manifest)}
+    print(f"data: {products} products x {reviews} reviews, texts ~{tokens} tokens, 300-d "
+          f"vectors, 2048-d RoIs ({time.perf_counter() - started:.0f} s to write)", flush=True)
+    return stores
+
+
+# --------------------------------------------------------------------------------------------
+# 1. data loading: pickled per-item files against the memory-mapped store
+
+
+class PickledItems(ReviewDataset):
+    """The earlier way: each item's RoI features in its own torch.save file, loaded per row
+    (every row of a batch loads its product's file again)."""
+
+    def __init__(self, inner: ReviewDataset, folder: Path):
+        super().__init__(inner.sources, inner.table, inner.config)
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        items = set(inner.table.products) | set(inner.table.review_ids)
+        for item in items:
+            blocks = [inner.sources.rois.features(i, inner.config.max_rois_per_image)
+                      for i in inner.sources.item_images.get(item, ())]
+            features = (np.concatenate(blocks) if blocks
+                        else np.zeros((0, inner.sources.rois.feature_dim), np.float16))
+            torch.save({"features": torch.from_numpy(features.astype(np.float32))},
+                       folder / f"{item.replace('/', '_')}.pth")
+
+    def __getitems__(self, indices):
+        return [self._row(int(i)) for i in indices]
+
+    def _row(self, i: int) -> dict:
+        return ReviewDataset.__getitems__(self, [i])[0]
+
+    def _images(self, item_id: str) -> np.ndarray:
+        pack = torch.load(self.folder / f"{item_id.replace('/', '_')}.pth", weights_only=False)
+        return pack["features"].numpy()[:self.config.max_image_rows]
+
+
+def load_time(dataset: ReviewDataset, batches: list[list[int]], repeats: int) -> float:
+    """Median seconds to read and collate one batch (one process, no workers)."""
+    collate = Collate(dataset.config)
+    times = []
+    for _ in range(repeats):
+        for batch in batches:
+            started = time.perf_counter()
+            collate(dataset.__getitems__(batch))
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. training steps per model
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_model(name: str, stores: dict, device: torch.device, steps: int, repeats: int,
+                  workers: int, run_dir: Path) -> dict:
+    sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
+                             probes=stores["probes"])
+    config = resolve_config(name, overrides=["train.epochs=1000"], text_mode="static",
+                            category="electronics")
+    data = DataConfig.from_config(config["data"])
+    torch.manual_seed(0)
+    model = build_model(name, config["model"], sources.model_inputs())
+    trainer = Trainer(model, ReviewDataset(sources, sources.split("train"), data), None, config,
+                      run_dir / name, device=device, relevance_threshold=1, num_workers=workers,
+                      show_progress=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rates, shares = [], []
+    epoch = 0
+    for repeat in range(repeats + 1):             # the first pass warms up
+        waited = total = 0.0
+        done = 0
+        while done < steps:
+            trainer.sampler.set_epoch(epoch)
+            epoch += 1
+            tick = time.perf_counter()
+            for batch in trainer.loader:
+                loaded = time.perf_counter()
+                trainer.train_step(batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                now = time.perf_counter()
+                waited, total, tick = waited + loaded - tick, total + now - tick, now
+                done += 1
+                if done >= steps:
+                    break
+        if repeat:
+            rates.append(steps / total)
+            shares.append(waited / total)
+    return {"model": name, "parameters": model.num_parameters(),
+            "paper": PAPER_PARAMETERS.get(name), "steps_s": statistics.median(rates),
+            "rows_s": statistics.median(rates) * config["train"]["batch_size"],
+            "data_share": statistics.median(shares), "peak_mb": peak_memory_mb(device)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer items and steps")
+    parser.add_argument("--models", default="sancl",
+                        help=f"comma-separated, of: {', '.join(sorted(MODELS))}")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-workers", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
+    products, reviews, tokens = (30, 8, 64) if args.quick else (80, 12, 128)
+    steps = args.steps or (5 if args.quick else 15)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, "
+          f"{args.num_workers} loader workers", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        stores = build_stores(root, products, reviews, tokens)
+
+        sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
+                                 probes=stores["probes"])
+        ours = ReviewDataset(sources, sources.split("train"), DataConfig())
+        earlier = PickledItems(ours, root / "pickled")
+        # the batches training reads: MCR groups, 8 rows of one product each
+        plan = GroupBatchSampler(ours.table.labels, ours.table.rows_by_product(),
+                                 SamplingConfig(), 32, seed=0)
+        batches = [b.tolist() for b in plan.plan(0)][:8 if args.quick else 20]
+        load_time(ours, batches[:2], 1)           # warm the page cache for both
+        load_time(earlier, batches[:2], 1)
+        t_earlier = load_time(earlier, batches, args.repeats)
+        t_ours = load_time(ours, batches, args.repeats)
+        print("\n1. reading one training batch of 32 rows (RoIs, text, probe masks; one process)")
+        print(f"  pickled file per item (earlier)  {1000 * t_earlier:8.2f} ms   "
+              f"memory-mapped store (ours) {1000 * t_ours:8.2f} ms   "
+              f"ratio {t_earlier / t_ours:6.1f}x", flush=True)
+
+        print(f"\n2. training steps (batch 32, median of {args.repeats} x {steps} steps)")
+        header = (f"  {'model':<8} {'params (no emb)':>16} {'paper':>8} {'ratio':>6} "
+                  f"{'steps/s':>8} {'rows/s':>8} {'data wait':>10} {'peak MB':>9}")
+        print(header)
+        for name in args.models.split(","):
+            row = measure_model(name.strip(), stores, device, steps, args.repeats,
+                                args.num_workers, root / "runs")
+            paper = f"{row['paper'] / 1e6:.2f} M" if row["paper"] else "-"
+            ratio = f"{row['parameters'] / row['paper']:.2f}" if row["paper"] else "-"
+            print(f"  {row['model']:<8} {row['parameters'] / 1e6:14.2f} M {paper:>8} {ratio:>6} "
+                  f"{row['steps_s']:8.2f} {row['rows_s']:8.0f} {100 * row['data_share']:9.1f}% "
+                  f"{row['peak_mb']:9.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

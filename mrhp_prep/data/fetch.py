@@ -1,0 +1,417 @@
+"""The `fetch-images` stage: download the images a manifest lists into the crawl layout.
+
+Images land at `IMAGES_ROOT/{split}/{prd|rvw}/{item_id}/pic_{k}.jpg` (the manifest's `path`
+column), the layout the earlier systems' crawlers wrote and where `extract-rois` reads them.
+The stage's own folder in the cache (`cache/<dataset>/fetch-images/<fingerprint>/`) holds only
+the bookkeeping: `MANIFEST.json` (counts, settings, the images root) and `failures.jsonl`.
+
+How a download proceeds:
+
+1. A file already under its final name is complete (only a verified file is ever renamed
+   there) and is skipped; `verify_existing` decodes such files and fetches again the broken
+   ones, for folders crawled by other tools.
+2. The body streams into a temporary `.pic_k.jpg.XXXX.part` beside the final name, is decoded
+   in full, converted to JPEG when it is another format, flushed to disk, and only then
+   renamed. A killed run leaves at most `.part` files, removed when the image is fetched again.
+3. Failures that may pass (timeouts, refused or dropped connections, 408/425/429/5xx) are tried
+   again after an exponential back-off with jitter, or after the server's Retry-After on 429/503,
+   which also pauses every request to that host. Others (404, an HTML page, a non-image, a file
+   over the size limit) fail at once.
+4. A scheduler keeps at most `workers` downloads in flight and at most `per_host` per host;
+   workers never sleep through a back-off, so one slow host does not hold up the others.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import tempfile
+import time
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
+
+from .. import __version__
+from .fetch_http import FetchError, HttpClient, HttpSettings, check_url
+from .image_check import check_and_convert, verify_image
+
+log = logging.getLogger(__name__)
+
+STAGE = "fetch-images"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How to fetch. Of these, only `max_bytes` and `jpeg_quality` enter the fingerprint."""
+
+    workers: int = 16
+    per_host: int = 4
+    retries: int = 4                 # further attempts after the first
+    backoff: float = 1.0             # seconds before the first retry; doubles each time
+    max_backoff: float = 60.0
+    max_retry_after: float = 120.0   # a longer Retry-After fails the image instead
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_bytes: int = 20 * 2**20
+    max_redirects: int = 5
+    jpeg_quality: int = 95
+    verify_existing: bool = False
+
+    def http(self) -> HttpSettings:
+        return HttpSettings(connect_timeout=self.connect_timeout,
+                            read_timeout=self.read_timeout, max_bytes=self.max_bytes,
+                            max_redirects=self.max_redirects,
+                            user_agent=f"mrhp-prep/{__version__} (image fetcher)")
+
+
+@dataclass
+class FetchJob:
+    """One image to fetch: where from, where to."""
+
+    image_id: str
+    url: str
+    dest: Path
+    attempts: int = 0
+    host: str = ""
+
+
+@dataclass
+class FetchResult:
+    job: FetchJob
+    status: str                      # "downloaded" | "present" | "failed"
+    num_bytes: int = 0               # bytes received over the network
+    source_format: str | None = None
+    reason: str | None = None
+    http_status: int | None = None
+
+
+@dataclass
+class FetchSummary:
+    downloaded: int = 0
+    present: int = 0
+    failed: int = 0
+    converted: int = 0               # stored as JPEG after decoding another format
+    replaced: int = 0                # existing files that failed verify_existing
+    num_bytes: int = 0
+    seconds: float = 0.0
+    formats: Counter = field(default_factory=Counter)
+    failures: list[FetchResult] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.downloaded / self.seconds if self.seconds > 0 else 0.0
+
+
+class Fetcher:
+    """Runs FetchJobs with bounded concurrency, retries and per-host politeness."""
+
+    def __init__(self, settings: FetchSettings,
+                 on_result: Callable[[FetchResult], None] | None = None,
+                 rng: random.Random | None = None):
+        self.settings = settings
+        self.on_result = on_result
+        self.rng = rng or random.Random()
+        self.client = HttpClient(settings.http(), max_idle_per_host=settings.per_host)
+
+    def run(self, jobs: Iterable[FetchJob]) -> FetchSummary:
+        started = time.monotonic()
+        summary = FetchSummary()
+        todo, existing = [], []
+        for job in jobs:
+            try:
+                job.host = (check_url(job.url).hostname or "").lower()
+            except FetchError as error:
+                self._record(summary, FetchResult(job, "failed", reason=error.reason))
+                continue
+            if _is_complete(job.dest):
+                existing.append(job)
+            else:
+                todo.append(job)
+        try:
+            with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="fetch") as pool:
+                todo += self._check_existing(existing, pool, summary)
+                self._schedule(todo, pool, summary)
+        finally:
+            self.client.close()
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    # -- files already there -----------------------------------------------------------------
+
+    def _check_existing(self, jobs: list[FetchJob], pool: ThreadPoolExecutor,
+                        summary: FetchSummary) -> list[FetchJob]:
+        """Count complete files as present; with verify_existing, return the broken ones."""
+        if not self.settings.verify_existing:
+            for job in jobs:
+                self._record(summary, FetchResult(job, "present"))
+            return []
+        broken = []
+        for job, problem in zip(jobs, pool.map(_problem_with, (j.dest for j in jobs))):
+            if problem is None:
+                self._record(summary, FetchResult(job, "present"))
+            else:
+                log.info("%s: existing file is broken (%s); fetching it again", job.dest, problem)
+                summary.replaced += 1
+                broken.append(job)
+        return broken
+
+    # -- the scheduler -----------------------------------------------------------------------
+
+    def _schedule(self, jobs: list[FetchJob], pool: ThreadPoolExecutor,
+                  summary: FetchSummary) -> None:
+        settings = self.settings
+        queues: OrderedDict[str, deque[FetchJob]] = OrderedDict()
+        for job in jobs:
+            queues.setdefault(job.host, deque()).append(job)
+        delayed: list[tuple[float, int, FetchJob]] = []     # (ready time, tie-break, job)
+        tie = itertools.count()
+        active: Counter = Counter()
+        paused_until: dict[str, float] = {}                  # host -> Retry-After deadline
+        in_flight: dict[Future, FetchJob] = {}
+
+        while queues or delayed or in_flight:
+            now = time.monotonic()
+            while delayed and delayed[0][0] <= now:
+                job = heapq.heappop(delayed)[2]
+                queues.setdefault(job.host, deque()).append(job)
+            # Hand out work host by host (round robin) while slots are free.
+            for host in list(queues):
+                if len(in_flight) >= settings.workers:
+                    break
+                queue = queues[host]
+                while (queue and len(in_flight) < settings.workers
+                       and active[host] < settings.per_host
+                       and paused_until.get(host, 0.0) <= now):
+                    job = queue.popleft()
+                    job.attempts += 1
+                    active[host] += 1
+                    in_flight[pool.submit(self._attempt, job)] = job
+                if queue:
+                    queues.move_to_end(host)
+                else:
+                    del queues[host]
+
+            wake_times = [t for t, _, _ in delayed[:1]]
+            wake_times += [paused_until[h] for h in queues if paused_until.get(h, 0.0) > now]
+            timeout = max(0.0, min(wake_times) - now) if wake_times else None
+            if not in_flight:
+                time.sleep(timeout if timeout is not None else 0.0)
+                continue
+            done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = in_flight.pop(future)
+                active[job.host] -= 1
+                outcome = future.result()
+                if isinstance(outcome, FetchResult):
+                    self._record(summary, outcome)
+                    continue
+                retry_in = self._retry_delay(job, outcome)
+                if retry_in is None:
+                    self._record(summary, FetchResult(job, "failed", reason=outcome.reason,
+                                                      http_status=outcome.status))
+                    continue
+                if outcome.retry_after is not None:
+                    paused_until[job.host] = max(paused_until.get(job.host, 0.0),
+                                                 time.monotonic() + outcome.retry_after)
+                log.debug("%s: %s; retry %d in %.2fs", job.url, outcome.reason, job.attempts,
+                          retry_in)
+                heapq.heappush(delayed, (time.monotonic() + retry_in, next(tie), job))
+
+    def _retry_delay(self, job: FetchJob, error: FetchError) -> float | None:
+        """Seconds before the next attempt, or None when the image has failed for good."""
+        settings = self.settings
+        if not error.retryable or job.attempts > settings.retries:
+            return None
+        if error.retry_after is not None:
+            if error.retry_after > settings.max_retry_after:
+                error.reason += (f" (the server asks to wait {error.retry_after:g}s, more than "
+                                 f"--max-retry-after {settings.max_retry_after:g}s)")
+                return None
+            return error.retry_after
+        delay = min(settings.max_backoff, settings.backoff * 2 ** (job.attempts - 1))
+        return delay * self.rng.uniform(0.5, 1.0)   # jitter spreads retries out
+
+    # -- one attempt (runs in a worker thread) -----------------------------------------------
+
+    def _attempt(self, job: FetchJob) -> FetchResult | FetchError:
+        dest = job.dest
+        temporary: list[Path] = []
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if job.attempts == 1:
+                _remove_stale_parts(dest)
+            fd, part = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            temporary.append(Path(part))
+            with os.fdopen(fd, "wb") as handle:
+                download = self.client.get(job.url, handle)
+            keep, source_format = check_and_convert(Path(part), self.settings.jpeg_quality)
+            temporary.append(keep)
+            with open(keep, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(keep, dest)
+            return FetchResult(job, "downloaded", num_bytes=download.num_bytes,
+                               source_format=source_format, http_status=download.status)
+        except FetchError as error:
+            return error
+        except OSError as exc:
+            return FetchError(f"cannot write {dest}: {exc}")
+        except Exception as exc:  # one bad item must never end a long run
+            log.debug("unexpected error fetching %s", job.url, exc_info=True)
+            return FetchError(f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            for path in temporary:
+                path.unlink(missing_ok=True)
+
+    def _record(self, summary: FetchSummary, result: FetchResult) -> None:
+        if result.status == "downloaded":
+            summary.downloaded += 1
+            summary.num_bytes += result.num_bytes
+            summary.formats[result.source_format] += 1
+            if result.source_format not in ("JPEG", "MPO"):
+                summary.converted += 1
+        elif result.status == "present":
+            summary.present += 1
+        else:
+            summary.failed += 1
+            summary.failures.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _problem_with(path: Path) -> str | None:
+    try:
+        verify_image(path)
+    except FetchError as error:
+        return error.reason
+    return None
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Temporary files a killed run left beside `dest`."""
+    for stale in dest.parent.glob(f".{dest.name}.*.part"):
+        stale.unlink(missing_ok=True)
+
+
+# -- the stage -------------------------------------------------------------------------------
+
+
+def plan_jobs(images, root: Path, num_shards: int = 1,
+              shard_index: int = 0) -> tuple[list[FetchJob], list[tuple[str, str, str]]]:
+    """FetchJobs for this shard's rows of the manifest's images table.
+
+    Returns (jobs, refused) where refused lists (image_id, url, reason) for rows whose path
+    would leave the images root.
+    """
+    from ..shards import shard_of
+
+    jobs, refused, seen = [], [], set()
+    for image_id, url, relpath in zip(images["image_id"], images["url"], images["path"]):
+        if shard_of(image_id, num_shards) != shard_index:
+            continue
+        rel = PurePosixPath(relpath)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            refused.append((image_id, url, f"unsafe path '{relpath}' in the manifest"))
+            continue
+        if relpath in seen:
+            continue
+        seen.add(relpath)
+        jobs.append(FetchJob(image_id=image_id, url=url, dest=root.joinpath(*rel.parts)))
+    return jobs, refused
+
+
+def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLike,
+                 settings: FetchSettings = FetchSettings(), *, num_shards: int | None = None,
+                 shard_index: int | None = None, out: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike = "cache", force: bool = False,
+                 show_progress: bool = True):
+    """Fetch this shard's images of a manifest; returns the finished StageRun.
+
+    A finished run with no failures whose files are all still there is not repeated (unless
+    `settings.verify_existing`); a run that had failures is run again (present files are skipped, failed ones retried). The
+    counts are in `run.manifest()["counts"]`; failures in the folder's failures.jsonl.
+    """
+    from ..cache import MANIFEST_NAME, open_stage
+    from ..options import progress
+    from ..shards import resolve_shard
+    from .manifest import Manifest
+
+    manifest = Manifest(manifest_path)
+    num_shards, shard_index = resolve_shard(num_shards, shard_index)
+    root = Path(images_root).resolve()
+    stage_settings = {"images_root": str(root), "max_bytes": settings.max_bytes,
+                      "jpeg_quality": settings.jpeg_quality, "num_shards": num_shards,
+                      "shard_index": shard_index}
+
+    def open_run(force_run: bool):
+        return open_stage(STAGE, dataset=manifest.name, settings=stage_settings,
+                          inputs={"manifest": manifest_path}, format_version=FORMAT_VERSION,
+                          out=out, cache_dir=cache_dir, force=force_run)
+
+    run = open_run(force)
+    jobs, refused = plan_jobs(manifest.images, root, num_shards, shard_index)
+    if run.complete:
+        previous = run.manifest()
+        missing = sum(not _is_complete(job.dest) for job in jobs)
+        if previous["num_failures"] == 0 and not settings.verify_existing and not missing:
+            log.info("all %d images already fetched into %s", len(jobs), root)
+            return run
+        log.info("fetching again what is missing: %d images failed last time, %d files are "
+                 "not there%s", previous["num_failures"], missing,
+                 ", and present files are verified" if settings.verify_existing else "")
+        # Reopen the finished folder as an unfinished one; its report is rewritten at the end.
+        (run.path / MANIFEST_NAME).unlink()
+        run = open_run(False)
+
+    shard = f" (shard {shard_index} of {num_shards})" if num_shards > 1 else ""
+    log.info("fetching %d images%s into %s", len(jobs) + len(refused), shard, root)
+    bar = progress(total=len(jobs), desc=STAGE, unit="img") if show_progress else None
+
+    failed_so_far = 0
+
+    def on_result(result: FetchResult) -> None:
+        nonlocal failed_so_far
+        if result.status == "failed":
+            failed_so_far += 1
+        if bar is not None:
+            bar.update(1)
+            if result.status == "failed":
+                bar.set_postfix_str(f"{failed_so_far} failed", refresh=False)
+
+    try:
+        summary = Fetcher(settings, on_result=on_result).run(jobs)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    for image_id, url, reason in refused:
+        run.add_failure(image_id, reason, image_id=image_id, url=url, attempts=0)
+    for result in summary.failures:
+        job = result.job
+        run.add_failure(job.image_id, result.reason, image_id=job.image_id, url=job.url,
+                        attempts=job.attempts, http_status=result.http_status,
+                        path=str(job.dest.relative_to(root)))
+    failed = summary.failed + len(refused)
+    counts = {"images": len(jobs) + len(refused), "downloaded": summary.downloaded,
+              "already_present": summary.present, "failed": failed,
+              "converted_to_jpeg": summary.converted,
+              "replaced_invalid": summary.replaced, "bytes_downloaded": summary.num_bytes,
+              "seconds": round(summary.seconds, 3),
+              "images_per_s": round(summary.images_per_s, 2)}
+    run.finish(counts, images_root=str(root),
+               shard={"num_shards": num_shards, "shard_index": shard_index},
+               source_formats=dict(summary.formats), fetch_settings=asdict(settings))
+    log.info("images in %s; report in %s", root, run.path)
+    return run

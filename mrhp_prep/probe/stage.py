@@ -1,0 +1,235 @@
+"""The probe-masks stage: manifest reviews -> Arrow shards of sentence masks.
+
+Output folder (`cache/<dataset>/probe-masks/<fingerprint>/`):
+
+- `probe-00000.arrow`, `probe-00001.arrow`, ...: Arrow IPC stream files, `part_size` reviews
+  each (fewer in the last), schema `PROBE_SCHEMA`:
+  review_id string; sentence_start, sentence_end list<int32> (character offsets into the
+  manifest's review `text`, end exclusive); sentence_mask list<bool>; mention_start,
+  mention_end list<int32> (the gold cluster's mentions in the review); core_words
+  list<string>; rule string (coref | first-cluster | core-word | none).
+- `parts/probe-NNNNN.json`: each part's counts and failures, written after its Arrow file;
+  a part with both is done, so a killed run resumes at the first part without them.
+- `failures.jsonl`, `MANIFEST.json` (written last).
+
+Reviews are split between job-array shards by `shard_of(review_id, num_shards)`; each shard
+is its own stage folder (its settings hold the shard), with all of its reviews.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from ..atomic import atomic_path, write_json_atomic
+from ..cache import StageRun, open_stage
+from ..errors import AllItemsFailed
+from ..options import progress
+from ..shards import shard_of
+from .builder import BuilderConfig, ProbeMaskBuilder
+from .core_words import ProductTerms
+from .masks import RULE_LABELS
+
+log = logging.getLogger(__name__)
+
+STAGE = "probe-masks"
+FORMAT_VERSION = 1
+FLAG_COUNTS = {"empty": "empty_reviews", "long-sentence": "reviews_with_long_sentence",
+               "not-english": "reviews_not_english"}
+
+
+def probe_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("review_id", pa.string()),
+        ("sentence_start", pa.list_(pa.int32())), ("sentence_end", pa.list_(pa.int32())),
+        ("sentence_mask", pa.list_(pa.bool_())),
+        ("mention_start", pa.list_(pa.int32())), ("mention_end", pa.list_(pa.int32())),
+        ("core_words", pa.list_(pa.string())), ("rule", pa.string()),
+    ])
+
+
+def read_probe_masks(*folders):
+    """All rows of one or more probe-masks folders (e.g. the shards of a job array) as one
+    pyarrow Table."""
+    import pyarrow as pa
+
+    tables = []
+    for folder in folders:
+        for path in sorted(Path(folder).glob("probe-*.arrow")):
+            with pa.OSFile(str(path), "rb") as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+    return pa.concat_tables(tables) if tables else probe_schema().empty_table()
+
+
+def run_probe_masks(manifest_dir, *, language: str = "auto", spacy_model: str | None = None,
+                    coref: str = "builtin", rule: str = "paper", batch_size: int = 64,
+                    workers: int = 1, part_size: int = 2000, num_shards: int = 1,
+                    shard_index: int = 0, out=None, cache_dir="cache",
+                    force: bool = False) -> StageRun:
+    """Compute (or resume, or find cached) the probe masks of a manifest's reviews."""
+    from ..data.manifest import Manifest
+
+    manifest = Manifest(manifest_dir)
+    if language == "auto":
+        language = "id" if manifest.dataset == "lazada" else "en"
+    config = BuilderConfig(language=language, spacy_model=spacy_model, coref=coref, rule=rule,
+                           batch_size=batch_size)
+    builder = ProbeMaskBuilder(config)
+    settings = {"language": language, "spacy_model": builder.language.model_name,
+                "coref": coref, "rule": rule, "part_size": part_size,
+                "num_shards": num_shards, "shard_index": shard_index}
+    run = open_stage(STAGE, dataset=manifest.name, settings=settings,
+                     inputs={"manifest": manifest_dir}, format_version=FORMAT_VERSION,
+                     out=out, cache_dir=cache_dir, force=force)
+    if run.complete:
+        log.info("probe masks are up to date in %s", run.path)
+        return run
+
+    reviews = manifest.reviews[["review_id", "product_id", "text"]]
+    if num_shards > 1:
+        reviews = reviews[[shard_of(str(rid), num_shards) == shard_index
+                           for rid in reviews["review_id"]]]
+    products = manifest.products.set_index("product_id")["name"]
+    product_ids = sorted(set(reviews["product_id"]) & set(products.index))
+    terms_by_product = dict(zip(product_ids, builder.product_terms(
+        [products[pid] for pid in product_ids])))
+
+    items, failures = [], []
+    for review_id, product_id, text in reviews.itertuples(index=False):
+        terms = terms_by_product.get(product_id)
+        if terms is None:
+            failures.append({"item": str(review_id), "reason": "unknown product",
+                             "product_id": str(product_id)})
+            continue
+        items.append((str(review_id), text, terms.to_json()))
+    parts = [items[i:i + part_size] for i in range(0, len(items), part_size)]
+    parts_dir = run.path / "parts"
+    parts_dir.mkdir(exist_ok=True)
+    done = {k for k in range(len(parts)) if _part_done(run.path, k)}
+    if done:
+        log.info("resuming: %d of %d parts already written", len(done), len(parts))
+    todo = [k for k in range(len(parts)) if k not in done]
+
+    bar = progress(total=len(items), desc="probe-masks", unit="review")
+    bar.update(sum(len(parts[k]) for k in done))
+    if workers <= 1 or len(todo) <= 1:
+        for k in todo:
+            results = []
+            for result in builder.build((rid, text, ProductTerms.from_json(t))
+                                        for rid, text, t in parts[k]):
+                results.append(result)
+                bar.update(1)
+            _write_part(run.path, k, results)
+    else:
+        _run_in_workers(builder, parts, todo, run.path, bar, workers)
+    bar.close()
+
+    counts, rules, examples = _collect(run, len(parts), failures)
+    counts["products_without_core_words"] = sum(
+        1 for pid in product_ids if not terms_by_product[pid].core_words)
+    counts["reviews"] = len(reviews)
+    written = counts["written"]
+    if len(reviews) and not written:
+        raise AllItemsFailed(f"every review failed; see {run.path / 'failures.jsonl'}")
+    marked = written - rules.get("none", 0)
+    run.finish(counts, rule_counts=rules, flagged_examples=examples,
+               marked_share=round(marked / written, 4) if written else 0.0,
+               schema=str(probe_schema()))
+    return run
+
+
+def _part_done(path: Path, k: int) -> bool:
+    return (path / f"probe-{k:05d}.arrow").is_file() and \
+        (path / "parts" / f"probe-{k:05d}.json").is_file()
+
+
+def _write_part(path: Path, k: int, results) -> None:
+    """The part's Arrow file, then its JSON summary (the part is done once both exist)."""
+    import pyarrow as pa
+
+    schema = probe_schema()
+    rows = [r.row for r in results if r.row is not None]
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(path / f"probe-{k:05d}.arrow") as temp:
+        with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_table(table)
+    flags = Counter(flag for r in results for flag in r.flags)
+    summary = {
+        "written": len(rows),
+        "rules": dict(Counter(row["rule"] for row in rows)),
+        "flags": dict(flags),
+        "flagged": {flag: [r.review_id for r in results if flag in r.flags][:20]
+                    for flag in flags},
+        "failures": [{"item": r.review_id, "reason": r.failure}
+                     for r in results if r.failure is not None],
+    }
+    write_json_atomic(path / "parts" / f"probe-{k:05d}.json", summary)
+
+
+def _collect(run: StageRun, num_parts: int, failures: list[dict]):
+    counts = Counter({"written": 0, **{name: 0 for name in FLAG_COUNTS.values()}})
+    rules = Counter({label: 0 for label in RULE_LABELS})
+    flagged: dict[str, list] = {}
+    for failure in failures:
+        run.add_failure(**failure)
+    for k in range(num_parts):
+        summary = json.loads((run.path / "parts" / f"probe-{k:05d}.json").read_text())
+        counts["written"] += summary["written"]
+        rules.update(summary["rules"])
+        for flag, n in summary["flags"].items():
+            counts[FLAG_COUNTS.get(flag, flag)] += n
+            flagged.setdefault(flag, []).extend(summary["flagged"].get(flag, []))
+        for failure in summary["failures"]:
+            run.add_failure(failure["item"], failure["reason"])
+    counts["failed"] = len(run.failures)
+    examples = {flag: ids[:20] for flag, ids in flagged.items()}
+    return dict(counts), dict(rules), examples
+
+
+# Worker processes: each builds its own pipeline once, then masks whole parts.
+_WORKER_BUILDER: ProbeMaskBuilder | None = None
+
+
+def _init_worker(config: BuilderConfig) -> None:
+    global _WORKER_BUILDER
+    if _WORKER_BUILDER is None or _WORKER_BUILDER.config != config:
+        _WORKER_BUILDER = ProbeMaskBuilder(config)
+
+
+def _mask_part(k: int, items: list) -> tuple[int, list]:
+    results = list(_WORKER_BUILDER.build(
+        (rid, text, ProductTerms.from_json(t)) for rid, text, t in items))
+    return k, results
+
+
+def worker_pool(builder: ProbeMaskBuilder, workers: int) -> ProcessPoolExecutor:
+    """Processes that mask parts with `_mask_part`.
+
+    On Linux they are forked from this process with its loaded pipeline (no second load);
+    elsewhere they are spawned and each loads its own.
+    """
+    global _WORKER_BUILDER
+    methods = multiprocessing.get_all_start_methods()
+    method = "fork" if sys.platform.startswith("linux") and "fork" in methods else "spawn"
+    if method == "fork":
+        _WORKER_BUILDER = builder
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=(builder.config,))
+
+
+def _run_in_workers(builder, parts, todo, path, bar, workers) -> None:
+    workers = min(workers, len(todo), os.cpu_count() or 1)
+    with worker_pool(builder, workers) as pool:
+        futures = [pool.submit(_mask_part, k, parts[k]) for k in todo]
+        for future in as_completed(futures):
+            k, results = future.result()
+            _write_part(path, k, results)
+            bar.update(len(results))

@@ -1,0 +1,73 @@
+"""Checkpoints: plain state dicts, written atomically, read back with weights_only=True.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only (no pickled
+objects), so `torch.load(path, weights_only=True)` reads it. Frozen embedding tables (static
+vectors) are left out: they come back from the text store.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..atomic import atomic_path
+
+FORMAT_VERSION = 1
+
+
+def frozen_embedding_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of embedding tables that do not train."""
+    keys = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and not module.weight.requires_grad:
+            keys.add(f"{name}.weight" if name else "weight")
+    return keys
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    skip = frozen_embedding_keys(model)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in skip}
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    absent = set(missing) - frozen_embedding_keys(model)
+    if absent or unexpected:
+        raise ValueError(f"checkpoint does not fit the model: missing {sorted(absent)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+
+
+def rng_state() -> dict:
+    """The torch, CUDA, numpy and python random states of this process."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, tmp)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,143 @@
+"""Click commands `train`, `evaluate` and `predict` (thin shells over `run.py` / `metrics.py`)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from ..options import report
+from .models import MODELS
+
+_FOLDER = click.Path(exists=True, file_okay=False)
+
+
+@click.command("train")
+@click.option("--manifest", type=_FOLDER, help="Output folder of 'ingest'.")
+@click.option("--rois", type=_FOLDER, help="Output folder of 'extract-rois' (leave out for a "
+                                            "text-only run).")
+@click.option("--text", type=_FOLDER, help="Output folder of 'embed-text' (static vectors or "
+                                            "frozen features).")
+@click.option("--probes", type=_FOLDER, help="Output folder of 'probe-masks' (leave out for "
+                                              "plain attention).")
+@click.option("--model", type=click.Choice(sorted(MODELS)), default="sancl",
+              help="Which model to train.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML with model/data/sampling/loss/train sections, merged over the model's "
+                   "defaults (mrhp_prep/configs/MODEL.yaml).")
+@click.option("--preset", default="auto",
+              help="A column of the paper's hyperparameter tables (e.g. glove-electronics, "
+                   "bert-home); auto = from the category and text mode; none = defaults.")
+@click.option("--set", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting, e.g. --set train.epochs=5 (repeatable; wins over "
+                   "--config and --preset).")
+@click.option("--resume", type=_FOLDER,
+              help="Continue the unfinished run in this folder with its own config.yaml "
+                   "(re-running the same command resumes too).")
+@click.option("--device", default="auto", help="auto (GPU if there is one), cpu, cuda, cuda:1.")
+@click.option("--num-workers", type=click.IntRange(min=0), default=2,
+              help="DataLoader worker processes per training process.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write the run into this folder instead of the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default="cache",
+              envvar="MRHP_CACHE_DIR", show_envvar=True,
+              help="Cache root: runs go to CACHE_DIR/<dataset>/train/<fingerprint>/.")
+@click.option("--force", is_flag=True, help="Train again from scratch even when the run exists.")
+def train(**options):
+    """Train a ranking model on cached features; prints the run folder.
+
+    The run folder holds config.yaml, checkpoints/, metrics.json, predictions-{dev,test}.jsonl,
+    curves.png and scores.png. Under torchrun each process trains on its share of the batches.
+
+    Example: mrhp-prep train --manifest M --rois R --text T --probes P --set train.epochs=10
+    """
+    from .run import train as run_train
+
+    # "--set" arrives as the parameter "set" (the name pipelines use too)
+    result = run_train(overrides=options.pop("set"), **options)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return str(result.path)
+    metrics = result.metrics
+    rows = {"model": metrics.get("model"),
+            "epochs": f"{metrics.get('epochs_run')} (best {metrics.get('best_epoch')}"
+                      f"{', stopped early' if metrics.get('stopped_early') else ''})"}
+    for split in ("dev", "test"):
+        if split in metrics:
+            m = metrics[split]
+            rows[split] = (f"MAP {100 * m['map']:.2f}  N@3 {100 * m['ndcg@3']:.2f}  "
+                           f"N@5 {100 * m['ndcg@5']:.2f}  MRR {100 * m['mrr']:.2f}  "
+                           f"({m['products']} products)")
+    if result.counts:
+        rows["reviews left out"] = f"{result.counts.get('reviews_left_out', 0)} (see failures.jsonl)"
+    if result.reused:
+        rows["note"] = "reused the finished run (pass --force to train again)"
+    report("train finished", rows, result.path)
+    return str(result.path)
+
+
+@click.command("evaluate")
+@click.argument("predictions", type=click.Path(exists=True, dir_okay=False))
+@click.option("--threshold", type=float, default=1.0,
+              help="A review is relevant when its label is above this: 1 for Amazon-MRHP, "
+                   "0 for Lazada-MRHP.")
+@click.option("--compare", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A second predictions file: adds its metrics and a paired t-test over the "
+                   "products both rank.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Also write the JSON to this file.")
+def evaluate(predictions, threshold, compare, output):
+    """MAP, NDCG@3, NDCG@5 and MRR of PREDICTIONS, printed as JSON.
+
+    PREDICTIONS is JSON lines, CSV or Parquet with product_id, review_id, label and score
+    columns. Metrics are computed per product (ties keep the file's order) and averaged.
+
+    Example: mrhp-prep evaluate runs/x/predictions-test.jsonl --threshold 1
+    """
+    from ..atomic import write_json_atomic
+    from .metrics import evaluate_rankings, paired_t_test, read_predictions
+
+    first = evaluate_rankings(read_predictions(predictions), threshold)
+    result = first.summary()
+    if compare:
+        second = evaluate_rankings(read_predictions(compare), threshold)
+        result = {"a": first.summary(), "b": second.summary(),
+                  "t_test": paired_t_test(first, second)}
+    text = json.dumps(result, indent=2)
+    if output:
+        write_json_atomic(output, result)
+    click.echo(text)
+    return output or predictions
+
+
+@click.command("predict")
+@click.option("--run", "run_dir", type=_FOLDER, required=True,
+              help="A finished (or resumable) run folder of 'train'.")
+@click.option("--product", "products", multiple=True,
+              help="A product id whose reviews to rank (repeatable).")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default=None,
+              help="Rank the reviews of every product of this split.")
+@click.option("--manifest", type=_FOLDER, help="Manifest of the products (default: the run's).")
+@click.option("--text", type=_FOLDER, help="embed-text output for them (default: the run's).")
+@click.option("--rois", type=_FOLDER, help="extract-rois output for them (default: the run's).")
+@click.option("--probes", type=_FOLDER, help="probe-masks output (default: the run's).")
+@click.option("--checkpoint", default="best", help="best, last or epoch-NNN.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="JSON lines file to write (default: RUN/predict-<dataset>.jsonl).")
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1.")
+def predict(run_dir, products, split, manifest, text, rois, probes, checkpoint, output, device):
+    """Score and rank reviews with a trained model, also of products never seen in training.
+
+    For new products, ingest them and run embed-text / extract-rois / probe-masks on that
+    manifest, then pass those folders. Writes product_id, review_id, label, score, rank.
+
+    Example: mrhp-prep predict --run RUN --manifest NEW --text NEW_TEXT --rois NEW_ROIS
+    --probes NEW_PROBES --product B00X1
+    """
+    from .run import predict as run_predict
+
+    path, summary = run_predict(run_dir, manifest=manifest, text=text, rois=rois, probes=probes,
+                                products=list(products) or None, split=split,
+                                checkpoint=checkpoint, output=output, device=device)
+    report("predict finished", summary, path)
+    return str(path)

@@ -1,0 +1,153 @@
+"""Training configs: a model's defaults, a preset, a YAML file and KEY=VALUE overrides.
+
+Precedence: `configs/<model>.yaml` < preset (a column of the paper's hyperparameter tables)
+< `--config FILE` < `--set KEY=VALUE`. Keys are checked against the defaults, so a typo is an
+error rather than a setting that silently does nothing. `auto` values that depend on the data
+are resolved here, and the resolved config is what the run folder's config.yaml records.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from ..errors import InputError
+from .metrics import METRICS
+from .models import default_config_path
+
+SECTIONS = ("model", "data", "sampling", "loss", "train")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read the config: {exc}", file=str(path)) from exc
+    if not isinstance(loaded, dict):
+        raise InputError("a config must be a mapping of sections", file=str(path))
+    return loaded
+
+
+def model_defaults(name: str) -> tuple[dict, dict]:
+    """(defaults, presets) of model `name`."""
+    defaults = _read_yaml(default_config_path(name))
+    presets = defaults.pop("presets", {}) or {}
+    return defaults, presets
+
+
+def set_value(config: dict, dotted: str, value: Any, where: str) -> None:
+    """Set `a.b` = value in config, refusing keys the defaults do not have."""
+    keys = dotted.split(".")
+    node = config
+    for depth, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
+            raise InputError(f"unknown setting '{dotted}'", row=where, field=dotted,
+                             hint=f"known keys at '{'.'.join(keys[:depth]) or 'top'}': {known}")
+        if depth == len(keys) - 1:
+            if isinstance(node[key], dict):
+                raise InputError(f"'{dotted}' is a section; set one of its keys", row=where,
+                                 field=dotted, hint=f"keys: {', '.join(node[key])}")
+            node[key] = value
+        else:
+            node = node[key]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=5e-5' -> ('train.lr', 5e-05): the value is read as YAML."""
+    if "=" not in text:
+        raise InputError(f"override '{text}' is not KEY=VALUE", field="--set",
+                         hint="e.g. --set train.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise InputError(f"cannot read the value of '{key}': {exc}", field="--set") from exc
+    return key.strip(), value
+
+
+def choose_preset(requested: str, presets: Mapping, text_mode: str | None,
+                  category: str | None) -> str | None:
+    """`auto` -> glove-<category> / bert-<category> when the model has it; `none` -> None."""
+    if requested == "none":
+        return None
+    if requested == "auto":
+        family = "bert" if text_mode == "features" else "glove"
+        name = f"{family}-{category}"
+        return name if name in presets else None
+    if requested not in presets:
+        raise InputError(f"unknown preset '{requested}'", field="--preset",
+                         hint=f"choose auto, none or one of: {', '.join(presets) or '(none)'}")
+    return requested
+
+
+def resolve_config(model: str, *, config_file: str | Path | None = None, preset: str = "auto",
+                   overrides: Iterable[str] = (), text_mode: str | None = None,
+                   category: str | None = None, relevance_threshold: float = 1) -> dict:
+    """The full training config of one run, every `auto` resolved."""
+    config, presets = model_defaults(model)
+    chosen = choose_preset(preset, presets, text_mode, category)
+    if chosen:
+        for dotted, value in presets[chosen].items():
+            set_value(config, dotted, value, f"preset {chosen}")
+    if config_file:
+        loaded = _read_yaml(Path(config_file))
+        loaded.pop("presets", None)
+        loaded.pop("inputs", None)
+        loaded.pop("preset", None)
+        for dotted, value in _flatten(loaded):
+            set_value(config, dotted, value, str(config_file))
+    for text in overrides:
+        dotted, value = parse_override(text)
+        set_value(config, dotted, value, "--set")
+    if config["model"].get("name", model) != model:
+        raise InputError(f"the config is for model '{config['model']['name']}', not '{model}'",
+                         field="model.name", hint="pass --model with the config's model")
+    config["model"]["name"] = model
+    if config["model"].get("relevance_threshold") == "auto":
+        config["model"]["relevance_threshold"] = relevance_threshold
+    scheme = config.get("sampling", {}).get("scheme", "groups")
+    if config.get("loss", {}).get("margin") == "auto":
+        config["loss"]["margin"] = "label-gap" if scheme == "groups" else 1.0
+    config["preset"] = chosen or "none"
+    validate(config)
+    return config
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def validate(config: Mapping) -> None:
+    """Check the values the trainer relies on, with the key to fix in the message."""
+    for section in SECTIONS:
+        if section not in config:
+            raise InputError(f"the config has no '{section}' section", field=section)
+    train = config["train"]
+    if train["monitor"] not in METRICS:
+        raise InputError(f"train.monitor must be one of {', '.join(METRICS)}",
+                         field="train.monitor")
+    if config["sampling"]["scheme"] not in {"groups", "pairs"}:
+        raise InputError("sampling.scheme must be groups or pairs", field="sampling.scheme")
+    margin = config["loss"]["margin"]
+    if margin != "label-gap" and not isinstance(margin, (int, float)):
+        raise InputError("loss.margin must be auto, label-gap or a number", field="loss.margin")
+    if str(train["amp"]).lower() not in {"auto", "true", "false"}:
+        raise InputError("train.amp must be auto, true or false", field="train.amp")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if not isinstance(train[key], int) or train[key] < 1:
+            raise InputError(f"train.{key} must be a positive integer", field=f"train.{key}")
+
+
+def fingerprint_settings(config: Mapping) -> dict:
+    """What identifies a run's results (everything but where the inputs live)."""
+    return {k: copy.deepcopy(v) for k, v in config.items() if k != "inputs"}

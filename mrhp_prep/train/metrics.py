@@ -1,0 +1,190 @@
+"""MRHP ranking metrics: MAP, NDCG@3, NDCG@5 and MRR per product, then averaged over products.
+
+The definitions follow the earlier systems exactly, so numbers are comparable with the papers:
+
+- a product's reviews are ranked by predicted score, descending, with a stable sort: reviews
+  with equal scores keep their input order;
+- a review is relevant when its label is above the threshold (1 for Amazon-MRHP, 0 for
+  Lazada-MRHP);
+- MAP: average precision over the whole ranked list with that binary relevance;
+- NDCG@N: gain 2^label - 1, counted only for relevant reviews, discount ln(2 + i) for the
+  review at rank i (from 0); the ideal DCG ranks the same labels by label, descending;
+- MRR: 1 / (1 + rank of the first relevant review);
+- a product without a relevant review scores 0 on every metric and stays in the average.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+METRICS = ("map", "ndcg@3", "ndcg@5", "mrr")
+PREDICTION_COLUMNS = ("product_id", "review_id", "label", "score")
+
+
+def ranking_order(scores: np.ndarray) -> np.ndarray:
+    """Positions of `scores` [n] from highest to lowest; equal scores keep their input order."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.argsort(-scores, kind="stable")
+
+
+def average_precision(ranked_labels: np.ndarray, threshold: float) -> float:
+    relevant = np.asarray(ranked_labels) > threshold
+    if not relevant.any():
+        return 0.0
+    hits = np.cumsum(relevant)
+    ranks = np.arange(1, len(relevant) + 1)
+    return float(np.sum(hits[relevant] / ranks[relevant]) / hits[-1])
+
+
+def dcg_at(ranked_labels: np.ndarray, k: int, threshold: float) -> float:
+    total = 0.0
+    for i, label in enumerate(np.asarray(ranked_labels, dtype=np.float64)[:k]):
+        if label > threshold:
+            total += (2.0 ** label - 1.0) / math.log(2.0 + i)
+    return total
+
+
+def ndcg_at(ranked_labels: np.ndarray, k: int, threshold: float) -> float:
+    labels = np.asarray(ranked_labels, dtype=np.float64)
+    ideal = dcg_at(labels[ranking_order(labels)], k, threshold)
+    return dcg_at(labels, k, threshold) / ideal if ideal != 0 else 0.0
+
+
+def reciprocal_rank(ranked_labels: np.ndarray, threshold: float) -> float:
+    relevant = np.flatnonzero(np.asarray(ranked_labels) > threshold)
+    return 1.0 / (relevant[0] + 1) if len(relevant) else 0.0
+
+
+def product_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """The four metrics of one product's reviews (`labels`, `scores` [n] in input order)."""
+    ranked = np.asarray(labels, dtype=np.float64)[ranking_order(scores)]
+    return {"map": average_precision(ranked, threshold),
+            "ndcg@3": ndcg_at(ranked, 3, threshold),
+            "ndcg@5": ndcg_at(ranked, 5, threshold),
+            "mrr": reciprocal_rank(ranked, threshold)}
+
+
+@dataclass
+class RankingReport:
+    """Metrics of one set of predictions."""
+
+    per_product: pd.DataFrame   # product_id, the four metrics, reviews, relevant (input order)
+    threshold: float
+
+    @property
+    def mean(self) -> dict[str, float]:
+        if self.per_product.empty:
+            return {name: 0.0 for name in METRICS}
+        return {name: float(self.per_product[name].mean()) for name in METRICS}
+
+    def summary(self) -> dict:
+        """Means plus counts, as written to metrics.json and printed by `evaluate`."""
+        frame = self.per_product
+        return {**self.mean,
+                "products": int(len(frame)),
+                "reviews": int(frame["reviews"].sum()) if len(frame) else 0,
+                "products_without_relevant": int((frame["relevant"] == 0).sum()),
+                "threshold": self.threshold}
+
+
+def evaluate_rankings(predictions: pd.DataFrame, threshold: float) -> RankingReport:
+    """Per-product metrics of a table with product_id, label and score (rows in input order)."""
+    rows = []
+    for product_id, group in predictions.groupby("product_id", sort=False):
+        labels = group["label"].to_numpy(dtype=np.float64)
+        scores = group["score"].to_numpy(dtype=np.float64)
+        rows.append({"product_id": product_id, **product_metrics(labels, scores, threshold),
+                     "reviews": len(group), "relevant": int((labels > threshold).sum())})
+    columns = ["product_id", *METRICS, "reviews", "relevant"]
+    return RankingReport(pd.DataFrame(rows, columns=columns), float(threshold))
+
+
+def rank_within_products(predictions: pd.DataFrame) -> np.ndarray:
+    """1-based rank of each row within its product (stable for ties), aligned with the rows."""
+    ranks = np.zeros(len(predictions), dtype=np.int64)
+    positions = np.arange(len(predictions))
+    for _, index in predictions.groupby("product_id", sort=False).indices.items():
+        order = ranking_order(predictions["score"].to_numpy()[index])
+        ranks[positions[index][order]] = np.arange(1, len(index) + 1)
+    return ranks
+
+
+def paired_t_test(a: RankingReport, b: RankingReport,
+                  metrics: Iterable[str] = METRICS) -> dict[str, dict]:
+    """Paired t-test of two runs' per-product scores over the products both ranked.
+
+    Returns, per metric, the mean difference (a - b), t, the two-sided p-value and n.
+    """
+    from scipy import stats
+
+    joined = a.per_product.merge(b.per_product, on="product_id", suffixes=("_a", "_b"))
+    result = {}
+    for name in metrics:
+        x, y = joined[f"{name}_a"].to_numpy(), joined[f"{name}_b"].to_numpy()
+        if len(joined) < 2 or np.allclose(x, y):
+            t, p = float("nan"), float("nan")
+        else:
+            test = stats.ttest_rel(x, y)
+            t, p = float(test.statistic), float(test.pvalue)
+        result[name] = {"mean_difference": float(np.mean(x - y)) if len(joined) else 0.0,
+                        "t": _finite(t), "p": _finite(p), "products": int(len(joined))}
+    return result
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A predictions file (JSONL, CSV or Parquet) with product_id, review_id, label, score."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".jsonl", ".json", ".ndjson"}:
+            frame = pd.read_json(path, lines=suffix != ".json", dtype={"product_id": str,
+                                                                        "review_id": str})
+        elif suffix in {".csv", ".tsv"}:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",",
+                                dtype={"product_id": str, "review_id": str})
+        elif suffix in {".parquet", ".pq"}:
+            frame = pd.read_parquet(path)
+        else:
+            raise InputError(f"unknown file type '{suffix}'", file=str(path),
+                             hint="give a .jsonl, .csv or .parquet file")
+    except InputError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read the predictions: {exc}", file=str(path)) from exc
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)}", file=str(path),
+                         field=missing[0], hint="the file needs product_id, review_id, label "
+                                                "and score columns")
+    for column in ("label", "score"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if len(bad):
+            raise InputError(f"not a number: {frame[column].iloc[bad[0]]!r}", file=str(path),
+                             row=int(bad[0]), field=column,
+                             hint="every row needs a numeric label and score")
+        frame[column] = values.astype(np.float64)
+    frame["product_id"] = frame["product_id"].astype(str)
+    frame["review_id"] = frame["review_id"].astype(str)
+    return frame
+
+
+def metrics_table(summaries: Mapping[str, Mapping]) -> str:
+    """A short text table of split -> summary, for logs."""
+    lines = [f"{'split':<6} {'products':>8} " + " ".join(f"{m:>7}" for m in METRICS)]
+    for split, summary in summaries.items():
+        lines.append(f"{split:<6} {summary['products']:>8} "
+                     + " ".join(f"{100 * summary[m]:7.2f}" for m in METRICS))
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""`train` and `predict` as library functions: from cached features to a run folder.
+
+A run folder (`cache/<dataset>/train/<fingerprint>/` by default) holds:
+
+    config.yaml               the resolved config, with the input folders under `inputs:`
+    checkpoints/              last.pt (resume), best.pt, epoch-NNN.pt
+    metrics.json              dev and test metrics of the best epoch, product counts, epochs
+    predictions-dev.jsonl     product_id, review_id, label, score, rank
+    predictions-test.jsonl
+    curves.png                losses and dev metrics per epoch
+    scores.png                predicted scores per label
+    MANIFEST.json             written last: the run is finished
+
+The fingerprint covers the config and the inputs' fingerprints: the same command reuses a
+finished run, and resumes an unfinished one from checkpoints/last.pt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from ..atomic import atomic_path, write_json_atomic
+from ..cache import StageRun, open_stage
+from ..data.manifest import Manifest
+from ..errors import InputError
+from . import checkpoints
+from .config import fingerprint_settings, resolve_config
+from .dataset import Collate, DataConfig, FeatureSources, ReviewDataset
+from .distributed import Distributed, pick_device
+from .metrics import evaluate_rankings, metrics_table
+from .models import build_model
+from .outputs import plot_curves, plot_scores, write_predictions
+from .trainer import Trainer, amp_settings, score_reviews
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INPUT_ROLES = ("manifest", "rois", "text", "probes")
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    reused: bool
+    metrics: dict
+    counts: dict
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise InputError("no config.yaml: not a training run folder", file=str(run_dir),
+                         hint="pass the folder that 'mrhp-prep train' printed")
+    return yaml.safe_load(path.read_text())
+
+
+def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
+          text: str | Path | None = None, probes: str | Path | None = None,
+          model: str = "sancl", config_file: str | Path | None = None, preset: str = "auto",
+          overrides: Iterable[str] = (), out: str | Path | None = None,
+          cache_dir: str | Path = "cache", force: bool = False, resume: str | Path | None = None,
+          device: str = "auto", num_workers: int = 0, show_progress: bool = True) -> TrainResult:
+    """Train `model` on the cached features; returns the run folder and its metrics."""
+    distributed = Distributed.from_env(device)
+    if resume is not None:
+        config = read_run_config(resume)
+        inputs = config.pop("inputs")
+        out, model = resume, config["model"]["name"]
+    else:
+        if manifest is None:
+            raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
+        inputs = {"manifest": _absolute(manifest), "rois": _absolute(rois),
+                  "text": _absolute(text), "probes": _absolute(probes)}
+        info = Manifest(manifest)
+        text_mode = FeatureSources.peek_text_mode(text) if text else None
+        config = resolve_config(model, config_file=config_file, preset=preset,
+                                overrides=overrides, text_mode=text_mode,
+                                category=info.info["settings"].get("category"),
+                                relevance_threshold=info.relevance_threshold)
+    manifest_info = Manifest(inputs["manifest"])
+    run: StageRun | None = None
+    if distributed.is_main:
+        run = open_stage("train", dataset=manifest_info.name, settings=fingerprint_settings(config),
+                         inputs={k: v for k, v in inputs.items() if v}, format_version=FORMAT_VERSION,
+                         out=out, cache_dir=cache_dir, force=force and resume is None)
+    path = Path(distributed.broadcast(str(run.path) if run else None))
+    complete = distributed.broadcast(run.complete if run else None)
+    if complete:
+        if distributed.is_main:
+            log.info("train: reusing the finished run in %s", path)
+        finished = run.manifest() if run else {}
+        distributed.close()
+        return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
+    if distributed.is_main:
+        with atomic_path(path / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump({**config, "inputs": inputs}, sort_keys=False))
+
+    seed_everything(int(config["train"]["seed"]))
+    sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
+                             probes=inputs["probes"])
+    data_config = DataConfig.from_config(config["data"])
+    splits = {name: ReviewDataset(sources, sources.split(name), data_config)
+              for name in ("train", "dev", "test")}
+    built = build_model(model, config["model"], sources.model_inputs())
+    torch_device = pick_device(device, distributed)
+    threshold = manifest_info.relevance_threshold
+    trainer = Trainer(built, splits["train"], splits["dev"], config, path, device=torch_device,
+                      relevance_threshold=threshold, distributed=distributed,
+                      num_workers=num_workers, show_progress=show_progress)
+    state = trainer.fit()
+    best_epoch = trainer.load_best()
+
+    frames, metrics = {}, {}
+    for split in ("dev", "test"):
+        if len(splits[split]):
+            frames[split] = trainer.score(splits[split])
+            if distributed.is_main:
+                metrics[split] = evaluate_rankings(frames[split], threshold).summary()
+    counts = {f"{name}_reviews": len(ds) for name, ds in splits.items()}
+    counts.update({f"{name}_products": len(ds.table.products) for name, ds in splits.items()})
+    dropped = {reason: len(ids) for ds in splits.values() for reason, ids in ds.table.dropped.items()}
+    counts["reviews_left_out"] = sum(dropped.values())
+    counts["images_without_rois"] = sources.images_missing
+    counts["reviews_without_probe"] = sum(ds.table.reviews_without_probe for ds in splits.values())
+    counts["parameters"] = built.num_parameters()
+    result_metrics = {
+        "model": model, "monitor": config["train"]["monitor"], "best_epoch": best_epoch,
+        "epochs_run": state.epoch, "stopped_early": state.stopped_early,
+        "relevance_threshold": threshold, "world_size": distributed.world_size,
+        "parameters_without_embeddings": built.num_parameters(),
+        **metrics, "epochs": state.history,
+    }
+    if distributed.is_main:
+        for split, frame in frames.items():
+            write_predictions(path / f"predictions-{split}.jsonl", frame)
+        write_json_atomic(path / "metrics.json", result_metrics)
+        if state.history:
+            plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
+        plot_scores(path / "scores.png", frames)
+        for ds in splits.values():
+            for reason, ids in ds.table.dropped.items():
+                for review_id in ids:
+                    run.add_failure(review_id, reason, split=ds.table.name)
+        run.finish(counts, metrics={k: v for k, v in result_metrics.items() if k != "epochs"},
+                   model=model)
+        if metrics:
+            log.info("best epoch %d of %d\n%s", best_epoch, state.epoch, metrics_table(metrics))
+    distributed.barrier()
+    distributed.close()
+    return TrainResult(path, False, result_metrics, counts)
+
+
+def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
+            text: str | Path | None = None, rois: str | Path | None = None,
+            probes: str | Path | None = None, products: Sequence[str] | None = None,
+            split: str | None = None, checkpoint: str = "best", output: str | Path | None = None,
+            device: str = "auto", batch_rows: int | None = None) -> tuple[Path, dict]:
+    """Score and rank the reviews of `products` (or of a split) with a trained run.
+
+    The manifest and stores default to the run's own; products never seen in training come
+    with a manifest and stores made for them. A static-vector text store with another
+    vocabulary is mapped into the run's vocabulary by token string.
+    """
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    trained = config["inputs"]
+    manifest = _absolute(manifest) or trained["manifest"]
+    text = _absolute(text) or trained["text"]
+    rois = (_absolute(rois) or trained["rois"]) if trained["rois"] else None
+    probes = (_absolute(probes) or trained["probes"]) if trained["probes"] else None
+    if trained["rois"] and rois is None or trained["probes"] and probes is None:
+        raise InputError("the model was trained with RoI features and probe masks",
+                         hint="pass --rois and --probes for the products to score")
+    vocabularies, vectors = None, None
+    if text and text != trained["text"] and FeatureSources.peek_text_mode(text) == "static":
+        from .stores import TextShards
+
+        training = {f: TextShards(trained["text"], f) for f in ("product", "review")}
+        vocabularies = {f: s.vocab for f, s in training.items()}
+        vectors = {f: s.vectors for f, s in training.items()}
+    sources = FeatureSources(manifest, rois=rois, text=text, probes=probes,
+                             vocabularies=vocabularies)
+    if products is None and split is None:
+        raise InputError("say which reviews to score", hint="pass --product ID (repeatable) "
+                                                             "or --split")
+    table = sources.split(split, products)
+    if not len(table):
+        raise InputError("no reviews to score for the given products/split", field="--product")
+    model = build_model(config["model"]["name"], config["model"], sources.model_inputs(vectors))
+    weights = run_dir / "checkpoints" / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
+                                         else checkpoint)
+    if not weights.is_file():
+        raise InputError(f"no checkpoint {weights.name}", file=str(weights.parent),
+                         hint="use best, last or epoch-NNN")
+    checkpoints.load_model_state(model, checkpoints.load(weights)["model"])
+    torch_device = pick_device(device, Distributed())
+    model.to(torch_device)
+    data_config = DataConfig.from_config(config["data"])
+    frame = score_reviews(model, ReviewDataset(sources, table, data_config), Collate(data_config),
+                          torch_device, batch_rows or int(config["train"]["eval_batch_size"]),
+                          amp=amp_settings(torch_device, config["train"]["amp"]))
+    output = Path(output) if output else run_dir / f"predict-{sources.manifest.name}.jsonl"
+    write_predictions(output, frame)
+    summary = {"products": len(table.products), "reviews": len(table),
+               "reviews_left_out": sum(len(v) for v in table.dropped.values()),
+               "checkpoint": weights.name}
+    return output, summary

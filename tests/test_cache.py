@@ -1,0 +1,117 @@
+"""Stage folders: fingerprints, reuse, resume of unfinished runs, --force, refusal of foreign folders."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from mrhp_prep.cache import MANIFEST_NAME, fingerprint, open_stage, path_fingerprint, read_manifest
+from mrhp_prep.errors import InputError
+from mrhp_prep.shards import resolve_shard, shard_of
+
+
+def _open(tmp_path, settings=None, **kwargs):
+    source = tmp_path / "input.txt"
+    if not source.exists():
+        source.write_text("data")
+    return open_stage("demo", dataset="ds", settings=settings or {"a": 1},
+                      inputs={"source": source}, format_version=1,
+                      cache_dir=tmp_path / "cache", **kwargs)
+
+
+def test_fingerprint_depends_on_every_part():
+    base = fingerprint("s", {"a": 1}, {"x": "f"}, 1)
+    assert base == fingerprint("s", {"a": 1}, {"x": "f"}, 1)
+    assert len({base, fingerprint("t", {"a": 1}, {"x": "f"}, 1), fingerprint("s", {"a": 2}, {"x": "f"}, 1),
+                fingerprint("s", {"a": 1}, {"x": "g"}, 1), fingerprint("s", {"a": 1}, {"x": "f"}, 2)}) == 5
+
+
+def test_finished_run_is_reused_and_changed_input_is_not(tmp_path):
+    run = _open(tmp_path)
+    assert not run.complete and run.path.parent.parent.name == "ds"
+    run.finish({"items": 3})
+    again = _open(tmp_path)
+    assert again.complete and again.path == run.path
+    assert again.manifest()["counts"] == {"items": 3}
+    (tmp_path / "input.txt").write_text("other data")
+    changed = _open(tmp_path)
+    assert changed.path != run.path and not changed.complete
+    assert _open(tmp_path, settings={"a": 2}).path not in {run.path, changed.path}
+
+
+def test_unfinished_folder_is_resumed_but_never_read(tmp_path):
+    run = _open(tmp_path)
+    (run.path / "part-0").write_text("half")
+    with pytest.raises(InputError, match="unfinished"):
+        read_manifest(run.path)
+    resumed = _open(tmp_path)
+    assert resumed.path == run.path and not resumed.complete
+    assert (resumed.path / "part-0").read_text() == "half"
+
+
+def test_force_clears_a_finished_run(tmp_path):
+    run = _open(tmp_path)
+    (run.path / "old").write_text("x")
+    run.finish({})
+    forced = _open(tmp_path, force=True)
+    assert not forced.complete and not (forced.path / "old").exists()
+
+
+def test_manifest_is_written_last_and_atomically(tmp_path):
+    run = _open(tmp_path)
+    run.add_failure("img-1", "corrupt JPEG", file="a.jpg")
+    run.finish({"ok": 1})
+    manifest = json.loads((run.path / MANIFEST_NAME).read_text())
+    assert manifest["num_failures"] == 1 and manifest["failures"][0]["item"] == "img-1"
+    assert (run.path / "failures.jsonl").stat().st_mtime_ns <= (run.path / MANIFEST_NAME).stat().st_mtime_ns
+    assert not [p for p in run.path.iterdir() if p.name.endswith(".part")]
+    assert "python" in manifest["versions"]
+
+
+def test_explicit_out_folder_refuses_foreign_content(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("user data")
+    with pytest.raises(InputError, match="not a mrhp-prep stage folder"):
+        _open(tmp_path, out=out)
+    with pytest.raises(InputError, match="not a mrhp-prep stage folder"):
+        _open(tmp_path, out=out, force=True)
+    assert (out / "precious.txt").exists()
+    done = _open(tmp_path, out=tmp_path / "out2")
+    done.finish({})
+    with pytest.raises(InputError, match="another computation"):
+        _open(tmp_path, out=tmp_path / "out2", settings={"a": 5})
+
+
+def test_stage_folder_fingerprint_is_its_own(tmp_path):
+    run = _open(tmp_path)
+    run.finish({})
+    assert path_fingerprint(run.path) == run.fingerprint
+
+
+def test_shards_are_stable_and_cover_every_id():
+    ids = [f"P{i}-{j}" for i in range(50) for j in range(5)]
+    owners = [shard_of(i, 4) for i in ids]
+    assert owners == [shard_of(i, 4) for i in ids]
+    assert set(owners) == {0, 1, 2, 3}
+    assert all(shard_of(i, 1) == 0 for i in ids)
+
+
+def test_shard_defaults_come_from_the_scheduler(monkeypatch):
+    for name in ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN",
+                 "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_shard(None, None) == (1, 0)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "8")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "6")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    assert resolve_shard(None, None) == (8, 5)
+    assert resolve_shard(None, 2) == (8, 2)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    assert resolve_shard(4, None) == (4, 3)
+    with pytest.raises(InputError, match="outside"):
+        resolve_shard(2, None)

