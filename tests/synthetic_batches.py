@@ -6,22 +6,10 @@ Small on purpose: the point is shapes, masks and optimisation behaviour, not acc
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-try:
-    from mrhp_prep.train.models.base import ModelInputs
-except ImportError:  # the training stage's ModelInputs; same fields until it is on this branch
-    @dataclass
-    class ModelInputs:
-        text_mode: str | None
-        text_dim: int
-        product_vectors: np.ndarray | None = None
-        review_vectors: np.ndarray | None = None
-        image_dim: int | None = None
-        has_probes: bool = False
+from mrhp_prep.train.models.base import ModelInputs
 
 VOCAB = 50
 WORD_DIM = 12
