@@ -18,6 +18,7 @@ from . import __version__
 # at import time.
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
+    "embed-text": "mrhp_prep.text.commands:embed_text",
     "run": "mrhp_prep.pipeline:run",
 }
 
