@@ -487,7 +487,11 @@ def embedding_matrix(tokens: list[str], counts: dict[str, int], vectors, *, seed
     matrix = np.zeros((len(tokens), vectors.dim), dtype=np.float32)
     matrix[num_specials:] = found_vectors
     known = found | subword
-    spread = float(found_vectors[known].std()) * np.sqrt(3.0) if known.any() else 0.25
+    values = found_vectors[known]
+    values = values[np.isfinite(values)]
+    spread = float(values.astype(np.float64).std()) * np.sqrt(3.0) if values.size else 0.25
+    if not np.isfinite(spread) or spread == 0:
+        spread = 0.25
     rng = np.random.default_rng(seed)
     random_rows = np.concatenate([np.arange(1, num_specials),
                                   num_specials + np.flatnonzero(~known)])
@@ -497,3 +501,20 @@ def embedding_matrix(tokens: list[str], counts: dict[str, int], vectors, *, seed
                         types_subword=int(subword.sum()), tokens=int(weights.sum()),
                         tokens_found=int(weights[found].sum()))
     return matrix, coverage
+
+
+def write_text_vectors(path: str | os.PathLike, words: list[str], matrix: np.ndarray, *,
+                       header: bool = False, chunk: int = 20000) -> None:
+    """Write vectors as GloVe text (or word2vec text with `header`), each number in the
+    shortest form that reads back to the same float32."""
+    matrix = np.asarray(matrix)
+    if len(words) != matrix.shape[0]:
+        raise ValueError(f"{len(words)} words for {matrix.shape[0]} vectors")
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8", newline="\n") as handle:
+        if header:
+            handle.write(f"{matrix.shape[0]} {matrix.shape[1]}\n")
+        for start in range(0, len(words), chunk):
+            numbers = np.asarray(matrix[start:start + chunk], dtype=np.float32).astype(str)
+            handle.write("".join(f"{word} {' '.join(row)}\n" for word, row in
+                                 zip(words[start:start + chunk], numbers.tolist())))
