@@ -163,6 +163,14 @@ class TransformerTokenizer:
             raise ValueError(f"{model} has no fast tokenizer; character offsets need one")
         # A head cut before tokenizing is only right when truncation keeps the head.
         self._can_cut = getattr(self._tok, "truncation_side", "right") == "right"
+        # The Rust tokenizer itself, truncating as the Python wrapper would: its encodings
+        # carry ids, token strings, offsets and the special-token mask without a Python pass.
+        from tokenizers import Tokenizer
+
+        self._backend = Tokenizer.from_str(self._tok.backend_tokenizer.to_str())
+        self._backend.no_padding()
+        self._backend.enable_truncation(max_length, stride=0, strategy="longest_first",
+                                        direction="left" if not self._can_cut else "right")
         self.name = f"transformers:{self.model}"
 
     @property
@@ -183,22 +191,14 @@ class TransformerTokenizer:
             return []
         cuts = [head_cut(t, self.max_length) if self._can_cut else None for t in texts]
         heads = [t if c is None else t[:c] for t, c in zip(texts, cuts)]
-        encoded = self._tok(heads, truncation=True, max_length=self.max_length,
-                            return_offsets_mapping=True, return_special_tokens_mask=True,
-                            return_overflowing_tokens=True, stride=0)
-        results: list[TokenizedText | None] = [None] * len(texts)
-        for row, sample in enumerate(encoded["overflow_to_sample_mapping"]):
-            if results[sample] is not None:  # an overflow window: the text was truncated
-                results[sample].truncated = True
-                continue
-            ids = list(encoded["input_ids"][row])
-            special = encoded["special_tokens_mask"][row]
-            offsets = encoded["offset_mapping"][row]
-            starts = [-1 if s else int(o[0]) for o, s in zip(offsets, special)]
-            ends = [-1 if s else int(o[1]) for o, s in zip(offsets, special)]
-            tokens = self._tok.convert_ids_to_tokens(ids)
-            results[sample] = TokenizedText(tokens, starts, ends, ids=ids,
-                                            truncated=cuts[sample] is not None)
+        results = []
+        for index, encoding in enumerate(self._backend.encode_batch(heads)):
+            special = encoding.special_tokens_mask
+            starts = [-1 if sp else o[0] for o, sp in zip(encoding.offsets, special)]
+            ends = [-1 if sp else o[1] for o, sp in zip(encoding.offsets, special)]
+            results.append(TokenizedText(encoding.tokens, starts, ends, ids=encoding.ids,
+                                         truncated=bool(encoding.overflowing)
+                                         or cuts[index] is not None))
         for index, cut in enumerate(cuts):
             if cut is not None and len(results[index]) < self.max_length:
                 results[index] = self.tokenize_one_uncut(texts[index])
