@@ -19,6 +19,7 @@ from . import __version__
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
     "embed-text": "mrhp_prep.text.commands:embed_text",
+    "merge-text": "mrhp_prep.text.commands:merge_text",
     "run": "mrhp_prep.pipeline:run",
 }
 

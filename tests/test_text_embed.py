@@ -139,19 +139,41 @@ def test_second_run_is_skipped_and_shared_vocab(static_run, sample_manifest, tmp
     assert set(separate) - set(product.split("\n")), "min freq 2 drops product-only words"
 
 
-def test_job_array_shards_partition_the_ids(static_run, sample_manifest, tmp_path):
+def test_job_array_shards_partition_the_ids_and_merge(static_run, sample_manifest, tmp_path,
+                                                     runner):
     single = {row["id"]: row for row in read_field(static_run.path, "review").to_pylist()}
     seen: list[str] = []
-    for index in range(3):
+    parts = []
+    for index in (2, 0, 1):
         part = embed_text(sample_manifest, vectors="glove-6b-50d-package", min_freq=1,
                           rows_per_shard=10, num_shards=3, shard_index=index,
                           cache_dir=tmp_path)
+        parts.append(part.path)
         assert (part.path / "vocab-review.txt").read_text() == \
             (static_run.path / "vocab-review.txt").read_text()
         for row in read_field(part.path, "review").to_pylist():
             seen.append(row["id"])
             assert row == single[row["id"]]
     assert sorted(seen) == sorted(single)
+    assert 0 < len(read_field(parts[0], "review")) < 43
+
+    # merge-text joins the jobs by linking their shards into one folder.
+    result = runner.invoke(cli, ["merge-text", *map(str, parts), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    merged = Path(result.stdout.strip().splitlines()[-1])
+    rows = read_field(merged, "review").to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(single)
+    assert all(r == single[r["id"]] for r in rows)
+    first_shard = sorted(merged.glob("review-*.arrow"))[0]
+    job0 = parts[1] / "review-00000.arrow"
+    assert first_shard.stat().st_ino == job0.stat().st_ino, "linked, not copied"
+    info = json.loads((merged / "MANIFEST.json").read_text())
+    assert info["stage"] == "embed-text" and info["fields"]["review"]["rows"] == 43
+    assert (merged / "vectors-review.npy").is_file()
+
+    result = runner.invoke(cli, ["merge-text", *map(str, parts[:2]), "--cache-dir",
+                                 str(tmp_path / "other")])
+    assert result.exit_code == 3 and "missing [1]" in result.output
 
 
 def test_a_killed_run_resumes_without_duplicates(sample_manifest, tmp_path):

@@ -101,3 +101,22 @@ def embed_text(manifest, mode, vectors, vectors_cache, language, lowercase, max_
     rows["failures"] = f"{info['num_failures']} (see failures.jsonl)"
     report("embed-text finished", rows, run.path)
     return str(run.path)
+
+
+@click.command("merge-text")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@stage_options
+def merge_text(folders, out, cache_dir, force):
+    """Join the output FOLDERS of an embed-text job array into one folder (links, no copies).
+
+    Example: mrhp-prep merge-text cache/amazon-home/embed-text/*/
+    """
+    from .merge import merge_text as run_merge
+
+    run = run_merge(list(folders), out=out, cache_dir=cache_dir, force=force)
+    info = run.manifest()
+    rows = {f"{field}": f"{values['rows']} rows in {values['shards']} shard(s)"
+            for field, values in info["fields"].items()}
+    rows["jobs"] = len(info["merged"])
+    report("merge-text finished", rows, run.path)
+    return str(run.path)
