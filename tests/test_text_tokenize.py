@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mrhp_prep.text.tokenize import (SpacyTokenizer, TextStats, TransformerTokenizer,
-                                     clean_text, tokenize_texts)
+                                     clean_text, head_cut, tokenize_texts)
 
 ODD_TEXTS = [
     "Great cups!! Would buy again 😍😍 — 5/5 stars.",
@@ -82,14 +80,13 @@ def test_spacy_indonesian_blank_pipeline():
 def test_truncation_keeps_the_head_and_long_texts_match_full_tokenization(english):
     words = " ".join(f"w{i}, x{i}." for i in range(12_000))  # ~100k characters
     assert len(words) > 100_000
-    started = time.perf_counter()
+    cut = head_cut(words, 128)
+    assert cut is not None and cut < 5000, "only the head of a long text is tokenized"
     result = english.tokenize([words])[0]
-    elapsed = time.perf_counter() - started
     full = english._from_doc(english._tokenizer(words))  # the whole text, no head cut
     assert len(result) == 128 and result.truncated
     assert result.tokens == full.tokens and result.starts == full.starts
     assert result.tokens[:4] == ["w0", ",", "x0", "."]
-    assert elapsed < 1.0, "a 100k-character text must not cost a full tokenization"
     short = english.tokenize(["only four tokens here"])[0]
     assert not short.truncated and len(short) == 4
 

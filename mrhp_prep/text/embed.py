@@ -106,6 +106,12 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
         raise InputError(f"unknown mode '{mode}'", field="--mode", hint=f"one of {MODES}")
     if max_length < 1 or rows_per_shard < 1 or batch_size < 1:
         raise InputError("--max-length, --rows-per-shard and --batch-size must be positive")
+    if mode == "static" and model:
+        raise InputError("--model is for --mode ids or features", field="--model",
+                         hint="drop --model, or pass --mode ids/features")
+    if mode != "static" and vectors:
+        raise InputError("--vectors is for --mode static", field="--vectors",
+                         hint="drop --vectors, or use --mode static")
     manifest_path = Path(manifest)
     data = Manifest(manifest_path)
     num_shards, shard_index = resolve_shard(num_shards, shard_index)
@@ -114,7 +120,7 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     inputs: dict = {"manifest": manifest_path}
     source = None
     if mode == "static":
-        from .vectors import resolve_source
+        from .vectors import NAMED_SOURCES, resolve_source
 
         if not vectors:
             raise InputError("static mode needs a vectors source", field="--vectors",
@@ -123,8 +129,11 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
         source = resolve_source(vectors)
         if language == "auto":
             language = "id" if data.dataset == "lazada" else "en"
+        # The file's content counts through `inputs`; its name, not its place, in settings.
+        named = source.label in NAMED_SOURCES
         settings.update(language=language, lowercase=lowercase, min_freq=min_freq,
-                        shared_vocab=shared_vocab, seed=seed, vectors=source.label)
+                        shared_vocab=shared_vocab, seed=seed,
+                        vectors=source.label if named else source.path.name)
         inputs["vectors"] = source.path
         if source.words_path is not None:
             inputs["vector_words"] = source.words_path
@@ -132,7 +141,7 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
         if not model:
             raise InputError(f"--mode {mode} needs a transformer", field="--model",
                              hint="pass a local model folder (or a hub name when online)")
-        settings["model"] = str(model)
+        settings["model"] = Path(model).name if Path(model).exists() else str(model)
         if Path(model).exists():
             inputs["model"] = Path(model)
         if mode == "features":
