@@ -186,6 +186,20 @@ def bench_features(texts: list[str], model: str, repeats: int, batch_size: int,
           flush=True)
     encoder.encode_batch(sequences[:batch_size])  # warm-up
 
+    # The work each way pads to, independent of the machine's load.
+    from mrhp_prep.text.transformer import length_sorted_batches
+
+    def positions(batches):
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    in_order = [list(range(i, min(i + batch_size, len(lengths))))
+                for i in range(0, len(lengths), batch_size)]
+    sorted_positions = positions(length_sorted_batches(lengths, batch_size))
+    print(f"  token positions computed: length-sorted {sorted_positions}, input order "
+          f"{positions(in_order)} ({positions(in_order) / sorted_positions:.1f}x), "
+          f"max_length {128 * len(lengths)} ({128 * len(lengths) / sorted_positions:.1f}x)",
+          flush=True)
+
     def run(sort_by_length: bool):
         return sum(len(f) for _, feats in encoder.encode(sequences, batch_size, sort_by_length)
                    for f in feats)

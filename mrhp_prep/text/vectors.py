@@ -367,8 +367,8 @@ def parse_text_vectors(path: Path, raw) -> tuple[list[str], dict]:
             pending = []
             handle = _chain(head, handle)
         if dim <= 0:
-            raise InputError("cannot tell the vector size from the first line", file=str(path),
-                             row=1, hint="each line is a word then its numbers, space-separated")
+            raise InputError("cannot tell the vector size from the first lines", file=str(path),
+                             hint="each line is a word then its numbers, space-separated")
         stats["dim"] = dim
         for line in handle:
             line_no += 1
@@ -400,8 +400,8 @@ def _parse_chunk(lines: list[tuple[int, str]], dim: int, path: Path, words: list
         word = parts[0]
         if len(parts) != dim + 1 or (" " in word and _is_number(word.rsplit(" ", 1)[1])):
             found = len(line.split(" ")) - 1
-            raise InputError(f"{found} values where the file's vectors have {dim}",
-                             file=str(path), row=f"line {line_no}",
+            raise InputError(f"line {line_no} has {found} values where the file's vectors "
+                             f"have {dim}", file=str(path),
                              hint="fix or delete that line (every vector must have the same "
                                   "size)")
         numbers.append(line[len(word) + 1:])
@@ -443,10 +443,10 @@ def _raise_bad_number(lines: list[tuple[int, str]], dim: int, path: Path) -> Non
             continue
         for value in line.rsplit(" ", dim)[1:]:
             if not _is_number(value):
-                raise InputError(f"'{value[:30]}' is not a number", file=str(path),
-                                 row=f"line {line_no}", hint="fix or delete that line")
-    raise InputError("the numbers of a block of lines could not be read", file=str(path),
-                     row=f"lines {lines[0][0]}-{lines[-1][0]}")
+                raise InputError(f"line {line_no}: '{value[:30]}' is not a number",
+                                 file=str(path), hint="fix or delete that line")
+    raise InputError(f"the numbers of lines {lines[0][0]}-{lines[-1][0]} could not be read",
+                     file=str(path))
 
 
 # --------------------------------------------------------------------------------------------
