@@ -120,10 +120,8 @@ def test_shard_defaults_come_from_the_scheduler(monkeypatch):
 def test_atomic_files_get_the_usual_permissions(tmp_path):
     from mrhp_prep.atomic import atomic_path
 
-    old = os.umask(0o022)
-    try:
-        with atomic_path(tmp_path / "shared.bin") as tmp:
-            tmp.write_bytes(b"x")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o644
+    with atomic_path(tmp_path / "shared.bin") as tmp:
+        tmp.write_bytes(b"x")
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
