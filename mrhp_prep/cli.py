@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
     "fetch-images": "mrhp_prep.data.fetch_command:fetch_images",
     "probe-masks": "mrhp_prep.probe.commands:probe_masks",
+    "embed-text": "mrhp_prep.text.commands:embed_text",
+    "merge-text": "mrhp_prep.text.commands:merge_text",
     "run": "mrhp_prep.pipeline:run",
     "train": "mrhp_prep.train.commands:train",
     "evaluate": "mrhp_prep.train.commands:evaluate",

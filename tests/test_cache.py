@@ -115,3 +115,13 @@ def test_shard_defaults_come_from_the_scheduler(monkeypatch):
     assert resolve_shard(4, None) == (4, 3)
     with pytest.raises(InputError, match="outside"):
         resolve_shard(2, None)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    from mrhp_prep.atomic import atomic_path
+
+    with atomic_path(tmp_path / "shared.bin") as tmp:
+        tmp.write_bytes(b"x")
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

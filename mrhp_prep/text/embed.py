@@ -1,0 +1,458 @@
+"""The `embed-text` stage: tokenize product and review text and embed it, into Arrow shards.
+
+Three modes:
+
+- `static`: spaCy rule-based tokens -> vocabulary ids; vocabularies fitted on the train
+  split; the embedding matrix of each vocabulary from a GloVe/word2vec/fastText/.npy source.
+- `ids`: a transformer's token ids and attention mask, for fine-tuning.
+- `features`: frozen hidden states of a transformer per token, float16.
+
+Work is split by id for job arrays (`--num-shards/--shard-index`): a job embeds the items
+whose id hashes to its shard (vocabularies always come from the whole train split, so every
+job writes the same ones). Each job's items, in manifest order, fill numbered output shards
+of `rows_per_shard` rows; a shard is written atomically and a killed run resumes at the
+first shard not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path, write_json_atomic
+from ..cache import StageRun, open_stage
+from ..data.manifest import Manifest
+from ..errors import AllItemsFailed, InputError
+from ..options import progress
+from ..shards import resolve_shard, shard_of
+from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
+from .tokenize import TextStats, tokenize_texts
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed-text"
+FORMAT_VERSION = 1
+FIELDS = ("product", "review")
+MODES = ("static", "ids", "features")
+LANGUAGES = ("auto", "en", "id")
+_TOKENIZE_CHUNK = 1000
+_PROGRESS_DIR = ".progress"
+
+
+@dataclass
+class FieldItems:
+    """One field's items: ids, texts and splits, in manifest order."""
+
+    name: str
+    ids: list[str]
+    texts: list[object]
+    splits: list[str]
+
+    def select(self, keep: list[bool]) -> "FieldItems":
+        return FieldItems(self.name, [v for v, k in zip(self.ids, keep) if k],
+                          [v for v, k in zip(self.texts, keep) if k],
+                          [v for v, k in zip(self.splits, keep) if k])
+
+
+@dataclass
+class FieldResult:
+    """What one field's output pass counted."""
+
+    rows: int = 0
+    tokens: int = 0
+    unk_tokens: int = 0
+    shards: int = 0
+    stats: TextStats = field(default_factory=TextStats)
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "tokens": self.tokens, "unk_tokens": self.unk_tokens,
+                "shards": self.shards, **{f"{k}_texts": v for k, v in self.stats.as_dict().items()
+                                          if k != "texts"},
+                "examples": self.stats.examples}
+
+
+def field_items(manifest: Manifest) -> dict[str, FieldItems]:
+    products, reviews = manifest.products, manifest.reviews
+    return {
+        "product": FieldItems("product", products["product_id"].astype(str).tolist(),
+                              products["text"].tolist(), products["split"].astype(str).tolist()),
+        "review": FieldItems("review", reviews["review_id"].astype(str).tolist(),
+                             reviews["text"].tolist(), reviews["split"].astype(str).tolist()),
+    }
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "auto",
+               lowercase: bool = True, max_length: int = 128, min_freq: int = 5,
+               shared_vocab: bool = False, vectors: str | None = None,
+               vectors_cache: str | Path | None = None, seed: int = 0, model: str | None = None,
+               layers: str = "-1", batch_size: int = 32, device: str = "auto",
+               precision: str = "auto", rows_per_shard: int = 5000,
+               num_shards: int | None = None, shard_index: int | None = None,
+               out: str | Path | None = None, cache_dir: str | Path = "cache",
+               force: bool = False) -> StageRun:
+    """Run the stage; returns the finished `StageRun` (its MANIFEST.json holds the counts)."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode '{mode}'", field="--mode", hint=f"one of {MODES}")
+    if max_length < 1 or rows_per_shard < 1 or batch_size < 1:
+        raise InputError("--max-length, --rows-per-shard and --batch-size must be positive")
+    if mode == "static" and model:
+        raise InputError("--model is for --mode ids or features", field="--model",
+                         hint="drop --model, or pass --mode ids/features")
+    if mode != "static" and vectors:
+        raise InputError("--vectors is for --mode static", field="--vectors",
+                         hint="drop --vectors, or use --mode static")
+    manifest_path = Path(manifest)
+    data = Manifest(manifest_path)
+    num_shards, shard_index = resolve_shard(num_shards, shard_index)
+    settings: dict = {"mode": mode, "max_length": max_length, "rows_per_shard": rows_per_shard,
+                      "num_shards": num_shards, "shard_index": shard_index}
+    inputs: dict = {"manifest": manifest_path}
+    source = None
+    if mode == "static":
+        from .vectors import NAMED_SOURCES, resolve_source
+
+        if not vectors:
+            raise InputError("static mode needs a vectors source", field="--vectors",
+                             hint="pass a GloVe .txt, .vec, fastText .bin, .npy, or "
+                                  "glove-6b-50d-package; or use --mode ids/features")
+        source = resolve_source(vectors)
+        if language == "auto":
+            language = "id" if data.dataset == "lazada" else "en"
+        # The file's content counts through `inputs`; its name, not its place, in settings.
+        named = source.label in NAMED_SOURCES
+        settings.update(language=language, lowercase=lowercase, min_freq=min_freq,
+                        shared_vocab=shared_vocab, seed=seed,
+                        vectors=source.label if named else source.path.name)
+        inputs["vectors"] = source.path
+        if source.words_path is not None:
+            inputs["vector_words"] = source.words_path
+    else:
+        if not model:
+            raise InputError(f"--mode {mode} needs a transformer", field="--model",
+                             hint="pass a local model folder (or a hub name when online)")
+        settings["model"] = Path(model).name if Path(model).exists() else str(model)
+        if Path(model).exists():
+            inputs["model"] = Path(model)
+        if mode == "features":
+            from .transformer import parse_layers
+
+            try:
+                settings["layers"] = parse_layers(layers)
+            except ValueError as exc:
+                raise InputError(str(exc), field="--layers") from exc
+            settings["precision"] = precision
+
+    run = open_stage(STAGE, dataset=data.name, settings=settings, inputs=inputs,
+                     format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
+    if run.complete:
+        log.info("embed-text: a finished output with the same settings exists in %s", run.path)
+        return run
+    removed = clear_partial_files(run.path)
+    if removed:
+        log.info("removed %d partial file(s) left by an earlier run", removed)
+
+    items = field_items(data)
+    mine = {name: f.select([shard_of(i, num_shards) == shard_index for i in f.ids])
+            for name, f in items.items()}
+    if mode == "static":
+        extra = _run_static(run, items, mine, source, settings, vectors_cache or
+                            Path(cache_dir) / "vectors", batch_size)
+    else:
+        extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
+    results: dict[str, FieldResult] = extra.pop("results")
+    total_rows = sum(r.rows for r in results.values())
+    if total_rows == 0 and sum(len(f.ids) for f in mine.values()) > 0:
+        raise AllItemsFailed("no text could be embedded; see failures.jsonl in " + str(run.path))
+    counts = {f"{name}_{key}": value for name, r in results.items()
+              for key, value in r.as_dict().items() if key != "examples"}
+    run.finish(counts, fields={name: r.as_dict() for name, r in results.items()}, **extra)
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# static vectors
+
+
+def _count_train_tokens(tokenizer, items: FieldItems) -> Counter:
+    """Token counts of the train split (after truncation: the tokens a model will see)."""
+    counts: Counter = Counter()
+    train = items.select([s == "train" for s in items.splits])
+    bar = progress(total=len(train.ids), desc=f"vocabulary ({items.name})", unit="text")
+    scratch = TextStats()
+    for start, stop in _chunks(len(train.ids), _TOKENIZE_CHUNK):
+        for result in tokenize_texts(tokenizer, train.texts[start:stop], train.ids[start:stop],
+                                     scratch):
+            counts.update(result.tokens)
+        bar.update(stop - start)
+    bar.close()
+    return counts
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+
+def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, FieldItems],
+                source, settings: dict, vectors_cache: Path, batch_size: int) -> dict:
+    from .tokenize import SpacyTokenizer
+    from .vectors import embedding_matrix, load_vectors
+    from .vocab import UNK_ID, Vocabulary
+
+    tokenizer = SpacyTokenizer(settings["language"], lowercase=settings["lowercase"],
+                               max_length=settings["max_length"])
+    counts = {name: _count_train_tokens(tokenizer, f) for name, f in items.items()}
+    if settings["shared_vocab"]:
+        shared = Vocabulary.fit(counts["product"] + counts["review"], settings["min_freq"])
+        vocabs = {name: shared for name in FIELDS}
+    else:
+        vocabs = {name: Vocabulary.fit(counts[name], settings["min_freq"]) for name in FIELDS}
+
+    started = time.perf_counter()
+    table = load_vectors(source, vectors_cache)
+    load_seconds = round(time.perf_counter() - started, 3)
+    log.info("vectors: %d words x %d from %s in %.2f s (%s)", len(table), table.dim,
+             source.label, load_seconds, table.info.get("cache", "bindings"))
+    coverage = {}
+    matrices: dict[int, np.ndarray] = {}
+    for name in FIELDS:
+        vocab = vocabs[name]
+        field_counts = counts["product"] + counts["review"] if settings["shared_vocab"] \
+            else counts[name]
+        if id(vocab) not in matrices:
+            matrices[id(vocab)], cov = embedding_matrix(vocab.tokens, field_counts, table,
+                                                        seed=settings["seed"])
+            coverage[name] = cov.as_dict()
+        else:
+            coverage[name] = coverage["product"]
+        vocab.save(run.path / f"vocab-{name}.txt")
+        _save_npy(run.path / f"vectors-{name}.npy", matrices[id(vocab)])
+
+    results = {}
+    for name in FIELDS:
+        vocab = vocabs[name]
+        metadata = {"mode": "static", "field": name, "tokenizer": tokenizer.describe(),
+                    "vocabulary": f"vocab-{name}.txt", "vectors_file": f"vectors-{name}.npy",
+                    "vector_source": source.describe(), "dim": table.dim, "settings": settings,
+                    "pad_id": 0, "unk_id": UNK_ID}
+        schema = shard_schema("static", None, metadata)
+
+        def encode(results_chunk, vocab=vocab):
+            return [vocab.ids(r.tokens) for r in results_chunk]
+
+        results[name] = _write_field(run, mine[name], tokenizer, schema, encode,
+                                     unk_id=UNK_ID)
+    return {"results": results, "mode": "static", "dim": table.dim,
+            "tokenizer": tokenizer.describe(), "vector_source": source.describe(),
+            "vectors_info": {k: v for k, v in table.info.items() if k != "path"},
+            "vectors_load_seconds": load_seconds, "coverage": coverage,
+            "vocab_sizes": {name: len(vocabs[name]) for name in FIELDS}}
+
+
+# --------------------------------------------------------------------------------------------
+# shard writing shared by the modes
+
+
+def _progress_path(run: StageRun, name: str, index: int) -> Path:
+    return run.path / _PROGRESS_DIR / f"{shard_name(name, index)}.json"
+
+
+def _finished_shard(run: StageRun, name: str, index: int) -> dict | None:
+    """The saved counts of a shard an earlier run finished, else None."""
+    progress_file = _progress_path(run, name, index)
+    if (run.path / shard_name(name, index)).is_file() and progress_file.is_file():
+        return json.loads(progress_file.read_text())
+    return None
+
+
+def _record_shard(run: StageRun, name: str, index: int, counts: dict) -> None:
+    write_json_atomic(_progress_path(run, name, index), counts)
+
+
+def _tokenize_safely(run: StageRun, tokenizer, texts, ids, stats) -> tuple[list, list[int]]:
+    """Tokenize a chunk; if the batch fails, one by one, listing the items that fail."""
+    try:
+        return tokenize_texts(tokenizer, texts, ids, stats), list(range(len(ids)))
+    except Exception as exc:  # one bad text must not end a long run
+        log.warning("a tokenizer batch failed (%s); retrying its texts one by one", exc)
+    results, kept = [], []
+    for position, (text, item_id) in enumerate(zip(texts, ids)):
+        try:
+            results.extend(tokenize_texts(tokenizer, [text], [item_id], stats))
+            kept.append(position)
+        except Exception as exc:
+            run.add_failure(item_id, "tokenizer failed", error=f"{type(exc).__name__}: {exc}")
+    return results, kept
+
+
+def _write_field(run: StageRun, items: FieldItems, tokenizer, schema, encode,
+                 unk_id: int | None = None) -> FieldResult:
+    """Write one field's shards in manifest order (static and ids modes)."""
+    result = FieldResult()
+    rows_per_shard = run.settings["rows_per_shard"]
+    bar = progress(total=len(items.ids), desc=f"{items.name} shards", unit="text")
+    spans = list(_chunks(len(items.ids), rows_per_shard)) or [(0, 0)]
+    for index, (start, stop) in enumerate(spans):
+        done = _finished_shard(run, items.name, index)
+        if done is None:
+            shard_counts = FieldResult()
+
+            def batches(start=start, stop=stop, shard_counts=shard_counts):
+                if start == stop:
+                    yield record_batch(schema, [], [], token_ids=[])
+                for lo, hi in _chunks(stop - start, _TOKENIZE_CHUNK):
+                    lo, hi = start + lo, start + hi
+                    ids = items.ids[lo:hi]
+                    tokenized, kept = _tokenize_safely(run, tokenizer, items.texts[lo:hi], ids,
+                                                       shard_counts.stats)
+                    kept_ids = [ids[k] for k in kept]
+                    token_ids = encode(tokenized)
+                    shard_counts.rows += len(kept_ids)
+                    shard_counts.tokens += sum(len(t) for t in tokenized)
+                    if unk_id is not None:
+                        shard_counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
+                    bar.update(hi - lo)
+                    yield record_batch(schema, kept_ids, tokenized, token_ids=token_ids)
+
+            write_shard(run.path / shard_name(items.name, index), schema, batches())
+            done = _shard_counts(shard_counts)
+            _record_shard(run, items.name, index, done)
+        else:
+            bar.update(stop - start)
+        _add_counts(result, done)
+    bar.close()
+    return result
+
+
+def _shard_counts(counts: FieldResult) -> dict:
+    return {"rows": counts.rows, "tokens": counts.tokens, "unk_tokens": counts.unk_tokens,
+            "stats": counts.stats.as_dict(), "examples": counts.stats.examples}
+
+
+def _add_counts(result: FieldResult, done: dict) -> None:
+    result.rows += done["rows"]
+    result.tokens += done["tokens"]
+    result.unk_tokens += done["unk_tokens"]
+    result.shards += 1
+    for key in ("texts", "empty", "cleaned", "truncated"):
+        setattr(result.stats, key, getattr(result.stats, key) + done["stats"][key])
+    for kind, ids in done.get("examples", {}).items():
+        for item_id in ids:
+            result.stats.note(kind, item_id)
+
+
+# --------------------------------------------------------------------------------------------
+# transformers
+
+
+def _run_transformer(run: StageRun, mine: dict[str, FieldItems], settings: dict, model: str,
+                     batch_size: int, device: str, precision: str) -> dict:
+    from .tokenize import TransformerTokenizer
+
+    try:
+        tokenizer = TransformerTokenizer(model, max_length=settings["max_length"])
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load the tokenizer: {exc}", field="--model",
+                         hint="pass a local model folder with a fast tokenizer "
+                              "(tokenizer.json); hub names need a network") from exc
+    mode = settings["mode"]
+    results = {}
+    extra: dict = {"mode": mode, "tokenizer": tokenizer.describe()}
+    if mode == "ids":
+        extra["dim"] = None
+        for name in FIELDS:
+            metadata = {"mode": "ids", "field": name, "tokenizer": tokenizer.describe(),
+                        "settings": settings, "pad_id": tokenizer.pad_id}
+            schema = shard_schema("ids", None, metadata)
+            results[name] = _write_field(run, mine[name], tokenizer, schema,
+                                         lambda chunk: [r.ids for r in chunk])
+        return {"results": results, **extra}
+
+    from .transformer import TransformerEncoder
+
+    try:
+        encoder = TransformerEncoder(model, layers=settings["layers"], device=device,
+                                     precision=precision, pad_id=tokenizer.pad_id)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load the model: {exc}", field="--model") from exc
+    extra.update(dim=encoder.hidden_size, encoder=encoder.describe())
+    for name in FIELDS:
+        metadata = {"mode": "features", "field": name, "tokenizer": tokenizer.describe(),
+                    "encoder": encoder.describe(), "dim": encoder.hidden_size,
+                    "settings": settings}
+        schema = shard_schema("features", encoder.hidden_size, metadata)
+        results[name] = _write_feature_field(run, mine[name], tokenizer, encoder, schema,
+                                             batch_size)
+    return {"results": results, **extra}
+
+
+def _encode_resilient(encoder, sequences: list[list[int]]) -> list[np.ndarray]:
+    """Encode a batch; on running out of GPU memory, in halves."""
+    import torch
+
+    try:
+        return encoder.encode_batch(sequences)
+    except torch.cuda.OutOfMemoryError:
+        if len(sequences) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(sequences) // 2
+        return (_encode_resilient(encoder, sequences[:half])
+                + _encode_resilient(encoder, sequences[half:]))
+
+
+def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, schema,
+                         batch_size: int) -> FieldResult:
+    """Features mode: each shard's texts are encoded in length-sorted batches and written
+    batch by batch, so rows inside a shard come longest first (join on `id`)."""
+    from .transformer import length_sorted_batches
+
+    result = FieldResult()
+    rows_per_shard = run.settings["rows_per_shard"]
+    bar = progress(total=len(items.ids), desc=f"{items.name} features", unit="text")
+    spans = list(_chunks(len(items.ids), rows_per_shard)) or [(0, 0)]
+    for index, (start, stop) in enumerate(spans):
+        done = _finished_shard(run, items.name, index)
+        if done is None:
+            counts = FieldResult()
+            ids = items.ids[start:stop]
+            tokenized, kept = [], []
+            for lo, hi in _chunks(len(ids), _TOKENIZE_CHUNK):
+                part, part_kept = _tokenize_safely(run, tokenizer, items.texts[start + lo:start + hi],
+                                                   ids[lo:hi], counts.stats)
+                tokenized.extend(part)
+                kept.extend(lo + k for k in part_kept)
+            kept_ids = [ids[k] for k in kept]
+
+            def batches():
+                if not tokenized:
+                    yield record_batch(schema, [], [], features=[])
+                for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
+                    features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
+                    counts.rows += len(batch)
+                    counts.tokens += sum(len(tokenized[i]) for i in batch)
+                    bar.update(len(batch))
+                    yield record_batch(schema, [kept_ids[i] for i in batch],
+                                       [tokenized[i] for i in batch], features=features)
+
+            write_shard(run.path / shard_name(items.name, index), schema, batches())
+            bar.update(len(ids) - len(kept))
+            done = _shard_counts(counts)
+            _record_shard(run, items.name, index, done)
+        else:
+            bar.update(stop - start)
+        _add_counts(result, done)
+    bar.close()
+    return result

@@ -1,0 +1,118 @@
+"""Frozen transformer features per token, with length-sorted batching.
+
+`TransformerEncoder(model).encode(ids_list)` runs the model on token id sequences (as
+`TransformerTokenizer` makes them) and returns, per sequence, the hidden states of its tokens
+as float16 [num_tokens, hidden_size]: the last layer, or the mean of chosen layers.
+
+Sequences are batched in order of length, so each batch pads only to its own longest member
+(a batch of 10-token reviews does not pay for a 128-token one). On a GPU the model runs under
+autocast (fp16 by default, bf16 on request); on a CPU in float32.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def parse_layers(spec: str) -> list[int]:
+    """"-1" -> [-1]; "-4,-3,-2,-1" -> four layers. 0 is the embedding output."""
+    try:
+        layers = [int(part) for part in str(spec).split(",") if part.strip()]
+    except ValueError as exc:
+        raise ValueError(f"layers must be comma-separated integers, not {spec!r}") from exc
+    if not layers:
+        raise ValueError("name at least one layer")
+    return layers
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of `batch_size`, longest first (the first batch shows the peak
+    memory at once), ties in input order."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+class TransformerEncoder:
+    """A frozen `transformers` encoder; `model` is a local folder or a hub name."""
+
+    def __init__(self, model: str, *, layers: Sequence[int] = (-1,), device: str = "auto",
+                 precision: str = "auto", pad_id: int = 0):
+        import torch
+        from transformers import AutoModel
+
+        self.model_name = str(model)
+        self.device = pick_device(device)
+        self.model = AutoModel.from_pretrained(self.model_name).eval().to(self.device)
+        self.layers = list(layers)
+        num_states = int(self.model.config.num_hidden_layers) + 1
+        for layer in self.layers:
+            if not -num_states <= layer < num_states:
+                raise ValueError(f"layer {layer} is outside the model's {num_states} hidden "
+                                 f"states (0 = embeddings, -1 = last)")
+        self.pad_id = pad_id
+        self.hidden_size = int(self.model.config.hidden_size)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        on_gpu = self.device.startswith("cuda")
+        if precision == "auto":
+            precision = "fp16" if on_gpu else "fp32"
+        self.precision = precision
+        self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+    def describe(self) -> dict:
+        return {"model": self.model_name, "layers": self.layers, "device": self.device,
+                "precision": self.precision, "hidden_size": self.hidden_size,
+                "architecture": type(self.model).__name__}
+
+    def encode_batch(self, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Features of a batch of id sequences: each [len(seq), hidden_size] float16."""
+        import torch
+
+        longest = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, :len(seq)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        with torch.inference_mode(), torch.autocast(device_type=device_type,
+                                                    dtype=self._autocast_dtype or torch.float32,
+                                                    enabled=self._autocast_dtype is not None):
+            outputs = self.model(input_ids=ids, attention_mask=mask,
+                                 output_hidden_states=len(self.layers) > 1 or self.layers != [-1])
+            if self.layers == [-1]:
+                states = outputs.last_hidden_state.float()
+            else:
+                states = torch.stack([outputs.hidden_states[k].float() for k in self.layers]
+                                     ).mean(dim=0)
+        states = states.half().cpu().numpy()
+        return [states[row, :len(seq)] for row, seq in enumerate(sequences)]
+
+    def encode(self, sequences: Sequence[Sequence[int]], batch_size: int = 32,
+               sort_by_length: bool = True) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        """Yield `(indices, features)` per batch; with `sort_by_length`, batches come
+        longest first, else in input order."""
+        if sort_by_length:
+            batches = length_sorted_batches([len(s) for s in sequences], batch_size)
+        else:
+            batches = (list(range(i, min(i + batch_size, len(sequences))))
+                       for i in range(0, len(sequences), batch_size))
+        for batch in batches:
+            yield batch, self.encode_batch([sequences[i] for i in batch])
