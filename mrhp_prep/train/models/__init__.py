@@ -16,6 +16,8 @@ from ...errors import InputError
 
 MODELS: dict[str, str] = {
     "sancl": "mrhp_prep.train.models.sancl:SANCL",
+    "mcl": "mrhp_prep.train.models.mcl:MclModel",
+    "mmss": "mrhp_prep.train.models.mmss:MmssModel",
 }
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"

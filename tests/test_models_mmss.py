@@ -1,0 +1,486 @@
+"""MM-SS: shapes, missing images, SSP-Label pseudo labels, eq. 14-15, ablations, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mrhp_prep
+from mrhp_prep.errors import InputError
+from mrhp_prep.train.models.mmss import (SUBTASKS, MmssModel, anchor_and_precision, ewma_beta,
+                                         sample_weights, ssp_label, uncertainty_weighted_loss)
+from synthetic_batches import (inputs_for, make_batch, one_thread, pairwise_hinge, small_options,
+                               without_images)
+
+CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
+NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
+              "image_attention_dropout": 0.0}
+ROWS = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def options(**overrides) -> dict:
+    return {**small_options(), **NO_DROPOUT, "task_dim": 8, "subtask_mlp_hidden": 8,
+            "num_train_reviews": 20, **overrides}
+
+
+def build(text: str = "ids", images: bool = True, **overrides) -> MmssModel:
+    torch.manual_seed(0)
+    return MmssModel(options(**overrides), inputs_for(text, images))
+
+
+def total_loss(model: MmssModel, batch) -> torch.Tensor:
+    out = model(batch)
+    loss = pairwise_hinge(out.score, batch["label"], batch["product_index"])
+    return loss if out.aux_loss is None else loss + out.aux_loss
+
+
+@pytest.mark.parametrize("text", ["ids", "features"])
+def test_forward_shapes_in_training_and_eval(text):
+    model = build(text)
+    batch = make_batch(text)
+    out = model(batch)
+    assert out.score.shape == (ROWS,) and out.aux_loss.shape == ()
+    parts = model.represent(batch)
+    assert parts["global_repr"].shape == (ROWS, 8)
+    assert parts["subtask_repr"].shape == (ROWS, 5, 8)
+    assert parts["subtask_score"].shape == (ROWS, 5)
+    model.eval()
+    evaluated = model(make_batch(text, review_index_offset=1000))   # another split's indices
+    assert evaluated.aux_loss is None and evaluated.score.shape == (ROWS,)
+
+
+@pytest.mark.parametrize("text,missing", [("ids", "all"), ("features", "all"), ("features", "some")])
+def test_items_without_images_give_finite_scores_losses_and_gradients(text, missing):
+    model = build(text)
+    batch = make_batch(text, missing_images=missing)
+    for epoch in range(3):                 # run into epochs with anchors and observations
+        loss = total_loss(model, batch)
+        loss.backward()
+        model.on_epoch_end(epoch)
+    assert torch.isfinite(loss)
+    assert torch.isfinite(model.state.pseudo_label).all()
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            assert torch.isfinite(parameter.grad).all(), name
+
+
+# --------------------------------------------------------------------------- pseudo labels
+
+
+def numpy_anchor_and_precision(reprs: np.ndarray, labels: np.ndarray, shrinkage: float):
+    """Eq. 17-18 written out for one task: sigmoid-weighted anchor, shrunk scatter about it."""
+    weights = 1 / (1 + np.exp(-labels))
+    anchor = (weights[:, None] * reprs).sum(0) / weights.sum()
+    centred = reprs - anchor
+    scatter = centred.T @ centred / len(reprs)
+    d = reprs.shape[1]
+    shrunk = (1 - shrinkage) * scatter + shrinkage * np.trace(scatter) / d * np.eye(d)
+    return anchor, np.linalg.inv(shrunk)
+
+
+def numpy_distance(reprs, anchor, precision, scale):
+    centred = reprs - anchor
+    return np.sqrt(np.einsum("bi,ij,bj->b", centred, precision, centred) / scale)
+
+
+def interaction_inputs_present(batch) -> np.ndarray:
+    """[B, 5] bool: the row has a real position on either side of each interaction."""
+    pt, rt = batch["product_text_mask"].any(1), batch["review_text_mask"].any(1)
+    pv, rv = batch["product_image_mask"].any(1), batch["review_image_mask"].any(1)
+    sides = {"ptrt": (pt, rt), "pvrv": (pv, rv), "ptrv": (pt, rv), "pvrt": (pv, rt),
+             "rtrv": (rt, rv)}
+    return np.stack([(a | b).numpy() for a, b in (sides[s] for s in SUBTASKS)], axis=1)
+
+
+def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equation_21():
+    model = build("features")
+    batch = make_batch("features")                    # some rows lack product and review images
+    label = batch["label"].numpy().astype(np.float64)
+    index = batch["review_index"]
+    valid = interaction_inputs_present(batch)
+    assert not valid[:, 1].all() and valid[:, [0, 2, 3, 4]].all()   # p_v r_v is missing twice
+
+    def representations():
+        with torch.no_grad():
+            parts = model.represent(batch)           # no dropout: same as the training pass
+        assert np.array_equal(parts["subtask_valid"].numpy(), valid)
+        return parts["global_repr"].double().numpy(), parts["subtask_repr"].double().numpy()
+
+    def subtask_anchors(reprs, labels):
+        return [numpy_anchor_and_precision(reprs[valid[:, j], j], labels[valid[:, j], j], 0.1)
+                for j in range(5)]
+
+    def observation(g, s, anchor_g, precision_g, anchors_s):
+        chi_g = numpy_distance(g, anchor_g, precision_g, 8)
+        chi_s = np.stack([numpy_distance(s[:, j], *anchors_s[j], 8) for j in range(5)], axis=1)
+        return ((label[:, None] + (chi_s - chi_g[:, None])) / 2
+                + chi_s * label[:, None] / (2 * (chi_g[:, None] + 1e-6)))
+
+    label_per_task = np.repeat(label[:, None], 5, axis=1)
+    # epoch 1: labels are initialised to y_g, the sample weights are 0, the loss only has log sigma
+    out = model(batch)
+    state = model.state
+    assert torch.equal(state.pseudo_label[index], batch["label"][:, None].expand(-1, 5))
+    assert state.known[index].all() and not state.known[ROWS:].any()
+    assert all(v == 0.0 for k, v in out.logs.items() if k.startswith("subtask_loss_"))
+    g1, s1 = representations()
+    model.on_epoch_end(0)
+    assert torch.equal(state.pseudo_label[index], batch["label"][:, None].expand(-1, 5))
+    anchor_g, precision_g = numpy_anchor_and_precision(g1, label, 0.1)
+    assert np.allclose(state.anchor[0].numpy(), anchor_g, atol=1e-5)
+    assert np.allclose(state.precision[0].numpy(), precision_g, rtol=1e-3, atol=1e-3)
+    anchors_s = subtask_anchors(s1, label_per_task)
+    assert np.allclose(state.anchor[2].numpy(), anchors_s[1][0], atol=1e-5)   # valid rows only
+
+    # epoch 2: observations from epoch 1's anchors; end of epoch: beta = 2 / (2 + 1)
+    model(batch)
+    model(batch)                                     # seen twice: the mean of two equal observations
+    g2, s2 = representations()
+    seen = observation(g2, s2, anchor_g, precision_g, anchors_s)
+    model.on_epoch_end(1)
+    expected = np.where(valid, 2 / 3 * seen + 1 / 3 * label[:, None], label[:, None])
+    assert np.allclose(state.pseudo_label[index].numpy(), expected, rtol=1e-3, atol=1e-3)
+    assert state.pseudo_label[index].sub(batch["label"][:, None]).abs().max() > 1e-3
+
+    # epoch 3: anchors from epoch 2 (whose rows still carried y_s = y_g), beta = 2 / (3 + 1)
+    previous = state.pseudo_label[index].double().numpy()
+    anchors_s = subtask_anchors(s2, label_per_task)
+    anchor_g, precision_g = numpy_anchor_and_precision(g2, label, 0.1)
+    model(batch)
+    g3, s3 = representations()
+    seen = observation(g3, s3, anchor_g, precision_g, anchors_s)
+    model.on_epoch_end(2)
+    expected = np.where(valid, 0.5 * seen + 0.5 * previous, previous)
+    assert np.allclose(state.pseudo_label[index].numpy(), expected, rtol=1e-3, atol=1e-3)
+    # the subtask anchors for epoch 4 weight epoch 3's rows by sigmoid(y_s), y_s != y_g now
+    for j, (anchor_s, _) in enumerate(subtask_anchors(s3, previous)):
+        assert np.allclose(state.anchor[j + 1].numpy(), anchor_s, atol=1e-5)
+    # reviews never seen keep no label
+    assert not state.known[ROWS:].any() and (state.pseudo_label[ROWS:] == 0).all()
+
+
+def test_a_constant_representation_gets_no_anchor_and_no_observations():
+    """In a text-only run p_v r_v never has input; nothing may come out of its zero spread."""
+    model = build(images=False)
+    batch = without_images(make_batch())
+    for epoch in range(3):
+        model(batch)
+        model.on_epoch_end(epoch)
+    state = model.state
+    assert state.anchor_ready.tolist() == [True, True, False, True, True, True]
+    index = batch["review_index"]
+    assert torch.equal(state.pseudo_label[index, 1], batch["label"])      # p_v r_v stays y_g
+    assert (state.pseudo_label[index][:, [0, 2, 3, 4]] != batch["label"][:, None]).any()
+
+
+def test_the_epoch_count_comes_from_the_model_state_not_the_caller():
+    model = build()
+    batch = make_batch()
+    for _ in range(2):
+        model(batch)
+        model.on_epoch_end(7)
+    assert int(model.state.epochs_done) == 2
+
+
+def test_ewma_beta_is_two_over_i_plus_one():
+    assert [ewma_beta(i) for i in (2, 3, 4, 9)] == [2 / 3, 2 / 4, 2 / 5, 2 / 10]
+
+
+def test_ssp_label_is_the_mean_of_the_ratio_and_difference_forms():
+    y_g = torch.tensor([0.0, 2.0, 4.0])
+    chi_g = torch.tensor([1.0, 0.5, 2.0])
+    chi_s = torch.tensor([[1.0], [1.5], [0.5]])
+    got = ssp_label(y_g, chi_g, chi_s, correlation_ratio=0.8, correlation_difference=1.2, epsilon=0.0)
+    ratio_form = 0.8 * chi_s[:, 0] / chi_g * y_g                 # eq. 19
+    difference_form = y_g + 1.2 * (chi_s[:, 0] - chi_g)          # eq. 20
+    assert torch.allclose(got[:, 0], (ratio_form + difference_form) / 2)
+    # equal distances leave the label where it is (alpha = 1)
+    assert torch.allclose(ssp_label(y_g, chi_g, chi_g[:, None], epsilon=0.0)[:, 0], y_g)
+
+
+def test_anchor_and_precision_from_running_sums_match_the_direct_computation():
+    rng = np.random.default_rng(0)
+    reprs, labels = rng.normal(size=(30, 4)), rng.integers(0, 5, 30).astype(float)
+    weights = 1 / (1 + np.exp(-labels))
+    t = lambda a: torch.tensor(a)[None]   # noqa: E731  one task
+    anchor, precision, usable = anchor_and_precision(
+        t(weights.sum()), t((weights[:, None] * reprs).sum(0)), t(30.0), t(reprs.sum(0)),
+        t(reprs.T @ reprs), shrinkage=0.25)
+    expected_anchor, expected_precision = numpy_anchor_and_precision(reprs, labels, 0.25)
+    assert np.allclose(anchor[0].numpy(), expected_anchor)
+    assert np.allclose(precision[0].numpy(), expected_precision)
+    assert usable.tolist() == [True]
+    constant = np.ones((30, 4))
+    *_, usable = anchor_and_precision(
+        t(weights.sum()), t((weights[:, None] * constant).sum(0)), t(30.0), t(constant.sum(0)),
+        t(constant.T @ constant), shrinkage=0.25)
+    assert usable.tolist() == [False]
+
+
+# --------------------------------------------------------------------------- eq. 14-15
+
+
+def test_sample_weights_are_tanh_of_the_label_offset():
+    pseudo = torch.tensor([[1.0, 3.5], [0.0, -1.0]])
+    label = torch.tensor([1.0, 0.5])
+    assert torch.allclose(sample_weights(pseudo, label),
+                          torch.tensor([[0.0, np.tanh(2.5)], [np.tanh(0.5), np.tanh(1.5)]],
+                                       dtype=torch.float32))
+
+
+def test_uncertainty_weighting_is_equation_15():
+    losses = torch.tensor([0.3, 1.2, 0.0, 2.0, 0.7])
+    sigma = torch.tensor([0.5, 1.0, 2.0, 1.5, 0.8])
+    expected = (losses / (2 * sigma ** 2)).sum() + torch.log(sigma.prod())
+    assert torch.allclose(uncertainty_weighted_loss(losses, torch.log(sigma ** 2)), expected)
+
+
+def test_model_aux_loss_is_the_weighted_l1_of_equation_14_under_equation_15():
+    model = build(name="mmss")           # the registry passes the model's name along
+    batch = make_batch()
+    index = batch["review_index"]
+    model(batch)
+    model.on_epoch_end(0)
+    model(batch)
+    model.on_epoch_end(1)                             # pseudo labels now differ from y_g
+    with torch.no_grad():
+        model.log_variance.copy_(torch.tensor([0.2, -0.3, 0.0, 0.5, -0.1]))
+    pseudo = model.state.pseudo_label[index].clone()
+    out = model(batch)
+    subtask_score = model.represent(batch)["subtask_score"].detach()
+    label = batch["label"]
+    valid = torch.from_numpy(interaction_inputs_present(batch))
+    sigma = torch.exp(model.log_variance.detach() / 2)
+    expected = 0.0
+    for j in range(5):               # each task averages over the rows that have its inputs
+        rows = valid[:, j]
+        weights = torch.tanh((pseudo[rows, j] - label[rows]).abs())
+        task_loss = (weights * (subtask_score[rows, j] - pseudo[rows, j]).abs()).mean()
+        expected += task_loss / (2 * sigma[j] ** 2) + torch.log(sigma[j])
+    assert out.aux_loss.item() == pytest.approx(float(expected), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- training
+
+
+ABLATIONS = {"full": {}, "no_module_d": {"subtasks": []},
+             "no_module_b": {"interaction_modeling": False, "subtasks": []}}
+ABLATIONS.update({f"no_{s}": {"subtasks": [t for t in SUBTASKS if t != s]} for s in SUBTASKS})
+
+
+@pytest.mark.parametrize("text,ablation",
+                         [("ids", name) for name in ABLATIONS] + [("features", "full")])
+def test_a_few_adam_steps_lower_the_total_loss(text, ablation):
+    """The loss falls while its targets stay fixed: within the third epoch when there are
+    subtasks (their pseudo labels move at each epoch end, the first EWMA step after epoch 2),
+    over the whole run when the model only ranks."""
+    model = build(text, **ABLATIONS[ablation])
+    batch = make_batch(text)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    epochs = []
+    for epoch in range(3):
+        losses = []
+        for _ in range(6 if epoch < 2 else 12):
+            loss = total_loss(model, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        epochs.append(losses)
+        if epoch < 2:
+            model.on_epoch_end(epoch)
+    assert np.isfinite(sum(epochs, [])).all()
+    if model.subtasks:
+        last = epochs[-1]
+        assert last[-1] < last[0] - 0.05, last
+        assert model.log_variance.shape == (len(model.subtasks),)
+        assert model.state.pseudo_label.shape == (20, len(model.subtasks))
+    else:
+        assert epochs[-1][-1] < epochs[0][0] - 0.1, epochs
+
+
+def test_ablations_remove_what_they_name():
+    full = build()
+    assert set(full.subtask_heads) == set(SUBTASKS)
+    without = build(subtasks=[s for s in SUBTASKS if s != "pvrv"])
+    assert "pvrv" not in without.subtask_heads and "pvrv" in without.interactions
+    no_d = build(subtasks=[])
+    assert no_d.state is None and no_d(make_batch()).aux_loss is None
+    assert "state.pseudo_label" not in no_d.state_dict()
+    no_b = build(interaction_modeling=False, subtasks=[])
+    assert no_b.interactions is None and no_b.num_parameters() < no_d.num_parameters()
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"subtasks": ["ptrt", "pxrx"]}, "subtasks must be distinct names"),
+    ({"interaction_modeling": False}, "set subtasks: \\[\\] as well"),
+    ({"beta": 0.5}, "unknown MmssOptions option"),
+])
+def test_bad_options_are_refused_with_the_fix(bad, message):
+    with pytest.raises(InputError, match=message):
+        build(**bad)
+
+
+def test_review_index_outside_a_fixed_state_is_refused():
+    model = build(num_train_reviews=5)
+    with pytest.raises(InputError, match="num_train_reviews=5"):
+        model(make_batch())
+
+
+def test_state_sized_from_the_data_grows_and_loads_into_a_fresh_model(tmp_path):
+    model = build(num_train_reviews=None)
+    assert model.state.capacity == 0
+    model(make_batch())                                   # review rows 0..11
+    model(make_batch(seed=1, review_index_offset=30))     # rows 30..41
+    assert model.state.capacity >= 42
+    assert model.state.known.sum() == 24 and model.state.known[30:42].all()
+    model.on_epoch_end(0)
+    path = tmp_path / "grown.pt"
+    torch.save(model.state_dict(), path)
+    fresh = build(num_train_reviews=None)
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    assert torch.equal(fresh.state.pseudo_label, model.state.pseudo_label)
+    assert torch.equal(fresh.state.known, model.state.known)
+
+
+def test_checkpoint_round_trip_reproduces_scores_and_pseudo_label_state(tmp_path):
+    model = build("features")
+    batch = make_batch("features")
+    for epoch in range(2):
+        total_loss(model, batch).backward()
+        model.on_epoch_end(epoch)
+    model(batch)                                      # mid-epoch: observations pending
+    path = tmp_path / "mmss.pt"
+    torch.save(model.state_dict(), path)
+    restored = MmssModel(options(), inputs_for("features"))
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    model.eval(), restored.eval()
+    assert torch.equal(model(batch).score, restored(batch).score)
+    model.train(), restored.train()
+    model.on_epoch_end(2)
+    restored.on_epoch_end(2)
+    for name, value in model.state.state_dict().items():
+        assert torch.equal(value, restored.state.state_dict()[name]), name
+
+
+def test_single_process_group_all_reduce_keeps_the_state(tmp_path):
+    """The torchrun path (all-reduce at epoch end) on a one-process gloo group changes nothing."""
+    import torch.distributed as dist
+
+    batch = make_batch()
+    plain, reduced = build(), build()
+    for model in (plain, reduced):
+        model(batch)
+    plain.on_epoch_end(0)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}",
+                            rank=0, world_size=1)
+    try:
+        reduced.on_epoch_end(0)
+    finally:
+        dist.destroy_process_group()
+    for name, value in plain.state.state_dict().items():
+        assert torch.allclose(value, reduced.state.state_dict()[name]), name
+
+
+def test_parameter_counts(capsys):
+    bert_inputs = inputs_for("features", text_dim=768)
+    bert_inputs.image_dim = 2048
+    bert = MmssModel({"num_train_reviews": 10}, bert_inputs)
+    no_d = MmssModel({"subtasks": []}, bert_inputs)
+    with capsys.disabled():
+        print(f"\nMM-SS parameters on 768-d text features: {bert.num_parameters() / 1e6:.2f} M, "
+              f"{no_d.num_parameters() / 1e6:.2f} M without the subtasks (module d); the MM-SS "
+              "paper gives no count")
+    heads = sum(p.numel() for name, p in bert.named_parameters()
+                if name.startswith(("subtask_", "log_variance")))
+    assert bert.num_parameters() - no_d.num_parameters() == heads
+
+
+def test_text_only_runs_keep_the_text_subtask_learning():
+    model = build(images=False)
+    batch = without_images(make_batch())
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for epoch in range(3):
+        losses = []
+        for _ in range(6):
+            loss = total_loss(model, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        model.on_epoch_end(epoch)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert torch.isfinite(model.state.pseudo_label).all()
+
+
+def test_default_config_builds_the_model_with_the_dataclass_defaults():
+    import dataclasses
+
+    import yaml
+
+    from mrhp_prep.train.models.mmss import MmssOptions
+
+    section = yaml.safe_load((CONFIGS / "mmss.yaml").read_text())["model"]
+    assert section.pop("name") == "mmss"
+    defaults = {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(MmssOptions)}
+    assert section == defaults
+    model = MmssModel(section, inputs_for("features"))
+    assert model.subtasks == list(SUBTASKS) and model.state.capacity == 0
+
+
+def rank_batches(rank: int) -> list[dict]:
+    """Two batches per rank per epoch: DDP syncs buffers before every forward, so a second
+    forward is where another rank's sums would be lost."""
+    return [make_batch(seed=2 * rank + k, review_index_offset=(2 * rank + k) * ROWS)
+            for k in range(2)]
+
+
+def _two_rank_worker(rank: int, rendezvous: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        model = build(num_train_reviews=None)            # sized from the data: ranks differ
+        wrapped = DistributedDataParallel(model)          # default: broadcast_buffers=True
+        for epoch in range(2):
+            for batch in rank_batches(rank):
+                wrapped(batch)
+            model.on_epoch_end(epoch)
+        torch.save(model.state.state_dict(), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_pseudo_label_state(tmp_path):
+    """Each rank sees half of the rows; after the epoch ends both hold what one process that
+    saw all rows would hold."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_rank_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    single = build(num_train_reviews=None)
+    for epoch in range(2):
+        for batch in rank_batches(0) + rank_batches(1):
+            single(batch)
+        single.on_epoch_end(epoch)
+    expected = single.state.state_dict()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        rows = 4 * ROWS                          # capacities may differ (they grow by doubling)
+        assert not got["known"][rows:].any()
+        for name, value in expected.items():
+            if value.dim() and value.shape[0] == expected["known"].shape[0]:
+                value, got[name] = value[:rows], got[name][:rows]
+            assert torch.allclose(got[name].double(), value.double(), atol=1e-5), (rank, name)
