@@ -90,7 +90,8 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
 
 def _as_path(value: Any, here: Path, param: click.Parameter) -> Any:
     """Relative paths in a pipeline are taken from the pipeline file's folder."""
-    if isinstance(param.type, click.Path) and isinstance(value, str) and not Path(value).is_absolute():
+    if (isinstance(param.type, click.Path) and isinstance(value, str)
+            and not Path(value).is_absolute() and not value.startswith("<")):
         return str((here / value).resolve())
     return value
 
