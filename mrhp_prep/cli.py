@@ -18,6 +18,10 @@ from . import __version__
 # at import time.
 COMMANDS: dict[str, str] = {
     "ingest": "mrhp_prep.data.commands:ingest",
+    "extract-rois": "mrhp_prep.vision.commands:extract_rois",
+    "merge-rois": "mrhp_prep.vision.commands:merge_rois",
+    "import-rois": "mrhp_prep.vision.commands:import_rois",
+    "export-rois": "mrhp_prep.vision.commands:export_rois",
     "run": "mrhp_prep.pipeline:run",
 }
 
