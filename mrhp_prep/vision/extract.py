@@ -278,6 +278,9 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     num_shards, shard_index = resolve_shard(num_shards, shard_index)
     items = [(i, p) for i, p in items if shard_of(i, num_shards) == shard_index]
 
+    from .ops import get_ops
+
+    get_ops(detector.backend)  # fail before any folder is made when the backend is missing
     device = resolve_device(run_options.device)
     precision = resolve_precision(precision, device)
     if detector.weights != "random" and not Path(detector.weights).is_file():
