@@ -9,9 +9,10 @@ batched by shape, inference_mode, regions chosen with one NMS over confident
 (proposal, class) pairs, results packed into HDF5 part files.
 
 Both run the real ResNet-101 bottom-up-attention model (random weights: speed does not
-depend on their values, except that untrained class scores send region choice to its exact
-all-classes path every time, which favours neither side much). Prints images/s per side
-(median of --repeats) and the ratio.
+depend on their values, except that untrained class scores send our region choice to its
+exact all-classes path every time, its slowest). Prints, per side, images/s of wall time
+and CPU seconds per image (this process and its workers: steadier than wall time on a
+shared machine), medians of --repeats, and the ratios.
 
     python benchmarks/extract_rois.py            # quick: small images, 30 proposals
     python benchmarks/extract_rois.py --full     # the earlier systems' settings (slow on CPU)
@@ -20,6 +21,7 @@ all-classes path every time, which favours neither side much). Prints images/s p
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -65,6 +67,13 @@ def make_photos(folder: Path, count: int, longest: int) -> list[Path]:
     return paths
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 # --- the earlier way ------------------------------------------------------------------------
 
 def earlier_select(boxes: torch.Tensor, probs: torch.Tensor, config: BUTDConfig) -> torch.Tensor:
@@ -82,9 +91,9 @@ def earlier_select(boxes: torch.Tensor, probs: torch.Tensor, config: BUTDConfig)
     return keep
 
 
-def run_earlier(model: BUTDDetector, paths: list[Path], out: Path) -> float:
+def run_earlier(model: BUTDDetector, paths: list[Path], out: Path) -> tuple[float, float]:
     config = model.config
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     for path in paths:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         height, width = rgb.shape[:2]
@@ -107,16 +116,40 @@ def run_earlier(model: BUTDDetector, paths: list[Path], out: Path) -> float:
                             objects_conf=probs[keep].max(1).values.numpy(),
                             attrs_id=attrs[keep].argmax(1).numpy(),
                             attrs_conf=attrs[keep].max(1).values.numpy())
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
+
+
+def time_region_choice(repeats: int) -> None:
+    """Region choice alone, 300 proposals x 1601 classes: the per-class loop against ours,
+    for untrained (near-uniform) and trained-like (peaked) class scores."""
+    from mrhp_prep.vision.postprocess import select_regions
+
+    config = BUTDConfig()
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=generator) * 600
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=generator) * 300 + 8], dim=1)
+    for label, spread in (("untrained-like scores", 0.01), ("trained-like scores", 6.0)):
+        probs = (torch.randn(300, 1601, generator=generator) * spread).softmax(dim=1)
+        naive, fast = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            earlier_select(boxes, probs, config)
+            naive.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            select_regions(boxes, probs)
+            fast.append(time.perf_counter() - started)
+        n, f = statistics.median(naive), statistics.median(fast)
+        print(f"region choice, {label}: per-class loop {n * 1000:.0f} ms, ours {f * 1000:.1f} ms"
+              f"  ->  {n / f:.0f}x")
 
 
 # --- ours ---------------------------------------------------------------------------------
 
 def run_ours(model: BUTDDetector, paths: list[Path], out: Path, batch_size: int, workers: int,
-             precision: str) -> float:
+             precision: str) -> tuple[float, float]:
     from torch.utils.data import DataLoader
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     dataset = ImageDataset([(p.name, p) for p in paths], min_size=config_min_size,
                            max_size=config_max_size, image_settings=ImageSettings())
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
@@ -131,7 +164,7 @@ def run_ours(model: BUTDDetector, paths: list[Path], out: Path, batch_size: int,
     for batch in batcher.flush():
         regions.extend(runner.run(batch))
     write_store(out / "part-00000.h5", regions, feature_dim=2048)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -139,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true",
                         help="600/1000 images, 300 proposals (tens of seconds per image on CPU)")
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
@@ -162,6 +195,7 @@ def main() -> None:
         sides = {"earlier": [], "ours": []}
         if args.bf16:
             sides["ours bf16"] = []
+        cpu_per_image = {side: [] for side in sides}
         # One warm-up image each so that one-off allocations are not timed.
         run_earlier(model, paths[:1], tmp)
         run_ours(model, paths[:1], tmp, 1, 0, "fp32")
@@ -170,19 +204,25 @@ def main() -> None:
                 out = tmp / f"{side.replace(' ', '_')}-{repeat}"
                 out.mkdir()
                 if side == "earlier":
-                    seconds = run_earlier(model, paths, out)
+                    seconds, cpu = run_earlier(model, paths, out)
                 else:
-                    seconds = run_ours(model, paths, out, args.batch_size, args.workers,
-                                       "bf16" if "bf16" in side else "fp32")
+                    seconds, cpu = run_ours(model, paths, out, args.batch_size, args.workers,
+                                            "bf16" if "bf16" in side else "fp32")
                 sides[side].append(args.images / seconds)
-                print(f"  repeat {repeat + 1}: {side:10s} {args.images / seconds:6.2f} images/s",
-                      flush=True)
+                cpu_per_image[side].append(cpu / args.images)
+                print(f"  repeat {repeat + 1}: {side:10s} {args.images / seconds:6.2f} images/s"
+                      f"  {cpu / args.images:6.2f} CPU s/image", flush=True)
+    time_region_choice(args.repeats)
     earlier = statistics.median(sides["earlier"])
-    print(f"earlier way: {earlier:.2f} images/s")
+    earlier_cpu = statistics.median(cpu_per_image["earlier"])
+    print(f"earlier way: {earlier:.2f} images/s, {earlier_cpu:.2f} CPU s/image")
     for side, rates in sides.items():
         if side != "earlier":
             rate = statistics.median(rates)
-            print(f"{side}: {rate:.2f} images/s  ->  {rate / earlier:.2f}x the earlier way")
+            cpu = statistics.median(cpu_per_image[side])
+            print(f"{side}: {rate:.2f} images/s, {cpu:.2f} CPU s/image  ->  "
+                  f"{rate / earlier:.2f}x the earlier way's speed, "
+                  f"{earlier_cpu / cpu:.2f}x less CPU time")
 
 
 config_min_size, config_max_size = 600, 1000

@@ -93,7 +93,7 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
         max_size=max_size, nms_thresh=nms_thresh, conf_thresh=conf_thresh, min_boxes=min_boxes,
         max_boxes=max_boxes, rpn_pre_nms_top_n=rpn_pre_nms_top_n,
         rpn_post_nms_top_n=rpn_post_nms_top_n)
-    result = run_extract(
+    run = run_extract(
         manifest=manifest, images_root=images_root, images=images, detector=detector,
         image_settings=ImageSettings(min_image_side, max_image_pixels),
         feature_dtype=feature_dtype, precision=precision,
@@ -101,7 +101,6 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
                                part_size=part_size),
         num_shards=num_shards, shard_index=shard_index, out=out, cache_dir=cache_dir,
         force=force)
-    run = result.run
     info = run.manifest()
     extra = {"model": f"{info.get('model')} ({info.get('feature_dim')}-d)",
              "weights": info.get("weights_sha256", "")[:16]}

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -231,12 +231,6 @@ def resolve_precision(precision: str, device) -> str:
 
 # --- the stage ------------------------------------------------------------------------------
 
-@dataclass
-class ExtractResult:
-    run: StageRun
-    counts: dict = field(default_factory=dict)
-
-
 def _failure_record(sample: dict) -> dict:
     return {"item": sample["image_id"], "reason": sample["reason"], "detail": sample["detail"],
             "path": sample["path"]}
@@ -259,8 +253,8 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
                  run_options: RunOptions = RunOptions(), num_shards: int | None = None,
                  shard_index: int | None = None, out: str | None = None,
                  cache_dir: str = "cache", force: bool = False,
-                 progress_bar: bool = True) -> ExtractResult:
-    """Run the stage; returns the finished StageRun (skipped when already complete)."""
+                 progress_bar: bool = True) -> StageRun:
+    """Run the stage (or find it finished); returns the complete stage folder's StageRun."""
     if (manifest is None) == (images is None):
         raise InputError("give either --manifest (with --images-root) or --images",
                          hint="--manifest DIR --images-root DIR, or --images FOLDER")
@@ -269,7 +263,8 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
             raise InputError("--manifest needs --images-root (the folder the crawled images "
                              "are in)", hint="e.g. --images-root data/images")
         dataset_name, items = manifest_images(manifest, images_root)
-        inputs = {"manifest": manifest}
+        # The images' sizes and times count too: a re-crawl must not reuse old features.
+        inputs = {"manifest": manifest, "images_root": images_root}
     else:
         if not Path(images).is_dir():
             raise InputError("not a folder", file=str(images), hint="pass a folder of images")
@@ -296,7 +291,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
                      format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
     if run.complete:
         log.info("already extracted: %s (use --force to redo)", run.path)
-        return ExtractResult(run, run.manifest()["counts"])
+        return run
 
     started = time.perf_counter()
     done, num_parts = _done_in_parts(run.path)
@@ -377,7 +372,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
 
 
 def _finish(run: StageRun, items, dataset: str, identity: str, model_name: str, dtype,
-            seconds: float) -> ExtractResult:
+            seconds: float) -> StageRun:
     parts = list_parts(run.path)
     wanted = {i for i, _ in items}
     failures_by_reason: dict[str, int] = defaultdict(int)
@@ -408,4 +403,4 @@ def _finish(run: StageRun, items, dataset: str, identity: str, model_name: str, 
     if items and num_images == 0:
         raise AllItemsFailed(f"every one of the {len(items)} images failed; see "
                              f"{run.path / 'failures.jsonl'}")
-    return ExtractResult(run, counts)
+    return run

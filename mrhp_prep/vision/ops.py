@@ -18,16 +18,8 @@ BACKENDS = ("torch", "detectron2")
 @dataclass(frozen=True)
 class DetectionOps:
     name: str
-    roi_pool: Callable      # (features, list of [R_i, 4] boxes, output_size, spatial_scale)
+    roi_pool: Callable      # (features, [R, 5] (image index, x1, y1, x2, y2), size, scale)
     batched_nms: Callable   # (boxes [N, 4], scores [N], groups [N], iou_threshold) -> keep
-
-
-def boxes_to_rois(boxes: list) -> "torch.Tensor":
-    """List of [R_i, 4] boxes -> [sum R_i, 5] rows (image index, x1, y1, x2, y2)."""
-    import torch
-
-    return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1)
-                      for i, b in enumerate(boxes)], dim=0)
 
 
 def get_ops(backend: str = "torch") -> DetectionOps:
@@ -44,8 +36,8 @@ def get_ops(backend: str = "torch") -> DetectionOps:
                 hint="use the default --backend torch (same model, torchvision kernels), or "
                      "install a detectron2 build matching your torch") from None
 
-        def roi_pool(features, boxes, output_size, spatial_scale):
-            return d2_layers.ROIPool(output_size, spatial_scale)(features, boxes_to_rois(boxes))
+        def roi_pool(features, rois, output_size, spatial_scale):
+            return d2_layers.ROIPool(output_size, spatial_scale)(features, rois)
 
         return DetectionOps("detectron2", roi_pool, d2_layers.batched_nms)
     raise InputError(f"unknown backend {backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")

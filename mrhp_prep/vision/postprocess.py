@@ -9,8 +9,9 @@ confidence >= `conf_thresh` are kept, then the count is brought into
 Done literally, that is one NMS per class (1600 calls per image). Here it costs one NMS
 call over the (proposal, class) pairs scoring at least the threshold: a pair's fate in its
 class depends only on pairs of the same class with higher scores, so dropping lower pairs
-changes nothing for confidences above the threshold. Only when too few regions pass is
-the exact confidence of the others computed, all classes at once (`greedy_confidence`).
+changes nothing for confidences above the threshold. Only when too few regions pass are
+the best of the rest found, by visiting pairs from the top score down
+(`top_confidences`).
 """
 
 from __future__ import annotations
@@ -35,28 +36,44 @@ def thresholded_confidence(boxes: torch.Tensor, fg_scores: torch.Tensor, nms_thr
     return confidence.scatter_reduce_(0, box_index[keep], pair_scores[keep], reduce="amax")
 
 
-def greedy_confidence(boxes: torch.Tensor, fg_scores: torch.Tensor,
-                      nms_thresh: float) -> torch.Tensor:
-    """Exact per-proposal confidence [R] over all K classes, greedy NMS run for every class
-    at once: one step per rank, each step touching a [K, R] table. Stops early once no
-    unvisited (class, proposal) pair can raise a proposal's confidence."""
-    num_boxes = boxes.shape[0]
-    scores = fg_scores.t().float()                                   # [K, R]
-    overlaps = box_iou(boxes.float(), boxes.float()) > nms_thresh    # [R, R]
-    sorted_scores, order = scores.sort(dim=1, descending=True)
-    suppressed = torch.zeros_like(scores, dtype=torch.bool)
-    confidence = torch.zeros(num_boxes, dtype=torch.float32, device=boxes.device)
-    rows = torch.arange(scores.shape[0], device=boxes.device)
-    for rank in range(num_boxes):
-        if rank % 8 == 0:
-            pending = sorted_scores[:, rank:] > confidence[order[:, rank:]]
-            if not bool(pending.any()):
-                break
-        index = order[:, rank]                                       # [K] proposal per class
-        alive = ~suppressed[rows, index]
-        confidence.scatter_reduce_(0, index[alive], sorted_scores[alive, rank], reduce="amax")
-        suppressed |= overlaps[index] & alive[:, None]
-    return confidence.to(fg_scores.dtype)
+def top_confidences(boxes: torch.Tensor, fg_scores: torch.Tensor, nms_thresh: float,
+                    count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `count` proposals of highest confidence, exactly, with their confidences.
+
+    Visits (proposal, class) pairs from the highest score down. When a pair is reached,
+    every higher pair of its class has been visited, so whether it survives that class's
+    NMS is already decided by the survivors so far; a proposal's first surviving pair gives
+    its confidence. Stops once `count` proposals have one, which for any score
+    distribution is usually after a few dozen pairs. Proposals that never survive get 0.
+    """
+    num_boxes, num_classes = fg_scores.shape
+    count = min(count, num_boxes)
+    overlaps = (box_iou(boxes.float(), boxes.float()) > nms_thresh).cpu().numpy()
+    flat = fg_scores.reshape(-1)
+    survivors: dict[int, list[int]] = {}
+    found: dict[int, float] = {}
+    visited, window = 0, 256
+    while len(found) < count and visited < flat.numel():
+        window = min(window, flat.numel())
+        scores, order = flat.topk(window)
+        scores, order = scores[visited:].tolist(), order[visited:].tolist()
+        for score, index in zip(scores, order):
+            box, cls = divmod(index, num_classes)
+            kept = survivors.setdefault(cls, [])
+            if not kept or not overlaps[box, kept].any():
+                kept.append(box)
+                if box not in found:
+                    found[box] = score
+                    if len(found) == count:
+                        break
+        visited, window = window, window * 4
+    confidence = torch.zeros(num_boxes, dtype=fg_scores.dtype, device=fg_scores.device)
+    if found:
+        index = torch.tensor(list(found), device=fg_scores.device)
+        confidence[index] = torch.tensor(list(found.values()), dtype=fg_scores.dtype,
+                                         device=fg_scores.device)
+    order = torch.sort(confidence, descending=True, stable=True).indices[:count]
+    return order, confidence[order]
 
 
 def select_regions(boxes: torch.Tensor, class_probs: torch.Tensor, *, nms_thresh: float = 0.3,
@@ -72,9 +89,9 @@ def select_regions(boxes: torch.Tensor, class_probs: torch.Tensor, *, nms_thresh
     fg_scores = class_probs[:, 1:]
     confidence = thresholded_confidence(boxes, fg_scores, nms_thresh, conf_thresh, batched_nms)
     num_confident = int((confidence >= conf_thresh).sum())
-    if num_confident < min_boxes and num_confident < boxes.shape[0]:
-        confidence = greedy_confidence(boxes, fg_scores, nms_thresh)
     count = min(max(num_confident, min_boxes), max_boxes, boxes.shape[0])
+    if num_confident < count:
+        return top_confidences(boxes, fg_scores, nms_thresh, count)
     # Stable sort: equal confidences keep proposal order, so results do not depend on the device.
     order = torch.sort(confidence, descending=True, stable=True).indices[:count]
     return order, confidence[order]

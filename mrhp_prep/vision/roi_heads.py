@@ -46,6 +46,10 @@ class AttributePredictor(nn.Module):
 
 
 class BUTDRoIHeads(nn.Module):
+    # res5 runs on at most this many regions at a time: one [256, 2048, 14, 14] float32
+    # activation is 400 MB, and 300 proposals x a batch of images would otherwise be GBs.
+    region_chunk = 256
+
     def __init__(self, *, depth: int = 101, pool_size: int = 14, stride: int = 16, res5_dilation: int = 2, num_classes: int = 1601,
                  num_attributes: int = 401, ops: DetectionOps | None = None):
         super().__init__()
@@ -56,16 +60,18 @@ class BUTDRoIHeads(nn.Module):
         self.box_predictor = BoxPredictor(2048, num_classes)
         self.attribute_predictor = AttributePredictor(2048, num_classes, num_attributes)
 
-    def pool(self, features: torch.Tensor, proposals: list[torch.Tensor]) -> torch.Tensor:
+    def pool(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """`rois` [R, 5] rows of (image index, x1, y1, x2, y2) -> [R, C, 14, 14]."""
         # Pool in float32 whatever the autocast dtype: coordinates up to 1000 px need it.
-        boxes = [p.float() for p in proposals]
-        return self.ops.roi_pool(features.float(), boxes, self.pool_size, self.spatial_scale)
+        return self.ops.roi_pool(features.float(), rois, self.pool_size, self.spatial_scale)
 
     def forward(self, features: torch.Tensor, proposals: list[torch.Tensor]) -> dict:
         """Returns `features` [R, 2048], `class_logits` [R, C], `box_deltas` [R, 4C] and
         `attr_logits` [R, A] for the proposals of all images, concatenated in order."""
-        pooled = self.pool(features, proposals)
-        region = self.res5(pooled).mean(dim=(2, 3))
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1)
+                          for i, b in enumerate(p.float() for p in proposals)])
+        region = torch.cat([self.res5(self.pool(features, chunk)).mean(dim=(2, 3))
+                            for chunk in rois.split(self.region_chunk)])
         class_logits, box_deltas = self.box_predictor(region)
         attr_logits = self.attribute_predictor(region, class_logits)
         return {"features": region, "class_logits": class_logits, "box_deltas": box_deltas,

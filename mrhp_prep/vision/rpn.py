@@ -66,12 +66,12 @@ class RegionProposalNetwork(nn.Module):
         n, _, height, width = logits.shape
         num_anchors = self.cell_anchors.shape[0]
         # Object probability of the two-way softmax, ordered (image, y, x, anchor).
-        pair = logits.float().view(n, 2, num_anchors, height, width)
+        pair = logits.float().reshape(n, 2, num_anchors, height, width)
         scores = F.softmax(pair, dim=1)[:, 1].permute(0, 2, 3, 1).reshape(n, -1)
-        deltas = deltas.float().view(n, num_anchors, 4, height, width)
+        deltas = deltas.float().reshape(n, num_anchors, 4, height, width)
         deltas = deltas.permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
         anchors = self.anchors(height, width)
-        proposals = decode_deltas(deltas.reshape(-1, 4), anchors.repeat(n, 1)).view(n, -1, 4)
+        proposals = decode_deltas(deltas.reshape(-1, 4), anchors.repeat(n, 1)).reshape(n, -1, 4)
 
         candidates, candidate_scores, owners = [], [], []
         for i in range(n):
