@@ -218,3 +218,26 @@ def test_an_image_too_small_for_any_proposal_gives_zero_regions(model, tmp_path)
     # 12 px scaled to 96: the RPN's 16-original-pixel minimum is 128 resized pixels.
     regions = Runner(model, torch.device("cpu"), "fp32", np.float16).run([sample])[0]
     assert regions.count == 0 and regions.features.shape == (0, 2048)
+
+
+def test_shape_batcher_emits_every_image_once_with_little_padding():
+    from mrhp_prep.vision.extract import ShapeBatcher
+
+    shapes = [(600, 800), (600, 900), (900, 600), (600, 800), (600, 600), (600, 800),
+              (600, 1000), (800, 600), (600, 800), (600, 600), (1000, 600)]
+    batcher = ShapeBatcher(4, window=6)
+    batches = []
+    for index, shape in enumerate(shapes):
+        batches += batcher.add({"image": torch.zeros(3, *shape), "index": index})
+    batches += batcher.flush()
+    seen = sorted(sample["index"] for batch in batches for sample in batch)
+    assert seen == list(range(len(shapes)))
+    for batch in batches:
+        assert 1 <= len(batch) <= 4
+        sizes = [tuple(s["image"].shape[-2:]) for s in batch]
+        padded = max(h for h, _ in sizes) * max(w for _, w in sizes) * len(batch)
+        assert padded <= 1.25 * sum(h * w for h, w in sizes)
+    # Four images of one shape leave together at once, without waiting for the window.
+    batcher = ShapeBatcher(4)
+    emitted = [b for i in range(4) for b in batcher.add({"image": torch.zeros(3, 60, 80)})]
+    assert len(emitted) == 1 and len(emitted[0]) == 4

@@ -63,7 +63,7 @@ def _store_rows(run, extra: dict | None = None) -> dict:
               help="Compute precision; auto = fp16 autocast on CUDA, fp32 on CPU.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per forward pass [default: 8 on CUDA, 2 on CPU].")
+              help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Decoding processes [default: up to 8 on CUDA, 1 on CPU].")
 @click.option("--part-size", type=click.IntRange(min=1), default=256,

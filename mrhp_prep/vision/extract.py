@@ -38,7 +38,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 class RunOptions:
     """How to run; none of these change the output, so none enter the fingerprint."""
 
-    batch_size: int | None = None        # None: 8 on CUDA, 2 on CPU
+    batch_size: int | None = None        # None: 8 on CUDA, 1 on CPU
     workers: int | None = None           # None: up to 8 on CUDA, 1 on CPU
     device: str = "auto"
     part_size: int = 256
@@ -119,12 +119,14 @@ class ShapeBatcher:
     """Groups decoded images into batches of similar shape to cut padding.
 
     A batch leaves as soon as `batch_size` images of one exact shape are waiting; when more
-    than `window` images wait, the most similar ones (by aspect ratio) leave together.
+    than `window` images wait, the most similar ones (by aspect ratio) leave together, but
+    only as many as keep the padded batch within `max_padding` times their own pixels.
     """
 
-    def __init__(self, batch_size: int, window: int | None = None):
+    def __init__(self, batch_size: int, window: int | None = None, max_padding: float = 1.25):
         self.batch_size = batch_size
         self.window = window or 4 * batch_size
+        self.max_padding = max_padding
         self.pending: dict[tuple, list] = defaultdict(list)
         self.waiting = 0
 
@@ -133,26 +135,32 @@ class ShapeBatcher:
         self.pending[shape].append(sample)
         self.waiting += 1
         if len(self.pending[shape]) >= self.batch_size:
-            yield self._take([shape], self.batch_size)
+            yield self._take([shape])
         while self.waiting > self.window:
-            yield self._take(self._by_aspect(), self.batch_size)
+            yield self._take(self._by_aspect())
 
     def flush(self) -> Iterator[list[dict]]:
         while self.waiting:
-            yield self._take(self._by_aspect(), self.batch_size)
+            yield self._take(self._by_aspect())
 
     def _by_aspect(self) -> list[tuple]:
         return sorted((s for s in self.pending if self.pending[s]), key=lambda s: s[0] / s[1])
 
-    def _take(self, shapes: list[tuple], count: int) -> list[dict]:
-        batch = []
+    def _take(self, shapes: list[tuple]) -> list[dict]:
+        batch, area, height, width = [], 0, 0, 0
         for shape in shapes:
-            while self.pending[shape] and len(batch) < count:
+            while self.pending[shape] and len(batch) < self.batch_size:
+                grown = (max(height, shape[0]), max(width, shape[1]))
+                padded = grown[0] * grown[1] * (len(batch) + 1)
+                if batch and padded > self.max_padding * (area + shape[0] * shape[1]):
+                    break
                 batch.append(self.pending[shape].pop())
                 self.waiting -= 1
+                area += shape[0] * shape[1]
+                height, width = grown
             if not self.pending[shape]:
                 del self.pending[shape]
-            if len(batch) == count:
+            if len(batch) == self.batch_size or (batch and shape in self.pending):
                 break
         return batch
 
@@ -321,7 +329,8 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
         model = model.to(memory_format=torch.channels_last)
     runner = Runner(model, device, precision, dtype)
     cuda = device.type == "cuda"
-    batch_size = run_options.batch_size or (8 if cuda else 2)
+    # On a CPU the convolutions are already as wide as the cores; batching only adds padding.
+    batch_size = run_options.batch_size or (8 if cuda else 1)
     workers = run_options.workers
     if workers is None:
         cpus = os.cpu_count() or 1
@@ -383,6 +392,8 @@ def _finish(run: StageRun, items, dataset: str, identity: str, model_name: str, 
                     run.add_failure(**failure)
                     failures_by_reason[failure["reason"]] += 1
     attrs = {"model": model_name, "weights_sha256": identity, "settings": run.settings}
+    for stale in run.path.glob(f".{STORE_NAME}.*.part"):  # a packing cut short by a kill
+        stale.unlink()
     num_images, num_regions = consolidate(parts, run.path / STORE_NAME, attrs=attrs,
                                           feature_dim=FEATURE_DIMS[model_name],
                                           feature_dtype=dtype)
@@ -393,8 +404,7 @@ def _finish(run: StageRun, items, dataset: str, identity: str, model_name: str, 
         feature_dim = store.feature_dim
         box_counts = [row[2] for row in store.index_rows()]
     run.finish(counts, model=model_name, weights_sha256=identity, feature_dim=feature_dim,
-               dataset=dataset,
-               store=STORE_NAME, regions_per_image={
+               dataset=dataset, store=STORE_NAME, regions_per_image={
                    "min": int(min(box_counts)) if box_counts else 0,
                    "max": int(max(box_counts)) if box_counts else 0,
                    "mean": round(float(np.mean(box_counts)), 2) if box_counts else 0.0},
