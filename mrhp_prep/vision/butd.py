@@ -1,0 +1,108 @@
+"""The bottom-up-attention Faster R-CNN (ResNet-101 C4, Visual Genome heads), assembled from
+the parts in `backbone`, `rpn`, `roi_heads` and `postprocess`.
+
+Input: a padded batch [N, 3, H, W] of BGR images minus the Caffe pixel mean, resized so
+the shorter side is `min_size` (the longer at most `max_size`). Output per image: the kept
+regions with their 2048-d features, boxes in original-image pixels, the arg-max object
+class (1..1600, 0 is background) and attribute (1..400, 0 is "no attribute") with their
+probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .backbone import ResNetC4Body
+from .ops import DetectionOps, get_ops
+from .boxes import clip_boxes
+from .postprocess import select_regions
+from .roi_heads import BUTDRoIHeads
+from .rpn import RegionProposalNetwork
+
+# Caffe's ImageNet pixel mean, BGR order, 0-255 scale.
+PIXEL_MEAN_BGR = (102.9801, 115.9465, 122.7717)
+
+
+@dataclass(frozen=True)
+class BUTDConfig:
+    """Architecture and inference settings; the defaults are the Caffe model's."""
+
+    depth: int = 101
+    num_classes: int = 1601              # Visual Genome objects + background (index 0)
+    num_attributes: int = 401            # Visual Genome attributes + "none" (index 0)
+    anchor_scales: tuple = (4, 8, 16, 32)
+    anchor_ratios: tuple = (0.5, 1.0, 2.0)
+    rpn_pre_nms_top_n: int = 6000
+    rpn_post_nms_top_n: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_min_size: float = 16.0
+    pool_size: int = 14
+    res5_dilation: int = 2
+    nms_thresh: float = 0.3              # per-class NMS when choosing regions
+    conf_thresh: float = 0.2
+    min_boxes: int = 10
+    max_boxes: int = 100
+
+    def replace(self, **changes) -> "BUTDConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class BUTDDetector(nn.Module):
+    feature_dim = 2048
+
+    def __init__(self, config: BUTDConfig = BUTDConfig(), ops: DetectionOps | None = None):
+        super().__init__()
+        self.config = config
+        self.ops = ops or get_ops()
+        self.backbone = ResNetC4Body(config.depth)
+        self.rpn = RegionProposalNetwork(
+            in_channels=self.backbone.out_channels, stride=self.backbone.stride,
+            anchor_scales=config.anchor_scales, anchor_ratios=config.anchor_ratios,
+            pre_nms_top_n=config.rpn_pre_nms_top_n, post_nms_top_n=config.rpn_post_nms_top_n,
+            nms_thresh=config.rpn_nms_thresh, min_size=config.rpn_min_size, ops=self.ops)
+        self.roi_heads = BUTDRoIHeads(
+            depth=config.depth, pool_size=config.pool_size, stride=self.backbone.stride,
+            res5_dilation=config.res5_dilation, num_classes=config.num_classes,
+            num_attributes=config.num_attributes, ops=self.ops)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_BGR).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] RGB 0-255 (any dtype) -> BGR float minus the pixel mean."""
+        return rgb.flip(1).float() - self.pixel_mean
+
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor, scales: torch.Tensor,
+                original_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """`images` [N, 3, H, W] from `normalize`, zero-padded; `image_sizes` [N, 2] and
+        `original_sizes` [N, 2] (height, width) after and before resizing; `scales` [N].
+
+        Returns per image: `features` [n, 2048], `boxes` [n, 4] xyxy original pixels,
+        `object_id` [n] int64, `object_conf` [n], `attr_id` [n] int64, `attr_conf` [n]."""
+        res4 = self.backbone(images)
+        proposals = self.rpn(res4, image_sizes, scales)
+        heads = self.roi_heads(res4, proposals)
+        class_probs = F.softmax(heads["class_logits"].float(), dim=1)
+        attr_probs = F.softmax(heads["attr_logits"].float(), dim=1)
+        counts = [p.shape[0] for p in proposals]
+        outputs = []
+        for i, (boxes, probs, attrs, feats) in enumerate(zip(
+                proposals, class_probs.split(counts), attr_probs.split(counts),
+                heads["features"].split(counts))):
+            # The extractors keep the proposal boxes themselves, not the regressed ones.
+            boxes = clip_boxes(boxes / scales[i], original_sizes[i, 0], original_sizes[i, 1])
+            keep, _ = select_regions(boxes, probs, nms_thresh=self.config.nms_thresh,
+                                     conf_thresh=self.config.conf_thresh,
+                                     min_boxes=self.config.min_boxes,
+                                     max_boxes=self.config.max_boxes,
+                                     batched_nms=self.ops.batched_nms)
+            object_conf, object_id = probs[keep, 1:].max(dim=1)
+            attr_conf, attr_id = attrs[keep, 1:].max(dim=1)
+            outputs.append({"features": feats[keep], "boxes": boxes[keep],
+                            "object_id": object_id + 1, "object_conf": object_conf,
+                            "attr_id": attr_id + 1, "attr_conf": attr_conf})
+        return outputs

@@ -1,0 +1,416 @@
+"""The `extract-rois` stage: photographs in, one packed RoI store out.
+
+Images are decoded and resized in DataLoader worker processes while the detector runs;
+decoded images are grouped by shape into batches (same-shape batches need no padding);
+results are written in part files of `part_size` images each, atomically, so a killed
+run resumes where it stopped. At the end the parts are packed into `rois.h5`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..cache import StageRun, open_stage
+from ..errors import AllItemsFailed, InputError
+from ..shards import resolve_shard, shard_of
+from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image, resize_scale, resized_shape
+from .models import FEATURE_DIMS, DetectorSettings, build_detector, weights_identity
+from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, ImageRegions, RoiStore, consolidate,
+                    list_parts, next_part_path, write_store)
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract-rois"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif"}
+
+
+@dataclass
+class RunOptions:
+    """How to run; none of these change the output, so none enter the fingerprint."""
+
+    batch_size: int | None = None        # None: 8 on CUDA, 1 on CPU
+    workers: int | None = None           # None: up to 8 on CUDA, 1 on CPU
+    device: str = "auto"
+    part_size: int = 256
+
+
+@dataclass
+class ImageSettings:
+    min_image_side: int = 10
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def manifest_images(manifest_dir: str | Path, images_root: str | Path) -> tuple[str, list]:
+    from ..data.manifest import Manifest
+
+    manifest = Manifest(manifest_dir)
+    table = manifest.images
+    root = Path(images_root)
+    items = [(str(i), root / str(p)) for i, p in zip(table["image_id"], table["path"])]
+    return manifest.name, items
+
+
+def folder_images(folder: str | Path) -> list[tuple[str, Path]]:
+    folder = Path(folder)
+    items = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            items.append((rel.as_posix(), path))
+    return items
+
+
+# --- decoding in workers --------------------------------------------------------------------
+
+class ImageDataset:
+    """Item i -> dict(image_id, image [3, h, w] float32 RGB 0-255 resized, or None with a
+    failure reason, original_size (H, W), scale)."""
+
+    def __init__(self, items: Sequence[tuple[str, Path]], *, min_size: int, max_size: int,
+                 image_settings: ImageSettings):
+        self.items = list(items)
+        self.min_size = min_size
+        self.max_size = max_size
+        self.image_settings = image_settings
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+        from torch.nn import functional as F
+
+        image_id, path = self.items[index]
+        try:
+            pixels = decode_image(path, min_side=self.image_settings.min_image_side,
+                                  max_pixels=self.image_settings.max_image_pixels)
+        except ImageError as exc:
+            return {"image_id": image_id, "image": None, "reason": exc.reason,
+                    "detail": exc.detail, "path": str(path)}
+        height, width = pixels.shape[:2]
+        scale = resize_scale(height, width, self.min_size, self.max_size)
+        new_h, new_w = resized_shape(height, width, scale)
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+        # Bilinear without antialiasing, half-pixel centres: what cv2.resize(INTER_LINEAR) does.
+        tensor = F.interpolate(tensor, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        return {"image_id": image_id, "image": tensor[0], "original_size": (height, width),
+                "scale": scale, "path": str(path)}
+
+
+def _identity_collate(samples: list) -> list:
+    return samples
+
+
+class ShapeBatcher:
+    """Groups decoded images into batches of similar shape to cut padding.
+
+    A batch leaves as soon as `batch_size` images of one exact shape are waiting; when more
+    than `window` images wait, the most similar ones (by aspect ratio) leave together, but
+    only as many as keep the padded batch within `max_padding` times their own pixels.
+    """
+
+    def __init__(self, batch_size: int, window: int | None = None, max_padding: float = 1.25):
+        self.batch_size = batch_size
+        self.window = window or 4 * batch_size
+        self.max_padding = max_padding
+        self.pending: dict[tuple, list] = defaultdict(list)
+        self.waiting = 0
+
+    def add(self, sample: dict) -> Iterator[list[dict]]:
+        shape = tuple(sample["image"].shape[-2:])
+        self.pending[shape].append(sample)
+        self.waiting += 1
+        if len(self.pending[shape]) >= self.batch_size:
+            yield self._take([shape])
+        while self.waiting > self.window:
+            yield self._take(self._by_aspect())
+
+    def flush(self) -> Iterator[list[dict]]:
+        while self.waiting:
+            yield self._take(self._by_aspect())
+
+    def _by_aspect(self) -> list[tuple]:
+        return sorted((s for s in self.pending if self.pending[s]), key=lambda s: s[0] / s[1])
+
+    def _take(self, shapes: list[tuple]) -> list[dict]:
+        batch, area, height, width = [], 0, 0, 0
+        for shape in shapes:
+            while self.pending[shape] and len(batch) < self.batch_size:
+                grown = (max(height, shape[0]), max(width, shape[1]))
+                padded = grown[0] * grown[1] * (len(batch) + 1)
+                if batch and padded > self.max_padding * (area + shape[0] * shape[1]):
+                    break
+                batch.append(self.pending[shape].pop())
+                self.waiting -= 1
+                area += shape[0] * shape[1]
+                height, width = grown
+            if not self.pending[shape]:
+                del self.pending[shape]
+            if len(batch) == self.batch_size or (batch and shape in self.pending):
+                break
+        return batch
+
+
+# --- the model on a device ------------------------------------------------------------------
+
+@dataclass
+class Runner:
+    """A detector on a device with its precision; `run(samples)` -> list of ImageRegions."""
+
+    model: object
+    device: "object"
+    precision: str
+    feature_dtype: np.dtype
+
+    def autocast(self):
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def run(self, samples: list[dict]) -> list[ImageRegions]:
+        import torch
+
+        device = self.device
+        model = self.model
+        non_blocking = device.type == "cuda"
+        heights = [s["image"].shape[1] for s in samples]
+        widths = [s["image"].shape[2] for s in samples]
+        # Pad after normalizing: padding is 0 in mean-subtracted space, as the originals did.
+        batch = torch.zeros(len(samples), 3, max(heights), max(widths), device=device)
+        for i, sample in enumerate(samples):
+            image = sample["image"].to(device, non_blocking=non_blocking)
+            batch[i, :, : heights[i], : widths[i]] = model.normalize(image[None])[0]
+        if device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        image_sizes = torch.tensor(list(zip(heights, widths)), device=device)
+        scales = torch.tensor([s["scale"] for s in samples], device=device, dtype=torch.float32)
+        originals = torch.tensor([s["original_size"] for s in samples], device=device)
+        with torch.inference_mode(), self.autocast():
+            outputs = model(batch, image_sizes, scales, originals)
+        regions = []
+        for sample, out in zip(samples, outputs):
+            cpu = {k: v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
+                   for k, v in out.items()}
+            regions.append(ImageRegions(
+                image_id=sample["image_id"], image_h=int(sample["original_size"][0]),
+                image_w=int(sample["original_size"][1]),
+                features=cpu["features"].astype(self.feature_dtype),
+                boxes=cpu["boxes"].astype(np.float32), object_id=cpu["object_id"].astype(np.int32),
+                object_conf=cpu["object_conf"].astype(np.float32),
+                attr_id=cpu["attr_id"].astype(np.int32),
+                attr_conf=cpu["attr_conf"].astype(np.float32)))
+        return regions
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available",
+                         hint="use --device cpu (or auto)")
+    return device
+
+
+def resolve_precision(precision: str, device) -> str:
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+def _failure_record(sample: dict) -> dict:
+    return {"item": sample["image_id"], "reason": sample["reason"], "detail": sample["detail"],
+            "path": sample["path"]}
+
+
+def _done_in_parts(folder: Path) -> tuple[set[str], int]:
+    done: set[str] = set()
+    parts = list_parts(folder)
+    for part in parts:
+        with RoiStore(part) as store:
+            done.update(store.image_ids)
+            done.update(f["item"] for f in store.failures())
+    return done, len(parts)
+
+
+def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
+                 images: str | None = None, detector: DetectorSettings,
+                 image_settings: ImageSettings = ImageSettings(),
+                 feature_dtype: str = "float16", precision: str = "auto",
+                 run_options: RunOptions = RunOptions(), num_shards: int | None = None,
+                 shard_index: int | None = None, out: str | None = None,
+                 cache_dir: str = "cache", force: bool = False,
+                 progress_bar: bool = True) -> StageRun:
+    """Run the stage (or find it finished); returns the complete stage folder's StageRun."""
+    if (manifest is None) == (images is None):
+        raise InputError("give either --manifest (with --images-root) or --images",
+                         hint="--manifest DIR --images-root DIR, or --images FOLDER")
+    if manifest is not None:
+        if images_root is None:
+            raise InputError("--manifest needs --images-root (the folder the crawled images "
+                             "are in)", hint="e.g. --images-root data/images")
+        dataset_name, items = manifest_images(manifest, images_root)
+        # The images' sizes and times count too: a re-crawl must not reuse old features.
+        inputs = {"manifest": manifest, "images_root": images_root}
+    else:
+        if not Path(images).is_dir():
+            raise InputError("not a folder", file=str(images), hint="pass a folder of images")
+        dataset_name, items = Path(images).resolve().name, folder_images(images)
+        inputs = {"images": images}
+    num_shards, shard_index = resolve_shard(num_shards, shard_index)
+    items = [(i, p) for i, p in items if shard_of(i, num_shards) == shard_index]
+
+    from .ops import get_ops
+
+    get_ops(detector.backend)  # fail before any folder is made when the backend is missing
+    device = resolve_device(run_options.device)
+    precision = resolve_precision(precision, device)
+    if detector.weights != "random" and not Path(detector.weights).is_file():
+        raise InputError("weights file not found", file=detector.weights,
+                         hint="pass a checkpoint path, or --weights random for a smoke run")
+    identity = weights_identity(detector.weights, detector.seed)
+    settings = {**asdict(detector), "weights": identity, **asdict(image_settings),
+                "feature_dtype": feature_dtype, "precision": precision,
+                "num_shards": num_shards, "shard_index": shard_index}
+    if detector.weights != "random":
+        del settings["seed"]  # the seed only matters for random weights
+    run = open_stage(STAGE, dataset=dataset_name, settings=settings, inputs=inputs,
+                     format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
+    if run.complete:
+        log.info("already extracted: %s (use --force to redo)", run.path)
+        return run
+
+    started = time.perf_counter()
+    done, num_parts = _done_in_parts(run.path)
+    todo = [(i, p) for i, p in items if i not in done]
+    if done:
+        log.info("resuming: %d of %d images already in %d part files", len(done), len(items),
+                 num_parts)
+    dtype = np.float16 if feature_dtype == "float16" else np.float32
+    if todo:
+        _extract_parts(todo, run.path, detector, image_settings, dtype, precision, device,
+                       run_options, identity, settings, progress_bar)
+    return _finish(run, items, dataset_name, identity, detector.model, dtype,
+                   time.perf_counter() - started)
+
+
+def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
+                   precision, device, run_options: RunOptions, identity: str, settings: dict,
+                   progress_bar: bool) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..options import progress
+
+    model, _ = build_detector(detector)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    runner = Runner(model, device, precision, dtype)
+    cuda = device.type == "cuda"
+    # On a CPU the convolutions are already as wide as the cores; batching only adds padding.
+    batch_size = run_options.batch_size or (8 if cuda else 1)
+    workers = run_options.workers
+    if workers is None:
+        cpus = os.cpu_count() or 1
+        workers = min(8, max(cpus - 1, 1)) if cuda else (1 if cpus > 1 else 0)
+    dataset = ImageDataset(todo, min_size=detector.min_size, max_size=detector.max_size,
+                           image_settings=image_settings)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=_identity_collate, pin_memory=cuda,
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    attrs = {"model": detector.model, "weights_sha256": identity, "settings": settings,
+             "part": True}
+    batcher = ShapeBatcher(batch_size)
+    pending: list[ImageRegions] = []
+    failures: list[dict] = []
+    feature_dim = FEATURE_DIMS[detector.model]
+    (folder / PARTS_DIR).mkdir(exist_ok=True)
+
+    def flush(force: bool = False) -> None:
+        if pending or failures:
+            if force or len(pending) + len(failures) >= run_options.part_size:
+                write_store(next_part_path(folder), pending, feature_dim=feature_dim,
+                            feature_dtype=dtype, attrs=attrs, failures=failures)
+                pending.clear()
+                failures.clear()
+
+    bar = progress(total=len(todo), desc="extract-rois", unit="img") if progress_bar else None
+    try:
+        for chunk in loader:
+            for sample in chunk:
+                if sample["image"] is None:
+                    failures.append(_failure_record(sample))
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                for batch in batcher.add(sample):
+                    pending.extend(runner.run(batch))
+                    if bar is not None:
+                        bar.update(len(batch))
+                flush()
+        for batch in batcher.flush():
+            pending.extend(runner.run(batch))
+            if bar is not None:
+                bar.update(len(batch))
+        flush(force=True)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _finish(run: StageRun, items, dataset: str, identity: str, model_name: str, dtype,
+            seconds: float) -> StageRun:
+    parts = list_parts(run.path)
+    wanted = {i for i, _ in items}
+    failures_by_reason: dict[str, int] = defaultdict(int)
+    for part in parts:
+        with RoiStore(part) as store:
+            for failure in store.failures():
+                if failure["item"] in wanted:
+                    run.add_failure(**failure)
+                    failures_by_reason[failure["reason"]] += 1
+    attrs = {"model": model_name, "weights_sha256": identity, "settings": run.settings}
+    for stale in run.path.glob(f".{STORE_NAME}.*.part"):  # a packing cut short by a kill
+        stale.unlink()
+    num_images, num_regions = consolidate(parts, run.path / STORE_NAME, attrs=attrs,
+                                          feature_dim=FEATURE_DIMS[model_name],
+                                          feature_dtype=dtype)
+    counts = {"images": len(items), "extracted": num_images, "regions": num_regions,
+              "failed": len(run.failures), **{f"failed_{k}": v for k, v in
+                                              sorted(failures_by_reason.items())}}
+    with RoiStore(run.path / STORE_NAME) as store:
+        feature_dim = store.feature_dim
+        box_counts = [row[2] for row in store.index_rows()]
+    run.finish(counts, model=model_name, weights_sha256=identity, feature_dim=feature_dim,
+               dataset=dataset, store=STORE_NAME, regions_per_image={
+                   "min": int(min(box_counts)) if box_counts else 0,
+                   "max": int(max(box_counts)) if box_counts else 0,
+                   "mean": round(float(np.mean(box_counts)), 2) if box_counts else 0.0},
+               extract_seconds=round(seconds, 2))
+    shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)
+    if items and num_images == 0:
+        raise AllItemsFailed(f"every one of the {len(items)} images failed; see "
+                             f"{run.path / 'failures.jsonl'}")
+    return run

@@ -1,0 +1,93 @@
+"""The region proposal network on the res4 map (stride 16, 12 anchors per cell).
+
+`RPNHead` predicts, per anchor, a background/object score pair (the Caffe model's two-way
+softmax) and four box deltas. `RegionProposalNetwork` turns them into at most
+`post_nms_top_n` proposals per image: decode, clip, drop boxes smaller than `min_size`
+(in original-image pixels), keep the `pre_nms_top_n` best, NMS at `nms_thresh`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .boxes import box_sides, caffe_cell_anchors, clip_boxes, decode_deltas, grid_anchors
+from .ops import DetectionOps, get_ops
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU, then 1x1 convs: `objectness_logits` [N, 2A, H, W] (A background
+    logits, then A object logits) and `anchor_deltas` [N, 4A, H, W]."""
+
+    def __init__(self, in_channels: int = 1024, hidden_channels: int = 512,
+                 num_anchors: int = 12):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, hidden_channels, 3, padding=1)
+        self.objectness_logits = nn.Conv2d(hidden_channels, 2 * num_anchors, 1)
+        self.anchor_deltas = nn.Conv2d(hidden_channels, 4 * num_anchors, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = F.relu(self.conv(x))
+        return self.objectness_logits(hidden), self.anchor_deltas(hidden)
+
+
+class RegionProposalNetwork(nn.Module):
+    def __init__(self, *, in_channels: int = 1024, hidden_channels: int = 512, stride: int = 16,
+                 anchor_scales=(4, 8, 16, 32), anchor_ratios=(0.5, 1.0, 2.0),
+                 pre_nms_top_n: int = 6000, post_nms_top_n: int = 300, nms_thresh: float = 0.7,
+                 min_size: float = 16.0, ops: DetectionOps | None = None):
+        super().__init__()
+        self.ops = ops or get_ops()
+        cell = caffe_cell_anchors(stride, anchor_ratios, anchor_scales)
+        self.register_buffer("cell_anchors", cell, persistent=False)
+        self.head = RPNHead(in_channels, hidden_channels, cell.shape[0])
+        self.stride = stride
+        self.pre_nms_top_n = pre_nms_top_n
+        self.post_nms_top_n = post_nms_top_n
+        self.nms_thresh = nms_thresh
+        self.min_size = min_size
+        self._anchor_cache: dict[tuple, torch.Tensor] = {}
+
+    def anchors(self, height: int, width: int) -> torch.Tensor:
+        key = (height, width, self.cell_anchors.device)
+        if key not in self._anchor_cache:
+            if len(self._anchor_cache) > 64:
+                self._anchor_cache.clear()
+            self._anchor_cache[key] = grid_anchors(self.cell_anchors, height, width, self.stride)
+        return self._anchor_cache[key]
+
+    def forward(self, features: torch.Tensor, image_sizes: torch.Tensor,
+                scales: torch.Tensor) -> list[torch.Tensor]:
+        """`features` [N, C, H, W]; `image_sizes` [N, 2] (height, width) of each resized image
+        inside the padded batch; `scales` [N] resize factors. Returns N proposal tensors
+        [R_i, 4] (resized-image pixels), best first."""
+        logits, deltas = self.head(features)
+        n, _, height, width = logits.shape
+        num_anchors = self.cell_anchors.shape[0]
+        # Object probability of the two-way softmax, ordered (image, y, x, anchor).
+        pair = logits.float().reshape(n, 2, num_anchors, height, width)
+        scores = F.softmax(pair, dim=1)[:, 1].permute(0, 2, 3, 1).reshape(n, -1)
+        deltas = deltas.float().reshape(n, num_anchors, 4, height, width)
+        deltas = deltas.permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
+        anchors = self.anchors(height, width)
+        proposals = decode_deltas(deltas.reshape(-1, 4), anchors.repeat(n, 1)).reshape(n, -1, 4)
+
+        candidates, candidate_scores, owners = [], [], []
+        for i in range(n):
+            boxes = clip_boxes(proposals[i], image_sizes[i, 0], image_sizes[i, 1])
+            widths, heights = box_sides(boxes)
+            threshold = self.min_size * scales[i]
+            keep = (widths >= threshold) & (heights >= threshold)
+            boxes, image_scores = boxes[keep], scores[i][keep]
+            top = image_scores.topk(min(self.pre_nms_top_n, image_scores.numel())).indices
+            candidates.append(boxes[top])
+            candidate_scores.append(image_scores[top])
+            owners.append(torch.full((top.numel(),), i, device=boxes.device, dtype=torch.int64))
+        boxes = torch.cat(candidates)
+        box_scores = torch.cat(candidate_scores)
+        owner = torch.cat(owners)
+        # One NMS call for the whole batch: boxes of different images never suppress each other.
+        keep = self.ops.batched_nms(boxes, box_scores, owner, self.nms_thresh)
+        kept_owner = owner[keep]
+        return [boxes[keep[kept_owner == i]][: self.post_nms_top_n] for i in range(n)]

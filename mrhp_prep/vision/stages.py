@@ -1,0 +1,152 @@
+"""The RoI stages besides extraction: `merge-rois`, `import-rois`, `export-rois`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import open_stage, read_manifest
+from ..errors import AllItemsFailed, InputError
+from .interop import ImportFailure, export_npz, export_tsv, read_source
+from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, RoiStore, consolidate, list_parts,
+                    merge_virtual, next_part_path, write_store)
+
+log = logging.getLogger(__name__)
+
+# Settings that may differ between shards of one extraction.
+_SHARD_KEYS = {"shard_index"}
+
+
+def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "cache",
+               force: bool = False):
+    """Join finished extract-rois shard folders into one store (HDF5 virtual datasets: the
+    regions stay in the shard files, only the index is written)."""
+    if not shards:
+        raise InputError("give the shard folders to merge", hint="mrhp-prep merge-rois DIR...")
+    infos = [read_manifest(s, stage="extract-rois") for s in shards]
+    reference = {k: v for k, v in infos[0]["settings"].items() if k not in _SHARD_KEYS}
+    for shard, info in zip(shards, infos):
+        settings = {k: v for k, v in info["settings"].items() if k not in _SHARD_KEYS}
+        if settings != reference:
+            changed = sorted(k for k in set(settings) | set(reference)
+                             if settings.get(k) != reference.get(k))
+            raise InputError(f"this shard was extracted with other settings ({', '.join(changed)})",
+                             file=shard, hint="merge shards of one extraction only")
+    num_shards = int(reference["num_shards"])
+    indices = sorted(int(i["settings"]["shard_index"]) for i in infos)
+    if indices != list(range(num_shards)):
+        raise InputError(f"expected shards 0..{num_shards - 1} exactly once, got {indices}",
+                         hint="pass every shard folder of the extraction, once each")
+    dataset = infos[0].get("dataset") or Path(shards[0]).resolve().parent.parent.name
+    run = open_stage("merge-rois", dataset=dataset, settings={"num_shards": num_shards},
+                     inputs={f"shard{i}": s for i, s in enumerate(shards)},
+                     format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
+    if run.complete:
+        return run
+    by_index = sorted((int(info["settings"]["shard_index"]), Path(shard), info)
+                      for shard, info in zip(shards, infos))
+    ordered = [shard for _, shard, _ in by_index]
+    merged_settings = {**reference, "num_shards": 1, "shard_index": 0, "merged_from": num_shards}
+    attrs = {"model": infos[0].get("model", ""), "weights_sha256": infos[0].get("weights_sha256", ""),
+             "settings": merged_settings}
+    images, regions = merge_virtual([s / STORE_NAME for s in ordered], run.path / STORE_NAME,
+                                    attrs=attrs)
+    for _, shard, info in by_index:
+        for failure in _all_failures(info, shard):
+            run.add_failure(**failure)
+    run.finish({"images": images + len(run.failures), "extracted": images, "regions": regions,
+                "failed": len(run.failures), "shards": num_shards},
+               model=attrs["model"], weights_sha256=attrs["weights_sha256"], dataset=dataset,
+               feature_dim=infos[0].get("feature_dim"), store=STORE_NAME, shards=[str(Path(s).resolve()) for s in ordered],
+               note="rois.h5 reads the regions from the shard folders; keep them in place")
+    return run
+
+
+def _all_failures(info: dict, folder: str) -> list[dict]:
+    path = Path(folder) / info.get("failures_file", "failures.jsonl")
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: str = ".jpg",
+                feature_dtype: str = "float16", name: str | None = None, out: str | None = None,
+                cache_dir: str = "cache", force: bool = False, part_size: int = 1024):
+    """Read features other tools wrote (npz / tsv / mcr-pth) into a store folder."""
+    source_path = Path(source)
+    if not source_path.exists():
+        raise InputError("not found", file=source)
+    id_of_path: dict[str, str] | None = None
+    dataset = name or source_path.resolve().name
+    inputs = {"source": source}
+    if manifest is not None:
+        from ..data.manifest import Manifest
+
+        loaded = Manifest(manifest)
+        id_of_path = dict(zip(loaded.images["path"], loaded.images["image_id"]))
+        dataset = name or loaded.name
+        inputs["manifest"] = manifest
+    settings = {"format": fmt, "suffix": suffix, "feature_dtype": feature_dtype}
+    run = open_stage("import-rois", dataset=dataset, settings=settings, inputs=inputs,
+                     format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
+    if run.complete:
+        return run
+    shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)  # imports are quick: start over
+    (run.path / PARTS_DIR).mkdir()
+    dtype = np.float16 if feature_dtype == "float16" else np.float32
+    pending, seen, feature_dim = [], set(), None
+    for record in read_source(fmt, source_path, suffix):
+        if isinstance(record, ImportFailure):
+            run.add_failure(record.item, record.reason, detail=record.detail)
+            continue
+        if id_of_path is not None:
+            if record.image_id not in id_of_path:
+                run.add_failure(record.image_id, "not-in-manifest",
+                                detail="no manifest image has this path")
+                continue
+            record.image_id = id_of_path[record.image_id]
+        if record.image_id in seen:
+            run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
+            continue
+        dim = record.features.shape[1] if record.features.ndim == 2 else 0
+        if feature_dim is None and record.count:
+            feature_dim = dim
+        if record.count and dim != feature_dim:
+            run.add_failure(record.image_id, "feature-size",
+                            detail=f"{dim}-d features, the others are {feature_dim}-d")
+            continue
+        seen.add(record.image_id)
+        record.features = record.features.astype(dtype)
+        pending.append(record)
+        if len(pending) >= part_size:
+            write_store(next_part_path(run.path), pending, feature_dim=feature_dim,
+                        feature_dtype=dtype)
+            pending = []
+    feature_dim = feature_dim or 2048
+    if pending:
+        write_store(next_part_path(run.path), pending, feature_dim=feature_dim, feature_dtype=dtype)
+    attrs = {"model": f"imported:{fmt}", "weights_sha256": "", "settings": settings}
+    images, regions = consolidate(list_parts(run.path), run.path / STORE_NAME, attrs=attrs,
+                                  feature_dim=feature_dim, feature_dtype=dtype)
+    run.finish({"images": images, "regions": regions, "failed": len(run.failures)},
+               model=attrs["model"], feature_dim=feature_dim, store=STORE_NAME)
+    shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)
+    if images == 0 and run.failures:
+        raise AllItemsFailed(f"nothing could be imported; see {run.path / 'failures.jsonl'}")
+    return run
+
+
+def export_rois(store_path: str, *, fmt: str, out: str) -> int:
+    """Write a store's regions as MILVLG-style npz files or a bottom-up-attention TSV."""
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    with RoiStore(store_path) as store:
+        if fmt == "npz":
+            return export_npz(store, target)
+        if fmt == "tsv":
+            return export_tsv(store, target)
+    raise InputError(f"unknown format {fmt!r}", hint="choose npz or tsv")
