@@ -268,32 +268,3 @@ def test_resume_option_finishes_an_unfinished_run_folder(trained, runner, tmp_pa
     original = json.loads((Path(trained["path"]) / "metrics.json").read_text())
     resumed = json.loads((copy / "metrics.json").read_text())
     assert resumed["test"] == original["test"] and resumed["best_epoch"] == original["best_epoch"]
-
-
-def test_sample_pipeline_train_and_evaluate_stages_parse(stores, tmp_path):
-    """The pipeline's train/evaluate entries map onto the commands' options (running the whole
-    pipeline needs the extract-rois, embed-text and probe-masks stages)."""
-    from pathlib import Path
-
-    import click
-
-    from mrhp_prep.pipeline import load_pipeline, stage_argv
-
-    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "sample.yaml"
-    spec = load_pipeline(pipeline)
-    predictions = tmp_path / "predictions-test.jsonl"
-    predictions.write_text("")
-    names = {"ingest": str(stores["manifest"]), "extract-rois": str(stores["rois"]),
-             "embed-text": str(stores["text"]), "probe-masks": str(stores["probes"]),
-             "train": str(tmp_path)}
-    for stage in spec["stages"]:
-        if stage["command"] not in {"train", "evaluate"}:
-            continue
-        command = cli.get_command(click.Context(cli), stage["command"])
-        argv = stage_argv(command, stage["args"], names, pipeline.parent, stage["command"])
-        context = command.make_context(stage["command"], argv)
-        if stage["command"] == "train":
-            assert context.params["text"] == str(stores["text"])
-            assert "train.epochs=2" in context.params["set"]
-        else:
-            assert context.params["predictions"] == str(predictions)

@@ -1,0 +1,44 @@
+"""The README's first command: the bundled sample, every stage, through the console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_sample_pipeline_runs_end_to_end_and_reuses_its_cache(tmp_path):
+    script = Path(sys.executable).with_name("mrhp-prep")
+    command = [str(script), "run", str(REPO / "pipelines" / "sample.yaml"),
+               "--cache-dir", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    stages = {p.parent.name: p for p in (tmp_path / "sample").glob("*/*") if (p / "MANIFEST.json").is_file()}
+    assert set(stages) == {"ingest", "extract-rois", "embed-text", "probe-masks", "train"}
+    manifest = stages["ingest"]
+    images = pd.read_parquet(manifest / "images.parquet")
+    with h5py.File(stages["extract-rois"] / "rois.h5") as store:
+        assert set(store["image_id"].asstr()[:]) == set(images["image_id"])
+        assert store["features"].shape[1] == 2048
+    metrics = json.loads((stages["train"] / "metrics.json").read_text())
+    assert {"dev", "test"} <= set(metrics)
+    assert (stages["train"] / "curves.png").stat().st_size > 1000
+    last_line = first.stdout.strip().splitlines()[-1]
+    assert Path(last_line) == stages["train"] / "predictions-test.jsonl"
+    scored = [json.loads(line) for line in Path(last_line).read_text().splitlines()]
+    reviews = pd.read_parquet(manifest / "reviews.parquet")
+    assert {row["review_id"] for row in scored} == set(reviews.loc[reviews.split == "test", "review_id"])
+
+    stamps = {name: (path / "MANIFEST.json").stat().st_mtime_ns for name, path in stages.items()}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert stamps == {name: (path / "MANIFEST.json").stat().st_mtime_ns for name, path in stages.items()}
