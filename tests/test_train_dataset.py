@@ -7,20 +7,14 @@ import pyarrow as pa
 import pytest
 import torch
 
-from feature_stores import (single_thread, stores_for, tokenize, write_roi_store,
-                            write_text_store)
+from feature_stores import stores_for, tokenize, write_roi_store, write_text_store
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from mrhp_prep.train.stores import RoiFeatures, token_probe_mask
 from mrhp_prep.train.trainer import to_device
+from train_fixtures import one_torch_thread  # noqa: F401
 
 MISSING_IMAGE = "B00SAMP001-0/pic_0.jpg"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

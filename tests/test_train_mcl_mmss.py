@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from feature_stores import single_thread, stores_for, write_text_store
+from feature_stores import stores_for, write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.train import checkpoints
 from mrhp_prep.train.config import resolve_config
@@ -22,6 +22,7 @@ from mrhp_prep.train.models import build_model
 from mrhp_prep.train.models.mmss import SUBTASKS
 from mrhp_prep.train.run import predict
 from mrhp_prep.train.trainer import Trainer
+from train_fixtures import Crash, comparable, crashing_after, one_torch_thread  # noqa: F401
 
 # Tiny widths: the point is the trainer's handling of each model, not accuracy.
 TINY = {
@@ -47,12 +48,6 @@ CASES = {
     "mmss-no-module-d": ("mmss", ["model.subtasks=[]"]),
     "mmss-no-module-b": ("mmss", ["model.subtasks=[]", "model.interaction_modeling=false"]),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -133,25 +128,6 @@ def test_every_ablation_trains_and_lowers_the_loss(stores, tmp_path, case):
     assert moved.max() > 1e-3 and torch.isfinite(pseudo.pseudo_label).all()
 
 
-class Crash(Exception):
-    pass
-
-
-def _crashing_after(rows):
-    class Crashing(ReviewDataset):
-        count = 0
-
-        def __init__(self, inner):
-            super().__init__(inner.sources, inner.table, inner.config)
-
-        def __getitems__(self, indices):
-            Crashing.count += len(indices)
-            if Crashing.count > rows:
-                raise Crash("killed")
-            return super().__getitems__(indices)
-    return Crashing
-
-
 def _assert_same(a, b, where="optimizer"):
     """Nested dicts/lists of tensors and numbers, equal exactly."""
     if isinstance(a, torch.Tensor):
@@ -168,10 +144,6 @@ def _assert_same(a, b, where="optimizer"):
         assert a == b, where
 
 
-def _comparable(history):
-    return [{k: v for k, v in r.items() if k not in {"seconds", "data_share"}} for r in history]
-
-
 @pytest.mark.parametrize("case", ["mcl-full", "mcl-no-cross-modal", "mmss-full", "mmss-no-pvrv",
                                   "mmss-no-module-b"])
 def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path, case):
@@ -185,7 +157,7 @@ def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path, case):
     # crash in the middle of the second epoch, after the epoch-1 end has set MM-SS's anchors
     crash_step = steps_per_epoch + steps_per_epoch // 2
     crashing = _trainer(stores, model, tmp_path / "crash", settings,
-                        _crashing_after(crash_step * 32 + 5))
+                        crashing_after(crash_step * 32 + 5))
     with pytest.raises(Crash):
         crashing.fit()
     saved = checkpoints.load(tmp_path / "crash" / "checkpoints" / "last.pt")
@@ -193,7 +165,7 @@ def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path, case):
     resumed = _trainer(stores, model, tmp_path / "crash", settings, seed=123)  # other init
     state = resumed.fit()
     assert state.global_step == whole.state.global_step == 3 * steps_per_epoch
-    assert _comparable(state.history) == _comparable(whole.state.history)
+    assert comparable(state.history) == comparable(whole.state.history)
     expected, got = whole.unwrapped.state_dict(), resumed.unwrapped.state_dict()
     assert expected.keys() == got.keys()
     for key, value in expected.items():       # weights and MM-SS's pseudo-label buffers

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from feature_stores import planted_release, single_thread, stores_for, write_text_store
+from feature_stores import planted_release, stores_for, write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.data.ingest import ingest
 from mrhp_prep.train import checkpoints
@@ -21,19 +21,10 @@ from mrhp_prep.train.metrics import evaluate_rankings, read_predictions
 from mrhp_prep.train.models import build_model
 from mrhp_prep.train.run import predict, train
 from mrhp_prep.train.trainer import Trainer
+from train_fixtures import (Crash, comparable, crashing_after, one_torch_thread,  # noqa: F401
+                            sample_stores)
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def stores(sample_manifest, tmp_path_factory):
-    return stores_for(sample_manifest, tmp_path_factory.mktemp("stores"), text_dim=8, roi_dim=8)
 
 
 def _store_args(stores):
@@ -129,36 +120,13 @@ def _trainer(stores, run_dir, overrides, dataset_wrapper=None, seed=0):
                    show_progress=False)
 
 
-class Crash(Exception):
-    pass
-
-
-def _crashing_after(calls):
-    class Crashing(ReviewDataset):
-        count = 0
-
-        def __init__(self, inner):
-            super().__init__(inner.sources, inner.table, inner.config)
-
-        def __getitems__(self, indices):
-            Crashing.count += len(indices)
-            if Crashing.count > calls:
-                raise Crash("killed")
-            return super().__getitems__(indices)
-    return Crashing
-
-
-def _comparable(history):
-    return [{k: v for k, v in r.items() if k not in {"seconds", "data_share"}} for r in history]
-
-
 def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path):
     settings = ["train.epochs=3", "train.lr=0.003", "train.checkpoint_every_steps=1",
                 "model.embedding_dropout=0.3"]   # dropout: the restored RNG matters
     whole = _trainer(stores, tmp_path / "whole", settings)
     whole.fit()
     # crash in the middle of the second epoch, after 6 batches of 32 rows
-    crashing = _trainer(stores, tmp_path / "crash", settings, _crashing_after(6 * 32 + 5))
+    crashing = _trainer(stores, tmp_path / "crash", settings, crashing_after(6 * 32 + 5))
     with pytest.raises(Crash):
         crashing.fit()
     saved = checkpoints.load(tmp_path / "crash" / "checkpoints" / "last.pt")["state"]
@@ -166,7 +134,7 @@ def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path):
     resumed = _trainer(stores, tmp_path / "crash", settings, seed=123)   # other init: loaded
     state = resumed.fit()
     assert state.global_step == whole.state.global_step
-    assert _comparable(state.history) == _comparable(whole.state.history)
+    assert comparable(state.history) == comparable(whole.state.history)
     for key, value in whole.unwrapped.state_dict().items():
         assert torch.equal(value, resumed.unwrapped.state_dict()[key]), key
 
