@@ -14,6 +14,7 @@ import yaml
 from feature_stores import planted_release, stores_for, write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.data.ingest import ingest
+from mrhp_prep.errors import InputError
 from mrhp_prep.train import checkpoints
 from mrhp_prep.train.config import resolve_config
 from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
@@ -236,3 +237,21 @@ def test_resume_option_finishes_an_unfinished_run_folder(trained, runner, tmp_pa
     original = json.loads((Path(trained["path"]) / "metrics.json").read_text())
     resumed = json.loads((copy / "metrics.json").read_text())
     assert resumed["test"] == original["test"] and resumed["best_epoch"] == original["best_epoch"]
+
+
+class NotAState:
+    """An arbitrary object: loading it would need unpickling code."""
+
+
+@pytest.mark.parametrize("content", ["garbage", "pickled-object", "other-format"])
+def test_unreadable_checkpoints_are_refused_with_the_file_named(tmp_path, content):
+    path = tmp_path / "last.pt"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif content == "pickled-object":
+        torch.save({"format_version": checkpoints.FORMAT_VERSION, "model": NotAState()}, path)
+    else:
+        torch.save({"format_version": checkpoints.FORMAT_VERSION + 1, "model": {}}, path)
+    with pytest.raises(InputError) as caught:
+        checkpoints.load(path)
+    assert str(path) in str(caught.value) and "delete it" in str(caught.value)
