@@ -15,14 +15,12 @@ import yaml
 from feature_stores import stores_for, write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.train import checkpoints
-from mrhp_prep.train.config import resolve_config
-from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.dataset import FeatureSources
 from mrhp_prep.train.metrics import read_predictions
-from mrhp_prep.train.models import build_model
 from mrhp_prep.train.models.mmss import SUBTASKS
 from mrhp_prep.train.run import predict
-from mrhp_prep.train.trainer import Trainer
-from train_fixtures import Crash, comparable, crashing_after, one_torch_thread  # noqa: F401
+from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
+                            one_torch_thread)
 
 # Tiny widths: the point is the trainer's handling of each model, not accuracy.
 TINY = {
@@ -68,16 +66,7 @@ def _text_store(stores, model):
 def _trainer(stores, model, run_dir, overrides, dataset_wrapper=None, seed=0):
     sources = FeatureSources(stores["manifest"], rois=stores["rois"],
                              text=_text_store(stores, model), probes=stores["probes"])
-    config = resolve_config(model, overrides=[*TINY[model], *overrides], relevance_threshold=1)
-    torch.manual_seed(seed)
-    built = build_model(model, config["model"], sources.model_inputs())
-    data = DataConfig.from_config(config["data"])
-    train_set = ReviewDataset(sources, sources.split("train"), data)
-    if dataset_wrapper is not None:
-        train_set = dataset_wrapper(train_set)
-    torch.manual_seed(config["train"]["seed"])
-    return Trainer(built, train_set, ReviewDataset(sources, sources.split("dev"), data), config,
-                   run_dir, device=torch.device("cpu"), relevance_threshold=1, show_progress=False)
+    return make_trainer(sources, model, run_dir, [*TINY[model], *overrides], dataset_wrapper, seed)
 
 
 def _subtasks(overrides):

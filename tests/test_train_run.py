@@ -16,14 +16,11 @@ from mrhp_prep.cli import cli
 from mrhp_prep.data.ingest import ingest
 from mrhp_prep.errors import InputError
 from mrhp_prep.train import checkpoints
-from mrhp_prep.train.config import resolve_config
-from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.dataset import FeatureSources
 from mrhp_prep.train.metrics import evaluate_rankings, read_predictions
-from mrhp_prep.train.models import build_model
 from mrhp_prep.train.run import predict, train
-from mrhp_prep.train.trainer import Trainer
-from train_fixtures import (Crash, comparable, crashing_after, one_torch_thread,  # noqa: F401
-                            sample_stores)
+from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
+                            one_torch_thread, sample_stores)
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8"]
 
@@ -108,17 +105,7 @@ def test_bad_settings_are_refused(stores, runner, tmp_path):
 def _trainer(stores, run_dir, overrides, dataset_wrapper=None, seed=0):
     sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
                              probes=stores["probes"])
-    config = resolve_config("sancl", overrides=[*SMALL, *overrides])
-    torch.manual_seed(seed)
-    model = build_model("sancl", config["model"], sources.model_inputs())
-    data = DataConfig.from_config(config["data"])
-    train_set = ReviewDataset(sources, sources.split("train"), data)
-    if dataset_wrapper is not None:
-        train_set = dataset_wrapper(train_set)
-    torch.manual_seed(config["train"]["seed"])
-    return Trainer(model, train_set, ReviewDataset(sources, sources.split("dev"), data), config,
-                   run_dir, device=torch.device("cpu"), relevance_threshold=1,
-                   show_progress=False)
+    return make_trainer(sources, "sancl", run_dir, [*SMALL, *overrides], dataset_wrapper, seed)
 
 
 def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path):

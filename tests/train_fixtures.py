@@ -17,7 +17,10 @@ import pytest
 import torch
 
 from feature_stores import stores_for
-from mrhp_prep.train.dataset import ReviewDataset
+from mrhp_prep.train.config import resolve_config
+from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.models import build_model
+from mrhp_prep.train.trainer import Trainer
 
 
 @contextlib.contextmanager
@@ -66,6 +69,24 @@ def crashing_after(rows: int) -> type:
             return super().__getitems__(indices)
 
     return Crashing
+
+
+def make_trainer(sources: FeatureSources, model: str, run_dir, overrides=(),
+                 dataset_wrapper: type | None = None, seed: int = 0) -> Trainer:
+    """A CPU Trainer for `model` on the sources' train and dev splits (Amazon threshold 1).
+
+    `seed` seeds the model's initial weights; `dataset_wrapper` (e.g. `crashing_after(n)`)
+    wraps the training set."""
+    config = resolve_config(model, overrides=list(overrides), relevance_threshold=1)
+    torch.manual_seed(seed)
+    built = build_model(model, config["model"], sources.model_inputs())
+    data = DataConfig.from_config(config["data"])
+    train_set = ReviewDataset(sources, sources.split("train"), data)
+    if dataset_wrapper is not None:
+        train_set = dataset_wrapper(train_set)
+    torch.manual_seed(config["train"]["seed"])
+    return Trainer(built, train_set, ReviewDataset(sources, sources.split("dev"), data), config,
+                   run_dir, device=torch.device("cpu"), relevance_threshold=1, show_progress=False)
 
 
 def comparable(history: list[dict]) -> list[dict]:
