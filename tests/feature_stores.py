@@ -8,7 +8,6 @@ goes through the real `ingest`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
@@ -278,16 +277,3 @@ def stores_for(manifest_dir: Path, root: Path, *, text_dim: int = 16, roi_dim: i
             "rois": write_roi_store(root / "rois", manifest_dir, dim=roi_dim, skip=skip_images),
             "probes": write_probe_store(root / "probes", manifest_dir)}
 
-
-@contextlib.contextmanager
-def single_thread():
-    """Torch on one thread: tiny models run much faster than with threads spinning on a busy
-    2-core machine. Restores the previous setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -5,11 +5,14 @@ Small on purpose: the point is shapes, masks and optimisation behaviour, not acc
 
 from __future__ import annotations
 
-import contextlib
+from pathlib import Path
 
 import torch
 
+import mrhp_prep
 from mrhp_prep.train.models.base import ModelInputs
+
+CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
 
 VOCAB = 50
 WORD_DIM = 12
@@ -97,6 +100,18 @@ def pairwise_hinge(score: torch.Tensor, label: torch.Tensor, product_index: torc
     return torch.relu(gaps)[better].mean()
 
 
+def total_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's pairwise hinge loss on `batch` plus its auxiliary loss (if any): scalar."""
+    out = model(batch)
+    loss = pairwise_hinge(out.score, batch["label"], batch["product_index"])
+    return loss if out.aux_loss is None else loss + out.aux_loss
+
+
+# Every dropout option of MCL and MM-SS off, so a forward is deterministic.
+NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
+              "image_attention_dropout": 0.0}
+
+
 def small_options() -> dict:
     """Option overrides that keep the models tiny for tests (shared by MCL and MM-SS)."""
     return {"hidden_dim": 16, "image_layers": 1, "image_ffn_dim": 32}
@@ -119,14 +134,3 @@ def without_images(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch of a text-only run: no image keys at all."""
     return {k: v for k, v in batch.items() if "_image" not in k}
 
-
-@contextlib.contextmanager
-def one_thread():
-    """Torch on one thread: these tiny models run faster than with threads contending for a
-    busy machine's cores. Restores the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import mrhp_prep
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.models.mcl import (MclModel, adaptive_contrastive_loss,
                                         contrastive_pair_similarities,
                                         hyperspherical_contrastive_loss)
-from synthetic_batches import (inputs_for, make_batch, one_thread, pairwise_hinge, small_options,
-                               without_images)
+from synthetic_batches import (CONFIGS, NO_DROPOUT, inputs_for, make_batch, small_options,
+                               total_loss, without_images)
+from train_fixtures import one_torch_thread  # noqa: F401
 
-CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
-NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
-              "image_attention_dropout": 0.0}
 ABLATIONS = {
     "full": {},
     "no_adaptive_weighting": {"adaptive_weighting": False},
@@ -28,21 +24,9 @@ ABLATIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
-
-
 def build(text: str = "ids", images: bool = True, **overrides) -> MclModel:
     torch.manual_seed(0)
     return MclModel({**small_options(), **NO_DROPOUT, **overrides}, inputs_for(text, images))
-
-
-def total_loss(model: MclModel, batch) -> torch.Tensor:
-    out = model(batch)
-    loss = pairwise_hinge(out.score, batch["label"], batch["product_index"])
-    return loss if out.aux_loss is None else loss + out.aux_loss
 
 
 @pytest.mark.parametrize("text", ["ids", "features"])

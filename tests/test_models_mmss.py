@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-import mrhp_prep
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.models.mmss import (SUBTASKS, MmssModel, anchor_and_precision, ewma_beta,
                                          sample_weights, ssp_label, uncertainty_weighted_loss)
-from synthetic_batches import (inputs_for, make_batch, one_thread, pairwise_hinge, small_options,
-                               without_images)
+from synthetic_batches import (CONFIGS, NO_DROPOUT, inputs_for, make_batch, small_options,
+                               total_loss, without_images)
+from train_fixtures import one_torch_thread  # noqa: F401
 
-CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
-NO_DROPOUT = {"dropout": 0.0, "embedding_dropout": 0.0, "image_dropout": 0.0,
-              "image_attention_dropout": 0.0}
 ROWS = 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
 
 
 def options(**overrides) -> dict:
@@ -35,12 +24,6 @@ def options(**overrides) -> dict:
 def build(text: str = "ids", images: bool = True, **overrides) -> MmssModel:
     torch.manual_seed(0)
     return MmssModel(options(**overrides), inputs_for(text, images))
-
-
-def total_loss(model: MmssModel, batch) -> torch.Tensor:
-    out = model(batch)
-    loss = pairwise_hinge(out.score, batch["label"], batch["product_index"])
-    return loss if out.aux_loss is None else loss + out.aux_loss
 
 
 @pytest.mark.parametrize("text", ["ids", "features"])

@@ -7,20 +7,15 @@ import pyarrow as pa
 import pytest
 import torch
 
-from feature_stores import (single_thread, stores_for, tokenize, write_roi_store,
+from feature_stores import (stores_for, tokenize, write_probe_store, write_roi_store,
                             write_text_store)
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
-from mrhp_prep.train.stores import RoiFeatures, token_probe_mask
+from mrhp_prep.train.stores import ProbeShards, RoiFeatures, token_probe_mask
 from mrhp_prep.train.trainer import to_device
+from train_fixtures import one_torch_thread  # noqa: F401
 
 MISSING_IMAGE = "B00SAMP001-0/pic_0.jpg"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +170,18 @@ def test_unfinished_or_wrong_stores_are_refused(sample_manifest, tmp_path, store
     (tmp_path / "half" / "rois.h5").write_bytes(b"")
     with pytest.raises(InputError, match="did not finish"):
         RoiFeatures(tmp_path / "half")
+
+
+def test_probe_shard_without_a_needed_column_names_it(sample_manifest, tmp_path):
+    folder = write_probe_store(tmp_path / "probes", sample_manifest)
+    shard = folder / "probe-00000.arrow"
+    with pa.OSFile(str(shard)) as source:     # read into memory: the file is rewritten below
+        table = pa.ipc.open_file(source).read_all().drop_columns(["sentence_mask"])
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(InputError, match="sentence_mask") as caught:
+        ProbeShards(folder)
+    assert caught.value.field == "sentence_mask" and "probe-00000.arrow" in str(caught.value)
 
 
 def test_vocabulary_remap_by_token_string(stores, sample_manifest, tmp_path):

@@ -12,16 +12,15 @@ import pytest
 import torch
 import yaml
 
-from feature_stores import single_thread, stores_for, write_text_store
+from feature_stores import stores_for, write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.train import checkpoints
-from mrhp_prep.train.config import resolve_config
-from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.dataset import FeatureSources
 from mrhp_prep.train.metrics import read_predictions
-from mrhp_prep.train.models import build_model
 from mrhp_prep.train.models.mmss import SUBTASKS
 from mrhp_prep.train.run import predict
-from mrhp_prep.train.trainer import Trainer
+from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
+                            one_torch_thread)
 
 # Tiny widths: the point is the trainer's handling of each model, not accuracy.
 TINY = {
@@ -49,12 +48,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def stores(sample_manifest, tmp_path_factory):
     """The sample's stores; `features` is a frozen-features text store (MM-SS's BERT input),
@@ -73,16 +66,7 @@ def _text_store(stores, model):
 def _trainer(stores, model, run_dir, overrides, dataset_wrapper=None, seed=0):
     sources = FeatureSources(stores["manifest"], rois=stores["rois"],
                              text=_text_store(stores, model), probes=stores["probes"])
-    config = resolve_config(model, overrides=[*TINY[model], *overrides], relevance_threshold=1)
-    torch.manual_seed(seed)
-    built = build_model(model, config["model"], sources.model_inputs())
-    data = DataConfig.from_config(config["data"])
-    train_set = ReviewDataset(sources, sources.split("train"), data)
-    if dataset_wrapper is not None:
-        train_set = dataset_wrapper(train_set)
-    torch.manual_seed(config["train"]["seed"])
-    return Trainer(built, train_set, ReviewDataset(sources, sources.split("dev"), data), config,
-                   run_dir, device=torch.device("cpu"), relevance_threshold=1, show_progress=False)
+    return make_trainer(sources, model, run_dir, [*TINY[model], *overrides], dataset_wrapper, seed)
 
 
 def _subtasks(overrides):
@@ -133,25 +117,6 @@ def test_every_ablation_trains_and_lowers_the_loss(stores, tmp_path, case):
     assert moved.max() > 1e-3 and torch.isfinite(pseudo.pseudo_label).all()
 
 
-class Crash(Exception):
-    pass
-
-
-def _crashing_after(rows):
-    class Crashing(ReviewDataset):
-        count = 0
-
-        def __init__(self, inner):
-            super().__init__(inner.sources, inner.table, inner.config)
-
-        def __getitems__(self, indices):
-            Crashing.count += len(indices)
-            if Crashing.count > rows:
-                raise Crash("killed")
-            return super().__getitems__(indices)
-    return Crashing
-
-
 def _assert_same(a, b, where="optimizer"):
     """Nested dicts/lists of tensors and numbers, equal exactly."""
     if isinstance(a, torch.Tensor):
@@ -168,10 +133,6 @@ def _assert_same(a, b, where="optimizer"):
         assert a == b, where
 
 
-def _comparable(history):
-    return [{k: v for k, v in r.items() if k not in {"seconds", "data_share"}} for r in history]
-
-
 @pytest.mark.parametrize("case", ["mcl-full", "mcl-no-cross-modal", "mmss-full", "mmss-no-pvrv",
                                   "mmss-no-module-b"])
 def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path, case):
@@ -185,7 +146,7 @@ def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path, case):
     # crash in the middle of the second epoch, after the epoch-1 end has set MM-SS's anchors
     crash_step = steps_per_epoch + steps_per_epoch // 2
     crashing = _trainer(stores, model, tmp_path / "crash", settings,
-                        _crashing_after(crash_step * 32 + 5))
+                        crashing_after(crash_step * 32 + 5))
     with pytest.raises(Crash):
         crashing.fit()
     saved = checkpoints.load(tmp_path / "crash" / "checkpoints" / "last.pt")
@@ -193,7 +154,7 @@ def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path, case):
     resumed = _trainer(stores, model, tmp_path / "crash", settings, seed=123)  # other init
     state = resumed.fit()
     assert state.global_step == whole.state.global_step == 3 * steps_per_epoch
-    assert _comparable(state.history) == _comparable(whole.state.history)
+    assert comparable(state.history) == comparable(whole.state.history)
     expected, got = whole.unwrapped.state_dict(), resumed.unwrapped.state_dict()
     assert expected.keys() == got.keys()
     for key, value in expected.items():       # weights and MM-SS's pseudo-label buffers

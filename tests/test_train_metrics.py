@@ -73,6 +73,10 @@ def test_ndcg_cut_at_three_and_five():
     ideal3 = 15 / LN(2) + 7 / LN(3) + 3 / LN(4)
     assert got["ndcg@3"] == 0.0
     assert got["ndcg@5"] == pytest.approx((15 / LN(5) + 7 / LN(6)) / (ideal3))
+    # the discount's log base cancels: the same figure with log2
+    log2 = math.log2
+    assert got["ndcg@5"] == pytest.approx((15 / log2(5) + 7 / log2(6))
+                                          / (15 / log2(2) + 7 / log2(3) + 3 / log2(4)))
 
 
 def test_ranks_within_products_are_stable():

@@ -11,29 +11,18 @@ import pytest
 import torch
 import yaml
 
-from feature_stores import planted_release, single_thread, stores_for, write_text_store
+from feature_stores import planted_release, stores_for, write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.data.ingest import ingest
+from mrhp_prep.errors import InputError
 from mrhp_prep.train import checkpoints
-from mrhp_prep.train.config import resolve_config
-from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.dataset import FeatureSources
 from mrhp_prep.train.metrics import evaluate_rankings, read_predictions
-from mrhp_prep.train.models import build_model
 from mrhp_prep.train.run import predict, train
-from mrhp_prep.train.trainer import Trainer
+from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
+                            one_torch_thread, sample_stores)
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def stores(sample_manifest, tmp_path_factory):
-    return stores_for(sample_manifest, tmp_path_factory.mktemp("stores"), text_dim=8, roi_dim=8)
 
 
 def _store_args(stores):
@@ -116,40 +105,7 @@ def test_bad_settings_are_refused(stores, runner, tmp_path):
 def _trainer(stores, run_dir, overrides, dataset_wrapper=None, seed=0):
     sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
                              probes=stores["probes"])
-    config = resolve_config("sancl", overrides=[*SMALL, *overrides])
-    torch.manual_seed(seed)
-    model = build_model("sancl", config["model"], sources.model_inputs())
-    data = DataConfig.from_config(config["data"])
-    train_set = ReviewDataset(sources, sources.split("train"), data)
-    if dataset_wrapper is not None:
-        train_set = dataset_wrapper(train_set)
-    torch.manual_seed(config["train"]["seed"])
-    return Trainer(model, train_set, ReviewDataset(sources, sources.split("dev"), data), config,
-                   run_dir, device=torch.device("cpu"), relevance_threshold=1,
-                   show_progress=False)
-
-
-class Crash(Exception):
-    pass
-
-
-def _crashing_after(calls):
-    class Crashing(ReviewDataset):
-        count = 0
-
-        def __init__(self, inner):
-            super().__init__(inner.sources, inner.table, inner.config)
-
-        def __getitems__(self, indices):
-            Crashing.count += len(indices)
-            if Crashing.count > calls:
-                raise Crash("killed")
-            return super().__getitems__(indices)
-    return Crashing
-
-
-def _comparable(history):
-    return [{k: v for k, v in r.items() if k not in {"seconds", "data_share"}} for r in history]
+    return make_trainer(sources, "sancl", run_dir, [*SMALL, *overrides], dataset_wrapper, seed)
 
 
 def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path):
@@ -158,7 +114,7 @@ def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path):
     whole = _trainer(stores, tmp_path / "whole", settings)
     whole.fit()
     # crash in the middle of the second epoch, after 6 batches of 32 rows
-    crashing = _trainer(stores, tmp_path / "crash", settings, _crashing_after(6 * 32 + 5))
+    crashing = _trainer(stores, tmp_path / "crash", settings, crashing_after(6 * 32 + 5))
     with pytest.raises(Crash):
         crashing.fit()
     saved = checkpoints.load(tmp_path / "crash" / "checkpoints" / "last.pt")["state"]
@@ -166,7 +122,7 @@ def test_resume_after_a_crash_reproduces_the_state(stores, tmp_path):
     resumed = _trainer(stores, tmp_path / "crash", settings, seed=123)   # other init: loaded
     state = resumed.fit()
     assert state.global_step == whole.state.global_step
-    assert _comparable(state.history) == _comparable(whole.state.history)
+    assert comparable(state.history) == comparable(whole.state.history)
     for key, value in whole.unwrapped.state_dict().items():
         assert torch.equal(value, resumed.unwrapped.state_dict()[key]), key
 
@@ -268,3 +224,21 @@ def test_resume_option_finishes_an_unfinished_run_folder(trained, runner, tmp_pa
     original = json.loads((Path(trained["path"]) / "metrics.json").read_text())
     resumed = json.loads((copy / "metrics.json").read_text())
     assert resumed["test"] == original["test"] and resumed["best_epoch"] == original["best_epoch"]
+
+
+class NotAState:
+    """An arbitrary object: loading it would need unpickling code."""
+
+
+@pytest.mark.parametrize("content", ["garbage", "pickled-object", "other-format"])
+def test_unreadable_checkpoints_are_refused_with_the_file_named(tmp_path, content):
+    path = tmp_path / "last.pt"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif content == "pickled-object":
+        torch.save({"format_version": checkpoints.FORMAT_VERSION, "model": NotAState()}, path)
+    else:
+        torch.save({"format_version": checkpoints.FORMAT_VERSION + 1, "model": {}}, path)
+    with pytest.raises(InputError) as caught:
+        checkpoints.load(path)
+    assert str(path) in str(caught.value) and "delete it" in str(caught.value)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from feature_stores import single_thread, stores_for
 from mrhp_prep.train.config import resolve_config
 from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from mrhp_prep.train.models import build_model
@@ -16,20 +15,10 @@ from mrhp_prep.train.models.base import ModelInputs
 from mrhp_prep.train.models.layers import SelfAttention
 from mrhp_prep.train.models.sancl import info_nce
 from mrhp_prep.train.trainer import Trainer, to_device
+from train_fixtures import one_torch_thread, sample_stores  # noqa: F401
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8",
          "model.embedding_dropout=0.0"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def stores(sample_manifest, tmp_path_factory):
-    return stores_for(sample_manifest, tmp_path_factory.mktemp("stores"), text_dim=8, roi_dim=8)
 
 
 def _model_and_batch(stores, overrides=(), text_only=False, split="train", rows=None):

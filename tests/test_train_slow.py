@@ -15,22 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from feature_stores import single_thread, stores_for, write_text_store
+from feature_stores import write_text_store
 from mrhp_prep.train.run import train
+from train_fixtures import comparable, one_torch_thread, sample_stores  # noqa: F401
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def stores(sample_manifest, tmp_path_factory):
-    return stores_for(sample_manifest, tmp_path_factory.mktemp("stores"), text_dim=8, roi_dim=8)
 
 
 def _env():
@@ -46,10 +36,6 @@ def _train_args(stores, out, settings):
     for setting in settings:
         args += ["--set", setting]
     return args
-
-
-def _comparable(history):
-    return [{k: v for k, v in r.items() if k not in {"seconds", "data_share"}} for r in history]
 
 
 def test_sigkill_then_the_same_command_resumes_to_the_same_state(stores, tmp_path):
@@ -81,7 +67,7 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_state(stores, tmp_pat
                       device="cpu", show_progress=False)
     a = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(reference.path / "checkpoints" / "last.pt", weights_only=True)
-    assert _comparable(a["state"]["history"]) == _comparable(b["state"]["history"])
+    assert comparable(a["state"]["history"]) == comparable(b["state"]["history"])
     for key in b["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
 

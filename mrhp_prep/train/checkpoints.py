@@ -7,6 +7,7 @@ vectors) are left out: they come back from the text store.
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from ..errors import InputError
 
 FORMAT_VERSION = 1
 
@@ -70,4 +72,17 @@ def save(path: Path, payload: dict) -> None:
 
 
 def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by `save`, on the CPU. Anything else (a damaged file, a pickled
+    object, another format version) is an InputError naming the file."""
+    hint = ("the file is damaged or was not written by mrhp-prep train; delete it (or pass "
+            "--force to train from scratch), or choose another checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise InputError(f"cannot read the checkpoint: {str(exc).splitlines()[0]}",
+                         file=str(path), hint=hint) from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        found = payload.get("format_version") if isinstance(payload, dict) else None
+        raise InputError(f"checkpoint format {found!r}, this version reads {FORMAT_VERSION}",
+                         file=str(path), field="format_version", hint=hint)
+    return payload

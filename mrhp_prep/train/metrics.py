@@ -7,8 +7,9 @@ The definitions follow the earlier systems exactly, so numbers are comparable wi
 - a review is relevant when its label is above the threshold (1 for Amazon-MRHP, 0 for
   Lazada-MRHP);
 - MAP: average precision over the whole ranked list with that binary relevance;
-- NDCG@N: gain 2^label - 1, counted only for relevant reviews, discount ln(2 + i) for the
-  review at rank i (from 0); the ideal DCG ranks the same labels by label, descending;
+- NDCG@N: gain 2^label - 1, counted only for relevant reviews, discount log(2 + i) for the
+  review at rank i (from 0); the ideal DCG ranks the same labels by label, descending (the
+  natural log is used; the base cancels in DCG / ideal DCG);
 - MRR: 1 / (1 + rank of the first relevant review);
 - a product without a relevant review scores 0 on every metric and stays in the average.
 """
@@ -36,6 +37,7 @@ def ranking_order(scores: np.ndarray) -> np.ndarray:
 
 
 def average_precision(ranked_labels: np.ndarray, threshold: float) -> float:
+    """AP of labels [n] in ranked order: mean of precision@k over the relevant positions k."""
     relevant = np.asarray(ranked_labels) > threshold
     if not relevant.any():
         return 0.0
@@ -45,6 +47,8 @@ def average_precision(ranked_labels: np.ndarray, threshold: float) -> float:
 
 
 def dcg_at(ranked_labels: np.ndarray, k: int, threshold: float) -> float:
+    """DCG of the first k of labels [n] in ranked order: sum over y > threshold of
+    (2^y - 1) / ln(2 + i)."""
     total = 0.0
     for i, label in enumerate(np.asarray(ranked_labels, dtype=np.float64)[:k]):
         if label > threshold:
@@ -53,12 +57,14 @@ def dcg_at(ranked_labels: np.ndarray, k: int, threshold: float) -> float:
 
 
 def ndcg_at(ranked_labels: np.ndarray, k: int, threshold: float) -> float:
+    """DCG@k / ideal DCG@k of labels [n] in ranked order; 0 when nothing is relevant."""
     labels = np.asarray(ranked_labels, dtype=np.float64)
     ideal = dcg_at(labels[ranking_order(labels)], k, threshold)
     return dcg_at(labels, k, threshold) / ideal if ideal != 0 else 0.0
 
 
 def reciprocal_rank(ranked_labels: np.ndarray, threshold: float) -> float:
+    """1 / (1-based position of the first relevant label); 0 when nothing is relevant."""
     relevant = np.flatnonzero(np.asarray(ranked_labels) > threshold)
     return 1.0 / (relevant[0] + 1) if len(relevant) else 0.0
 
@@ -110,10 +116,9 @@ def evaluate_rankings(predictions: pd.DataFrame, threshold: float) -> RankingRep
 def rank_within_products(predictions: pd.DataFrame) -> np.ndarray:
     """1-based rank of each row within its product (stable for ties), aligned with the rows."""
     ranks = np.zeros(len(predictions), dtype=np.int64)
-    positions = np.arange(len(predictions))
-    for _, index in predictions.groupby("product_id", sort=False).indices.items():
-        order = ranking_order(predictions["score"].to_numpy()[index])
-        ranks[positions[index][order]] = np.arange(1, len(index) + 1)
+    scores = predictions["score"].to_numpy()
+    for index in predictions.groupby("product_id", sort=False).indices.values():
+        ranks[index[ranking_order(scores[index])]] = np.arange(1, len(index) + 1)
     return ranks
 
 

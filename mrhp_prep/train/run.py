@@ -89,13 +89,13 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
             raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
         inputs = {"manifest": _absolute(manifest), "rois": _absolute(rois),
                   "text": _absolute(text), "probes": _absolute(probes)}
-        info = Manifest(manifest)
+    manifest_info = Manifest(inputs["manifest"])
+    if resume is None:
         text_mode = FeatureSources.peek_text_mode(text) if text else None
         config = resolve_config(model, config_file=config_file, preset=preset,
                                 overrides=overrides, text_mode=text_mode,
-                                category=info.info["settings"].get("category"),
-                                relevance_threshold=info.relevance_threshold)
-    manifest_info = Manifest(inputs["manifest"])
+                                category=manifest_info.info["settings"].get("category"),
+                                relevance_threshold=manifest_info.relevance_threshold)
     run: StageRun | None = None
     if distributed.is_main:
         run = open_stage("train", dataset=manifest_info.name, settings=fingerprint_settings(config),
@@ -140,12 +140,12 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     counts["reviews_left_out"] = sum(dropped.values())
     counts["images_without_rois"] = sources.images_missing
     counts["reviews_without_probe"] = sum(ds.table.reviews_without_probe for ds in splits.values())
-    counts["parameters"] = built.num_parameters()
+    counts["parameters"] = parameters = built.num_parameters()
     result_metrics = {
         "model": model, "monitor": config["train"]["monitor"], "best_epoch": best_epoch,
         "epochs_run": state.epoch, "stopped_early": state.stopped_early,
         "relevance_threshold": threshold, "world_size": distributed.world_size,
-        "parameters_without_embeddings": built.num_parameters(),
+        "parameters_without_embeddings": parameters,
         **metrics, "epochs": state.history,
     }
     if distributed.is_main:
@@ -179,16 +179,17 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     with a manifest and stores made for them. A static-vector text store with another
     vocabulary is mapped into the run's vocabulary by token string.
     """
+    if products is None and split is None:
+        raise InputError("say which reviews to score", hint="pass --product ID (repeatable) "
+                                                             "or --split")
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     trained = config["inputs"]
     manifest = _absolute(manifest) or trained["manifest"]
     text = _absolute(text) or trained["text"]
+    # a model trained without RoIs (or probes) takes none, whatever is passed
     rois = (_absolute(rois) or trained["rois"]) if trained["rois"] else None
     probes = (_absolute(probes) or trained["probes"]) if trained["probes"] else None
-    if trained["rois"] and rois is None or trained["probes"] and probes is None:
-        raise InputError("the model was trained with RoI features and probe masks",
-                         hint="pass --rois and --probes for the products to score")
     vocabularies, vectors = None, None
     if text and text != trained["text"] and FeatureSources.peek_text_mode(text) == "static":
         from .stores import TextShards
@@ -198,9 +199,6 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
         vectors = {f: s.vectors for f, s in training.items()}
     sources = FeatureSources(manifest, rois=rois, text=text, probes=probes,
                              vocabularies=vocabularies)
-    if products is None and split is None:
-        raise InputError("say which reviews to score", hint="pass --product ID (repeatable) "
-                                                             "or --split")
     table = sources.split(split, products)
     if not len(table):
         raise InputError("no reviews to score for the given products/split", field="--product")

@@ -43,7 +43,8 @@ class RoiFeatures:
         self.folder, self.info = _stage_folder(path, "extract-rois", "rois.h5")
         self.path = self.folder / "rois.h5"
         if not self.path.is_file():
-            raise InputError("no rois.h5 in the extract-rois output", file=str(self.folder))
+            raise InputError("no rois.h5 in the extract-rois output", file=str(self.folder),
+                             hint="pass the output folder of 'mrhp-prep extract-rois'")
         import h5py
 
         try:
@@ -61,7 +62,8 @@ class RoiFeatures:
                 contiguous = features.chunks is None and features.compression is None
                 self._file_offset = features.id.get_offset() if contiguous else None
         except OSError as exc:
-            raise InputError(f"cannot read the RoI store: {exc}", file=str(self.path)) from exc
+            raise InputError(f"cannot read the RoI store: {exc}", file=str(self.path),
+                             hint="re-run extract-rois with --force") from exc
         self.index = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self._pid = None
         self._features = None
@@ -126,6 +128,17 @@ class _ArrowParts:
             self._pid = os.getpid()
         return self.batches
 
+    def locations(self, id_column: str) -> pd.DataFrame:
+        """Where each record lives: id (from `id_column`), part (record batch), row."""
+        frames = [pd.DataFrame({"id": batch.column(id_column).to_numpy(zero_copy_only=False)
+                                .astype(object),
+                                "part": part, "row": np.arange(batch.num_rows)})
+                  for part, batch in enumerate(self.open())]
+        if not frames:
+            return pd.DataFrame({"id": pd.Series(dtype=object), "part": pd.Series(dtype=np.int64),
+                                 "row": pd.Series(dtype=np.int64)})
+        return pd.concat(frames, ignore_index=True)
+
 
 def _list_column(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, pa.Array]:
     """(offsets [rows + 1] int64, the child values array) of a list column, zero-copy."""
@@ -185,20 +198,14 @@ class TextShards:
     def _read_vocab(self) -> list[str]:
         path = self.folder / f"vocab-{self.field}.txt"
         if not path.is_file():
-            raise InputError(f"vocab-{self.field}.txt is missing", file=str(self.folder))
+            raise InputError(f"vocab-{self.field}.txt is missing", file=str(self.folder),
+                             hint="static mode writes vocab-*.txt and vectors-*.npy; re-run "
+                                  "embed-text with --force")
         return path.read_text(encoding="utf-8").split("\n")[:-1] if path.stat().st_size else []
 
     def locations(self) -> pd.DataFrame:
         """One row per text: id, part (record batch), row."""
-        frames = []
-        for part, batch in enumerate(self._parts.open()):
-            ids = batch.column("id").to_numpy(zero_copy_only=False).astype(object)
-            frames.append(pd.DataFrame({"id": ids, "part": part,
-                                        "row": np.arange(batch.num_rows)}))
-        if not frames:
-            return pd.DataFrame({"id": pd.Series(dtype=object), "part": pd.Series(dtype=np.int64),
-                                 "row": pd.Series(dtype=np.int64)})
-        return pd.concat(frames, ignore_index=True)
+        return self._parts.locations("id")
 
     def _open(self):
         if self._views is None or self._views[0] != os.getpid():
@@ -243,17 +250,16 @@ class ProbeShards:
             raise InputError("no probe-*.arrow shards", file=str(self.folder),
                              hint="pass the output folder of 'mrhp-prep probe-masks'")
         self._parts = _ArrowParts(files)
+        batches = self._parts.open()
+        for needed in ("review_id", "sentence_start", "sentence_end", "sentence_mask"):
+            if batches and needed not in batches[0].schema.names:
+                raise InputError(f"column '{needed}' is missing", file=str(files[0]),
+                                 field=needed, hint="re-run probe-masks with --force")
         self._views = None
 
     def locations(self) -> pd.DataFrame:
-        frames = []
-        for part, batch in enumerate(self._parts.open()):
-            ids = batch.column("review_id").to_numpy(zero_copy_only=False).astype(object)
-            frames.append(pd.DataFrame({"id": ids, "part": part,
-                                        "row": np.arange(batch.num_rows)}))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            {"id": pd.Series(dtype=object), "part": pd.Series(dtype=np.int64),
-             "row": pd.Series(dtype=np.int64)})
+        """One row per review: id (review_id), part (record batch), row."""
+        return self._parts.locations("review_id")
 
     def _open(self):
         if self._views is None or self._views[0] != os.getpid():

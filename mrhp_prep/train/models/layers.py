@@ -7,26 +7,40 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ...errors import InputError
 from .base import ModelInputs
 
 
 class TokenInput(nn.Module):
-    """Token vectors of one text field: static ids through an embedding table (row 0 = pad),
-    or frozen transformer features as they come. Output [B, L, Dt] after dropout."""
+    """Token vectors of one text field (product or review), whichever form the run's text has.
+
+    "static" mode: token ids [B, L] (0 = padding) looked up in the field's vectors [V, Dt];
+    "features" mode: frozen transformer features [B, L, Dt] pass through. Output [B, L, Dt]
+    float32 after dropout; `dim` is Dt.
+    """
 
     def __init__(self, inputs: ModelInputs, field: str, dropout: float, freeze: bool):
         super().__init__()
         self.static = inputs.text_mode == "static"
         if self.static:
             vectors = inputs.product_vectors if field == "product" else inputs.review_vectors
-            table = torch.from_numpy(np.array(vectors, dtype=np.float32))
+            # A copy: the store's vectors may be a read-only memory map, and fine-tuning
+            # writes into the table.
+            table = torch.from_numpy(np.array(vectors, dtype=np.float32, copy=True))
             self.embedding = nn.Embedding.from_pretrained(table, freeze=freeze, padding_idx=0)
         self.dropout = nn.Dropout(dropout)
-        self.dim = inputs.text_dim
+        self.dim = int(inputs.text_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embedding(tokens) if self.static else tokens.float()
         return self.dropout(x)
+
+
+def require_text(inputs: ModelInputs, model: str) -> None:
+    """Every model reads product and review text: refuse a run without a text store."""
+    if inputs.text_mode not in {"static", "features"}:
+        raise InputError(f"{model} reads product and review text: pass --text (an embed-text "
+                         "output in static or features mode)", field="text")
 
 
 class GRUEncoder(nn.Module):

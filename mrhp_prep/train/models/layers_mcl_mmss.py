@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -195,39 +194,14 @@ class RoiEncoder(nn.Module):
         return self.encoder(self.dropout(self.projection(features.float())), mask)
 
 
-class FieldTokens(nn.Module):
-    """The text input of one field (product or review), whichever form the run's text has.
-
-    `inputs` is the run's ModelInputs (text_mode, text_dim, product_vectors, review_vectors):
-    in "static" mode token ids [B, L] (0 = padding) are looked up in the field's vectors
-    [V, text_dim]; in "features" mode frozen features [B, L, text_dim] pass through.
-    Output [B, L, text_dim] float32 after dropout.
-    """
-
-    def __init__(self, inputs, field: str, freeze: bool, dropout: float):
-        super().__init__()
-        self.out_dim = int(inputs.text_dim)
-        if inputs.text_mode == "static":
-            vectors = inputs.product_vectors if field == "product" else inputs.review_vectors
-            # A copy: the store's vectors may be a read-only memory map, and fine-tuning
-            # writes into the table.
-            table = torch.from_numpy(np.array(vectors, dtype=np.float32, copy=True))
-            self.embedding = nn.Embedding.from_pretrained(table, freeze=freeze, padding_idx=0)
-        else:
-            self.embedding = None
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        if self.embedding is not None:
-            return self.dropout(self.embedding(text))
-        return self.dropout(text.float())
-
-
-def require_text(inputs, model: str) -> None:
-    """Both models read product and review text: refuse a run without a text store."""
-    if getattr(inputs, "text_mode", None) not in {"static", "features"}:
-        raise InputError(f"{model} reads product and review text: pass --text (an embed-text "
-                         "output in static or features mode)", field="text")
+def roi_encoder(inputs, dim: int, options) -> RoiEncoder | None:
+    """The RoI encoder of one field from a model's `image_*` options; None for a text-only run
+    (`inputs.image_dim` None)."""
+    if inputs.image_dim is None:
+        return None
+    return RoiEncoder(int(inputs.image_dim), dim, options.image_layers, options.image_heads,
+                      options.image_ffn_dim, options.image_dropout,
+                      options.image_attention_dropout)
 
 
 def encode_images(encoder: "RoiEncoder | None", batch: Mapping[str, torch.Tensor], field: str,

@@ -42,9 +42,9 @@ from torch import nn
 
 from ...errors import InputError
 from .base import Batch, ModelOutput, RankingModel
-from .layers_mcl_mmss import (FieldTokens, MaskedAttention, PairSelfAttention, RoiEncoder,
-                              encode_images, masked_max, masked_mean, options_from_config,
-                              require_text, zero_padding)
+from .layers import TokenInput, require_text
+from .layers_mcl_mmss import (MaskedAttention, PairSelfAttention, encode_images, masked_max,
+                              masked_mean, options_from_config, roi_encoder, zero_padding)
 
 
 @dataclass
@@ -192,22 +192,15 @@ class MclModel(RankingModel):
                              f"'{options.relevance_threshold}'", field="model.relevance_threshold",
                              hint="the training config resolves 'auto' to the dataset's threshold")
         d = options.hidden_dim
-        self.product_tokens = FieldTokens(inputs, "product", options.freeze_embeddings,
-                                          options.embedding_dropout)
-        self.review_tokens = FieldTokens(inputs, "review", options.freeze_embeddings,
-                                         options.embedding_dropout)
-        self.product_lstm = nn.LSTM(self.product_tokens.out_dim, d, num_layers=1, batch_first=True)
-        self.review_lstm = nn.LSTM(self.review_tokens.out_dim, d, num_layers=1, batch_first=True)
+        self.product_tokens = TokenInput(inputs, "product", options.embedding_dropout,
+                                         options.freeze_embeddings)
+        self.review_tokens = TokenInput(inputs, "review", options.embedding_dropout,
+                                        options.freeze_embeddings)
+        self.product_lstm = nn.LSTM(self.product_tokens.dim, d, num_layers=1, batch_first=True)
+        self.review_lstm = nn.LSTM(self.review_tokens.dim, d, num_layers=1, batch_first=True)
 
-        def roi_encoder() -> RoiEncoder | None:
-            if inputs.image_dim is None:
-                return None
-            return RoiEncoder(int(inputs.image_dim), d, options.image_layers, options.image_heads,
-                              options.image_ffn_dim, options.image_dropout,
-                              options.image_attention_dropout)
-
-        self.product_image_encoder = roi_encoder()
-        self.review_image_encoder = roi_encoder()
+        self.product_image_encoder = roi_encoder(inputs, d, options)
+        self.review_image_encoder = roi_encoder(inputs, d, options)
         self.interaction = (MultimodalInteraction(d, options.interaction_layers,
                                                   options.interaction_heads, options.dropout)
                             if options.cross_modal_interaction else None)

@@ -57,10 +57,11 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .base import Batch, ModelOutput, RankingModel
 from ...errors import InputError
-from .layers_mcl_mmss import (FieldTokens, PairSelfAttention, RoiEncoder, encode_images,
-                              masked_mean, masked_soft_pool, options_from_config, require_text)
+from .base import Batch, ModelOutput, RankingModel
+from .layers import TokenInput, require_text
+from .layers_mcl_mmss import (PairSelfAttention, encode_images, masked_mean, masked_soft_pool,
+                              options_from_config, roi_encoder)
 
 SUBTASKS = ("ptrt", "pvrv", "ptrv", "pvrt", "rtrv")
 
@@ -281,22 +282,15 @@ class MmssModel(RankingModel):
                              hint="set subtasks: [] as well (the paper's 'w/o module (b)' "
                                   "drops both)")
         d = options.hidden_dim
-        self.product_tokens = FieldTokens(inputs, "product", options.freeze_embeddings,
-                                          options.embedding_dropout)
-        self.review_tokens = FieldTokens(inputs, "review", options.freeze_embeddings,
-                                         options.embedding_dropout)
-        self.product_text_projection = nn.Linear(self.product_tokens.out_dim, d)
-        self.review_text_projection = nn.Linear(self.review_tokens.out_dim, d)
+        self.product_tokens = TokenInput(inputs, "product", options.embedding_dropout,
+                                         options.freeze_embeddings)
+        self.review_tokens = TokenInput(inputs, "review", options.embedding_dropout,
+                                        options.freeze_embeddings)
+        self.product_text_projection = nn.Linear(self.product_tokens.dim, d)
+        self.review_text_projection = nn.Linear(self.review_tokens.dim, d)
 
-        def roi_encoder() -> RoiEncoder | None:
-            if inputs.image_dim is None:
-                return None
-            return RoiEncoder(int(inputs.image_dim), d, options.image_layers, options.image_heads,
-                              options.image_ffn_dim, options.image_dropout,
-                              options.image_attention_dropout)
-
-        self.product_image_encoder = roi_encoder()
-        self.review_image_encoder = roi_encoder()
+        self.product_image_encoder = roi_encoder(inputs, d, options)
+        self.review_image_encoder = roi_encoder(inputs, d, options)
         if options.interaction_modeling:
             self.interactions = nn.ModuleDict({
                 name: PairSelfAttention(d, options.interaction_layers, options.interaction_heads,

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import InputError
 from .base import Batch, ModelInputs, ModelOutput, RankingModel
-from .layers import GRUEncoder, SelfAttention, TokenInput, masked_softmax, weighted_mean
+from .layers import (GRUEncoder, SelfAttention, TokenInput, masked_softmax, require_text,
+                     weighted_mean)
 
 
 class CrossFieldAttention(nn.Module):
@@ -108,9 +108,7 @@ class SANCL(RankingModel):
 
     def __init__(self, config: dict, inputs: ModelInputs):
         super().__init__()
-        if inputs.text_mode not in {"static", "features"}:
-            raise InputError("SANCL reads review and product text: pass --text (an embed-text "
-                             "output in static or features mode)", field="text")
+        require_text(inputs, "SANCL")
         text_hidden = int(config["text_hidden"])
         image_hidden = int(config["image_hidden"])
         shared = int(config["shared_hidden"])
