@@ -7,7 +7,6 @@ vectors) are left out: they come back from the text store.
 
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 
@@ -78,7 +77,9 @@ def load(path: Path) -> dict:
             "--force to train from scratch), or choose another checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # torch raises RuntimeError, EOFError or UnpicklingError here
+        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+            raise
         raise InputError(f"cannot read the checkpoint: {str(exc).splitlines()[0]}",
                          file=str(path), hint=hint) from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
