@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ..options import report, shard_options, stage_options
+from ..options import manifest_option, report, shard_options, stage_options
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
@@ -41,8 +41,7 @@ def human_bytes(num: int) -> str:
 
 
 @click.command("fetch-images")
-@click.option("--manifest", type=click.Path(exists=True, file_okay=False),
-              required=True, help="Manifest folder (the output of 'mrhp-prep ingest').")
+@manifest_option()
 @click.option("--images-root", type=click.Path(file_okay=False), required=True,
               help="Where images go, as {split}/{prd|rvw}/{item_id}/pic_{k}.jpg.")
 @click.option("--workers", type=click.IntRange(1, 1024), default=16,

@@ -29,7 +29,7 @@ from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import AllItemsFailed, InputError
-from ..options import progress
+from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
 from .tokenize import TextStats, tokenize_texts
@@ -151,6 +151,9 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
                 settings["layers"] = parse_layers(layers)
             except ValueError as exc:
                 raise InputError(str(exc), field="--layers") from exc
+            # Checked before any folder is made; the precision actually used ("auto" is fp16
+            # on a GPU, fp32 on a CPU) goes into the fingerprint, as the outputs differ.
+            precision = resolve_precision(precision, resolve_device(device))
             settings["precision"] = precision
 
     run = open_stage(STAGE, dataset=data.name, settings=settings, inputs=inputs,

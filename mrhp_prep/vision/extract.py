@@ -22,6 +22,7 @@ import numpy as np
 
 from ..cache import StageRun, open_stage
 from ..errors import AllItemsFailed, InputError
+from ..options import resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image, resize_scale, resized_shape
 from .models import FEATURE_DIMS, DetectorSettings, build_detector, weights_identity
@@ -217,24 +218,6 @@ class Runner:
                 attr_id=cpu["attr_id"].astype(np.int32),
                 attr_conf=cpu["attr_conf"].astype(np.float32)))
         return regions
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available",
-                         hint="use --device cpu (or auto)")
-    return device
-
-
-def resolve_precision(precision: str, device) -> str:
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 # --- the stage ------------------------------------------------------------------------------
