@@ -300,43 +300,54 @@ def _tokenize_safely(run: StageRun, tokenizer, texts, ids, stats) -> tuple[list,
     return results, kept
 
 
-def _write_field(run: StageRun, items: FieldItems, tokenizer, schema, encode,
-                 unk_id: int | None = None) -> FieldResult:
-    """Write one field's shards in manifest order (static and ids modes)."""
+def _write_shards(run: StageRun, items: FieldItems, desc: str, write_one) -> FieldResult:
+    """Fill one field's numbered shards of `rows_per_shard` items, skipping the shards an
+    earlier run finished. `write_one(path, start, stop, bar)` writes items[start:stop] to
+    `path` and returns what it counted (a FieldResult)."""
     result = FieldResult()
-    rows_per_shard = run.settings["rows_per_shard"]
-    bar = progress(total=len(items.ids), desc=f"{items.name} shards", unit="text")
-    spans = list(_chunks(len(items.ids), rows_per_shard)) or [(0, 0)]
+    bar = progress(total=len(items.ids), desc=desc, unit="text")
+    spans = list(_chunks(len(items.ids), run.settings["rows_per_shard"])) or [(0, 0)]
     for index, (start, stop) in enumerate(spans):
         done = _finished_shard(run, items.name, index)
         if done is None:
-            shard_counts = FieldResult()
-
-            def batches(start=start, stop=stop, shard_counts=shard_counts):
-                if start == stop:
-                    yield record_batch(schema, [], [], token_ids=[])
-                for lo, hi in _chunks(stop - start, _TOKENIZE_CHUNK):
-                    lo, hi = start + lo, start + hi
-                    ids = items.ids[lo:hi]
-                    tokenized, kept = _tokenize_safely(run, tokenizer, items.texts[lo:hi], ids,
-                                                       shard_counts.stats)
-                    kept_ids = [ids[k] for k in kept]
-                    token_ids = encode(tokenized)
-                    shard_counts.rows += len(kept_ids)
-                    shard_counts.tokens += sum(len(t) for t in tokenized)
-                    if unk_id is not None:
-                        shard_counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
-                    bar.update(hi - lo)
-                    yield record_batch(schema, kept_ids, tokenized, token_ids=token_ids)
-
-            write_shard(run.path / shard_name(items.name, index), schema, batches())
-            done = _shard_counts(shard_counts)
+            counts = write_one(run.path / shard_name(items.name, index), start, stop, bar)
+            done = _shard_counts(counts)
             _record_shard(run, items.name, index, done)
         else:
             bar.update(stop - start)
         _add_counts(result, done)
     bar.close()
     return result
+
+
+def _write_field(run: StageRun, items: FieldItems, tokenizer, schema, encode,
+                 unk_id: int | None = None) -> FieldResult:
+    """Static and ids modes: tokenize and encode in chunks, rows in manifest order."""
+
+    def write_one(path: Path, start: int, stop: int, bar) -> FieldResult:
+        counts = FieldResult()
+
+        def batches():
+            if start == stop:
+                yield record_batch(schema, [], [], token_ids=[])
+            for lo, hi in _chunks(stop - start, _TOKENIZE_CHUNK):
+                lo, hi = start + lo, start + hi
+                ids = items.ids[lo:hi]
+                tokenized, kept = _tokenize_safely(run, tokenizer, items.texts[lo:hi], ids,
+                                                   counts.stats)
+                kept_ids = [ids[k] for k in kept]
+                token_ids = encode(tokenized)
+                counts.rows += len(kept_ids)
+                counts.tokens += sum(len(t) for t in tokenized)
+                if unk_id is not None:
+                    counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
+                bar.update(hi - lo)
+                yield record_batch(schema, kept_ids, tokenized, token_ids=token_ids)
+
+        write_shard(path, schema, batches())
+        return counts
+
+    return _write_shards(run, items, f"{items.name} shards", write_one)
 
 
 def _shard_counts(counts: FieldResult) -> dict:
@@ -422,40 +433,31 @@ def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, s
     batch by batch, so rows inside a shard come longest first (join on `id`)."""
     from .transformer import length_sorted_batches
 
-    result = FieldResult()
-    rows_per_shard = run.settings["rows_per_shard"]
-    bar = progress(total=len(items.ids), desc=f"{items.name} features", unit="text")
-    spans = list(_chunks(len(items.ids), rows_per_shard)) or [(0, 0)]
-    for index, (start, stop) in enumerate(spans):
-        done = _finished_shard(run, items.name, index)
-        if done is None:
-            counts = FieldResult()
-            ids = items.ids[start:stop]
-            tokenized, kept = [], []
-            for lo, hi in _chunks(len(ids), _TOKENIZE_CHUNK):
-                part, part_kept = _tokenize_safely(run, tokenizer, items.texts[start + lo:start + hi],
-                                                   ids[lo:hi], counts.stats)
-                tokenized.extend(part)
-                kept.extend(lo + k for k in part_kept)
-            kept_ids = [ids[k] for k in kept]
+    def write_one(path: Path, start: int, stop: int, bar) -> FieldResult:
+        counts = FieldResult()
+        ids = items.ids[start:stop]
+        tokenized, kept = [], []
+        for lo, hi in _chunks(len(ids), _TOKENIZE_CHUNK):
+            part, part_kept = _tokenize_safely(run, tokenizer,
+                                               items.texts[start + lo:start + hi],
+                                               ids[lo:hi], counts.stats)
+            tokenized.extend(part)
+            kept.extend(lo + k for k in part_kept)
+        kept_ids = [ids[k] for k in kept]
 
-            def batches():
-                if not tokenized:
-                    yield record_batch(schema, [], [], features=[])
-                for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
-                    features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
-                    counts.rows += len(batch)
-                    counts.tokens += sum(len(tokenized[i]) for i in batch)
-                    bar.update(len(batch))
-                    yield record_batch(schema, [kept_ids[i] for i in batch],
-                                       [tokenized[i] for i in batch], features=features)
+        def batches():
+            if not tokenized:
+                yield record_batch(schema, [], [], features=[])
+            for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
+                features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
+                counts.rows += len(batch)
+                counts.tokens += sum(len(tokenized[i]) for i in batch)
+                bar.update(len(batch))
+                yield record_batch(schema, [kept_ids[i] for i in batch],
+                                   [tokenized[i] for i in batch], features=features)
 
-            write_shard(run.path / shard_name(items.name, index), schema, batches())
-            bar.update(len(ids) - len(kept))
-            done = _shard_counts(counts)
-            _record_shard(run, items.name, index, done)
-        else:
-            bar.update(stop - start)
-        _add_counts(result, done)
-    bar.close()
-    return result
+        write_shard(path, schema, batches())
+        bar.update(len(ids) - len(kept))  # the texts the tokenizer failed on
+        return counts
+
+    return _write_shards(run, items, f"{items.name} features", write_one)
