@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 import click
 import yaml
 
-from .errors import InputError
+from .errors import AllItemsFailed, InputError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -78,6 +78,17 @@ def report(title: str, rows: Mapping[str, Any], output: str | Path | None = None
     if output is not None:
         click.echo(f"  {'output':<{width}}  {output}", err=True)
         click.echo(str(output))
+
+
+def fail_if_none_done(done: int, total: int, what: str, output: str | Path) -> None:
+    """Exit with code 4 when there were items and none of them worked.
+
+    Stage commands call it after `report`, so the summary is printed and the finished
+    folder (with its failures.jsonl) is there to read; a rerun gives the same exit code.
+    """
+    if total and not done:
+        raise AllItemsFailed(f"every one of the {total} {what} failed; "
+                             f"see {Path(output) / 'failures.jsonl'}")
 
 
 def manifest_option(*, required: bool = True,

@@ -164,3 +164,26 @@ def test_bad_input_is_handled_and_counted(runner, bad_manifest, tmp_path):
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert [f["item"] for f in failures] == ["ORPHAN"] and counts["failed"] == 1
     assert "probably not English" in result.stderr
+
+
+def test_every_review_failing_exits_4_with_the_failures_listed(runner, sample_manifest,
+                                                              tmp_path):
+    """No review's product is in the manifest: the summary is printed, failures.jsonl names
+    every review, and the exit code is 4 (also when the same run is asked for again)."""
+    folder = tmp_path / "orphans"
+    shutil.copytree(sample_manifest, folder)
+    info = json.loads((folder / "MANIFEST.json").read_text())
+    info["fingerprint"] = "0rphan0rphan0rph"
+    (folder / "MANIFEST.json").write_text(json.dumps(info))
+    reviews = pd.read_parquet(folder / "reviews.parquet")
+    reviews["product_id"] = "NOT-A-PRODUCT"
+    reviews.to_parquet(folder / "reviews.parquet", index=False)
+    args = ["probe-masks", "--manifest", str(folder), "--out", str(tmp_path / "out"), *MODEL]
+    for _ in range(2):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 4, result.output
+        assert "probe-masks finished" in result.stderr
+    failures = [json.loads(line)
+                for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["item"] for f in failures) == sorted(reviews["review_id"])
+    assert {f["reason"] for f in failures} == {"unknown product"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import manifest_option, report, shard_options, stage_options
+from ..options import (fail_if_none_done, manifest_option, report, shard_options,
+                       stage_options)
 
 
 def _coref_names() -> list[str]:
@@ -68,4 +69,5 @@ def probe_masks(manifest, rule, coref, language, spacy_model, batch_size, worker
         "pipeline": f"{info['settings']['spacy_model']}, coref {coref}, rule {rule}",
     })
     report("probe-masks finished", rows, run.path)
+    fail_if_none_done(counts["written"], counts["reviews"], "reviews", run.path)
     return str(run.path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import (device_option, manifest_option, precision_option, report,
-                       shard_options, stage_options)
+from ..options import (device_option, fail_if_none_done, manifest_option, precision_option,
+                       report, shard_options, stage_options)
 
 
 def _percent(part: float) -> str:
@@ -98,6 +98,8 @@ def embed_text(manifest, mode, vectors, vectors_cache, language, lowercase, max_
         rows[name] = line
     rows["failures"] = f"{info['num_failures']} (see failures.jsonl)"
     report("embed-text finished", rows, run.path)
+    fail_if_none_done(sum(f["rows"] for f in info["fields"].values()), info["counts"]["items"],
+                      "texts", run.path)
     return str(run.path)
 
 

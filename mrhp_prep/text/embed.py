@@ -28,7 +28,7 @@ import numpy as np
 from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
-from ..errors import AllItemsFailed, InputError
+from ..errors import InputError
 from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
@@ -174,11 +174,9 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     else:
         extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
     results: dict[str, FieldResult] = extra.pop("results")
-    total_rows = sum(r.rows for r in results.values())
-    if total_rows == 0 and sum(len(f.ids) for f in mine.values()) > 0:
-        raise AllItemsFailed("no text could be embedded; see failures.jsonl in " + str(run.path))
     counts = {f"{name}_{key}": value for name, r in results.items()
               for key, value in r.as_dict().items() if key != "examples"}
+    counts["items"] = sum(len(f.ids) for f in mine.values())
     run.finish(counts, fields={name: r.as_dict() for name, r in results.items()}, **extra)
     return run
 

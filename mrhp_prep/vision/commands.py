@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import (device_option, manifest_option, precision_option, report,
-                       shard_options, stage_options)
+from ..options import (device_option, fail_if_none_done, manifest_option, precision_option,
+                       report, shard_options, stage_options)
 
 _MODELS = ["butd-r101", "frcnn-r50-fpn-v2"]
 
@@ -110,6 +110,7 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
     if info.get("extract_seconds"):
         extra["seconds"] = info["extract_seconds"]
     report("extract-rois finished", _store_rows(run, extra), run.path)
+    fail_if_none_done(info["counts"]["extracted"], info["counts"]["images"], "images", run.path)
     return str(run.path)
 
 
@@ -155,6 +156,8 @@ def import_rois(source, fmt, manifest, suffix, feature_dtype, name, out, cache_d
                      feature_dtype=feature_dtype, name=name, out=out, cache_dir=cache_dir,
                      force=force)
     report("import-rois finished", _store_rows(run), run.path)
+    counts = run.manifest()["counts"]
+    fail_if_none_done(counts["images"], counts["images"] + counts["failed"], "items", run.path)
     return str(run.path)
 
 
