@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -11,9 +9,9 @@ from typing import Any, Callable, Mapping
 import click
 import yaml
 
-from .errors import InputError
+from .errors import AllItemsFailed, InputError
 
-log = logging.getLogger("mrhp_prep")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -82,6 +80,71 @@ def report(title: str, rows: Mapping[str, Any], output: str | Path | None = None
         click.echo(str(output))
 
 
+def fail_if_none_done(done: int, total: int, what: str, output: str | Path) -> None:
+    """Exit with code 4 when there were items and none of them worked.
+
+    Stage commands call it after `report`, so the summary is printed and the finished
+    folder (with its failures.jsonl) is there to read; a rerun gives the same exit code.
+    """
+    if total and not done:
+        raise AllItemsFailed(f"every one of the {total} {what} failed; "
+                             f"see {Path(output) / 'failures.jsonl'}")
+
+
+def manifest_option(*, required: bool = True,
+                    help: str = "The ingest output folder.") -> Callable:
+    """--manifest DIR: the folder `mrhp-prep ingest` wrote, which the stage reads."""
+    return click.option("--manifest", type=click.Path(exists=True, file_okay=False),
+                        required=required, default=None, help=help)
+
+
+def _help(prefix: str, text: str) -> str:
+    """Help text behind a prefix that says which modes an option is for ("features: ")."""
+    return prefix + text if prefix else text[:1].upper() + text[1:]
+
+
+def device_option(*, prefix: str = "") -> Callable:
+    """--device: where the model runs (see `resolve_device`)."""
+    return click.option("--device", default="auto",
+                        help=_help(prefix, "where the model runs: auto (a GPU when there is one), "
+                                           "cpu, cuda or cuda:N."))
+
+
+def precision_option(*, prefix: str = "") -> Callable:
+    """--precision: the autocast dtype of the model's forward pass (see `resolve_precision`)."""
+    return click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+                        help=_help(prefix, "compute precision; auto = fp16 autocast on a GPU, "
+                                           "fp32 on a CPU."))
+
+
+def resolve_device(name: str):
+    """The torch.device a --device value names ("auto": CUDA when available, else CPU).
+
+    Raises InputError for a name torch does not know or a CUDA device this machine lacks.
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"unknown device {name!r}", field="--device",
+                         hint="use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name} was asked for but no CUDA device is available",
+                         field="--device", hint="use --device cpu (or auto)")
+    return device
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"auto" becomes fp16 on a CUDA device and fp32 elsewhere; other values stay."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", field="--precision",
+                         hint=f"one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
 
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it"):

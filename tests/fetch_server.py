@@ -114,7 +114,6 @@ class ImageServer:
 
     def __init__(self, tls=None):
         self.tls = tls
-        self.routes: dict[str, Route] = {}
         self.connect_delay = 0.0            # seconds added to the start of each connection
         self.release = threading.Event()    # set to wake every hanging endpoint
         self._lock = threading.Lock()
@@ -131,7 +130,9 @@ class ImageServer:
         return f"{scheme}://{host}:{self.port}{path}"
 
     def reset(self) -> None:
+        """Back to a fresh server: no endpoints, every counter at zero."""
         with self._lock:
+            self.routes: dict[str, Route] = {}
             self.hits: Counter = Counter()
             self.times: dict[str, list[float]] = defaultdict(list)
             self.targets: list[str] = []

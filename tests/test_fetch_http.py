@@ -274,10 +274,8 @@ def test_retry_after_beyond_the_limit_fails_without_waiting(srv, photos, tmp_pat
     assert "wait 3600s, more than --max-retry-after 5s" in results["a"].reason
 
 
-def test_read_timeouts_before_the_headers_and_inside_the_body(server, photos, tmp_path):
+def test_read_timeouts_before_the_headers_and_inside_the_body(srv, photos, tmp_path):
     import threading
-    srv = server
-    srv.reset()
     release = threading.Event()
     body = photos["astronaut.jpg"]
     srv.routes["/stall-headers"] = fs.hang(release)

@@ -45,7 +45,6 @@ def server():
 @pytest.fixture
 def srv(server):
     server.reset()
-    server.routes.clear()
     return server
 
 

@@ -118,14 +118,19 @@ def test_workers_give_the_same_masks(runner, sample_manifest, tmp_path):
     assert rows_by_id(one) == rows_by_id(two)
 
 
+def copy_manifest(sample_manifest: Path, folder: Path, fingerprint: str) -> Path:
+    """A copy of the sample manifest to edit, with a fingerprint of its own."""
+    shutil.copytree(sample_manifest, folder)
+    info = json.loads((folder / "MANIFEST.json").read_text())
+    info["fingerprint"] = fingerprint
+    (folder / "MANIFEST.json").write_text(json.dumps(info))
+    return folder
+
+
 @pytest.fixture
 def bad_manifest(sample_manifest, tmp_path) -> Path:
     """The sample manifest plus reviews and a product that make trouble."""
-    folder = tmp_path / "bad-manifest"
-    shutil.copytree(sample_manifest, folder)
-    info = json.loads((folder / "MANIFEST.json").read_text())
-    info["fingerprint"] = "badbadbadbadbad0"
-    (folder / "MANIFEST.json").write_text(json.dumps(info))
+    folder = copy_manifest(sample_manifest, tmp_path / "bad-manifest", "badbadbadbadbad0")
     products = pd.read_parquet(folder / "products.parquet")
     extra_product = products.iloc[[0]].copy()
     extra_product["product_id"] = "NONOUN"
@@ -164,3 +169,22 @@ def test_bad_input_is_handled_and_counted(runner, bad_manifest, tmp_path):
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert [f["item"] for f in failures] == ["ORPHAN"] and counts["failed"] == 1
     assert "probably not English" in result.stderr
+
+
+def test_every_review_failing_exits_4_with_the_failures_listed(runner, sample_manifest,
+                                                              tmp_path):
+    """No review's product is in the manifest: the summary is printed, failures.jsonl names
+    every review, and the exit code is 4 (also when the same run is asked for again)."""
+    folder = copy_manifest(sample_manifest, tmp_path / "orphans", "0rphan0rphan0rph")
+    reviews = pd.read_parquet(folder / "reviews.parquet")
+    reviews["product_id"] = "NOT-A-PRODUCT"
+    reviews.to_parquet(folder / "reviews.parquet", index=False)
+    args = ["probe-masks", "--manifest", str(folder), "--out", str(tmp_path / "out"), *MODEL]
+    for _ in range(2):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 4, result.output
+        assert "probe-masks finished" in result.stderr
+    failures = [json.loads(line)
+                for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["item"] for f in failures) == sorted(reviews["review_id"])
+    assert {f["reason"] for f in failures} == {"unknown product"}

@@ -234,6 +234,47 @@ def test_shards_merged_equal_a_single_run(photo_folder, single_run, tmp_path, ru
                                                   for i in item), 2048)
 
 
+def _regions(image_id: str, n: int, seed: int):
+    from mrhp_prep.vision.store import ImageRegions
+
+    rng = np.random.default_rng(seed)
+    return ImageRegions(image_id, 40, 60, rng.random((n, 8)).astype(np.float16),
+                        boxes=np.tile(np.float32([1, 2, 30, 20]), (n, 1)),
+                        object_id=rng.integers(0, 1600, n).astype(np.int32),
+                        object_conf=rng.random(n).astype(np.float32),
+                        attr_id=rng.integers(0, 400, n).astype(np.int32),
+                        attr_conf=rng.random(n).astype(np.float32))
+
+
+@pytest.mark.parametrize("join", ["consolidate", "merge_virtual"])
+def test_joining_stores_shifts_offsets_and_refuses_an_image_twice(tmp_path, join):
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision import store as store_module
+
+    def joined(sources, out):
+        if join == "consolidate":
+            return store_module.consolidate(sources, out, attrs={}, feature_dim=8)
+        return store_module.merge_virtual(sources, out, attrs={})
+
+    first = [_regions("a/pic_0.jpg", 3, 0), _regions("a/pic_1.jpg", 0, 1)]
+    second = [_regions("b/pic_0.jpg", 2, 2)]
+    a = store_module.write_store(tmp_path / "a.h5", first, feature_dim=8)
+    b = store_module.write_store(tmp_path / "b.h5", second, feature_dim=8)
+    assert joined([a, b], tmp_path / "ab.h5") == (3, 5)
+    with RoiStore(tmp_path / "ab.h5") as ab:
+        for image in first + second:
+            np.testing.assert_array_equal(ab.features(image.image_id), image.features)
+            np.testing.assert_array_equal(ab.image(image.image_id)["object_id"], image.object_id)
+
+    again = store_module.write_store(tmp_path / "again.h5", [_regions("a/pic_1.jpg", 1, 3)],
+                                     feature_dim=8)
+    with pytest.raises(InputError) as error:
+        joined([a, again], tmp_path / "bad.h5")
+    assert "'a/pic_1.jpg'" in str(error.value)
+    assert str(a) in str(error.value) and str(again) in str(error.value)
+    assert not (tmp_path / "bad.h5").exists()
+
+
 # --- interop --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["npz", "tsv"])

@@ -267,6 +267,9 @@ def test_transformer_features_width_determinism_and_values(sample_manifest, mini
     a, b = read_field(first.path, "review"), read_field(second.path, "review")
     assert a.schema.field("features").type == pa.list_(pa.list_(pa.float16(), 384))
     assert json.loads((first.path / "MANIFEST.json").read_text())["dim"] == 384
+    # "auto" is recorded as the precision it meant here: fp16 and fp32 features differ.
+    assert first.manifest()["settings"]["precision"] == (
+        "fp16" if torch.cuda.is_available() else "fp32")
     assert a.equals(b), "the same input gives the same features"
     for k in (0, 7, len(a) - 1):
         as_lists = np.array(a.column("features")[k].as_py(), dtype=np.float16)
@@ -297,7 +300,7 @@ def test_transformer_features_width_determinism_and_values(sample_manifest, mini
 
 
 def test_static_mode_with_a_fasttext_bin(sample_manifest, tmp_path):
-    fasttext = pytest.importorskip("fasttext")
+    pytest.importorskip("fasttext")
     texts, _ = _texts(sample_manifest, "review")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(("\n".join(t.lower() for t in texts.values()) + "\n") * 10)
@@ -353,6 +356,22 @@ def test_cli_runs_and_refuses_bad_vectors(runner, sample_manifest, tmp_path):
     vocab = Vocabulary.load(folder / "vocab-review.txt")
     emb = np.load(folder / "vectors-review.npy")
     np.testing.assert_array_equal(emb[vocab.index["cups"]], np.float32([0.3, 0.4]))
+
+
+def test_a_bad_device_is_an_input_error_before_any_folder(runner, sample_manifest,
+                                                          minilm_path, tmp_path):
+    """An unknown device, or CUDA on a machine without one, exits 3 naming --device
+    before the stage makes its folder."""
+    import torch
+
+    devices = ["tpu9"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        result = runner.invoke(cli, ["embed-text", "--manifest", str(sample_manifest),
+                                     "--mode", "features", "--model", minilm_path,
+                                     "--device", device, "--cache-dir", str(tmp_path / "c")])
+        assert result.exit_code == 3, result.output
+        assert "'--device'" in result.output and device in result.output
+    assert not (tmp_path / "c").exists()
 
 
 def test_features_under_cpu_autocast_bf16(sample_manifest, minilm_path, tmp_path):

@@ -168,7 +168,7 @@ def test_unknown_sources_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def fasttext_bin(tmp_path_factory):
     """A small skip-gram model trained here on a repetitive English corpus."""
-    fasttext = pytest.importorskip("fasttext")
+    pytest.importorskip("fasttext")
     folder = tmp_path_factory.mktemp("fasttext")
     corpus = folder / "corpus.txt"
     sentences = ["the espresso cups keep the coffee warm",

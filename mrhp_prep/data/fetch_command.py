@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ..options import report, shard_options, stage_options
+from ..options import fail_if_none_done, manifest_option, report, shard_options, stage_options
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
@@ -41,8 +41,7 @@ def human_bytes(num: int) -> str:
 
 
 @click.command("fetch-images")
-@click.option("--manifest", type=click.Path(exists=True, file_okay=False),
-              required=True, help="Manifest folder (the output of 'mrhp-prep ingest').")
+@manifest_option()
 @click.option("--images-root", type=click.Path(file_okay=False), required=True,
               help="Where images go, as {split}/{prd|rvw}/{item_id}/pic_{k}.jpg.")
 @click.option("--workers", type=click.IntRange(1, 1024), default=16,
@@ -85,7 +84,6 @@ def fetch_images(manifest, images_root, workers, per_host, retries, backoff, max
     Example: mrhp-prep fetch-images --manifest cache/amazon-electronics/ingest/<fp>
     --images-root data/images
     """
-    from ..errors import AllItemsFailed
     from .fetch import FetchSettings
     from .fetch import fetch_images as run_fetch
 
@@ -113,7 +111,6 @@ def fetch_images(manifest, images_root, workers, per_host, retries, backoff, max
     if info["timings"]["finished"] < started:
         rows["note"] = "nothing to do: an earlier run fetched every image"
     report("fetch-images finished", rows, run.path)
-    if counts["images"] and counts["downloaded"] + counts["already_present"] == 0:
-        raise AllItemsFailed(f"every one of the {counts['images']} images failed; "
-                             f"see {run.path / 'failures.jsonl'}")
+    fail_if_none_done(counts["downloaded"] + counts["already_present"], counts["images"],
+                      "images", run.path)
     return str(run.path)

@@ -83,6 +83,23 @@ def _valid_id(value: object) -> str | None:
     return text
 
 
+def _new_id(row: dict, column: str, path: Path, seen: dict[str, str],
+            problems: Problems) -> str | None:
+    """The row's id in `column` when it is usable and not in `seen` (id -> where it was
+    first seen); otherwise None, with the problem noted against the row."""
+    item_id = _valid_id(row.get(column))
+    if item_id is None:
+        problems.add(path, row[ROW_KEY], column, "missing or unusable id (empty, control "
+                     "characters, '.' or '..')", item=str(row.get(column)))
+    elif item_id in seen:
+        kind = column.removesuffix("_id")
+        problems.add(path, row[ROW_KEY], column,
+                     f"duplicate {kind} id '{item_id}' (first seen in {seen[item_id]})",
+                     item=item_id)
+        item_id = None
+    return item_id
+
+
 def _votes(value: object) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -155,15 +172,8 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
 
         split_products: dict[str, dict] = {}
         for row in tables["prd"].to_dict("records"):
-            pid = _valid_id(row.get("product_id"))
+            pid = _new_id(row, "product_id", prd_path, seen_products, problems)
             if pid is None:
-                problems.add(prd_path, row[ROW_KEY], "product_id", "missing or unusable id "
-                             "(empty, control characters, '.' or '..')", item=str(row.get("product_id")))
-                continue
-            if pid in seen_products:
-                problems.add(prd_path, row[ROW_KEY], "product_id",
-                             f"duplicate product id '{pid}' (first seen in {seen_products[pid]})",
-                             item=pid)
                 continue
             name, description = _text(row.get("name")), _text(row.get("description"))
             text = f"{name} {description}".strip() if use_description else name
@@ -182,16 +192,10 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
         split_reviews: dict[str, dict] = {}
         rejected: set[str] = set()  # their relation rows are not reported a second time
         for row in tables["rvw"].to_dict("records"):
-            rid, pid = _valid_id(row.get("review_id")), _valid_id(row.get("product_id"))
+            rid = _new_id(row, "review_id", rvw_path, seen_reviews, problems)
             if rid is None:
-                problems.add(rvw_path, row[ROW_KEY], "review_id", "missing or unusable id",
-                             item=str(row.get("review_id")))
                 continue
-            if rid in seen_reviews:
-                problems.add(rvw_path, row[ROW_KEY], "review_id",
-                             f"duplicate review id '{rid}' (first seen in {seen_reviews[rid]})",
-                             item=rid)
-                continue
+            pid = _valid_id(row.get("product_id"))
             if pid not in split_products:
                 rejected.add(rid)
                 problems.add(rvw_path, row[ROW_KEY], "product_id",

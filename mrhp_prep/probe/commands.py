@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import report, shard_options, stage_options
+from ..options import (fail_if_none_done, manifest_option, report, shard_options,
+                       stage_options)
 
 
 def _coref_names() -> list[str]:
@@ -13,8 +14,7 @@ def _coref_names() -> list[str]:
 
 
 @click.command("probe-masks")
-@click.option("--manifest", type=click.Path(exists=True, file_okay=False),
-              required=True, help="The ingest output folder.")
+@manifest_option()
 @click.option("--rule", type=click.Choice(["paper", "sancl-code"]), default="paper",
               help="paper: SANCL's Algorithm 1 (gold cluster by core word, else the first; "
                    "sentences naming a core word too). sancl-code: what SANCL's script did "
@@ -69,4 +69,5 @@ def probe_masks(manifest, rule, coref, language, spacy_model, batch_size, worker
         "pipeline": f"{info['settings']['spacy_model']}, coref {coref}, rule {rule}",
     })
     report("probe-masks finished", rows, run.path)
+    fail_if_none_done(counts["written"], counts["reviews"], "reviews", run.path)
     return str(run.path)

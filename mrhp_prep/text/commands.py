@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import report, shard_options, stage_options
+from ..options import (device_option, fail_if_none_done, manifest_option, precision_option,
+                       report, shard_options, stage_options)
 
 
 def _percent(part: float) -> str:
@@ -12,8 +13,7 @@ def _percent(part: float) -> str:
 
 
 @click.command("embed-text")
-@click.option("--manifest", type=click.Path(exists=True, file_okay=False), required=True,
-              help="The ingest output folder.")
+@manifest_option()
 @click.option("--mode", type=click.Choice(["static", "ids", "features"]), default="static",
               help="static: vocabulary ids + an embedding matrix from word vectors. ids: a "
                    "transformer's input ids and attention mask. features: frozen transformer "
@@ -45,10 +45,8 @@ def _percent(part: float) -> str:
 @click.option("--layers", default="-1",
               help="features: hidden state(s) to keep, e.g. -1 (last) or -4,-3,-2,-1 (their "
                    "mean); 0 is the embedding output.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-              default="auto", help="features: autocast dtype; auto = fp16 on a GPU, fp32 on "
-                                   "a CPU.")
-@click.option("--device", default="auto", help="features: cpu, cuda, cuda:N or auto.")
+@precision_option(prefix="features: ")
+@device_option(prefix="features: ")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32,
               help="features: texts per forward pass (batches are sorted by length).")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=5000,
@@ -100,6 +98,8 @@ def embed_text(manifest, mode, vectors, vectors_cache, language, lowercase, max_
         rows[name] = line
     rows["failures"] = f"{info['num_failures']} (see failures.jsonl)"
     report("embed-text finished", rows, run.path)
+    fail_if_none_done(sum(f["rows"] for f in info["fields"].values()), info["counts"]["items"],
+                      "texts", run.path)
     return str(run.path)
 
 

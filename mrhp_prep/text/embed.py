@@ -28,8 +28,8 @@ import numpy as np
 from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
-from ..errors import AllItemsFailed, InputError
-from ..options import progress
+from ..errors import InputError
+from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
 from .tokenize import TextStats, tokenize_texts
@@ -151,6 +151,9 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
                 settings["layers"] = parse_layers(layers)
             except ValueError as exc:
                 raise InputError(str(exc), field="--layers") from exc
+            # Checked before any folder is made; the precision actually used ("auto" is fp16
+            # on a GPU, fp32 on a CPU) goes into the fingerprint, as the outputs differ.
+            precision = resolve_precision(precision, resolve_device(device))
             settings["precision"] = precision
 
     run = open_stage(STAGE, dataset=data.name, settings=settings, inputs=inputs,
@@ -171,11 +174,9 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     else:
         extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
     results: dict[str, FieldResult] = extra.pop("results")
-    total_rows = sum(r.rows for r in results.values())
-    if total_rows == 0 and sum(len(f.ids) for f in mine.values()) > 0:
-        raise AllItemsFailed("no text could be embedded; see failures.jsonl in " + str(run.path))
     counts = {f"{name}_{key}": value for name, r in results.items()
               for key, value in r.as_dict().items() if key != "examples"}
+    counts["items"] = sum(len(f.ids) for f in mine.values())
     run.finish(counts, fields={name: r.as_dict() for name, r in results.items()}, **extra)
     return run
 
@@ -297,43 +298,54 @@ def _tokenize_safely(run: StageRun, tokenizer, texts, ids, stats) -> tuple[list,
     return results, kept
 
 
-def _write_field(run: StageRun, items: FieldItems, tokenizer, schema, encode,
-                 unk_id: int | None = None) -> FieldResult:
-    """Write one field's shards in manifest order (static and ids modes)."""
+def _write_shards(run: StageRun, items: FieldItems, desc: str, write_one) -> FieldResult:
+    """Fill one field's numbered shards of `rows_per_shard` items, skipping the shards an
+    earlier run finished. `write_one(path, start, stop, bar)` writes items[start:stop] to
+    `path` and returns what it counted (a FieldResult)."""
     result = FieldResult()
-    rows_per_shard = run.settings["rows_per_shard"]
-    bar = progress(total=len(items.ids), desc=f"{items.name} shards", unit="text")
-    spans = list(_chunks(len(items.ids), rows_per_shard)) or [(0, 0)]
+    bar = progress(total=len(items.ids), desc=desc, unit="text")
+    spans = list(_chunks(len(items.ids), run.settings["rows_per_shard"])) or [(0, 0)]
     for index, (start, stop) in enumerate(spans):
         done = _finished_shard(run, items.name, index)
         if done is None:
-            shard_counts = FieldResult()
-
-            def batches(start=start, stop=stop, shard_counts=shard_counts):
-                if start == stop:
-                    yield record_batch(schema, [], [], token_ids=[])
-                for lo, hi in _chunks(stop - start, _TOKENIZE_CHUNK):
-                    lo, hi = start + lo, start + hi
-                    ids = items.ids[lo:hi]
-                    tokenized, kept = _tokenize_safely(run, tokenizer, items.texts[lo:hi], ids,
-                                                       shard_counts.stats)
-                    kept_ids = [ids[k] for k in kept]
-                    token_ids = encode(tokenized)
-                    shard_counts.rows += len(kept_ids)
-                    shard_counts.tokens += sum(len(t) for t in tokenized)
-                    if unk_id is not None:
-                        shard_counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
-                    bar.update(hi - lo)
-                    yield record_batch(schema, kept_ids, tokenized, token_ids=token_ids)
-
-            write_shard(run.path / shard_name(items.name, index), schema, batches())
-            done = _shard_counts(shard_counts)
+            counts = write_one(run.path / shard_name(items.name, index), start, stop, bar)
+            done = _shard_counts(counts)
             _record_shard(run, items.name, index, done)
         else:
             bar.update(stop - start)
         _add_counts(result, done)
     bar.close()
     return result
+
+
+def _write_field(run: StageRun, items: FieldItems, tokenizer, schema, encode,
+                 unk_id: int | None = None) -> FieldResult:
+    """Static and ids modes: tokenize and encode in chunks, rows in manifest order."""
+
+    def write_one(path: Path, start: int, stop: int, bar) -> FieldResult:
+        counts = FieldResult()
+
+        def batches():
+            if start == stop:
+                yield record_batch(schema, [], [], token_ids=[])
+            for lo, hi in _chunks(stop - start, _TOKENIZE_CHUNK):
+                lo, hi = start + lo, start + hi
+                ids = items.ids[lo:hi]
+                tokenized, kept = _tokenize_safely(run, tokenizer, items.texts[lo:hi], ids,
+                                                   counts.stats)
+                kept_ids = [ids[k] for k in kept]
+                token_ids = encode(tokenized)
+                counts.rows += len(kept_ids)
+                counts.tokens += sum(len(t) for t in tokenized)
+                if unk_id is not None:
+                    counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
+                bar.update(hi - lo)
+                yield record_batch(schema, kept_ids, tokenized, token_ids=token_ids)
+
+        write_shard(path, schema, batches())
+        return counts
+
+    return _write_shards(run, items, f"{items.name} shards", write_one)
 
 
 def _shard_counts(counts: FieldResult) -> dict:
@@ -419,40 +431,31 @@ def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, s
     batch by batch, so rows inside a shard come longest first (join on `id`)."""
     from .transformer import length_sorted_batches
 
-    result = FieldResult()
-    rows_per_shard = run.settings["rows_per_shard"]
-    bar = progress(total=len(items.ids), desc=f"{items.name} features", unit="text")
-    spans = list(_chunks(len(items.ids), rows_per_shard)) or [(0, 0)]
-    for index, (start, stop) in enumerate(spans):
-        done = _finished_shard(run, items.name, index)
-        if done is None:
-            counts = FieldResult()
-            ids = items.ids[start:stop]
-            tokenized, kept = [], []
-            for lo, hi in _chunks(len(ids), _TOKENIZE_CHUNK):
-                part, part_kept = _tokenize_safely(run, tokenizer, items.texts[start + lo:start + hi],
-                                                   ids[lo:hi], counts.stats)
-                tokenized.extend(part)
-                kept.extend(lo + k for k in part_kept)
-            kept_ids = [ids[k] for k in kept]
+    def write_one(path: Path, start: int, stop: int, bar) -> FieldResult:
+        counts = FieldResult()
+        ids = items.ids[start:stop]
+        tokenized, kept = [], []
+        for lo, hi in _chunks(len(ids), _TOKENIZE_CHUNK):
+            part, part_kept = _tokenize_safely(run, tokenizer,
+                                               items.texts[start + lo:start + hi],
+                                               ids[lo:hi], counts.stats)
+            tokenized.extend(part)
+            kept.extend(lo + k for k in part_kept)
+        kept_ids = [ids[k] for k in kept]
 
-            def batches():
-                if not tokenized:
-                    yield record_batch(schema, [], [], features=[])
-                for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
-                    features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
-                    counts.rows += len(batch)
-                    counts.tokens += sum(len(tokenized[i]) for i in batch)
-                    bar.update(len(batch))
-                    yield record_batch(schema, [kept_ids[i] for i in batch],
-                                       [tokenized[i] for i in batch], features=features)
+        def batches():
+            if not tokenized:
+                yield record_batch(schema, [], [], features=[])
+            for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
+                features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
+                counts.rows += len(batch)
+                counts.tokens += sum(len(tokenized[i]) for i in batch)
+                bar.update(len(batch))
+                yield record_batch(schema, [kept_ids[i] for i in batch],
+                                   [tokenized[i] for i in batch], features=features)
 
-            write_shard(run.path / shard_name(items.name, index), schema, batches())
-            bar.update(len(ids) - len(kept))
-            done = _shard_counts(counts)
-            _record_shard(run, items.name, index, done)
-        else:
-            bar.update(stop - start)
-        _add_counts(result, done)
-    bar.close()
-    return result
+        write_shard(path, schema, batches())
+        bar.update(len(ids) - len(kept))  # the texts the tokenizer failed on
+        return counts
+
+    return _write_shards(run, items, f"{items.name} features", write_one)

@@ -16,17 +16,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..options import resolve_device, resolve_precision
+
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def parse_layers(spec: str) -> list[int]:
@@ -57,7 +49,9 @@ class TransformerEncoder:
         from transformers import AutoModel
 
         self.model_name = str(model)
-        self.device = pick_device(device)
+        torch_device = resolve_device(device)
+        self.device = str(torch_device)
+        self.precision = resolve_precision(precision, torch_device)
         self.model = AutoModel.from_pretrained(self.model_name).eval().to(self.device)
         self.layers = list(layers)
         num_states = int(self.model.config.num_hidden_layers) + 1
@@ -67,13 +61,8 @@ class TransformerEncoder:
                                  f"states (0 = embeddings, -1 = last)")
         self.pad_id = pad_id
         self.hidden_size = int(self.model.config.hidden_size)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}")
-        on_gpu = self.device.startswith("cuda")
-        if precision == "auto":
-            precision = "fp16" if on_gpu else "fp32"
-        self.precision = precision
-        self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self._autocast_dtype = {"fp16": torch.float16,
+                                "bf16": torch.bfloat16}.get(self.precision)
 
     def describe(self) -> dict:
         return {"model": self.model_name, "layers": self.layers, "device": self.device,

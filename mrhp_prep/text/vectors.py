@@ -227,8 +227,6 @@ def load_vectors(source: VectorSource, cache_root: str | os.PathLike):
 
 
 def _open_npy(source: VectorSource) -> VectorTable:
-    import pyarrow as pa
-
     try:
         matrix = np.load(source.path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -291,7 +289,7 @@ def read_cache(folder: str | os.PathLike) -> VectorTable:
 
     folder = Path(folder)
     info = json.loads((folder / "source.json").read_text())
-    matrix = np.load(folder / "vectors.npy", mmap_mode="r")
+    matrix = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
     with pa.memory_map(str(folder / "words.arrow")) as source:
         words = pa.ipc.open_file(source).read_all().column("word")
     return VectorTable(words, matrix, info)

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import click
 
-from ..options import report, shard_options, stage_options
+from ..options import (device_option, fail_if_none_done, manifest_option, precision_option,
+                       report, shard_options, stage_options)
 
 _MODELS = ["butd-r101", "frcnn-r50-fpn-v2"]
+
+_feature_dtype_option = click.option(
+    "--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]), default="float16",
+    help="Storage type of the features.")
 
 
 def _store_rows(run, extra: dict | None = None) -> dict:
@@ -26,8 +31,8 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 
 
 @click.command("extract-rois")
-@click.option("--manifest", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Ingest output folder; its images.parquet lists the images.")
+@manifest_option(required=False,
+                 help="Ingest output folder; its images.parquet lists the images.")
 @click.option("--images-root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder the manifest's image paths are relative to.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
@@ -57,11 +62,9 @@ def _store_rows(run, extra: dict | None = None) -> dict:
               help="Proposals kept before the RPN's NMS.")
 @click.option("--rpn-post-nms-top-n", type=click.IntRange(min=1), default=300,
               help="Proposals kept after the RPN's NMS (regions are chosen among these).")
-@click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]),
-              default="float16", help="Storage type of the features.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-              help="Compute precision; auto = fp16 autocast on CUDA, fp32 on CPU.")
-@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@_feature_dtype_option
+@precision_option()
+@device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
@@ -107,6 +110,7 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
     if info.get("extract_seconds"):
         extra["seconds"] = info["extract_seconds"]
     report("extract-rois finished", _store_rows(run, extra), run.path)
+    fail_if_none_done(info["counts"]["extracted"], info["counts"]["images"], "images", run.path)
     return str(run.path)
 
 
@@ -133,12 +137,11 @@ def merge_rois(shards, out, cache_dir, force):
 @click.option("--format", "fmt", type=click.Choice(["npz", "tsv", "mcr-pth"]), required=True,
               help="npz: MILVLG per-image files; tsv: bottom-up-attention TSV (6 or 10 "
                    "columns); mcr-pth: MCR's per-item .pth lists.")
-@click.option("--manifest", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Map file paths (relative to SOURCE) to the manifest's image ids.")
+@manifest_option(required=False,
+                 help="Map file paths (relative to SOURCE) to the manifest's image ids.")
 @click.option("--suffix", default=".jpg",
               help="Image file suffix that replaces .npz/.pth names to form image paths.")
-@click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]),
-              default="float16", help="Storage type of the features.")
+@_feature_dtype_option
 @click.option("--name", default=None, help="Dataset name in the cache (default: the manifest's "
                                            "or SOURCE's folder name).")
 @stage_options
@@ -153,6 +156,8 @@ def import_rois(source, fmt, manifest, suffix, feature_dtype, name, out, cache_d
                      feature_dtype=feature_dtype, name=name, out=out, cache_dir=cache_dir,
                      force=force)
     report("import-rois finished", _store_rows(run), run.path)
+    counts = run.manifest()["counts"]
+    fail_if_none_done(counts["images"], counts["images"] + counts["failed"], "items", run.path)
     return str(run.path)
 
 

@@ -268,6 +268,28 @@ def next_part_path(folder: str | Path) -> Path:
     return Path(folder) / PARTS_DIR / f"part-{number:05d}.h5"
 
 
+def _joined_index(stores: Sequence["RoiStore"], kind: str, hint: str | None = None):
+    """The index of `stores` laid end to end: (image_ids, offsets, counts, heights, widths),
+    offsets shifted by the regions of the stores before. Raises InputError when an image id
+    is in two of them."""
+    ids, offsets, counts, heights, widths = [], [], [], [], []
+    seen: dict[str, Path] = {}
+    base = 0
+    for store in stores:
+        for image_id, offset, count, height, width in store.index_rows():
+            if image_id in seen:
+                raise InputError(f"image {image_id!r} is in two {kind} ({seen[image_id]} and "
+                                 f"{store.path})", file=str(store.path), hint=hint)
+            seen[image_id] = store.path
+            ids.append(image_id)
+            offsets.append(base + offset)
+            counts.append(count)
+            heights.append(height)
+            widths.append(width)
+        base += store.num_regions
+    return ids, offsets, counts, heights, widths
+
+
 def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: dict,
                 feature_dim: int, feature_dtype=np.float16) -> tuple[int, int]:
     """Copy the regions of several stores (parts) into one packed store, atomically.
@@ -280,13 +302,11 @@ def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: d
             if store.feature_dim != feature_dim:
                 raise InputError(f"feature size {store.feature_dim}, expected {feature_dim}",
                                  file=str(store.path))
-        dtype = feature_dtype
+        index = _joined_index(stores, "part files")
         total = sum(s.num_regions for s in stores)
-        ids, offsets, counts, heights, widths = [], [], [], [], []
-        seen: set[str] = set()
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as handle:
-                rows = _create_rows(handle, total, feature_dim, dtype)
+                rows = _create_rows(handle, total, feature_dim, feature_dtype)
                 base = 0
                 for store in stores:
                     n = store.num_regions
@@ -294,20 +314,10 @@ def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: d
                         for name in ROW_FIELDS:
                             block = store.rows(name, slice(0, n))
                             rows[name][base:base + n] = block.astype(rows[name].dtype, copy=False)
-                    for image_id, offset, count, height, width in store.index_rows():
-                        if image_id in seen:
-                            raise InputError(f"image {image_id!r} appears twice",
-                                             file=str(store.path))
-                        seen.add(image_id)
-                        ids.append(image_id)
-                        offsets.append(base + offset)
-                        counts.append(count)
-                        heights.append(height)
-                        widths.append(width)
                     base += n
-                _write_index(handle, ids, offsets, counts, heights, widths)
+                _write_index(handle, *index)
                 _set_attrs(handle, attrs, feature_dim)
-        return len(ids), total
+        return len(index[0]), total
     finally:
         for store in stores:
             store.close()
@@ -321,43 +331,33 @@ def merge_virtual(sources: Sequence[str | Path], out_path: str | Path, *, attrs:
     stores = [RoiStore(s) for s in sources]
     try:
         feature_dim = stores[0].feature_dim
-        ids, offsets, counts, heights, widths = [], [], [], [], []
-        seen: dict[str, str] = {}
-        base = 0
-        layouts = {}
-        total = sum(s.num_regions for s in stores)
-        for name in ROW_FIELDS:
-            sample = stores[0]._file[name]
-            layouts[name] = h5py.VirtualLayout(shape=(total, *sample.shape[1:]), dtype=sample.dtype)
         for store in stores:
             if store.feature_dim != feature_dim:
                 raise InputError(f"feature size {store.feature_dim} differs from {feature_dim}",
                                  file=str(store.path), hint="merge shards of one extraction only")
+        index = _joined_index(stores, "shards",
+                              hint="merge shards of one extraction (same --num-shards)")
+        total = sum(s.num_regions for s in stores)
+        layouts = {}
+        for name in ROW_FIELDS:
+            sample = stores[0]._file[name]
+            layouts[name] = h5py.VirtualLayout(shape=(total, *sample.shape[1:]), dtype=sample.dtype)
+        base = 0
+        for store in stores:
             n = store.num_regions
             relative = os.path.relpath(store.path.resolve(), out_path.resolve().parent)
-            for name in ROW_FIELDS:
-                if n:
+            if n:
+                for name in ROW_FIELDS:
                     shape = store._file[name].shape
                     layouts[name][base:base + n] = h5py.VirtualSource(relative, name, shape=shape)
-            for image_id, offset, count, height, width in store.index_rows():
-                if image_id in seen:
-                    raise InputError(f"image {image_id!r} is in two shards ({seen[image_id]} and "
-                                     f"{store.path})", file=str(store.path),
-                                     hint="merge shards of one extraction (same --num-shards)")
-                seen[image_id] = str(store.path)
-                ids.append(image_id)
-                offsets.append(base + offset)
-                counts.append(count)
-                heights.append(height)
-                widths.append(width)
             base += n
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as handle:
                 for name, layout in layouts.items():
                     handle.create_virtual_dataset(name, layout, fillvalue=0)
-                _write_index(handle, ids, offsets, counts, heights, widths)
+                _write_index(handle, *index)
                 _set_attrs(handle, attrs, feature_dim)
-        return len(ids), total
+        return len(index[0]), total
     finally:
         for store in stores:
             store.close()
