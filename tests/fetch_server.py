@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
 
+import pytest
+
 Route = Callable[["Handler"], None]
 HANG_LIMIT_S = 10.0     # a hanging endpoint gives up after this, whatever the test does
 
@@ -258,3 +260,18 @@ def stream_chunked(total: int, notes: dict, key: str) -> Route:
         finally:
             h.close_connection = True
     return route
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One loopback image server per test module."""
+    image_server = ImageServer()
+    yield image_server
+    image_server.close()
+
+
+@pytest.fixture
+def srv(server):
+    """The module's server, reset to a fresh state (no routes, no counts) for each test."""
+    server.reset()
+    return server

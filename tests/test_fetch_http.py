@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import fetch_server as fs
+from fetch_server import server, srv  # noqa: F401  (pytest fixtures)
 from mrhp_prep.data.fetch import FetchJob, FetchResult, FetchSettings, Fetcher
 from mrhp_prep.data.fetch_http import parse_retry_after
 
@@ -20,19 +21,6 @@ pytestmark = pytest.mark.timeout(60)
 
 FAST = dict(workers=4, per_host=4, retries=2, backoff=0.01, max_backoff=0.05,
             connect_timeout=2.0, read_timeout=2.0)
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = fs.ImageServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def srv(server):
-    server.reset()
-    return server
 
 
 @pytest.fixture(scope="module")

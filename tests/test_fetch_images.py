@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import fetch_server as fs
+from fetch_server import server, srv  # noqa: F401  (pytest fixtures)
 from mrhp_prep.cache import read_manifest
 from mrhp_prep.cli import cli
 from mrhp_prep.data.fetch import FetchSettings, fetch_images
@@ -33,19 +34,6 @@ FAST = FetchSettings(workers=4, per_host=2, retries=1, backoff=0.01, max_backoff
                      connect_timeout=2.0, read_timeout=2.0)
 FAST_ARGS = ["--workers", "4", "--per-host", "2", "--retries", "1", "--backoff", "0.01",
              "--read-timeout", "2"]
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = fs.ImageServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def srv(server):
-    server.reset()
-    return server
 
 
 @pytest.fixture(scope="module")
