@@ -442,6 +442,10 @@ def _two_rank_worker(rank: int, rendezvous: str, out_dir: str) -> None:
                 wrapped(batch)
             model.on_epoch_end(epoch)
         torch.save(model.state.state_dict(), f"{out_dir}/rank{rank}.pt")
+        # Both ranks done before either tears gloo down (as the trainer does): a rank that
+        # destroys the group while the other still talks to it can abort the other.
+        del wrapped
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
