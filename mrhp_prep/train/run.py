@@ -31,8 +31,9 @@ from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
-from . import checkpoints
+from .checks import check_scores, load_checkpoint_for
 from .config import fingerprint_settings, resolve_config
+from .coverage import coverage_summary, require_full_coverage, store_coverage
 from .dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from .distributed import Distributed, pick_device
 from .metrics import evaluate_rankings, metrics_table
@@ -119,6 +120,13 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     data_config = DataConfig.from_config(config["data"])
     splits = {name: ReviewDataset(sources, sources.split(name), data_config)
               for name in ("train", "dev", "test")}
+    coverage = store_coverage(sources, splits)
+    try:
+        require_full_coverage(coverage, data_config.allow_partial)
+    except InputError:
+        if run is not None and not (path / "checkpoints").exists():
+            run.discard()   # refused before training: leave no folder behind
+        raise
     built = build_model(model, config["model"], sources.model_inputs())
     torch_device = pick_device(device, distributed)
     threshold = manifest_info.relevance_threshold
@@ -132,6 +140,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     for split in ("dev", "test"):
         if len(splits[split]):
             frames[split] = trainer.score(splits[split])
+            check_scores(frames[split], f"{split} split (best epoch)", splits[split])
             if distributed.is_main:
                 metrics[split] = evaluate_rankings(frames[split], threshold).summary()
     counts = {f"{name}_reviews": len(ds) for name, ds in splits.items()}
@@ -141,6 +150,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     counts["images_without_rois"] = sources.images_missing
     counts["reviews_without_probe"] = sum(ds.table.reviews_without_probe for ds in splits.values())
     counts["parameters"] = parameters = built.num_parameters()
+    counts["coverage"] = coverage_summary(coverage)
     result_metrics = {
         "model": model, "monitor": config["train"]["monitor"], "best_epoch": best_epoch,
         "epochs_run": state.epoch, "stopped_early": state.stopped_early,
@@ -151,7 +161,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if distributed.is_main:
         for split, frame in frames.items():
             write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_json_atomic(path / "metrics.json", result_metrics)
+        write_json_atomic(path / "metrics.json", result_metrics, allow_nan=False)
         if state.history:
             plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
         plot_scores(path / "scores.png", frames)
@@ -208,13 +218,14 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     if not weights.is_file():
         raise InputError(f"no checkpoint {weights.name}", file=str(weights.parent),
                          hint="use best, last or epoch-NNN")
-    checkpoints.load_model_state(model, checkpoints.load(weights)["model"])
+    load_checkpoint_for(model, weights, config["model"]["name"])
     torch_device = pick_device(device, Distributed())
     model.to(torch_device)
     data_config = DataConfig.from_config(config["data"])
     frame = score_reviews(model, ReviewDataset(sources, table, data_config), Collate(data_config),
                           torch_device, batch_rows or int(config["train"]["eval_batch_size"]),
                           amp=amp_settings(torch_device, config["train"]["amp"]))
+    check_scores(frame, f"products scored with {weights}")
     output = Path(output) if output else run_dir / f"predict-{sources.manifest.name}.jsonl"
     write_predictions(output, frame)
     summary = {"products": len(table.products), "reviews": len(table),
