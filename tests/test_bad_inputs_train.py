@@ -1,0 +1,276 @@
+"""A corpus of bad inputs for train / evaluate / predict, walked through the real command line.
+
+Every case must end without a traceback, with a non-zero exit code (or a listed skip), and
+without a finished run folder holding results made from bad data. Each case names the words
+the message must contain, so an error that stops for the wrong reason fails too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from feature_stores import stores_for, write_probe_store, write_roi_store, write_text_store
+from mrhp_prep.cli import cli
+from mrhp_prep.data.manifest import Manifest
+from train_fixtures import one_torch_thread, sample_stores  # noqa: F401
+
+SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8",
+         "train.epochs=1"]
+
+
+# -- helpers that damage real stores ------------------------------------------------------------
+def _copy_store(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def read_shard(path: Path) -> pa.Table:
+    """An Arrow IPC file read into memory (not mapped: the tests rewrite it in place)."""
+    with pa.OSFile(str(path), "rb") as source:
+        return pa.ipc.open_file(pa.BufferReader(source.read())).read_all()
+
+
+def rewrite_shard(path: Path, column: str, change: Callable[[list], list], row: int = 0) -> None:
+    """Rewrite one list column value of row `row` in an Arrow IPC file, in place."""
+    table = read_shard(path)
+    values = table.column(column).to_pylist()
+    values[row] = change(values[row])
+    index = table.schema.get_field_index(column)
+    table = table.set_column(index, table.schema.field(column),
+                             pa.array(values, table.schema.field(column).type))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def finished_train_runs(root: Path) -> list[Path]:
+    """Folders under `root` that a finished `train` wrote (MANIFEST.json of stage train)."""
+    found = []
+    for manifest in Path(root).rglob("MANIFEST.json"):
+        if json.loads(manifest.read_text()).get("stage") == "train":
+            found.append(manifest.parent)
+    return found
+
+
+def image_ids_of(manifest_dir: Path, split: str, owner: str = "product") -> set[str]:
+    manifest = Manifest(manifest_dir)
+    table = manifest.products if owner == "product" else manifest.reviews
+    column = "product_id" if owner == "product" else "review_id"
+    owners = set(table.loc[table["split"] == split, column])
+    images = manifest.images
+    return set(images.loc[images["item_id"].isin(owners), "image_id"])
+
+
+# -- the corpus ---------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One bad input: `build(stores, tmp)` returns the command-line arguments after the
+    command (the stores are those of the bundled sample); the run must exit with `exit_code`
+    and its output contain every string of `words`."""
+
+    name: str
+    build: Callable[[dict, Path], list[str]]
+    exit_code: int
+    words: tuple[str, ...]
+    listed_skip: bool = False      # exit 0 is right: the bad part is listed, not used
+    notes: str = field(default="")
+
+
+def _train_args(stores: dict, tmp: Path, **replace) -> list[str]:
+    chosen = {**{k: stores[k] for k in ("manifest", "rois", "text", "probes")}, **replace}
+    args = ["train", "--cache-dir", str(tmp / "cache"), "--device", "cpu", "--num-workers", "0"]
+    for role, path in chosen.items():
+        if path is not None:
+            args += [f"--{role}", str(path)]
+    for setting in SMALL:
+        args += ["--set", setting]
+    return args
+
+
+def nan_rois(split: str):
+    def build(stores, tmp):
+        bad = image_ids_of(stores["manifest"], split)
+        rois = write_roi_store(tmp / "rois", stores["manifest"], dim=8, feature_fn=lambda i, n: (
+            np.full((n, 8), np.nan) if i in bad else np.random.default_rng(0).normal(size=(n, 8))))
+        return _train_args(stores, tmp, rois=rois)
+    return build
+
+
+def inf_text_features(stores, tmp):
+    manifest = Manifest(stores["manifest"])
+    train_products = manifest.products[manifest.products["split"] == "train"]
+    poisoned = set(train_products["text"])
+
+    def encoder(text):
+        tokens = [(m.group(), m.start(), m.end()) for m in __import__("re").finditer(r"\w+", text)]
+        values = np.random.default_rng(len(text)).normal(size=(len(tokens), 8))
+        if text in poisoned:
+            values[:] = np.inf
+        return tokens, values
+
+    text = write_text_store(tmp / "text", stores["manifest"], mode="features", dim=8,
+                            encoder=encoder)
+    return _train_args(stores, tmp, text=text)
+
+
+def nan_vectors(stores, tmp):
+    text = _copy_store(stores["text"], tmp / "text")
+    vectors = np.load(text / "vectors-review.npy")
+    vectors[5] = np.nan
+    np.save(text / "vectors-review.npy", vectors)
+    return _train_args(stores, tmp, text=text)
+
+
+def damaged_shard(column: str, change: Callable[[list], list]):
+    def build(stores, tmp):
+        text = _copy_store(stores["text"], tmp / "text")
+        rewrite_shard(text / "review-00001.arrow", column, change)
+        return _train_args(stores, tmp, text=text)
+    return build
+
+
+def partial_probes(stores, tmp):
+    reviews = Manifest(stores["manifest"]).reviews["review_id"].tolist()
+    probes = write_probe_store(tmp / "probes", stores["manifest"], skip=reviews[::2])
+    return _train_args(stores, tmp, probes=probes)
+
+
+def foreign_text(stores, tmp):
+    """A text store of the same manifest with every review id renamed (other data)."""
+    text = _copy_store(stores["text"], tmp / "text")
+    for shard in sorted(text.glob("review-*.arrow")):
+        table = read_shard(shard)
+        renamed = pa.array([f"OTHER-{i}" for i in table.column("id").to_pylist()], pa.string())
+        table = table.set_column(0, "id", renamed)
+        with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    return _train_args(stores, tmp, text=text)
+
+
+def partial_rois(stores, tmp):
+    rois = write_roi_store(tmp / "rois", stores["manifest"], dim=8,
+                           skip=sorted(image_ids_of(stores["manifest"], "train", "review")))
+    return _train_args(stores, tmp, rois=rois)
+
+
+def with_settings(*settings):
+    def build(stores, tmp):
+        args = _train_args(stores, tmp)
+        for setting in settings:
+            args += ["--set", setting]
+        return args
+    return build
+
+
+def resume_with(*extra):
+    def build(stores, tmp):
+        run = tmp / "run"
+        run.mkdir()
+        inputs = {k: str(Path(stores[k]).resolve()) for k in ("manifest", "rois", "text", "probes")}
+        (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "sancl"},
+                                                         "inputs": inputs}))
+        return ["train", "--resume", str(run), "--cache-dir", str(tmp / "cache"), *extra]
+    return build
+
+
+def predictions_file(suffix: str, text: str):
+    def build(stores, tmp):
+        path = tmp / f"predictions{suffix}"
+        path.write_text(text)
+        return ["evaluate", str(path)]
+    return build
+
+
+def _jsonl(rows):
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+GOOD_ROWS = [{"product_id": "P1", "review_id": f"R{i}", "label": i % 3, "score": 0.1 * i}
+             for i in range(4)]
+
+CASES = [
+    Case("rois.h5 NaN in the train products' images", nan_rois("train"), 3,
+         ("NaN or inf", "epoch 1, step 1", "rois.h5", "B00SAMP00", "'features'")),
+    Case("rois.h5 NaN in a dev product's image", nan_rois("dev"), 3,
+         ("scoring the dev split", "NaN or inf", "rois.h5", "B00SAMP005/pic_0.jpg")),
+    Case("inf in frozen text features", inf_text_features, 3,
+         ("NaN or inf", "epoch 1", "product-0000", "'features'")),
+    Case("NaN static vector", nan_vectors, 3, ("vectors-review.npy", "row 5", "NaN or inf")),
+    Case("token id outside the vocabulary", damaged_shard(
+        "token_ids", lambda ids: [10**6] + ids[1:]), 3,
+         ("review-00001.arrow", "row 0", "token_ids", "outside the vocabulary")),
+    Case("negative token id", damaged_shard("token_ids", lambda ids: [-3] + ids[1:]), 3,
+         ("review-00001.arrow", "token_ids")),
+    Case("token offset beyond the text", damaged_shard(
+        "token_end", lambda ends: ends[:-1] + [10**6]), 3,
+         ("review-00001.arrow", "row 0", "token_start/token_end", "outside the text")),
+    Case("fewer offsets than tokens", damaged_shard("token_start", lambda s: s[:-1]), 3,
+         ("review-00001.arrow", "token_start", "in number")),
+    Case("probe store of half the reviews", partial_probes, 3,
+         ("probes store covers", "missing", "--allow-partial")),
+    Case("text store of other data", foreign_text, 3,
+         ("text store covers 0 of", "--allow-partial")),
+    Case("RoI store without the review images", partial_rois, 3,
+         ("rois store covers", "images", "--allow-partial")),
+    Case("negative learning rate", with_settings("train.lr=-1"), 3, ("train.lr", ">= 0")),
+    Case("kappa not a number", with_settings("model.kappa=abc"), 3,
+         ("model.kappa", "a number", "'abc'")),
+    Case("fractional epochs", with_settings("train.epochs=2.5"), 3,
+         ("train.epochs", "an integer")),
+    Case("NaN learning rate", with_settings("train.lr=nan"), 3, ("train.lr", "finite")),
+    Case("flag that is not a flag", with_settings("sampling.weighted=maybe"), 3,
+         ("sampling.weighted", "true or false")),
+    Case("dropout of 1", with_settings("model.embedding_dropout=1"), 3,
+         ("model.embedding_dropout", "< 1")),
+    Case("diverging learning rate", with_settings("train.lr=1e30", "train.grad_clip=0"), 3,
+         ("non-finite loss", "Likely source")),
+    Case("resume with another model", resume_with("--model", "mcl"), 2,
+         ("--model mcl", "the run trains sancl")),
+    Case("resume with other probes", resume_with("--probes", "."), 2, ("--probes",)),
+    Case("resume with --set", resume_with("--set", "train.lr=1"), 2, ("--set",)),
+    Case("evaluate: repeated review id", predictions_file(
+        ".jsonl", _jsonl(GOOD_ROWS + [GOOD_ROWS[1]])), 3, ("review_id", "'R1'", "more than once")),
+    Case("evaluate: null product id", predictions_file(
+        ".jsonl", _jsonl(GOOD_ROWS + [{**GOOD_ROWS[0], "review_id": "R9", "product_id": None}])),
+         3, ("product_id", "row 4")),
+    Case("evaluate: header-only CSV", predictions_file(
+        ".csv", "product_id,review_id,label,score\n"), 3, ("no rows",)),
+    Case("evaluate: empty JSON lines", predictions_file(".jsonl", ""), 3, ("predictions",)),
+    Case("evaluate: inf score", predictions_file(
+        ".csv", "product_id,review_id,label,score\nP1,R1,1,inf\nP1,R2,0,0.5\n"), 3,
+         ("score", "finite")),
+    Case("evaluate: NaN score", predictions_file(
+        ".jsonl", _jsonl(GOOD_ROWS).replace("\"score\": 0.1", "\"score\": NaN", 1)), 3, ("score",)),
+]
+
+
+def assert_clean_failure(result, case: Case, tmp: Path) -> None:
+    output = result.output
+    assert "Traceback" not in output, output
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{case.name}: {result.exception!r}\n{output}")
+    if case.listed_skip:
+        assert result.exit_code == 0, output
+    else:
+        assert result.exit_code == case.exit_code, f"{case.name}: exit {result.exit_code}\n{output}"
+    flat = " ".join(output.split())
+    for word in case.words:
+        assert word in flat, f"{case.name}: {word!r} not in\n{output}"
+    assert not finished_train_runs(tmp), f"{case.name}: a finished run folder was written"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_ends_in_a_clear_error(case, stores, tmp_path):
+    args = case.build(stores, tmp_path)
+    result = CliRunner().invoke(cli, args)
+    assert_clean_failure(result, case, tmp_path)
+
