@@ -40,8 +40,10 @@ def read_shard(path: Path) -> pa.Table:
         return pa.ipc.open_file(pa.BufferReader(source.read())).read_all()
 
 
-def rewrite_shard(path: Path, column: str, change: Callable[[list], list], row: int = 0) -> None:
-    """Rewrite one list column value of row `row` in an Arrow IPC file, in place."""
+def rewrite_shard(path: Path, column: str, change: Callable[[list], list], row: int = 0,
+                  batch_rows: int | None = None) -> None:
+    """Rewrite one list column value of row `row` in an Arrow IPC file, in place (record
+    batches of `batch_rows` rows; one batch by default)."""
     table = read_shard(path)
     values = table.column(column).to_pylist()
     values[row] = change(values[row])
@@ -49,7 +51,7 @@ def rewrite_shard(path: Path, column: str, change: Callable[[list], list], row: 
     table = table.set_column(index, table.schema.field(column),
                              pa.array(values, table.schema.field(column).type))
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+        writer.write_table(table, max_chunksize=batch_rows)
 
 
 def finished_train_runs(root: Path) -> list[Path]:
@@ -214,7 +216,9 @@ CASES = [
         "token_end", lambda ends: ends[:-1] + [10**6]), 3,
          ("review-00001.arrow", "row 0", "token_start/token_end", "outside the text")),
     Case("fewer offsets than tokens", damaged_shard("token_start", lambda s: s[:-1]), 3,
-         ("review-00001.arrow", "token_start", "in number")),
+         ("review-00001.arrow", "row 0", "token_start", "offsets for")),
+    Case("one token end missing", damaged_shard("token_end", lambda e: e[:-1]), 3,
+         ("review-00001.arrow", "token_end", "offsets for")),
     Case("probe store of half the reviews", partial_probes, 3,
          ("probes store covers", "missing", "--allow-partial")),
     Case("text store of other data", foreign_text, 3,
@@ -367,3 +371,16 @@ def test_the_console_script_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 3 and "Traceback" not in done.stderr
     assert "'R0'" in done.stderr and "more than once" in done.stderr
+
+
+def test_shard_rows_count_from_the_start_of_the_file(stores, tmp_path):
+    """A damaged row in the second record batch of a shard is named by its row in the file."""
+    text = _copy_store(stores["text"], tmp_path / "text")
+    shard = text / "review-00000.arrow"
+    rows = read_shard(shard).num_rows
+    bad_id = read_shard(shard).column("id")[rows - 1].as_py()
+    rewrite_shard(shard, "token_ids", lambda ids: ids[:-1] + [10**6], row=rows - 1,
+                  batch_rows=rows // 2)
+    result = CliRunner().invoke(cli, _train_args(stores, tmp_path, text=text))
+    assert result.exit_code == 3, result.output
+    assert f"row {rows - 1} (id {bad_id})" in result.output

@@ -39,6 +39,11 @@ def _first(values: Iterable, count: int = 5) -> str:
 
 
 # -- when the stores open ---------------------------------------------------------------------
+def _offsets_of(batch, name: str) -> np.ndarray:
+    """[rows + 1] offsets of a list column."""
+    return batch.column(name).offsets.to_numpy().astype(np.int64, copy=False)
+
+
 def check_vectors(vectors: np.ndarray | None, vocab: Sequence[str] | None, path: str) -> None:
     """Static vectors [V, D]: every row finite."""
     if vectors is None:
@@ -64,15 +69,18 @@ def check_text_store(shards, text_lengths: Mapping[str, int]) -> None:
         where = shards._parts.file_of(part)
 
         def fail(row: int, field: str, message: str) -> InputError:
-            return InputError(message, file=where, row=f"{row} (id {batch.column('id')[row]})",
-                              field=field, hint=RERUN_HINTS["text"])
+            return InputError(message, file=where, field=field, hint=RERUN_HINTS["text"],
+                              row=f"{shards._parts.file_row(part, row)} "
+                                  f"(id {batch.column('id')[row]})")
 
         rows = len(offsets) - 1
         counts = np.diff(offsets)
-        if not np.array_equal(np.diff(char_offsets), counts) or len(starts) != len(ends):
-            row = int(np.flatnonzero(np.diff(char_offsets) != counts)[0]) \
-                if len(char_offsets) == len(offsets) else 0
-            raise fail(row, "token_start", "the token offsets do not match the tokens in number")
+        for name, column_offsets in (("token_start", char_offsets),
+                                     ("token_end", _offsets_of(batch, "token_end"))):
+            if not np.array_equal(np.diff(column_offsets), counts):
+                row = int(np.flatnonzero(np.diff(column_offsets) != counts)[0])
+                raise fail(row, name, f"{name} holds {int(np.diff(column_offsets)[row])} "
+                                      f"offsets for {int(counts[row])} tokens")
         row_of = np.repeat(np.arange(rows), np.diff(char_offsets))
         if shards.value_column == "token_ids" and len(flat):
             high = vocab_size if vocab_size is not None else np.iinfo(np.int64).max

@@ -125,7 +125,7 @@ def evaluate(predictions, threshold, compare, output):
                   "t_test": paired_t_test(first, second)}
     text = json.dumps(result, indent=2)
     if output:
-        write_json_atomic(output, result)
+        write_json_atomic(output, result, allow_nan=False)
     click.echo(text)
     return output or predictions
 

@@ -136,6 +136,13 @@ class _ArrowParts:
         self.open()
         return str(self._batch_files[part])
 
+    def file_row(self, part: int, row: int) -> int:
+        """Row `row` of record batch `part` counted from the start of its file."""
+        self.open()
+        file = self._batch_files[part]
+        return row + sum(b.num_rows for b, f in zip(self.batches[:part], self._batch_files)
+                         if f == file)
+
     def locations(self, id_column: str) -> pd.DataFrame:
         """Where each record lives: id (from `id_column`), part (record batch), row."""
         frames = [pd.DataFrame({"id": batch.column(id_column).to_numpy(zero_copy_only=False)
