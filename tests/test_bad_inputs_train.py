@@ -164,6 +164,23 @@ def partial_rois(stores, tmp):
     return _train_args(stores, tmp, rois=rois)
 
 
+def truncated(store: str, name: str):
+    """A copy of the store with file `name` cut to half its size."""
+    def build(stores, tmp):
+        folder = _copy_store(stores[store], tmp / store)
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[:len(data) // 2])
+        return _train_args(stores, tmp, **{store: folder})
+    return build
+
+
+def config_file(text: str):
+    def build(stores, tmp):
+        (tmp / "mine.yaml").write_text(text)
+        return _train_args(stores, tmp) + ["--config", str(tmp / "mine.yaml")]
+    return build
+
+
 def with_settings(*settings):
     def build(stores, tmp):
         args = _train_args(stores, tmp)
@@ -225,6 +242,14 @@ CASES = [
          ("text store covers 0 of", "--allow-partial")),
     Case("RoI store without the review images", partial_rois, 3,
          ("rois store covers", "images", "--allow-partial")),
+    Case("rois.h5 cut in half", truncated("rois", "rois.h5"), 3,
+         ("rois.h5", "cannot read the RoI store")),
+    Case("text shard cut in half", truncated("text", "review-00000.arrow"), 3,
+         ("review-00000.arrow", "cannot read the Arrow shard")),
+    Case("config file with a word for the learning rate", config_file("train:\n  lr: fast\n"),
+         3, ("mine.yaml", "train.lr", "a number")),
+    Case("config file with a negative batch size", config_file("train: {batch_size: -4}\n"),
+         3, ("train.batch_size", ">= 1")),
     Case("negative learning rate", with_settings("train.lr=-1"), 3, ("train.lr", ">= 0")),
     Case("kappa not a number", with_settings("model.kappa=abc"), 3,
          ("model.kappa", "a number", "'abc'")),
@@ -384,3 +409,13 @@ def test_shard_rows_count_from_the_start_of_the_file(stores, tmp_path):
     result = CliRunner().invoke(cli, _train_args(stores, tmp_path, text=text))
     assert result.exit_code == 3, result.output
     assert f"row {rows - 1} (id {bad_id})" in result.output
+
+
+def test_predict_refuses_a_damaged_checkpoint(tiny_run, tmp_path):
+    run = _copy_store(tiny_run, tmp_path / "run")
+    best = run / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:100])
+    result = CliRunner().invoke(cli, ["predict", "--run", str(run), "--split", "test",
+                                      "--device", "cpu", "--output", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 3 and "cannot read the checkpoint" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o.jsonl").exists()
