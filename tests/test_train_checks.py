@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from mrhp_prep.errors import InputError
-from mrhp_prep.train.checks import (NonFiniteError, check_losses, check_scores,
+from mrhp_prep.train.checks import (NonFiniteError, check_batch, check_losses, check_scores,
                                     finite_inputs)
 from mrhp_prep.train.config import model_defaults, resolve_config
 from mrhp_prep.train.option_conflicts import check_predict_selection, check_resume_options
@@ -110,6 +110,16 @@ def test_finite_inputs_looks_at_float_tensors_only():
     assert bool(finite_inputs(batch))
     batch["review_image"][1, 2, 0] = float("nan")
     assert not bool(finite_inputs(batch))
+
+
+def test_a_sum_that_overflows_is_not_taken_for_a_nan():
+    batch = {"review_image": torch.full((2, 3), 3e38), "review_index": torch.arange(2)}
+    finite = finite_inputs(batch)
+    assert not bool(finite)                      # the cheap test cannot tell ...
+    check_batch(finite, batch, rows=[0, 1], dataset=None, what="a test")   # ... this can
+    batch["review_image"][0, 0] = float("-inf")
+    with pytest.raises(NonFiniteError, match="a test"):
+        check_batch(finite_inputs(batch), batch, rows=[], dataset=None, what="a test")
 
 
 def test_resume_accepts_the_runs_own_options(tmp_path):

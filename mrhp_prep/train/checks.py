@@ -56,13 +56,14 @@ def check_vectors(vectors: np.ndarray | None, vocab: Sequence[str] | None, path:
             file=path, row=int(bad[0]), field="vectors", hint=RERUN_HINTS["text"])
 
 
-def check_text_store(shards, text_lengths: Mapping[str, int]) -> None:
+def check_text_store(shards, text_lengths: pd.Series) -> None:
     """Token ids and character offsets of one field of an embed-text store.
 
-    `shards` is a `TextShards`; `text_lengths` maps an id to the length of its manifest text
-    (ids the manifest lacks are not checked: the join leaves them out). Raises an InputError
-    naming the shard file, the row and the field.
+    `shards` is a `TextShards`; `text_lengths` [ids] is the length of each id's manifest text,
+    indexed by id (ids the manifest lacks are not checked: the join leaves them out). Raises
+    an InputError naming the shard file, the row and the field.
     """
+    text_lengths = text_lengths[~text_lengths.index.duplicated()]
     vocab_size = len(shards.vocab) if shards.vocab is not None else None
     for part, (offsets, flat, char_offsets, starts, ends) in enumerate(shards._open()):
         batch = shards._parts.open()[part]
@@ -93,7 +94,7 @@ def check_text_store(shards, text_lengths: Mapping[str, int]) -> None:
         if not len(starts):
             continue
         ids = batch.column("id").to_numpy(zero_copy_only=False)
-        length = pd.Series(ids, dtype=object).map(text_lengths).to_numpy(dtype=np.float64)
+        length = text_lengths.reindex(ids).to_numpy(dtype=np.float64)
         limit = np.repeat(length, np.diff(char_offsets))
         bad = (starts < 0) | (ends < starts) | (ends > np.nan_to_num(limit, nan=np.inf))
         if bad.any():
@@ -106,15 +107,21 @@ def check_text_store(shards, text_lengths: Mapping[str, int]) -> None:
 
 # -- in every batch -----------------------------------------------------------------------------
 def finite_inputs(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """A 0-d bool tensor on the batch's device: every float tensor of the batch is finite."""
-    flags = [torch.isfinite(t).all() for t in batch.values() if t.is_floating_point()]
-    return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool)
+    """A 0-d bool tensor on the batch's device: the sum of every float tensor is finite.
+
+    A NaN or inf makes its tensor's sum non-finite; a sum is about ten times cheaper than an
+    element-wise test (on a CPU). A False that only comes from a sum overflowing is told
+    apart by `check_batch`."""
+    sums = [t.sum(dtype=torch.float32) for t in batch.values() if t.is_floating_point()]
+    return torch.isfinite(torch.stack(sums)).all() if sums else torch.ones((), dtype=torch.bool)
 
 
-def check_batch(finite: torch.Tensor, *, rows: Sequence[int], dataset, what: str) -> None:
-    """Raise a NonFiniteError naming the store item when `finite` (from `finite_inputs`) is
-    False. `rows` are the batch's row indices into `dataset`; `what` names the place."""
-    if bool(finite):
+def check_batch(finite: torch.Tensor, batch: Mapping[str, torch.Tensor], *,
+                rows: Sequence[int], dataset, what: str) -> None:
+    """Raise a NonFiniteError naming the store item when the batch (checked by `finite_inputs`)
+    holds a NaN or inf. `rows` are its row indices into `dataset`; `what` names the place."""
+    if bool(finite) or all(torch.isfinite(t).all() for t in batch.values()
+                           if t.is_floating_point()):
         return
     source = diagnose_rows(dataset, rows) or "a float input of the batch"
     raise NonFiniteError(f"NaN or inf in the input of {what}: {source}", field="features")
@@ -149,6 +156,8 @@ def _diagnose_weights(model: torch.nn.Module) -> str | None:
 
 def diagnose_rows(dataset, rows: Iterable[int]) -> str | None:
     """Name the first store item holding a NaN/inf among `rows` of a ReviewDataset, or None."""
+    if dataset is None:
+        return None
     sources, table = dataset.sources, dataset.table
     for i in rows:
         i = int(i)
@@ -214,7 +223,8 @@ def check_text_sources(sources) -> None:
             continue
         check_vectors(shards.vectors, shards.vocab,
                       str(shards.folder / f"vectors-{name}.npy"))
-        lengths = dict(zip(frame[id_column], frame["text"].str.len()))
+        lengths = pd.Series(frame["text"].str.len().to_numpy(dtype=np.float64),
+                            index=frame[id_column].to_numpy(dtype=object))
         check_text_store(shards, lengths)
 
 

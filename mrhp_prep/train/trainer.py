@@ -122,7 +122,7 @@ def score_reviews(model: RankingModel, dataset: ReviewDataset, collate: Collate,
         finite = finite_inputs(moved)
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
             output = model(moved)
-        check_batch(finite, rows=batch["review_index"].tolist(), dataset=dataset,
+        check_batch(finite, moved, rows=batch["review_index"].tolist(), dataset=dataset,
                     what=f"scoring the {dataset.table.name} split")
         rows.append(batch["review_index"].numpy())
         scores.append(output.score.float().cpu().numpy().astype(np.float64))
@@ -204,7 +204,7 @@ class Trainer:
             loss = rank_loss + aux.float()
         # before backward: a NaN step must not reach the weights the diagnosis looks at
         where = f"epoch {self.state.epoch + 1}, step {self.state.global_step + 1}"
-        check_batch(finite, rows=rows, dataset=self.train_set, what=where)
+        check_batch(finite, batch, rows=rows, dataset=self.train_set, what=where)
         losses = {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
                   "aux_loss": float(aux.detach())}
         check_losses(losses, epoch=self.state.epoch + 1, step=self.state.global_step + 1,
