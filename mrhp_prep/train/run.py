@@ -73,6 +73,13 @@ def read_run_config(run_dir: str | Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def _discard_if_untrained(run: StageRun | None) -> None:
+    """Remove the folder of a run refused before its first checkpoint (exit 3 writes
+    nothing); a run with checkpoints keeps them, to resume once the input is fixed."""
+    if run is not None and not any((run.path / "checkpoints").glob("*.pt")):
+        run.discard()
+
+
 def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
           text: str | Path | None = None, probes: str | Path | None = None,
           model: str = "sancl", config_file: str | Path | None = None, preset: str = "auto",
@@ -115,17 +122,16 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
             tmp.write_text(yaml.safe_dump({**config, "inputs": inputs}, sort_keys=False))
 
     seed_everything(int(config["train"]["seed"]))
-    sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
-                             probes=inputs["probes"])
     data_config = DataConfig.from_config(config["data"])
-    splits = {name: ReviewDataset(sources, sources.split(name), data_config)
-              for name in ("train", "dev", "test")}
-    coverage = store_coverage(sources, splits)
-    try:
+    try:    # the stores are checked as they open and join: a refusal leaves no folder
+        sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
+                                 probes=inputs["probes"])
+        splits = {name: ReviewDataset(sources, sources.split(name), data_config)
+                  for name in ("train", "dev", "test")}
+        coverage = store_coverage(sources, splits)
         require_full_coverage(coverage, data_config.allow_partial)
     except InputError:
-        if run is not None and not (path / "checkpoints").exists():
-            run.discard()   # refused before training: leave no folder behind
+        _discard_if_untrained(run)
         raise
     built = build_model(model, config["model"], sources.model_inputs())
     torch_device = pick_device(device, distributed)
@@ -133,7 +139,11 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     trainer = Trainer(built, splits["train"], splits["dev"], config, path, device=torch_device,
                       relevance_threshold=threshold, distributed=distributed,
                       num_workers=num_workers, show_progress=show_progress)
-    state = trainer.fit()
+    try:
+        state = trainer.fit()
+    except InputError:      # e.g. a NaN in the first batches: nothing worth keeping
+        _discard_if_untrained(run)
+        raise
     best_epoch = trainer.load_best()
 
     frames, metrics = {}, {}
