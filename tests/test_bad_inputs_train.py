@@ -140,6 +140,17 @@ def damaged_shard(column: str, change: Callable[[list], list]):
     return build
 
 
+def nan_label(stores, tmp):
+    import pandas as pd
+
+    manifest = _copy_store(stores["manifest"], tmp / "manifest")
+    reviews = pd.read_parquet(manifest / "reviews.parquet")
+    reviews["label"] = reviews["label"].astype("float64")
+    reviews.loc[reviews["split"] == "dev", "label"] = np.nan
+    reviews.to_parquet(manifest / "reviews.parquet")
+    return _train_args(stores, tmp, manifest=manifest)
+
+
 def partial_probes(stores, tmp):
     reviews = Manifest(stores["manifest"]).reviews["review_id"].tolist()
     probes = write_probe_store(tmp / "probes", stores["manifest"], skip=reviews[::2])
@@ -236,6 +247,8 @@ CASES = [
          ("review-00001.arrow", "row 0", "token_start", "offsets for")),
     Case("one token end missing", damaged_shard("token_end", lambda e: e[:-1]), 3,
          ("review-00001.arrow", "token_end", "offsets for")),
+    Case("NaN labels in the manifest", nan_label, 3,
+         ("reviews.parquet", "split dev are NaN or inf", "'label'")),
     Case("probe store of half the reviews", partial_probes, 3,
          ("probes store covers", "missing", "--allow-partial")),
     Case("text store of other data", foreign_text, 3,

@@ -105,6 +105,19 @@ def check_text_store(shards, text_lengths: pd.Series) -> None:
                        f" characters)")
 
 
+def check_labels(sources, splits: Mapping) -> None:
+    """Every review label of the splits (name -> ReviewDataset) is a finite number."""
+    for name, dataset in splits.items():
+        table = dataset.table
+        bad = np.flatnonzero(~np.isfinite(table.labels))
+        if len(bad):
+            raise NonFiniteError(
+                f"{len(bad)} review label(s) of split {name} are NaN or inf (reviews "
+                f"{_first(table.review_ids[bad])})",
+                file=str(sources.manifest.path / "reviews.parquet"), field="label",
+                hint="re-run ingest with --force on the release files")
+
+
 # -- in every batch -----------------------------------------------------------------------------
 def finite_inputs(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """A 0-d bool tensor on the batch's device: the sum of every float tensor is finite.

@@ -31,7 +31,7 @@ from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
-from .checks import check_scores, load_checkpoint_for
+from .checks import check_labels, check_scores, load_checkpoint_for
 from .config import fingerprint_settings, resolve_config
 from .coverage import coverage_summary, require_full_coverage, store_coverage
 from .dataset import Collate, DataConfig, FeatureSources, ReviewDataset
@@ -128,6 +128,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
                                  probes=inputs["probes"])
         splits = {name: ReviewDataset(sources, sources.split(name), data_config)
                   for name in ("train", "dev", "test")}
+        check_labels(sources, splits)
         coverage = store_coverage(sources, splits)
         require_full_coverage(coverage, data_config.allow_partial)
     except InputError:
