@@ -76,8 +76,44 @@ def test_every_default_and_preset_is_in_range(model):
         assert math.isfinite(config["train"]["lr"]) and config["train"]["lr"] > 0
 
 
+@pytest.mark.parametrize("override, key, expected", [
+    ("model.probe_beta=learned", ("model", "probe_beta"), "learned"),
+    ("model.probe_beta=5e-1", ("model", "probe_beta"), 0.5),
+    ("loss.margin=label-gap", ("loss", "margin"), "label-gap"),
+    ("loss.margin=2e0", ("loss", "margin"), 2.0),
+    ("model.relevance_threshold=0", ("model", "relevance_threshold"), 0.0),
+])
+def test_word_or_number_settings(override, key, expected):
+    config = resolve_config("sancl", overrides=[override])
+    assert config[key[0]][key[1]] == expected
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.probe_beta=abc", ("model.probe_beta", "learned or a finite number")),
+    ("model.probe_beta=2", ("model.probe_beta", "<= 1")),
+    ("loss.margin=wide", ("loss.margin", "label-gap")),
+    ("model.relevance_threshold=nan", ("model.relevance_threshold", "auto or a finite")),
+])
+def test_word_or_number_settings_refuse_other_words(override, words):
+    with pytest.raises(InputError) as caught:
+        resolve_config("sancl", overrides=[override])
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_number_or_null_settings():
+    config = resolve_config("mmss", overrides=["model.distance_scale=2",
+                                               "model.num_train_reviews=1e3"])
+    assert config["model"]["distance_scale"] == 2.0
+    assert config["model"]["num_train_reviews"] == 1000
+    assert resolve_config("mmss", overrides=["model.distance_scale=null"])["model"][
+        "distance_scale"] is None
+    with pytest.raises(InputError, match="model.distance_scale"):
+        resolve_config("mmss", overrides=["model.distance_scale=wide"])
+
+
 def test_other_types_keep_their_value():
-    assert convert_setting("model.probe_beta", 0.5, "learned", "--set") == 0.5
+    assert convert_setting("model.pooling", "max", "mean", "--set") == "max"
     assert convert_setting("model.distance_scale", 3, None, "--set") == 3
     with pytest.raises(InputError, match="a list"):
         convert_setting("model.subtasks", "ptrt", ["ptrt"], "--set")

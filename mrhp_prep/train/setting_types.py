@@ -40,7 +40,18 @@ RANGES: dict[str, tuple] = {
     "model.temperature": (0, False, None, False),
     "model.contrastive_weight": (0, True, None, False),
     "model.epsilon": (0, False, None, False),
+    "model.probe_beta": (0, True, 1, True),
+    "model.num_train_reviews": (1, True, None, False),
+    "model.distance_scale": (0, False, None, False),
 }
+# settings that take one of a few words or a number (a number given as text becomes a float)
+WORD_OR_NUMBER: dict[str, tuple[str, ...]] = {
+    "model.probe_beta": ("learned",),
+    "model.relevance_threshold": ("auto",),
+    "loss.margin": ("auto", "label-gap"),
+}
+# settings that are null (derived from the data) or a number of this type
+NUMBER_OR_NULL: dict[str, type] = {"model.num_train_reviews": int, "model.distance_scale": float}
 # every key with one of these endings: width, layer and head counts, dropout probabilities
 SUFFIX_RANGES: dict[str, tuple] = {
     "dropout": (0, True, 1, False),
@@ -57,10 +68,33 @@ def _fail(dotted: str, value: Any, expected: str, where: str) -> InputError:
 
 
 def convert_setting(dotted: str, value: Any, default: Any, where: str) -> Any:
-    """`value` as the type of `default` (bool, int, float); other defaults keep the value.
+    """`value` as the type of `default` (bool, int, float), or as the WORD_OR_NUMBER and
+    NUMBER_OR_NULL tables say for their keys; values of other defaults are kept as they are.
 
     Raises an InputError naming `dotted`, the expected type and `where` the value came from.
     """
+    if dotted in NUMBER_OR_NULL:
+        if value is None or str(value).strip().lower() in {"null", "none", "~"}:
+            return None
+        return _as_type_of(dotted, value, NUMBER_OR_NULL[dotted](1), where)
+    if dotted in WORD_OR_NUMBER:
+        words = WORD_OR_NUMBER[dotted]
+        if isinstance(value, str) and value.strip().lower() in words:
+            return value.strip().lower()
+        expected = " or ".join(words) + " or a finite number"
+        if isinstance(value, bool):
+            raise _fail(dotted, value, expected, where)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _fail(dotted, value, expected, where) from None
+        if not math.isfinite(number):
+            raise _fail(dotted, value, expected, where)
+        return number
+    return _as_type_of(dotted, value, default, where)
+
+
+def _as_type_of(dotted: str, value: Any, default: Any, where: str) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
