@@ -434,3 +434,14 @@ def test_predict_refuses_a_damaged_checkpoint(tiny_run, tmp_path):
                                       "--device", "cpu", "--output", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 3 and "cannot read the checkpoint" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_nan_read_by_a_dataloader_worker_is_named_too(stores, tmp_path):
+    """The check runs in the main process on the collated batch, so worker processes do not
+    turn the error into a wrapped traceback."""
+    args = nan_rois("train")(stores, tmp_path)
+    args[args.index("--num-workers") + 1] = "2"
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output and "rois.h5" in result.output
+    assert "'features'" in result.output and not finished_train_runs(tmp_path)
