@@ -34,8 +34,10 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_json_atomic(path: str | os.PathLike, payload: object) -> None:
-    """Write `payload` as indented JSON to `path` atomically."""
+def write_json_atomic(path: str | os.PathLike, payload: object, *,
+                      allow_nan: bool = True) -> None:
+    """Write `payload` as indented JSON to `path` atomically; `allow_nan=False` refuses NaN
+    and inf (a ValueError) so the file stays strict JSON."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n",
-                       encoding="utf-8")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str,
+                                  allow_nan=allow_nan) + "\n", encoding="utf-8")

@@ -17,6 +17,7 @@ import yaml
 from ..errors import InputError
 from .metrics import METRICS
 from .models import default_config_path
+from .setting_types import check_range, convert_setting
 
 SECTIONS = ("model", "data", "sampling", "loss", "train")
 
@@ -51,13 +52,15 @@ def set_value(config: dict, dotted: str, value: Any, where: str) -> None:
             if isinstance(node[key], dict):
                 raise InputError(f"'{dotted}' is a section; set one of its keys", row=where,
                                  field=dotted, hint=f"keys: {', '.join(node[key])}")
-            node[key] = value
+            node[key] = convert_setting(dotted, value, node[key], where)
+            check_range(dotted, node[key], where)
         else:
             node = node[key]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """'train.lr=5e-5' -> ('train.lr', 5e-05): the value is read as YAML."""
+    """'train.lr=5e-5' -> ('train.lr', '5e-5'): the value is read as YAML; `set_value` then
+    converts it to the type of the setting it overrides."""
     if "=" not in text:
         raise InputError(f"override '{text}' is not KEY=VALUE", field="--set",
                          hint="e.g. --set train.epochs=5")

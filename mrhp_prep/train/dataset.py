@@ -20,6 +20,7 @@ import torch
 
 from ..data.manifest import Manifest
 from ..errors import InputError
+from .checks import check_text_sources
 from .models.base import ModelInputs
 from .stores import ProbeShards, RoiFeatures, TextShards, token_probe_mask
 
@@ -34,10 +35,11 @@ class DataConfig:
     min_image_rows: int = 16        # image tensors are padded to at least this many rows ...
     max_image_rows: int = 128       # ... and an item's concatenated RoIs cut at this many
     max_text_tokens: int = 128      # tokens kept per text
+    allow_partial: bool = False     # stores may cover only part of the manifest (coverage.py)
 
     @classmethod
     def from_config(cls, section: Mapping) -> "DataConfig":
-        return cls(**{k: int(v) for k, v in section.items()})
+        return cls(**{k: bool(v) if k == "allow_partial" else int(v) for k, v in section.items()})
 
 
 class FeatureSources:
@@ -66,6 +68,8 @@ class FeatureSources:
             if vocabularies:
                 for name, vocab in vocabularies.items():
                     self.id_maps[name] = _vocabulary_map(self.text[name].vocab or [], vocab)
+        if self.text:
+            check_text_sources(self)    # non-finite vectors, ids or offsets out of range
         self.probes = ProbeShards(probes) if probes else None
         self.images_missing = 0
         self.item_images = self._item_images()

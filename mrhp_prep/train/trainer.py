@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from ..errors import InputError
 from ..options import progress
 from . import checkpoints
+from .checks import check_batch, check_losses, check_scores, finite_inputs
 from .dataset import Collate, DataConfig, ReviewDataset, SplitTable
 from .distributed import Distributed
 from .losses import group_hinge_loss
@@ -117,8 +118,12 @@ def score_reviews(model: RankingModel, dataset: ReviewDataset, collate: Collate,
     model.eval()
     rows, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]
     for batch in loader:
+        moved = to_device(batch, device)
+        finite = finite_inputs(moved)
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
-            output = model(to_device(batch, device))
+            output = model(moved)
+        check_batch(finite, moved, rows=batch["review_index"].tolist(), dataset=dataset,
+                    what=f"scoring the {dataset.table.name} split")
         rows.append(batch["review_index"].numpy())
         scores.append(output.score.float().cpu().numpy().astype(np.float64))
     model.train(was_training)
@@ -188,13 +193,22 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------
     def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Forward, loss, backward, clip, optimizer step on one batch; returns the losses."""
+        rows = batch["review_index"].tolist()
         batch = to_device(batch, self.device)
+        finite = finite_inputs(batch)
         with torch.autocast(self.device.type, dtype=self.amp[1], enabled=self.amp[0]):
             output = self.model(batch)
             rank_loss = group_hinge_loss(output.score, batch["label"],
                                          self.sampling.group_size, self.margin)
             aux = output.aux_loss if output.aux_loss is not None else rank_loss.new_zeros(())
             loss = rank_loss + aux.float()
+        # before backward: a NaN step must not reach the weights the diagnosis looks at
+        where = f"epoch {self.state.epoch + 1}, step {self.state.global_step + 1}"
+        check_batch(finite, batch, rows=rows, dataset=self.train_set, what=where)
+        losses = {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
+                  "aux_loss": float(aux.detach())}
+        check_losses(losses, epoch=self.state.epoch + 1, step=self.state.global_step + 1,
+                     model=self.unwrapped)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.settings.grad_clip > 0:
@@ -202,8 +216,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.unwrapped.parameters(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
-                "aux_loss": float(aux.detach()), **output.logs}
+        return {**losses, **output.logs}
 
     # -- epochs ---------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -313,6 +326,8 @@ class Trainer:
         """Metric summary of a split (computed on rank 0, the same on every rank)."""
         summary = None
         frame = self.score(dataset)
+        check_scores(frame, f"{dataset.table.name} split after epoch {self.state.epoch + 1}",
+                     dataset)
         if self.distributed.is_main:
             summary = evaluate_rankings(frame, self.threshold).summary()
         return self.distributed.broadcast(summary)
