@@ -17,6 +17,7 @@ import yaml
 from ..errors import InputError
 from .metrics import METRICS
 from .models import default_config_path
+from .models.text_encoder import resolve_encoder_settings
 
 SECTIONS = ("model", "data", "sampling", "loss", "train")
 
@@ -75,7 +76,7 @@ def choose_preset(requested: str, presets: Mapping, text_mode: str | None,
     if requested == "none":
         return None
     if requested == "auto":
-        family = "bert" if text_mode == "features" else "glove"
+        family = "bert" if text_mode in {"features", "ids"} else "glove"
         name = f"{family}-{category}"
         return name if name in presets else None
     if requested not in presets:
@@ -113,6 +114,7 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
     if config.get("loss", {}).get("margin") == "auto":
         config["loss"]["margin"] = "label-gap" if scheme == "groups" else 1.0
     config["preset"] = chosen or "none"
+    resolve_encoder_settings(config["model"], text_mode)
     validate(config)
     return config
 
