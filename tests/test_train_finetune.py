@@ -208,6 +208,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(ids_stores, tmp_path):
                             crashing_after(steps * 32 + 5), preset="bert-home")
     with pytest.raises(Crash):
         crashing.fit()
+    saved = checkpoints.load(tmp_path / "crash" / "checkpoints" / "last.pt")["state"]
+    assert saved["global_step"] == steps > 0
     resumed = make_trainer(sources, "sancl", tmp_path / "crash", settings, seed=123,
                            preset="bert-home")
     state = resumed.fit()
