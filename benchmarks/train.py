@@ -317,7 +317,11 @@ def fine_tuning(args, stores: dict, root: Path, device: torch.device, tokens: in
     """Part 3: frozen features against the encoder trained inside each model."""
     encoder = encoder_folder(args.encoder, root)
     ids, features = build_id_stores(root, stores, encoder, tokens)
-    print(f"\n3. fine-tuning {encoder.name} inside the models (batch 32, median of "
+    from transformers import AutoConfig
+
+    shape = AutoConfig.from_pretrained(encoder)
+    print(f"\n3. fine-tuning {args.encoder} ({shape.num_hidden_layers} layers, "
+          f"{shape.hidden_size} wide) inside the models (batch 32, median of "
           f"{args.repeats} x {steps} steps; {device})")
     print(f"  {'model':<6} {'text encoder':<34} {'trained params':>14} {'steps/s':>8} "
           f"{'tokens/s':>9} {'data wait':>10} {'peak MB':>9}")

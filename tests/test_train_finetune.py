@@ -109,6 +109,27 @@ def test_encoder_states_equal_the_transformer_on_each_text_alone(minilm_path):
             assert not states[i, len(row):].any()
 
 
+@pytest.mark.slow
+def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(minilm_path):
+    ids = torch.tensor([[101, 7592, 2088, 2003, 2307, 102], [101, 2204, 102, 0, 0, 0]])
+    mask = ids != 0
+    gradients, calls = [], []
+    for checkpointing in (False, True):
+        encoder = FineTunedEncoder(minilm_path, finetune_layers=2,
+                                   gradient_checkpointing=checkpointing).train()
+        top = encoder.transformer.encoder.layer[5].attention      # inside the checkpointed layer
+        count = [0]
+        top.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        torch.manual_seed(7)                                      # the same dropout masks
+        encoder(ids, mask).pow(2).sum().backward()
+        gradients.append({n: p.grad for n, p in encoder.named_parameters() if p.requires_grad})
+        calls.append(count[0])
+    assert calls == [1, 2]                         # checkpointed: run again in the backward
+    assert gradients[0].keys() == gradients[1].keys() and gradients[0]
+    for name, grad in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], grad, atol=1e-5, rtol=1e-4)
+
+
 def test_layers_that_train_and_the_shared_encoder(ids_stores):
     sources = _sources(ids_stores)
     config = resolve_config("sancl", text_mode="ids", preset="bert-home", overrides=SMALL)
@@ -127,10 +148,16 @@ def test_layers_that_train_and_the_shared_encoder(ids_stores):
                    for p in m.encoder.parameters())
 
 
+TINY = {"sancl": SMALL,
+        "mcl": ["model.hidden_dim=8", "model.image_layers=1", "model.image_heads=2",
+                "model.image_ffn_dim=16", "model.interaction_layers=2", "model.fusion_heads=2",
+                "model.fusion_ffn_dim=16"],
+        "mmss": ["model.hidden_dim=16", "model.task_dim=16", "model.image_ffn_dim=16",
+                 "model.interaction_ffn_dim=16", "model.subtask_mlp_hidden=8"]}
+
+
 def test_two_parameter_groups_with_their_learning_rates(ids_stores, tmp_path):
-    trainer = make_trainer(_sources(ids_stores), "mmss", tmp_path,
-                           ["model.hidden_dim=16", "model.task_dim=16", "model.image_ffn_dim=16",
-                            "model.interaction_ffn_dim=16", "model.subtask_mlp_hidden=8"])
+    trainer = make_trainer(_sources(ids_stores), "mmss", tmp_path, TINY["mmss"])
     groups = trainer.optimizer.param_groups
     assert [g["lr"] for g in groups] == [1e-4, 5e-5]
     encoder = trainer.unwrapped.product_tokens.encoder
@@ -143,6 +170,19 @@ def test_two_parameter_groups_with_their_learning_rates(ids_stores, tmp_path):
 
 
 # -- training ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["sancl", "mcl", "mmss"])
+def test_every_model_trains_its_encoder_from_the_ranking_loss(ids_stores, tmp_path, model):
+    trainer = make_trainer(_sources(ids_stores), model, tmp_path,
+                           [*TINY[model], "model.finetune_layers=1"])
+    batch = next(iter(trainer.loader))
+    losses = trainer.train_step(batch)
+    assert np.isfinite(losses["loss"])
+    encoder = trainer.unwrapped.review_tokens.encoder
+    grads = [p.grad for p in encoder.parameters() if p.requires_grad]
+    assert grads and all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert all(p.grad is None for p in encoder.parameters() if not p.requires_grad)
 
 
 @pytest.mark.slow

@@ -104,9 +104,14 @@ class FineTunedEncoder(nn.Module):
         self.store_frozen = store_frozen
         self._freeze(None if finetune_layers == "all" else int(finetune_layers))
         if gradient_checkpointing:
-            # non-reentrant: works with frozen lower layers (inputs without grad) and DDP
-            self.transformer.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            # non-reentrant: works with frozen lower layers (inputs without grad) and DDP;
+            # newer transformers name the method activation_checkpointing_enable
+            if hasattr(self.transformer, "activation_checkpointing_enable"):
+                self.transformer.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.transformer.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _freeze(self, trained_layers: int | None) -> None:
         """Train the last `trained_layers` layers and what sits above them, or everything
