@@ -141,6 +141,18 @@ def test_layers_that_train_and_the_shared_encoder(ids_stores):
         layer = _layer_of(name)
         assert parameter.requires_grad == (layer is not None and layer >= 2), name
 
+    # checkpoints: the trained layers (the two fields' names share one copy) or, asked, all
+    state = checkpoints.model_state(model)
+    stored = {k.split(".transformer.")[1] for k in state if ".transformer." in k}
+    assert stored == {n for n, p in encoder.transformer.named_parameters() if p.requires_grad}
+    key = "transformer.encoder.layer.5.output.dense.weight"
+    assert state[f"product_tokens.encoder.{key}"] is state[f"review_tokens.encoder.{key}"]
+    config["model"]["encoder_checkpoint"] = "full"
+    full = build_model("sancl", config["model"], sources.model_inputs())
+    stored = {k.split(".transformer.")[1] for k in checkpoints.model_state(full)
+              if ".transformer." in k}
+    assert stored == set(full.product_tokens.encoder.transformer.state_dict())
+
     config = resolve_config("sancl", text_mode="ids", overrides=[*SMALL, "model.finetune_layers=0"])
     separate = build_model("sancl", config["model"], sources.model_inputs())
     assert separate.product_tokens.encoder is not separate.review_tokens.encoder

@@ -39,10 +39,21 @@ def restored_elsewhere(model: nn.Module) -> set[str]:
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict to checkpoint: tensors on the CPU (and modules' extra state as is)."""
+    """The state dict to checkpoint: tensors on the CPU (and modules' extra state as is).
+
+    A module registered twice (a text encoder shared by two fields) has its tensors under
+    both names; they are copied once, so the file holds them once."""
     skip = restored_elsewhere(model)
-    return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
-            for k, v in model.state_dict().items() if k not in skip}
+    copies: dict[tuple, torch.Tensor] = {}
+    state = {}
+    for key, value in model.state_dict().items():
+        if key in skip:
+            continue
+        if isinstance(value, torch.Tensor):
+            same = (value.device, value.data_ptr(), value.dtype, value.shape, value.stride())
+            value = copies.setdefault(same, value.detach().cpu()) if value.numel() else value.cpu()
+        state[key] = value
+    return state
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
