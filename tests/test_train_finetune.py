@@ -79,6 +79,10 @@ def test_presets_and_settings_for_an_ids_store():
         resolve_config("sancl", text_mode="features", overrides=["model.text_encoder=finetune"])
     with pytest.raises(InputError, match="finetune_layers"):
         resolve_config("mcl", text_mode="ids", overrides=["model.finetune_layers=-2"])
+    assert resolve_config("mcl", text_mode="ids",
+                          overrides=["train.encoder_lr=3e-5"])["train"]["encoder_lr"] == 3e-5
+    with pytest.raises(InputError, match="encoder_lr"):
+        resolve_config("mcl", text_mode="ids", overrides=["train.encoder_lr=fast"])
 
 
 # -- the encoder ---------------------------------------------------------------------------

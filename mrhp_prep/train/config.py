@@ -114,7 +114,7 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
     if config.get("loss", {}).get("margin") == "auto":
         config["loss"]["margin"] = "label-gap" if scheme == "groups" else 1.0
     config["preset"] = chosen or "none"
-    resolve_encoder_settings(config["model"], text_mode)
+    resolve_encoder_settings(config, text_mode)
     validate(config)
     return config
 
