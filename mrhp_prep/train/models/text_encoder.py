@@ -107,9 +107,11 @@ class FineTunedEncoder(nn.Module):
         try:
             self.transformer = AutoModel.from_pretrained(model)
         except (OSError, ValueError) as exc:
-            raise InputError(f"cannot load the text encoder: {exc}", field="text store",
+            raise InputError(f"cannot load the text encoder {model!r}: {exc}",
+                             field="text store",
                              hint="the ids store names the model it was tokenized for; that "
-                                  "local folder must exist (hub names need a network)") from exc
+                                  "folder must exist (a relative path counts from where train "
+                                  "runs; hub names need a network)") from exc
         self.base_name = str(model)
         self.base_sha256 = weights_sha256(self.transformer)
         self.dim = int(self.transformer.config.hidden_size)
