@@ -172,6 +172,20 @@ TINY = {"sancl": SMALL,
                  "model.interaction_ffn_dim=16", "model.subtask_mlp_hidden=8"]}
 
 
+def test_an_encoder_folder_that_is_gone_is_a_clear_error(ids_stores, tmp_path):
+    import shutil
+
+    moved = tmp_path / "text"
+    shutil.copytree(ids_stores["text"], moved)
+    manifest = json.loads((moved / "MANIFEST.json").read_text())
+    manifest["tokenizer"]["model"] = str(tmp_path / "gone")
+    (moved / "MANIFEST.json").write_text(json.dumps(manifest))
+    sources = _sources({**ids_stores, "text": moved})
+    config = resolve_config("sancl", text_mode="ids", overrides=SMALL)
+    with pytest.raises(InputError, match="gone"):
+        build_model("sancl", config["model"], sources.model_inputs())
+
+
 def test_two_parameter_groups_with_their_learning_rates(ids_stores, tmp_path):
     trainer = make_trainer(_sources(ids_stores), "mmss", tmp_path, TINY["mmss"])
     groups = trainer.optimizer.param_groups
