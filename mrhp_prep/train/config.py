@@ -18,6 +18,7 @@ from ..errors import InputError
 from .metrics import METRICS
 from .models import default_config_path
 from .setting_types import check_range, convert_setting
+from .models.text_encoder import resolve_encoder_settings
 
 SECTIONS = ("model", "data", "sampling", "loss", "train")
 
@@ -78,7 +79,7 @@ def choose_preset(requested: str, presets: Mapping, text_mode: str | None,
     if requested == "none":
         return None
     if requested == "auto":
-        family = "bert" if text_mode == "features" else "glove"
+        family = "bert" if text_mode in {"features", "ids"} else "glove"
         name = f"{family}-{category}"
         return name if name in presets else None
     if requested not in presets:
@@ -116,6 +117,7 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
     if config.get("loss", {}).get("margin") == "auto":
         config["loss"]["margin"] = "label-gap" if scheme == "groups" else 1.0
     config["preset"] = chosen or "none"
+    resolve_encoder_settings(config, text_mode)
     validate(config)
     return config
 

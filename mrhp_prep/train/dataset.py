@@ -60,11 +60,6 @@ class FeatureSources:
         if text:
             for name in ("product", "review"):
                 self.text[name] = TextShards(text, name)
-            mode = self.text["review"].mode
-            if mode == "ids":
-                raise InputError("the text store holds transformer token ids; the models here "
-                                 "read static vectors or frozen features", file=str(text),
-                                 hint="run embed-text in static or features mode")
             if vocabularies:
                 for name, vocab in vocabularies.items():
                     self.id_maps[name] = _vocabulary_map(self.text[name].vocab or [], vocab)
@@ -95,7 +90,9 @@ class FeatureSources:
             text_dim=self.text["review"].dim if self.text else 0,
             product_vectors=product_vectors, review_vectors=review_vectors,
             image_dim=self.rois.feature_dim if self.rois else None,
-            has_probes=self.probes is not None)
+            has_probes=self.probes is not None,
+            text_model=(self.text["review"].info.get("tokenizer") or {}).get("model")
+            if self.text_mode == "ids" else None)
 
     def _item_images(self) -> dict[str, list[str]]:
         """item id -> its image ids in the RoI store, in manifest order (k)."""

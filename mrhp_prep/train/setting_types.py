@@ -51,7 +51,8 @@ WORD_OR_NUMBER: dict[str, tuple[str, ...]] = {
     "loss.margin": ("auto", "label-gap"),
 }
 # settings that are null (derived from the data) or a number of this type
-NUMBER_OR_NULL: dict[str, type] = {"model.num_train_reviews": int, "model.distance_scale": float}
+NUMBER_OR_NULL: dict[str, type] = {"model.num_train_reviews": int, "model.distance_scale": float,
+                                  "train.encoder_lr": float}
 # every key with one of these endings: width, layer and head counts, dropout probabilities
 SUFFIX_RANGES: dict[str, tuple] = {
     "dropout": (0, True, 1, False),

@@ -29,6 +29,7 @@ from .distributed import Distributed
 from .losses import group_hinge_loss
 from .metrics import METRICS, evaluate_rankings, rank_within_products
 from .models.base import RankingModel
+from .models.text_encoder import parameter_groups
 from .sampling import GroupBatchSampler, SamplingConfig, evaluation_batches
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class TrainSettings:
     eval_batch_size: int
     checkpoint_every_steps: int
     amp: str | bool
+    encoder_lr: float | None = None   # a fine-tuned text encoder's learning rate (None: lr)
 
     @classmethod
     def from_config(cls, section: Mapping) -> "TrainSettings":
@@ -166,8 +168,9 @@ class Trainer:
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=model.find_unused_parameters)
         s = self.settings
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=s.lr, weight_decay=s.weight_decay)
+        # group 0: the model at lr; group 1 (fine-tuned text encoders only) at encoder_lr
+        self.optimizer = torch.optim.Adam(parameter_groups(model, s.lr, s.encoder_lr), lr=s.lr,
+                                          weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=s.plateau_factor, patience=s.plateau_patience)
         self.amp = amp_settings(device, s.amp)
