@@ -97,6 +97,9 @@ _RENAMES_DETECTRON2 = [
      r"roi_heads.attribute_predictor.attr_score.\1"),
 ]
 # Entries a checkpoint may carry that have no counterpart here and mean nothing for inference.
+# The reference's persistent anchor buffer (A = 12 cell anchors, [A, 4]).
+ANCHOR_KEY = "proposal_generator.anchor_generator.cell_anchors.0"
+
 _IGNORED = re.compile(r"(num_batches_tracked$|^pixel_(mean|std)$|^__|^matching_heuristics$)")
 
 
@@ -111,6 +114,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    anchors: str = "built"      # "checkpoint" when the file's cell anchors are used
 
 
 def file_sha256(path: str | Path) -> str:
@@ -283,10 +287,27 @@ def load_butd_weights(model: nn.Module, path: str | Path) -> LoadReport:
         raise InputError(f"unrecognised checkpoint layout (first keys: {sample})", file=str(path),
                          hint="expected MILVLG bua-caffe-frcn-r101_with_attributes.pth or "
                               "detectron2 faster_rcnn_from_caffe_attr.pkl")
+    # Only MILVLG's layout orders its anchors as this model does (ratio-major).
+    anchors = state.pop(ANCHOR_KEY, None) if layout == "milvlg" else None
     load_into(model, map_butd_state(state, layout, report), report)
-    log.info("loaded %d tensors from %s (%s layout, sha256 %s)", report.loaded, path, layout,
-             report.sha256[:12])
+    if anchors is not None:
+        _use_checkpoint_anchors(model, anchors, path)
+        report.anchors = "checkpoint"
+    log.info("loaded %d tensors from %s (%s layout, sha256 %s); RPN cell anchors: %s",
+             report.loaded, path, layout, report.sha256[:12],
+             "the checkpoint's" if anchors is not None else "built (Caffe's generate_anchors)")
     return report
+
+
+def _use_checkpoint_anchors(model: nn.Module, anchors: torch.Tensor, path) -> None:
+    """The reference model keeps its cell anchors in a persistent buffer, so the ones in
+    the file are the ones it uses."""
+    try:
+        model.rpn.set_cell_anchors(anchors)
+    except ValueError as exc:
+        raise InputError(f"{ANCHOR_KEY}: {exc}", file=str(path), field=ANCHOR_KEY,
+                         hint="check that the file is the 12-anchor bottom-up-attention "
+                              "model") from None
 
 
 def init_random(model: nn.Module, seed: int) -> None:
