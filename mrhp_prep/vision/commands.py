@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import (device_option, fail_if_none_done, manifest_option, precision_option,
+from ..options import (PRECISIONS, device_option, fail_if_none_done, manifest_option,
                        report, shard_options, stage_options)
 
 _MODELS = ["butd-r101", "frcnn-r50-fpn-v2"]
@@ -63,7 +63,9 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 @click.option("--rpn-post-nms-top-n", type=click.IntRange(min=1), default=300,
               help="Proposals kept after the RPN's NMS (regions are chosen among these).")
 @_feature_dtype_option
-@precision_option()
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="fp32 reproduces the reference extractor (TF32 off on GPUs). fp16 / bf16 "
+                   "autocast (auto = fp16 on a GPU) is faster but not identical; see the docs.")
 @device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")

@@ -28,6 +28,11 @@ def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "c
     if not shards:
         raise InputError("give the shard folders to merge", hint="mrhp-prep merge-rois DIR...")
     infos = [read_manifest(s, stage="extract-rois") for s in shards]
+    for shard, info in zip(shards, infos):
+        if info.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"store format {info.get('format_version')}, this version writes "
+                             f"{FORMAT_VERSION} (object/attribute ids changed)", file=shard,
+                             hint="re-run extract-rois for this shard")
     reference = {k: v for k, v in infos[0]["settings"].items() if k not in _SHARD_KEYS}
     for shard, info in zip(shards, infos):
         settings = {k: v for k, v in info["settings"].items() if k not in _SHARD_KEYS}
@@ -143,6 +148,10 @@ def export_rois(store_path: str, *, fmt: str, out: str) -> int:
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     with RoiStore(store_path) as store:
+        if store.format_version < FORMAT_VERSION:
+            raise InputError(f"store format {store.format_version}: its object and attribute "
+                             "ids may be counted from 1, the formats written here count from 0",
+                             file=str(store.path), hint="re-run extract-rois or import-rois")
         if fmt == "npz":
             return export_npz(store, target)
         if fmt == "tsv":
