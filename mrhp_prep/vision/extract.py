@@ -38,12 +38,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 
 @dataclass
 class RunOptions:
-    """How to run; none of these change the output, so none enter the fingerprint."""
+    """How to run; only `max_padding` changes the output (it enters the fingerprint)."""
 
     batch_size: int | None = None        # None: 8 on CUDA, 1 on CPU
     workers: int | None = None           # None: up to 8 on CUDA, 1 on CPU
     device: str = "auto"
     part_size: int = 256
+    # 1.0: only images of one shape share a batch, so each is computed as if alone (as the
+    # reference does); above 1, mixed shapes are zero-padded, which changes their features.
+    max_padding: float = 1.0
 
 
 @dataclass
@@ -273,6 +276,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     identity = weights_identity(detector.weights, detector.seed)
     settings = {**asdict(detector), "weights": identity, **asdict(image_settings),
                 "feature_dtype": feature_dtype, "precision": precision,
+                "max_padding": run_options.max_padding,
                 "num_shards": num_shards, "shard_index": shard_index}
     if detector.weights != "random":
         del settings["seed"]  # the seed only matters for random weights
@@ -323,7 +327,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                         persistent_workers=False, prefetch_factor=4 if workers else None)
     attrs = {"model": detector.model, "weights_sha256": identity, "settings": settings,
              "part": True}
-    batcher = ShapeBatcher(batch_size)
+    batcher = ShapeBatcher(batch_size, max_padding=run_options.max_padding)
     pending: list[ImageRegions] = []
     failures: list[dict] = []
     feature_dim = FEATURE_DIMS[detector.model]
