@@ -245,6 +245,15 @@ def test_shape_batcher_emits_every_image_once_with_little_padding():
         sizes = [tuple(s["image"].shape[-2:]) for s in batch]
         padded = max(h for h, _ in sizes) * max(w for _, w in sizes) * len(batch)
         assert padded <= 1.25 * sum(h * w for h, w in sizes)
+    # Without padding (the default of extract-rois), a batch never mixes shapes.
+    batcher = ShapeBatcher(4, window=6, max_padding=1.0)
+    exact = []
+    for index, shape in enumerate(shapes):
+        exact += batcher.add({"image": torch.zeros(3, *shape), "index": index})
+    exact += batcher.flush()
+    assert sorted(s["index"] for batch in exact for s in batch) == list(range(len(shapes)))
+    assert all(len({tuple(s["image"].shape) for s in batch}) == 1 for batch in exact)
+    assert max(len(batch) for batch in exact) > 1
     # Four images of one shape leave together at once, without waiting for the window.
     batcher = ShapeBatcher(4)
     emitted = [b for i in range(4) for b in batcher.add({"image": torch.zeros(3, 60, 80)})]
