@@ -226,3 +226,50 @@ def test_output_size_rounds_half_to_even_as_opencv(height, width):
     expected = cv2.resize(np.zeros((height, width), np.float32), None, fx=scale, fy=scale,
                           interpolation=cv2.INTER_LINEAR).shape
     assert resized_shape(height, width, scale) == expected
+
+
+# --- the whole detector: what it stores is what the reference's loop picks -----------------
+
+@pytest.mark.slow
+def test_detector_stores_the_regions_the_reference_loop_picks(tmp_path):
+    from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector
+    from mrhp_prep.vision.checkpoints import init_random
+    from mrhp_prep.vision.extract import ImageDataset, ImageSettings
+    from rois_support import write_photos
+
+    model = BUTDDetector(BUTDConfig(rpn_post_nms_top_n=12, min_boxes=3, max_boxes=8)).eval()
+    init_random(model, seed=3)
+    path = write_photos(tmp_path, names=("coffee",))["coffee"]
+    sample = ImageDataset([("coffee", path)], min_size=96, max_size=160,
+                          image_settings=ImageSettings())[0]
+    image = model.normalize(sample["image"][None])
+    sizes = torch.tensor([list(sample["image"].shape[1:])])
+    scales = torch.tensor([sample["scale"]], dtype=torch.float32)
+    originals = torch.tensor([sample["original_size"]])
+    with torch.inference_mode():
+        res4 = model.backbone(image)
+        proposals = model.rpn(res4, sizes, scales)
+        heads = model.roi_heads(res4, proposals)
+    probs = heads["class_logits"].softmax(dim=1).numpy()
+    attrs = heads["attr_logits"].softmax(dim=1).numpy()
+    boxes = (proposals[0] / scales[0]).numpy()
+    # Random weights give near-uniform classes: set the threshold between the sixth and
+    # seventh confidence so that six regions pass, within [3, 8]: proposal order.
+    max_conf = np.zeros(len(boxes), np.float32)
+    for cls in range(1, probs.shape[1]):
+        for i in oracle_nms(boxes, probs[:, cls], 0.3):
+            max_conf[i] = max(max_conf[i], probs[i, cls])
+    threshold = float(np.sort(max_conf)[::-1][5])
+    for conf, branch_min, branch_max in [(threshold, 3, 8), (threshold, 7, 9), (threshold, 1, 4)]:
+        model.config = model.config.replace(conf_thresh=conf, min_boxes=branch_min,
+                                            max_boxes=branch_max)
+        with torch.inference_mode():
+            out = model(image, sizes, scales, originals)[0]
+        keep = oracle_select(boxes, probs, 0.3, conf, branch_min, branch_max)
+        assert len(keep) == {3: 6, 7: 7, 1: 4}[branch_min]
+        np.testing.assert_array_equal(out["boxes"].numpy(), boxes[keep])
+        np.testing.assert_array_equal(out["object_id"].numpy(), probs[keep, 1:].argmax(1))
+        np.testing.assert_array_equal(out["attr_id"].numpy(), attrs[keep, 1:].argmax(1))
+        np.testing.assert_array_equal(out["object_conf"].numpy(), probs[keep, 1:].max(1))
+        np.testing.assert_allclose(out["features"].numpy(), heads["features"].numpy()[keep],
+                                   rtol=1e-5, atol=1e-6)
