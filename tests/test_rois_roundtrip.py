@@ -89,3 +89,25 @@ def test_butd_tsv_round_trips_line_for_line(tmp_path, runner):
     assert runner.invoke(cli, ["export-rois", str(store), "--format", "tsv", "--out",
                                str(out)]).exit_code == 0
     assert (out / "rois.tsv").read_text(encoding="utf-8") == source.read_text(encoding="utf-8")
+
+
+def test_format_1_stores_are_not_exported(tmp_path):
+    # Format 1 counted extract-rois ids from 1: exporting them as 0-based would be wrong.
+    import h5py
+    import pytest
+
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision.stages import export_rois
+    from mrhp_prep.vision.store import FORMAT_VERSION, ImageRegions, write_store
+
+    regions = _regions(0, 100, 100, 3)
+    image = ImageRegions("a.jpg", 100, 100, regions["x"], regions["bbox"],
+                         regions["objects_id"], regions["objects_conf"], regions["attrs_id"],
+                         regions["attrs_conf"])
+    path = write_store(tmp_path / "rois.h5", [image], feature_dim=2048)
+    assert FORMAT_VERSION == 2
+    assert export_rois(str(path), fmt="npz", out=str(tmp_path / "ok")) == 1
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["format_version"] = 1
+    with pytest.raises(InputError, match="counted from 1"):
+        export_rois(str(path), fmt="tsv", out=str(tmp_path / "refused"))
