@@ -53,9 +53,10 @@ def caffe_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.T
                       threshold: float, kernel: NmsKernel = torchvision_nms) -> torch.Tensor:
     """`caffe_nms` within each group (boxes of different groups never suppress each other).
 
-    Runs one NMS per group on the boxes' own coordinates: torchvision's batched NMS shifts
-    each group by a large offset, which rounds float32 coordinates (to 1/8 px at a
-    million) and so changes IoUs. Returns kept indices [K] in no particular order.
+    Runs one NMS per group on the boxes' own coordinates: torchvision's batched NMS may
+    shift each group by a large offset (class x image size, over a million for 1600
+    classes), which rounds float32 coordinates to 1/16 or 1/8 px and so changes IoUs.
+    Returns kept indices [K] in no particular order.
     """
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
