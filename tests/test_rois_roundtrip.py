@@ -52,8 +52,8 @@ def test_reference_npz_folder_round_trips(tmp_path, runner):
         np.savez_compressed(path, x=regions["x"], bbox=regions["bbox"], num_bbox=n,
                             image_h=height, image_w=width, info=info)
         written[name] = regions
-    store = _ok(runner.invoke(cli, ["import-rois", str(source), "--format", "npz", "--dtype",
-                                    "float32", "--out", str(tmp_path / "store")]))
+    store = _ok(runner.invoke(cli, ["import-rois", str(source), "--format", "npz", "--out",
+                                    str(tmp_path / "store")]))      # the defaults
     out = tmp_path / "exported"
     assert runner.invoke(cli, ["export-rois", str(store), "--format", "npz", "--out",
                                str(out)]).exit_code == 0
@@ -83,8 +83,8 @@ def test_butd_tsv_round_trips_line_for_line(tmp_path, runner):
             _b64(r["attrs_id"]), _b64(r["attrs_conf"]), str(n), _b64(r["bbox"]), _b64(r["x"])]))
     source = tmp_path / "vg.tsv"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    store = _ok(runner.invoke(cli, ["import-rois", str(source), "--format", "tsv", "--dtype",
-                                    "float32", "--out", str(tmp_path / "store")]))
+    store = _ok(runner.invoke(cli, ["import-rois", str(source), "--format", "tsv", "--out",
+                                    str(tmp_path / "store")]))
     out = tmp_path / "exported"
     assert runner.invoke(cli, ["export-rois", str(store), "--format", "tsv", "--out",
                                str(out)]).exit_code == 0

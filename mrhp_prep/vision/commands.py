@@ -147,7 +147,9 @@ def merge_rois(shards, out, cache_dir, force):
                  help="Map file paths (relative to SOURCE) to the manifest's image ids.")
 @click.option("--suffix", default=".jpg",
               help="Image file suffix that replaces .npz/.pth names to form image paths.")
-@_feature_dtype_option
+@click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]),
+              default="float32", help="Storage type of the features (float32 keeps them as "
+                                      "the files hold them, so export-rois gives them back).")
 @click.option("--name", default=None, help="Dataset name in the cache (default: the manifest's "
                                            "or SOURCE's folder name).")
 @stage_options

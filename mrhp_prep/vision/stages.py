@@ -79,7 +79,7 @@ def _all_failures(info: dict, folder: str) -> list[dict]:
 
 
 def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: str = ".jpg",
-                feature_dtype: str = "float16", name: str | None = None, out: str | None = None,
+                feature_dtype: str = "float32", name: str | None = None, out: str | None = None,
                 cache_dir: str = "cache", force: bool = False, part_size: int = 1024):
     """Read features other tools wrote (npz / tsv / mcr-pth) into a store folder."""
     source_path = Path(source)
