@@ -111,3 +111,15 @@ def test_format_1_stores_are_not_exported(tmp_path):
         handle.attrs["format_version"] = 1
     with pytest.raises(InputError, match="counted from 1"):
         export_rois(str(path), fmt="tsv", out=str(tmp_path / "refused"))
+
+
+def test_format_1_shards_are_not_merged(sample_manifest, tmp_path):
+    import pytest
+
+    from feature_stores import write_roi_store
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision.stages import merge_rois
+
+    old = write_roi_store(tmp_path / "old", sample_manifest)     # an extract-rois folder, format 1
+    with pytest.raises(InputError, match="store format 1"):
+        merge_rois([str(old)], cache_dir=str(tmp_path / "cache"))
