@@ -43,7 +43,9 @@ Shapes (ResNet-101, 1601 classes, 401 attributes, 12 anchors) and layout convers
 | attribute scores           | [401, 512], "none" first | [401, 512], "none" last     | "none" first  |
 
 Batch-norm statistics (`running_mean`, `running_var`, `weight`, `bias`) are kept as
-frozen affine layers; `num_batches_tracked` entries are ignored.
+frozen affine layers; `num_batches_tracked` entries are ignored. MILVLG's persistent
+anchor buffer (`ANCHOR_KEY`, [12, 4]) replaces the RPN's built anchors, as it does in
+that model; the log says which anchors run.
 """
 
 from __future__ import annotations
