@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class DataConfig:
     """The `data:` section of a training config."""
 
-    max_rois_per_image: int = 32    # RoIs kept per image (the store's first, most confident)
+    max_rois_per_image: int = 32    # RoIs kept per image (the store's first, as stored)
     min_image_rows: int = 16        # image tensors are padded to at least this many rows ...
     max_image_rows: int = 128       # ... and an item's concatenated RoIs cut at this many
     max_text_tokens: int = 128      # tokens kept per text

@@ -9,12 +9,13 @@ and raises `ImageError` with a short machine-readable reason for the rest.
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .resize import resize_scale, resized_shape  # noqa: F401  (kept importable from here)
 
 # Above this many pixels an image is refused as a likely decompression bomb (~ 15000 x 15000).
 DEFAULT_MAX_PIXELS = 225_000_000
@@ -109,15 +110,3 @@ def decode_image(path: str | Path, *, min_side: int = 1,
     if min(array.shape[0], array.shape[1]) < min_side:
         raise ImageError("too-small", f"{array.shape[1]}x{array.shape[0]} pixels")
     return array
-
-
-def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
-    """The factor that brings the shorter side to `min_size` with the longer <= `max_size`."""
-    scale = min_size / min(height, width)
-    if round(scale * max(height, width)) > max_size:
-        scale = max_size / max(height, width)
-    return scale
-
-
-def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
-    return max(1, int(math.floor(height * scale + 0.5))), max(1, int(math.floor(width * scale + 0.5)))

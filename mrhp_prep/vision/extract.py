@@ -8,7 +8,6 @@ run resumes where it stopped. At the end the parts are packed into `rois.h5`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -24,8 +23,10 @@ from ..cache import StageRun, open_stage
 from ..errors import InputError
 from ..options import resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
-from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image, resize_scale, resized_shape
+from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from .models import FEATURE_DIMS, DetectorSettings, build_detector, weights_identity
+from .precision import full_float32
+from .resize import resize_like_opencv, resize_scale
 from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, ImageRegions, RoiStore, consolidate,
                     list_parts, next_part_path, write_store)
 
@@ -37,12 +38,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 
 @dataclass
 class RunOptions:
-    """How to run; none of these change the output, so none enter the fingerprint."""
+    """How to run; only `max_padding` changes the output (it enters the fingerprint)."""
 
     batch_size: int | None = None        # None: 8 on CUDA, 1 on CPU
     workers: int | None = None           # None: up to 8 on CUDA, 1 on CPU
     device: str = "auto"
     part_size: int = 256
+    # 1.0: only images of one shape share a batch, so each is computed as if alone (as the
+    # reference does); above 1, mixed shapes are zero-padded, which changes their features.
+    max_padding: float = 1.0
 
 
 @dataclass
@@ -93,7 +97,6 @@ class ImageDataset:
 
     def __getitem__(self, index: int) -> dict:
         import torch
-        from torch.nn import functional as F
 
         image_id, path = self.items[index]
         try:
@@ -104,10 +107,8 @@ class ImageDataset:
                     "detail": exc.detail, "path": str(path)}
         height, width = pixels.shape[:2]
         scale = resize_scale(height, width, self.min_size, self.max_size)
-        new_h, new_w = resized_shape(height, width, scale)
         tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
-        # Bilinear without antialiasing, half-pixel centres: what cv2.resize(INTER_LINEAR) does.
-        tensor = F.interpolate(tensor, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        tensor = resize_like_opencv(tensor, scale)
         return {"image_id": image_id, "image": tensor[0], "original_size": (height, width),
                 "scale": scale, "path": str(path)}
 
@@ -181,7 +182,7 @@ class Runner:
         import torch
 
         if self.precision == "fp32":
-            return contextlib.nullcontext()
+            return full_float32()
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
@@ -240,7 +241,7 @@ def _done_in_parts(folder: Path) -> tuple[set[str], int]:
 def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
                  images: str | None = None, detector: DetectorSettings,
                  image_settings: ImageSettings = ImageSettings(),
-                 feature_dtype: str = "float16", precision: str = "auto",
+                 feature_dtype: str = "float16", precision: str = "fp32",
                  run_options: RunOptions = RunOptions(), num_shards: int | None = None,
                  shard_index: int | None = None, out: str | None = None,
                  cache_dir: str = "cache", force: bool = False,
@@ -275,6 +276,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     identity = weights_identity(detector.weights, detector.seed)
     settings = {**asdict(detector), "weights": identity, **asdict(image_settings),
                 "feature_dtype": feature_dtype, "precision": precision,
+                "max_padding": run_options.max_padding,
                 "num_shards": num_shards, "shard_index": shard_index}
     if detector.weights != "random":
         del settings["seed"]  # the seed only matters for random weights
@@ -325,7 +327,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                         persistent_workers=False, prefetch_factor=4 if workers else None)
     attrs = {"model": detector.model, "weights_sha256": identity, "settings": settings,
              "part": True}
-    batcher = ShapeBatcher(batch_size)
+    batcher = ShapeBatcher(batch_size, max_padding=run_options.max_padding)
     pending: list[ImageRegions] = []
     failures: list[dict] = []
     feature_dim = FEATURE_DIMS[detector.model]
