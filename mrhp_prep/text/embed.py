@@ -170,7 +170,7 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
             for name, f in items.items()}
     if mode == "static":
         extra = _run_static(run, items, mine, source, settings, vectors_cache or
-                            Path(cache_dir) / "vectors", batch_size)
+                            Path(cache_dir) / "vectors", batch_size, force)
     else:
         extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
     results: dict[str, FieldResult] = extra.pop("results")
@@ -207,7 +207,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, FieldItems],
-                source, settings: dict, vectors_cache: Path, batch_size: int) -> dict:
+                source, settings: dict, vectors_cache: Path, batch_size: int,
+                force: bool = False) -> dict:
     from .tokenize import SpacyTokenizer
     from .vectors import embedding_matrix, load_vectors
     from .vocab import UNK_ID, Vocabulary
@@ -222,7 +223,7 @@ def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fie
         vocabs = {name: Vocabulary.fit(counts[name], settings["min_freq"]) for name in FIELDS}
 
     started = time.perf_counter()
-    table = load_vectors(source, vectors_cache)
+    table = load_vectors(source, vectors_cache, force=force)
     load_seconds = round(time.perf_counter() - started, 3)
     log.info("vectors: %d words x %d from %s in %.2f s (%s)", len(table), table.dim,
              source.label, load_seconds, table.info.get("cache", "bindings"))

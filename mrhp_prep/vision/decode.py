@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Above this many pixels an image is refused as a likely decompression bomb (~ 15000 x 15000).
-DEFAULT_MAX_PIXELS = 225_000_000
+# Above this many pixels an image is refused as a likely decompression bomb: Pillow's own
+# default refusal (twice its warning limit of 89,478,485 pixels, about 13400 x 13400).
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
 # Transparent areas are composited onto white, as product photos are shown on web pages.
 _BACKGROUND = (255, 255, 255)
