@@ -168,11 +168,15 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     items = field_items(data)
     mine = {name: f.select([shard_of(i, num_shards) == shard_index for i in f.ids])
             for name, f in items.items()}
-    if mode == "static":
-        extra = _run_static(run, items, mine, source, settings, vectors_cache or
-                            Path(cache_dir) / "vectors", batch_size, force)
-    else:
-        extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
+    try:
+        if mode == "static":
+            extra = _run_static(run, items, mine, source, settings, vectors_cache or
+                                Path(cache_dir) / "vectors", batch_size, force)
+        else:
+            extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
+    except InputError:
+        run.discard_unstarted()  # a refused input leaves no folder behind
+        raise
     results: dict[str, FieldResult] = extra.pop("results")
     counts = {f"{name}_{key}": value for name, r in results.items()
               for key, value in r.as_dict().items() if key != "examples"}
@@ -239,6 +243,7 @@ def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fie
             coverage[name] = cov.as_dict()
         else:
             coverage[name] = coverage["product"]
+        _check_coverage(name, coverage[name], settings["min_freq"], counts[name], source.label)
         vocab.save(run.path / f"vocab-{name}.txt")
         _save_npy(run.path / f"vectors-{name}.npy", matrices[id(vocab)])
 
@@ -261,6 +266,26 @@ def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fie
             "vectors_info": {k: v for k, v in table.info.items() if k != "path"},
             "vectors_load_seconds": load_seconds, "coverage": coverage,
             "vocab_sizes": {name: len(vocabs[name]) for name in FIELDS}}
+
+
+def _check_coverage(name: str, coverage: dict, min_freq: int, counts: Counter,
+                    source: str) -> None:
+    """Refuse a vocabulary with no word, or none the vectors know; warn when few are known."""
+    if coverage["types"] == 0:
+        top = max(counts.values(), default=0)
+        raise InputError(f"--min-freq {min_freq} leaves no {name} word in the vocabulary (the "
+                         f"most frequent train token occurs {top} times): every token would "
+                         "be <unk>", field="--min-freq",
+                         hint=f"lower --min-freq (at most {top} here)" if top else
+                              "the train split has no text")
+    if coverage["types_found"] + coverage["types_subword"] == 0:
+        raise InputError(f"none of the {coverage['types']} {name} vocabulary words is in the "
+                         f"vectors {source}: every embedding would be random",
+                         field="--vectors", hint="pass vectors of the text's language (and "
+                                                 "check --lowercase)")
+    if coverage["token_coverage"] < 0.5:
+        log.warning("the vectors cover only %.1f%% of the %s train tokens; the rest get "
+                    "random vectors", 100 * coverage["token_coverage"], name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,12 +399,19 @@ def _run_transformer(run: StageRun, mine: dict[str, FieldItems], settings: dict,
                      batch_size: int, device: str, precision: str) -> dict:
     from .tokenize import TransformerTokenizer
 
+    from .transformer import MODEL_LOAD_ERRORS, tokenizer_problem
+
     try:
         tokenizer = TransformerTokenizer(model, max_length=settings["max_length"])
-    except (OSError, ValueError) as exc:
+        problem = tokenizer_problem(model, tokenizer.describe()["vocab_size"])
+    except MODEL_LOAD_ERRORS as exc:
         raise InputError(f"cannot load the tokenizer: {exc}", field="--model",
                          hint="pass a local model folder with a fast tokenizer "
                               "(tokenizer.json); hub names need a network") from exc
+    if problem:
+        raise InputError(problem, file=str(model), field="--model",
+                         hint="copy the model's tokenizer files (tokenizer.json or vocab.txt, "
+                              "tokenizer_config.json) into the folder")
     mode = settings["mode"]
     results = {}
     extra: dict = {"mode": mode, "tokenizer": tokenizer.describe()}
@@ -398,8 +430,10 @@ def _run_transformer(run: StageRun, mine: dict[str, FieldItems], settings: dict,
     try:
         encoder = TransformerEncoder(model, layers=settings["layers"], device=device,
                                      precision=precision, pad_id=tokenizer.pad_id)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load the model: {exc}", field="--model") from exc
+    except MODEL_LOAD_ERRORS as exc:
+        raise InputError(f"cannot load the model: {exc}", file=str(model), field="--model",
+                         hint="a weights file may be truncated or damaged: copy or download "
+                              "the model again") from exc
     extra.update(dim=encoder.hidden_size, encoder=encoder.describe())
     for name in FIELDS:
         metadata = {"mode": "features", "field": name, "tokenizer": tokenizer.describe(),
@@ -426,6 +460,15 @@ def _encode_resilient(encoder, sequences: list[list[int]]) -> list[np.ndarray]:
                 + _encode_resilient(encoder, sequences[half:]))
 
 
+def _refuse_non_finite(features: list[np.ndarray], ids: list[str], encoder) -> None:
+    """NaN or inf features would reach training as NaN losses: stop at the first."""
+    for item_id, array in zip(ids, features):
+        if not np.isfinite(array).all():
+            raise InputError(f"the model gave NaN or infinite features for '{item_id[:80]}'",
+                             field="--model", hint="try --precision fp32 (fp16 can overflow); "
+                             f"if that fails, the weights of {encoder.model_name} are damaged")
+
+
 def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, schema,
                          batch_size: int) -> FieldResult:
     """Features mode: each shard's texts are encoded in length-sorted batches and written
@@ -449,6 +492,7 @@ def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, s
                 yield record_batch(schema, [], [], features=[])
             for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
                 features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
+                _refuse_non_finite(features, [kept_ids[i] for i in batch], encoder)
                 counts.rows += len(batch)
                 counts.tokens += sum(len(tokenized[i]) for i in batch)
                 bar.update(len(batch))

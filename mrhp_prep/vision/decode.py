@@ -29,6 +29,7 @@ class ImageError(Exception):
 
     REASONS = {
         "missing": "the file does not exist",
+        "unreadable": "the path cannot be opened (a symlink loop, a name too long, no access)",
         "empty": "the file has zero bytes",
         "not-an-image": "the bytes are not an image format Pillow can read",
         "truncated": "the file ends before the image data does",
@@ -78,6 +79,8 @@ def decode_image(path: str | Path, *, min_side: int = 1,
         size = path.stat().st_size
     except FileNotFoundError:
         raise ImageError("missing", str(path)) from None
+    except OSError as exc:  # ELOOP, ENAMETOOLONG, EACCES: this image, not the run, fails
+        raise ImageError("unreadable", f"{exc.strerror or exc} ({str(path)[:200]})") from None
     if size == 0:
         raise ImageError("empty", str(path))
     try:

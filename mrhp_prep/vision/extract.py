@@ -285,17 +285,22 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
         return run
 
     started = time.perf_counter()
-    done, num_parts = _done_in_parts(run.path)
-    todo = [(i, p) for i, p in items if i not in done]
-    if done:
-        log.info("resuming: %d of %d images already in %d part files", len(done), len(items),
-                 num_parts)
-    dtype = np.float16 if feature_dtype == "float16" else np.float32
-    if todo:
-        _extract_parts(todo, run.path, detector, image_settings, dtype, precision, device,
-                       run_options, identity, settings, progress_bar)
-    return _finish(run, items, dataset_name, identity, detector.model, dtype,
-                   time.perf_counter() - started)
+    with run.exclusive():
+        try:
+            done, num_parts = _done_in_parts(run.path)
+            todo = [(i, p) for i, p in items if i not in done]
+            if done:
+                log.info("resuming: %d of %d images already in %d part files", len(done),
+                         len(items), num_parts)
+            dtype = np.float16 if feature_dtype == "float16" else np.float32
+            if todo:
+                _extract_parts(todo, run.path, detector, image_settings, dtype, precision,
+                               device, run_options, identity, settings, progress_bar)
+            return _finish(run, items, dataset_name, identity, detector.model, dtype,
+                           time.perf_counter() - started)
+        except InputError:
+            run.discard_unstarted()  # a refused run (e.g. bad weights) leaves nothing behind
+            raise
 
 
 def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
