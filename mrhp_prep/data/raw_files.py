@@ -157,7 +157,9 @@ def _to_frame(parsed: object, path: Path) -> pd.DataFrame:
     bad = [k for k, r in zip(keys, records) if not isinstance(r, dict)]
     if bad:
         raise InputError("a row is not a JSON object", file=str(path), row=bad[0])
-    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    # Object columns keep each value as JSON gave it (a lone surrogate too, for ingest to
+    # judge per row); inferred string columns would refuse it for the whole file.
+    frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
     frame = frame.astype(object).where(frame.notna(), None)
     frame[ROW_KEY] = keys
     return frame

@@ -70,7 +70,8 @@ def folder_images(folder: str | Path) -> list[tuple[str, Path]]:
         rel = path.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        # A broken or looping link is kept: decoding lists it as a failure, not a silent gap.
+        if (path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_SUFFIXES:
             items.append((rel.as_posix(), path))
     return items
 

