@@ -286,6 +286,25 @@ def decompression_bomb(tmp):
     return _rois_argv(tmp)
 
 
+def five_thousand_char_ids(tmp):
+    from mrhp_prep.data.ingest import ingest
+    from mrhp_prep.data.manifest import image_relpath
+
+    long_id = "R" * 5000
+
+    def mutate(tables):
+        tables["prd", "train"][0]["img_url"] = ["http://shop.invalid/p.jpg"]
+        tables["rvw", "train"][0].update(review_id=long_id, img_url=["http://shop.invalid/r.jpg"])
+        tables["rel", "train"][0]["review_id"] = long_id
+    raw = _release(tmp, mutate)
+    manifest = ingest(raw, dataset="amazon", category="electronics", cache_dir=tmp / "in").path
+    photo_path = tmp / "images" / image_relpath("train", "prd", "P00", 0)
+    write_photos(photo_path.parent, names=("coffee",))
+    (photo_path.parent / "coffee.jpg").rename(photo_path)
+    return ["extract-rois", "--manifest", str(manifest), "--images-root", str(tmp / "images"),
+            "--out", str(tmp / "out"), *tiny(**FAST)]
+
+
 CASES = [
     Case("ingest: UTF-16 file", utf16_file, refused=("Electronics.rvw.train", "UTF-16")),
     Case("ingest: gzip bytes under the plain name", gzip_bytes,
@@ -316,6 +335,8 @@ CASES = [
          refused=("roi_heads.box_predictor.cls_score.weight", "NaN")),
     Case("extract-rois: symlink loop", symlink_loop_and_long_name, listed=("loop-a.jpg",)),
     Case("extract-rois: 15000 x 15000 PNG", decompression_bomb, listed=("bomb.png",)),
+    Case("extract-rois: a 5000-character id (name too long)", five_thousand_char_ids,
+         listed=("R" * 5000 + "/pic_0.jpg",)),
 ]
 
 EMBED_CASES = [
@@ -375,3 +396,108 @@ def test_bad_input(case, runner, tmp_path):
 def test_bad_input_to_embed_text(case, runner, tmp_path, sample_manifest):
     argv = case.build(tmp_path, sample_manifest)
     _check(runner, case, tmp_path, argv, _manifests(tmp_path))
+
+
+# --- promises beside the table ------------------------------------------------------------------
+
+def test_a_refused_extraction_leaves_its_out_folder_usable(runner, tmp_path):
+    refused = runner.invoke(cli, detector_nan_weights(tmp_path))
+    assert refused.exit_code == 3 and not (tmp_path / "out").exists(), refused.output
+    again = runner.invoke(cli, _rois_argv(tmp_path))
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "out" / "MANIFEST.json").is_file()
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_at_once(tmp_path):
+    from mrhp_prep.cache import open_stage
+    from mrhp_prep.errors import InputError
+
+    def start():
+        return open_stage("extract-rois", dataset="d", settings={"a": 1}, inputs={},
+                          format_version=1, out=tmp_path / "out")
+    first, second = start(), start()
+    with first.exclusive():
+        with pytest.raises(InputError, match="another run is computing into"):
+            with second.exclusive():
+                pass
+    with second.exclusive():  # free again once the first is done
+        pass
+
+
+def test_part_files_of_two_runs_suggest_force(tmp_path):
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision.store import ImageRegions, consolidate, write_store
+
+    def regions():
+        return ImageRegions("a.jpg", 10, 10, np.zeros((1, 4), np.float16),
+                            np.zeros((1, 4), np.float32), np.zeros(1, np.int32),
+                            np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.float32))
+    parts = [write_store(tmp_path / f"part-{i}.h5", [regions()], feature_dim=4) for i in range(2)]
+    with pytest.raises(InputError, match="--force"):
+        consolidate(parts, tmp_path / "rois.h5", attrs={}, feature_dim=4)
+
+
+def test_pipeline_flag_strings_mean_what_they_say(runner, tmp_path):
+    argv = _pipeline(tmp_path, [{"command": "ingest", "args": {"out": str(tmp_path / "m")}}])
+    path = Path(argv[1])
+    spec = yaml.safe_load(path.read_text())
+    assert runner.invoke(cli, argv).exit_code == 0
+    stamp = (tmp_path / "m" / "MANIFEST.json").stat().st_mtime_ns
+    for value in ("false", "0", "off", "no", False):
+        spec["stages"][0]["args"]["force"] = value
+        path.write_text(yaml.safe_dump(spec))
+        result = runner.invoke(cli, argv)
+        assert result.exit_code == 0 and "--force" not in result.output, result.output
+        assert (tmp_path / "m" / "MANIFEST.json").stat().st_mtime_ns == stamp, value
+    spec["stages"][0]["args"]["force"] = "on"
+    path.write_text(yaml.safe_dump(spec))
+    assert runner.invoke(cli, argv).exit_code == 0
+    assert (tmp_path / "m" / "MANIFEST.json").stat().st_mtime_ns != stamp
+
+
+def test_pipeline_false_for_a_paired_flag_gives_its_off_form(runner, tmp_path):
+    argv = _pipeline(tmp_path, [{"command": "ingest"}, {"command": "embed-text", "args": {
+        "manifest": "{ingest}", "vectors": "glove-6b-50d-package", "lowercase": "false",
+        "max_length": "64"}}])
+    result = runner.invoke(cli, argv + ["--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "--no-lowercase" in result.output and "--max-length 64" in result.output
+
+
+def test_the_manifest_records_every_file_read(tmp_path):
+    import hashlib
+
+    from mrhp_prep.data.ingest import ingest
+
+    raw = _release(tmp_path)
+    run = ingest(raw, dataset="amazon", category="electronics", cache_dir=tmp_path / "cache")
+    files = run.manifest()["files_read"]
+    assert sorted(Path(f["path"]).name for f in files) == sorted(p.name for p in raw.iterdir())
+    for record in files:
+        data = Path(record["path"]).read_bytes()
+        assert record["size"] == len(data)
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_lone_surrogate_in_text_is_replaced_and_counted(runner, tmp_path):
+    from mrhp_prep.data.manifest import Manifest
+
+    raw = _raw_json_cell(tmp_path, ("rvw", "dev"), 0, "content", '"bad \\udc80 text"')
+    result = runner.invoke(cli, _ingest_argv(raw, tmp_path))
+    assert result.exit_code == 0, result.output
+    manifest = Manifest(Path(result.stdout.strip().splitlines()[-1]))
+    assert manifest.info["counts"]["cells_with_lone_surrogates"] == 1
+    assert "bad \ufffd text" in set(manifest.reviews["text"])
+    assert "lone UTF-16 surrogates" in result.output
+
+
+def test_the_decompression_bomb_limit_is_pillows():
+    from PIL import Image
+
+    from mrhp_prep.vision.commands import extract_rois
+    from mrhp_prep.vision.decode import DEFAULT_MAX_PIXELS
+
+    pillow_refuses_above = 2 * Image.MAX_IMAGE_PIXELS
+    assert DEFAULT_MAX_PIXELS == pillow_refuses_above
+    option = next(p for p in extract_rois.params if p.name == "max_image_pixels")
+    assert option.default == pillow_refuses_above
