@@ -305,6 +305,17 @@ def five_thousand_char_ids(tmp):
             "--out", str(tmp / "out"), *tiny(**FAST)]
 
 
+def imported_nan_features(tmp):
+    source = tmp / "feats"
+    source.mkdir()
+    for name, value in (("good", 0.5), ("poisoned", np.nan)):
+        features = np.full((3, 8), 0.25, dtype=np.float32)
+        features[1, 2] = value
+        np.savez(source / f"{name}.npz", x=features, bbox=np.ones((3, 4), np.float32),
+                 image_h=10, image_w=10)
+    return ["import-rois", str(source), "--format", "npz", "--out", str(tmp / "out")]
+
+
 CASES = [
     Case("ingest: UTF-16 file", utf16_file, refused=("Electronics.rvw.train", "UTF-16")),
     Case("ingest: gzip bytes under the plain name", gzip_bytes,
@@ -335,6 +346,8 @@ CASES = [
          refused=("roi_heads.box_predictor.cls_score.weight", "NaN")),
     Case("extract-rois: symlink loop", symlink_loop_and_long_name, listed=("loop-a.jpg",)),
     Case("extract-rois: 15000 x 15000 PNG", decompression_bomb, listed=("bomb.png",)),
+    Case("import-rois: NaN features in one file", imported_nan_features,
+         listed=("poisoned.jpg",)),
     Case("extract-rois: a 5000-character id (name too long)", five_thousand_char_ids,
          listed=("R" * 5000 + "/pic_0.jpg",)),
 ]
@@ -501,3 +514,22 @@ def test_the_decompression_bomb_limit_is_pillows():
     assert DEFAULT_MAX_PIXELS == pillow_refuses_above
     option = next(p for p in extract_rois.params if p.name == "max_image_pixels")
     assert option.default == pillow_refuses_above
+
+
+def test_regions_with_nan_from_the_detector_are_listed_not_stored():
+    from mrhp_prep.vision.extract import _finite_only
+    from mrhp_prep.vision.store import ImageRegions
+
+    def regions(image_id, value):
+        features = np.ones((2, 4), np.float16)
+        features[1, 3] = value
+        return ImageRegions(image_id, 10, 10, features, np.zeros((2, 4), np.float32),
+                            np.zeros(2, np.int32), np.ones(2, np.float32), np.zeros(2, np.int32),
+                            np.ones(2, np.float32))
+    samples = [{"path": "a.jpg"}, {"path": "b.jpg"}, {"path": "c.jpg"}]
+    failures: list[dict] = []
+    kept = _finite_only(samples, [regions("a", 1.0), regions("b", np.inf), regions("c", np.nan)],
+                        failures)
+    assert [r.image_id for r in kept] == ["a"]
+    assert [(f["item"], f["reason"], f["path"]) for f in failures] == [
+        ("b", "non-finite", "b.jpg"), ("c", "non-finite", "c.jpg")]

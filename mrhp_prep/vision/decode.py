@@ -36,6 +36,7 @@ class ImageError(Exception):
         "corrupt": "the image data is damaged",
         "too-small": "the image is smaller than --min-image-side",
         "too-large": "the image has more pixels than the decompression-bomb limit",
+        "non-finite": "the detector gave NaN or infinite values for the image",
     }
 
     def __init__(self, reason: str, detail: str = ""):

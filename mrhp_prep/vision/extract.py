@@ -228,6 +228,21 @@ def _failure_record(sample: dict) -> dict:
             "path": sample["path"]}
 
 
+def _finite_only(samples: list[dict], regions: list[ImageRegions],
+                 failures: list[dict]) -> list[ImageRegions]:
+    """Regions with NaN or inf features, boxes or scores are a listed failure, never stored."""
+    kept = []
+    for sample, image in zip(samples, regions):
+        arrays = (image.features, image.boxes, image.object_conf, image.attr_conf)
+        if all(np.isfinite(a).all() for a in arrays):
+            kept.append(image)
+        else:
+            failures.append({"item": image.image_id, "reason": "non-finite",
+                             "detail": "the detector gave NaN or infinite values (try "
+                                       "--precision fp32)", "path": sample["path"]})
+    return kept
+
+
 def _done_in_parts(folder: Path) -> tuple[set[str], int]:
     done: set[str] = set()
     parts = list_parts(folder)
@@ -355,12 +370,12 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                         bar.update(1)
                     continue
                 for batch in batcher.add(sample):
-                    pending.extend(runner.run(batch))
+                    pending.extend(_finite_only(batch, runner.run(batch), failures))
                     if bar is not None:
                         bar.update(len(batch))
                 flush()
         for batch in batcher.flush():
-            pending.extend(runner.run(batch))
+            pending.extend(_finite_only(batch, runner.run(batch), failures))
             if bar is not None:
                 bar.update(len(batch))
         flush(force=True)
