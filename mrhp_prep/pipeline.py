@@ -88,7 +88,7 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
             options.extend(_flag_argv(param, flag, value, where))
             continue
         for item in value if isinstance(value, list) else [value]:
-            _check_value(param, key, item, where)
+            _check_value(command.name, param, str(key), item, where)
             options.extend([flag, str(_as_path(item, here, param))])
     return positional + options
 
@@ -105,7 +105,8 @@ def _flag_argv(param: click.Option, flag: str, value: Any, where: str) -> list[s
     return [flag] if on else []
 
 
-def _check_value(param: click.Parameter, key: str, value: Any, where: str) -> None:
+def _check_value(command: str, param: click.Parameter, key: str, value: Any,
+                 where: str) -> None:
     """Refuse a value the option's type would refuse, before any stage runs.
 
     Paths are not checked here: they may name the output of an earlier stage.
@@ -114,13 +115,13 @@ def _check_value(param: click.Parameter, key: str, value: Any, where: str) -> No
         return
     if isinstance(value, (dict, list)) or value is None:
         raise InputError(f"{value!r} is not a value for --{key.replace('_', '-')}", row=where,
-                         field=str(key), hint="give a single value (a list repeats the option)")
+                         field=key, hint="give a single value (a list repeats the option)")
     try:
         param.type.convert(str(value), param, None)
     except click.BadParameter as exc:
         raise InputError(f"{value!r} is not a valid value: {exc.message}", row=where,
-                         field=str(key), hint=f"run 'mrhp-prep ... --help' to see what "
-                                              f"--{key.replace('_', '-')} takes") from None
+                         field=key, hint=f"see 'mrhp-prep {command} --help' for what "
+                                         f"--{key.replace('_', '-')} takes") from None
 
 
 def _as_path(value: Any, here: Path, param: click.Parameter) -> Any:
