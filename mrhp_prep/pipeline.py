@@ -96,7 +96,9 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
 def _flag_argv(param: click.Option, flag: str, value: Any, where: str) -> list[str]:
     """A flag's argv from a YAML value: true/false, or a string or number meaning one."""
     try:
-        on = click.BOOL.convert(value, param, None) if not isinstance(value, bool) else value
+        if not isinstance(value, (bool, int, str)):
+            raise TypeError(value)
+        on = click.BOOL.convert(value, param, None)
     except (click.BadParameter, TypeError):
         raise InputError(f"{value!r} is not true or false", row=where, field=param.name,
                          hint=f"write {param.name}: true or {param.name}: false") from None
