@@ -614,3 +614,18 @@ def test_regions_with_nan_from_the_detector_are_listed_not_stored():
     assert [r.image_id for r in kept] == ["a"]
     assert [(f["item"], f["reason"], f["path"]) for f in failures] == [
         ("b", "non-finite", "b.jpg"), ("c", "non-finite", "c.jpg")]
+
+
+@pytest.mark.slow
+def test_embed_text_force_rebuilds_the_vectors_cache(runner, tmp_path, sample_manifest):
+    vectors = _small_vectors(tmp_path, sample_manifest)
+    argv = _embed_argv(tmp_path, sample_manifest, "--vectors", str(vectors), "--min-freq", "1")
+    assert runner.invoke(cli, argv).exit_code == 0
+    (cached,) = (tmp_path / "cache" / "vectors").glob("*/vectors.npy")
+    stamp = cached.stat().st_mtime_ns
+    assert runner.invoke(cli, argv).exit_code == 0
+    assert cached.stat().st_mtime_ns == stamp, "a finished output is reused as it is"
+    forced = runner.invoke(cli, argv + ["--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "cache built" in forced.output
+    assert cached.stat().st_mtime_ns != stamp, "--force converts the vectors file again"
