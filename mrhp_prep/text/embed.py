@@ -214,7 +214,7 @@ def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fie
                 source, settings: dict, vectors_cache: Path, batch_size: int,
                 force: bool = False) -> dict:
     from .tokenize import SpacyTokenizer
-    from .vectors import embedding_matrix, load_vectors
+    from .vectors import check_coverage, embedding_matrix, load_vectors
     from .vocab import UNK_ID, Vocabulary
 
     tokenizer = SpacyTokenizer(settings["language"], lowercase=settings["lowercase"],
@@ -243,7 +243,7 @@ def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fie
             coverage[name] = cov.as_dict()
         else:
             coverage[name] = coverage["product"]
-        _check_coverage(name, coverage[name], settings["min_freq"], counts[name], source.label)
+        check_coverage(name, coverage[name], settings["min_freq"], counts[name], source.label)
         vocab.save(run.path / f"vocab-{name}.txt")
         _save_npy(run.path / f"vectors-{name}.npy", matrices[id(vocab)])
 
@@ -266,26 +266,6 @@ def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fie
             "vectors_info": {k: v for k, v in table.info.items() if k != "path"},
             "vectors_load_seconds": load_seconds, "coverage": coverage,
             "vocab_sizes": {name: len(vocabs[name]) for name in FIELDS}}
-
-
-def _check_coverage(name: str, coverage: dict, min_freq: int, counts: Counter,
-                    source: str) -> None:
-    """Refuse a vocabulary with no word, or none the vectors know; warn when few are known."""
-    if coverage["types"] == 0:
-        top = max(counts.values(), default=0)
-        raise InputError(f"--min-freq {min_freq} leaves no {name} word in the vocabulary (the "
-                         f"most frequent train token occurs {top} times): every token would "
-                         "be <unk>", field="--min-freq",
-                         hint=f"lower --min-freq (at most {top} here)" if top else
-                              "the train split has no text")
-    if coverage["types_found"] + coverage["types_subword"] == 0:
-        raise InputError(f"none of the {coverage['types']} {name} vocabulary words is in the "
-                         f"vectors {source}: every embedding would be random",
-                         field="--vectors", hint="pass vectors of the text's language (and "
-                                                 "check --lowercase)")
-    if coverage["token_coverage"] < 0.5:
-        log.warning("the vectors cover only %.1f%% of the %s train tokens; the rest get "
-                    "random vectors", 100 * coverage["token_coverage"], name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,20 +440,11 @@ def _encode_resilient(encoder, sequences: list[list[int]]) -> list[np.ndarray]:
                 + _encode_resilient(encoder, sequences[half:]))
 
 
-def _refuse_non_finite(features: list[np.ndarray], ids: list[str], encoder) -> None:
-    """NaN or inf features would reach training as NaN losses: stop at the first."""
-    for item_id, array in zip(ids, features):
-        if not np.isfinite(array).all():
-            raise InputError(f"the model gave NaN or infinite features for '{item_id[:80]}'",
-                             field="--model", hint="try --precision fp32 (fp16 can overflow); "
-                             f"if that fails, the weights of {encoder.model_name} are damaged")
-
-
 def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, schema,
                          batch_size: int) -> FieldResult:
     """Features mode: each shard's texts are encoded in length-sorted batches and written
     batch by batch, so rows inside a shard come longest first (join on `id`)."""
-    from .transformer import length_sorted_batches
+    from .transformer import check_finite_features, length_sorted_batches
 
     def write_one(path: Path, start: int, stop: int, bar) -> FieldResult:
         counts = FieldResult()
@@ -492,7 +463,7 @@ def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, s
                 yield record_batch(schema, [], [], features=[])
             for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
                 features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
-                _refuse_non_finite(features, [kept_ids[i] for i in batch], encoder)
+                check_finite_features(features, [kept_ids[i] for i in batch], encoder)
                 counts.rows += len(batch)
                 counts.tokens += sum(len(tokenized[i]) for i in batch)
                 bar.update(len(batch))

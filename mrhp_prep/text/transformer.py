@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..options import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,15 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
+
+
+def check_finite_features(features: list[np.ndarray], ids: list[str], encoder) -> None:
+    """NaN or inf features would reach training as NaN losses: stop at the first."""
+    for item_id, array in zip(ids, features):
+        if not np.isfinite(array).all():
+            raise InputError(f"the model gave NaN or infinite features for '{item_id[:80]}'",
+                             field="--model", hint="try --precision fp32 (fp16 can overflow); "
+                             f"if that fails, the weights of {encoder.model_name} are damaged")
 
 
 class TransformerEncoder:

@@ -23,6 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -301,6 +302,26 @@ def _refuse_non_finite(found_vectors: np.ndarray, words: list[str], vectors) -> 
                          f"values: {named}" + (" ..." if bad.size > 10 else ""),
                          file=str(source), hint="repair the vectors file (or its rows for "
                                                 "these words) and run again")
+
+
+def check_coverage(name: str, coverage: dict, min_freq: int, counts: Mapping[str, int],
+                   source: str) -> None:
+    """Refuse a vocabulary with no word, or none the vectors know; warn when few are known."""
+    if coverage["types"] == 0:
+        top = max(counts.values(), default=0)
+        raise InputError(f"--min-freq {min_freq} leaves no {name} word in the vocabulary (the "
+                         f"most frequent train token occurs {top} times): every token would "
+                         "be <unk>", field="--min-freq",
+                         hint=f"lower --min-freq (at most {top} here)" if top else
+                              "the train split has no text")
+    if coverage["types_found"] + coverage["types_subword"] == 0:
+        raise InputError(f"none of the {coverage['types']} {name} vocabulary words is in the "
+                         f"vectors {source}: every embedding would be random",
+                         field="--vectors", hint="pass vectors of the text's language (and "
+                                                 "check --lowercase)")
+    if coverage["token_coverage"] < 0.5:
+        log.warning("the vectors cover only %.1f%% of the %s train tokens; the rest get "
+                    "random vectors", 100 * coverage["token_coverage"], name)
 
 
 def write_text_vectors(path: str | os.PathLike, words: list[str], matrix: np.ndarray, *,
