@@ -11,7 +11,8 @@ the file is converted (the bytes are hashed as they are read, so it costs no ext
 `<vectors-cache>/index/` remembers the hash of each source path with its size and
 modification time, so a later run finds the folder without reading the source; a file whose
 size or time changed is hashed again (one quick pass), and a copy of the same file elsewhere
-finds the same folder. Every read checks the cache files against their recorded hashes: a
+finds the same folder (a first conversion into an empty cache hashes only while converting).
+Every read checks the cache files against their recorded hashes: a
 damaged or outdated folder is rebuilt, never used. `force=True` rebuilds it in any case.
 """
 
@@ -87,7 +88,9 @@ def open_cached(path: str | os.PathLike, cache_root: str | os.PathLike, *,
     Returns a `VectorTable` whose `.info["cache"]` is "hit" or "built".
     """
     path, root = Path(path), Path(cache_root)
-    if not force:
+    if not force and any(root.glob("*/source.json")):
+        # Unknown path, size or time: one quick read finds a copy converted before; when the
+        # cache is empty the hash is left to the conversion, which computes it anyway.
         digest = _indexed_hash(root, path) or file_sha256(path)
         folder = root / digest[:16]
         if (folder / "source.json").is_file():
