@@ -14,6 +14,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def plain_file_mode() -> int:
+    """The mode `open(path, "w")` would give a new file: 0o666 less the umask (mkstemp's
+    files are 0600, private to their owner, until changed)."""
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it to `final` only on success."""
@@ -26,8 +32,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        os.chmod(tmp_path, plain_file_mode())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

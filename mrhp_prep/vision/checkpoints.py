@@ -156,7 +156,23 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             tensors[str(name)] = torch.from_numpy(np.ascontiguousarray(value))
         elif isinstance(value, torch.Tensor):
             tensors[str(name)] = value
+    _refuse_non_finite(tensors, path)
     return tensors
+
+
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A NaN or inf weight makes every score NaN and every image silently regionless."""
+    bad = []
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and tensor.numel():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{name} ({count} of {tensor.numel()} values)")
+    if bad:
+        raise InputError(f"{len(bad)} tensor(s) hold NaN or infinite values: "
+                         + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""),
+                         file=str(path), hint="the checkpoint is damaged (or was saved from a "
+                                              "diverged run): download or export it again")
 
 
 def detect_layout(keys: set[str]) -> str:

@@ -79,8 +79,8 @@ def _store_rows(run, extra: dict | None = None) -> dict:
               help="Images per part file: the most a killed run has to redo.")
 @click.option("--min-image-side", type=click.IntRange(min=1), default=10,
               help="Images whose shorter side is below this (1x1 placeholders, icons) are failures.")
-@click.option("--max-image-pixels", type=click.IntRange(min=1), default=225_000_000,
-              help="Refuse larger images (decompression bombs).")
+@click.option("--max-image-pixels", type=click.IntRange(min=1), default=178_956_970,
+              help="Refuse larger images (decompression bombs); the default is Pillow's.")
 @shard_options
 @stage_options
 def extract_rois(manifest, images_root, images, model, weights, seed, backend, min_size,

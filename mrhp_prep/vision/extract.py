@@ -74,7 +74,8 @@ def folder_images(folder: str | Path) -> list[tuple[str, Path]]:
         rel = path.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        # A broken or looping link is kept: decoding lists it as a failure, not a silent gap.
+        if (path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_SUFFIXES:
             items.append((rel.as_posix(), path))
     return items
 
@@ -228,6 +229,21 @@ def _failure_record(sample: dict) -> dict:
             "path": sample["path"]}
 
 
+def _finite_only(samples: list[dict], regions: list[ImageRegions],
+                 failures: list[dict]) -> list[ImageRegions]:
+    """Regions with NaN or inf features, boxes or scores are a listed failure, never stored."""
+    kept = []
+    for sample, image in zip(samples, regions):
+        arrays = (image.features, image.boxes, image.object_conf, image.attr_conf)
+        if all(np.isfinite(a).all() for a in arrays):
+            kept.append(image)
+        else:
+            failures.append({"item": image.image_id, "reason": "non-finite",
+                             "detail": "the detector gave NaN or infinite values (try "
+                                       "--precision fp32)", "path": sample["path"]})
+    return kept
+
+
 def _done_in_parts(folder: Path) -> tuple[set[str], int]:
     done: set[str] = set()
     parts = list_parts(folder)
@@ -287,17 +303,22 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
         return run
 
     started = time.perf_counter()
-    done, num_parts = _done_in_parts(run.path)
-    todo = [(i, p) for i, p in items if i not in done]
-    if done:
-        log.info("resuming: %d of %d images already in %d part files", len(done), len(items),
-                 num_parts)
-    dtype = np.float16 if feature_dtype == "float16" else np.float32
-    if todo:
-        _extract_parts(todo, run.path, detector, image_settings, dtype, precision, device,
-                       run_options, identity, settings, progress_bar)
-    return _finish(run, items, dataset_name, identity, detector.model, dtype,
-                   time.perf_counter() - started)
+    with run.exclusive():
+        try:
+            done, num_parts = _done_in_parts(run.path)
+            todo = [(i, p) for i, p in items if i not in done]
+            if done:
+                log.info("resuming: %d of %d images already in %d part files", len(done),
+                         len(items), num_parts)
+            dtype = np.float16 if feature_dtype == "float16" else np.float32
+            if todo:
+                _extract_parts(todo, run.path, detector, image_settings, dtype, precision,
+                               device, run_options, identity, settings, progress_bar)
+            return _finish(run, items, dataset_name, identity, detector.model, dtype,
+                           time.perf_counter() - started)
+        except InputError:
+            run.discard_unstarted()  # a refused run (e.g. bad weights) leaves nothing behind
+            raise
 
 
 def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
@@ -351,12 +372,12 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                         bar.update(1)
                     continue
                 for batch in batcher.add(sample):
-                    pending.extend(runner.run(batch))
+                    pending.extend(_finite_only(batch, runner.run(batch), failures))
                     if bar is not None:
                         bar.update(len(batch))
                 flush()
         for batch in batcher.flush():
-            pending.extend(runner.run(batch))
+            pending.extend(_finite_only(batch, runner.run(batch), failures))
             if bar is not None:
                 bar.update(len(batch))
         flush(force=True)

@@ -117,6 +117,10 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
         if record.image_id in seen:
             run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
             continue
+        if not (np.isfinite(record.features).all() and np.isfinite(record.boxes).all()):
+            run.add_failure(record.image_id, "non-finite",
+                            detail="NaN or infinite features or boxes in the source")
+            continue
         dim = record.features.shape[1] if record.features.ndim == 2 else 0
         if feature_dim is None and record.count:
             feature_dim = dim

@@ -310,7 +310,9 @@ def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: d
             if store.feature_dim != feature_dim:
                 raise InputError(f"feature size {store.feature_dim}, expected {feature_dim}",
                                  file=str(store.path))
-        index = _joined_index(stores, "part files")
+        index = _joined_index(stores, "part files",
+                              hint="two runs wrote into this folder at once; rerun with --force "
+                                   "to start it over")
         total = sum(s.num_regions for s in stores)
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as handle:
