@@ -243,6 +243,9 @@ CASES = [
     Case("token offset beyond the text", damaged_shard(
         "token_end", lambda ends: ends[:-1] + [10**6]), 3,
          ("review-00001.arrow", "row 0", "token_start/token_end", "outside the text")),
+    Case("negative token start (only [CLS]/[SEP] may have -1, -1)", damaged_shard(
+        "token_start", lambda starts: [-1] + starts[1:]), 3,
+         ("review-00001.arrow", "row 0", "token_start/token_end", "outside the text")),
     Case("fewer offsets than tokens", damaged_shard("token_start", lambda s: s[:-1]), 3,
          ("review-00001.arrow", "row 0", "token_start", "offsets for")),
     Case("one token end missing", damaged_shard("token_end", lambda e: e[:-1]), 3,

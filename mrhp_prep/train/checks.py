@@ -96,7 +96,9 @@ def check_text_store(shards, text_lengths: pd.Series) -> None:
         ids = batch.column("id").to_numpy(zero_copy_only=False)
         length = text_lengths.reindex(ids).to_numpy(dtype=np.float64)
         limit = np.repeat(length, np.diff(char_offsets))
-        bad = (starts < 0) | (ends < starts) | (ends > np.nan_to_num(limit, nan=np.inf))
+        special = (starts == -1) & (ends == -1)    # [CLS], [SEP]: they cover no text
+        bad = ~special & ((starts < 0) | (ends < starts)
+                          | (ends > np.nan_to_num(limit, nan=np.inf)))
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise fail(int(row_of[first]), "token_start/token_end",
