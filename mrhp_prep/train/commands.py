@@ -44,8 +44,14 @@ _FOLDER = click.Path(exists=True, file_okay=False)
               envvar="MRHP_CACHE_DIR", show_envvar=True,
               help="Cache root: runs go to CACHE_DIR/<dataset>/train/<fingerprint>/.")
 @click.option("--force", is_flag=True, help="Train again from scratch even when the run exists.")
+@click.option("--seeds", default=None, metavar="LIST",
+              help="One run per seed (train.seed), e.g. 1-5 or 1,2,3,4,5; in a job array each "
+                   "task trains one of them. With --out, seed N goes to OUT/seed-N.")
+@click.option("--seed-index", type=click.IntRange(min=0), default=None,
+              help="Train only the seed at this position of --seeds (default: "
+                   "SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX; outside an array, all).")
 def train(**options):
-    """Train a ranking model on cached features; prints the run folder.
+    """Train a ranking model on cached features; prints the run folder (one per seed).
 
     The run folder holds config.yaml, checkpoints/, metrics.json, predictions-{dev,test}.jsonl,
     curves.png and scores.png. Under torchrun each process trains on its share of the batches.
@@ -55,11 +61,28 @@ def train(**options):
     from .run import train as run_train
 
     # "--set" arrives as the parameter "set" (the name pipelines use too)
-    result = run_train(overrides=options.pop("set"), **options)
+    overrides = list(options.pop("set"))
+    seeds, seed_index = options.pop("seeds"), options.pop("seed_index")
+    if seeds is None:
+        return _report_train(run_train(overrides=overrides, **options))
+    from .seeds import job_seeds, parse_seeds
+
+    if options["resume"]:
+        raise click.UsageError("--seeds makes new runs; resume one with --resume RUN_DIR alone")
+    out, paths = options.pop("out"), []
+    for seed in job_seeds(parse_seeds(seeds), seed_index):
+        result = run_train(overrides=[*overrides, f"train.seed={seed}"],
+                           out=os.path.join(out, f"seed-{seed}") if out else None, **options)
+        paths.append(_report_train(result))
+    return paths[-1]
+
+
+def _report_train(result) -> str:
+    """Print a finished run's summary (on rank 0); returns its folder."""
     if int(os.environ.get("RANK", "0")) != 0:
         return str(result.path)
     metrics = result.metrics
-    rows = {"model": metrics.get("model"),
+    rows = {"model": metrics.get("model"), "seed": result_seed(result.path),
             "epochs": f"{metrics.get('epochs_run')} (best {metrics.get('best_epoch')}"
                       f"{', stopped early' if metrics.get('stopped_early') else ''})"}
     for split in ("dev", "test"):
@@ -74,6 +97,13 @@ def train(**options):
         rows["note"] = "reused the finished run (pass --force to train again)"
     report("train finished", rows, result.path)
     return str(result.path)
+
+
+def result_seed(path) -> int | None:
+    """train.seed of the run in `path` (from its config.yaml)."""
+    from .run import read_run_config
+
+    return read_run_config(path).get("train", {}).get("seed")
 
 
 @click.command("evaluate")

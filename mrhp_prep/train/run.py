@@ -4,7 +4,8 @@ A run folder (`cache/<dataset>/train/<fingerprint>/` by default) holds:
 
     config.yaml               the resolved config, with the input folders under `inputs:`
     checkpoints/              last.pt (resume), best.pt, epoch-NNN.pt
-    metrics.json              dev and test metrics of the best epoch, product counts, epochs
+    metrics.json              dev and test metrics of the best epoch, product counts, epochs,
+                              the seed, package version, input fingerprints and config
     predictions-dev.jsonl     product_id, review_id, label, score, rank
     predictions-test.jsonl
     curves.png                losses and dev metrics per epoch
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..atomic import atomic_path, write_json_atomic
+from ..atomic import atomic_path
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
@@ -38,6 +39,7 @@ from .distributed import Distributed, pick_device
 from .metrics import evaluate_rankings, metrics_table
 from .models import build_model
 from .outputs import plot_curves, plot_scores, write_predictions
+from .provenance import run_record, write_strict_json
 from .trainer import Trainer, amp_settings, score_reviews
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if distributed.is_main:
         for split, frame in frames.items():
             write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_json_atomic(path / "metrics.json", result_metrics)
+        write_strict_json(path / "metrics.json", {**result_metrics, **run_record(config, run)})
         if state.history:
             plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
         plot_scores(path / "scores.png", frames)
