@@ -90,9 +90,10 @@ def test_each_seed_is_its_own_fingerprinted_run_with_its_provenance(seeded, plan
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env,seed", [({"SLURM_ARRAY_TASK_ID": "1"}, 2),
-                                      ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1"}, 3),
-                                      ({"JOB_COMPLETION_INDEX": "0"}, 1)])
+@pytest.mark.parametrize("env,seed", [
+    ({"SLURM_ARRAY_TASK_ID": "1"}, 2),
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1"}, 3),
+    ({"JOB_COMPLETION_INDEX": "0"}, 1)])
 def test_an_array_task_trains_its_own_seed_into_the_same_folder(seeded, planted, runner, env,
                                                                  seed):
     args = [*_train_args(planted, seeded["cache"], CONFIGS["slow"]), "--seeds", "1,2,3"]

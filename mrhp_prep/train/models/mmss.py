@@ -186,9 +186,9 @@ class PseudoLabelState(nn.Module):
     """Per-review pseudo labels and the running statistics of SSP-Label (all buffers).
 
     Per review (row N = review_index): pseudo_label [N, S], known [N] (seen at least once),
-    updated_in [N, S] (the 1-based epoch of the label's last EWMA update, 0 = none). Per task (T = 1 + S, the global
-    task first): anchor [T, d], precision [T, d, d], anchor_ready [T], and this epoch's running
-    sums for the next anchors. With `capacity` None the per-review buffers grow (doubling) to the largest
+    updated_in [N, S] (the 1-based epoch of the label's last EWMA update, 0 = none). Per task
+    (T = 1 + S, the global task first): anchor [T, d], precision [T, d, d], anchor_ready [T],
+    and this epoch's running sums for the next anchors. With `capacity` None the per-review buffers grow (doubling) to the largest
     review_index seen, and a checkpoint's size is taken over on load; with a number they are
     allocated once and a larger index is an error.
     """
