@@ -228,3 +228,27 @@ def test_papers_file_loads_and_every_entry_names_its_table():
             ("mmss", "Table 1"): 3, ("mmss", "Table 2"): 3}
     for (paper, table), count in main.items():
         assert sum(1 for r in rows if (r["paper"], r["table"]) == (paper, table)) == count
+
+
+@pytest.mark.parametrize("model,settings,probes,variant", [
+    ("sancl", [], True, "full"),
+    ("sancl", [], False, "w/o probe mask"),
+    ("sancl", ["model.probe_beta=0.5"], True, "w/o learned β (fixed at 0.5)"),
+    ("sancl", ["model.kappa=0"], True, "w/o cpc_ii and cpc_pr"),
+    ("sancl", ["model.kappa=0"], False, None),                  # two ablations at once
+    ("mcl", [], False, "full"),
+    ("mcl", ["model.contrastive=false"], False, "w/o Contrastive Objective"),
+    ("mmss", [], False, "full"),
+    ("mmss", ["model.subtasks=[ptrt,pvrv,ptrv,pvrt]"], False, "w/o intra-review r_t r_v"),
+    ("mmss", ["model.subtasks=[]"], False, "w/o module (d)"),
+    ("mmss", ["model.subtasks=[]", "model.interaction_modeling=false"], False, "w/o module (b)"),
+])
+def test_a_runs_variant_is_named_as_the_papers_tables_name_it(model, settings, probes, variant):
+    from mrhp_prep.train.config import resolve_config
+    from mrhp_prep.train.papers import variant_of
+
+    config = resolve_config(model, overrides=settings)
+    assert variant_of(config, probes) == variant
+    if variant is not None:
+        names = {r["variant"] for r in paper_results()["results"] if r["paper"] == model}
+        assert variant in names

@@ -25,7 +25,7 @@ import pandas as pd
 from ..cache import MANIFEST_NAME, MARKER_NAME, read_manifest
 from ..errors import InputError
 from .metrics import RankingReport, evaluate_rankings, read_predictions
-from .papers import PAPER_METRICS
+from .papers import PAPER_METRICS, variant_of
 from .run import read_run_config
 
 SPLITS = ("dev", "test")
@@ -106,7 +106,8 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 
 def _describe(config: dict, inputs: dict) -> dict:
-    """model, dataset, category, setting and text mode of a run (None where unknown)."""
+    """model, dataset, category, setting, text mode and the papers' name of its variant
+    (None where unknown)."""
     from ..data.manifest import Manifest
     from .dataset import FeatureSources
 
@@ -122,7 +123,8 @@ def _describe(config: dict, inputs: dict) -> dict:
     except (InputError, OSError, KeyError):
         text = {"glove": "static", "bert": "bert"}.get(str(config.get("preset", "")).split("-")[0])
     return {"model": config["model"]["name"], "dataset": dataset, "category": category,
-            "setting": "multimodal" if inputs.get("rois") else "text-only", "text": text}
+            "setting": "multimodal" if inputs.get("rois") else "text-only", "text": text,
+            "variant": variant_of(config, bool(inputs.get("probes")))}
 
 
 def load_run(path: Path, split: str) -> Run:

@@ -20,7 +20,8 @@ LABELS = {"map": "MAP", "ndcg@3": "N@3", "ndcg@5": "N@5"}
 
 def summary_frame(groups: Sequence[Group], paper: str | None) -> pd.DataFrame:
     """One row per group: runs, seeds, mean and std per metric (in %), and with `paper` the
-    paper's figure for the same dataset, category, setting and text, and ours minus it."""
+    paper's figure for the same dataset, category, setting, text and model variant (the full
+    model or one of its ablations), and ours minus it."""
     rows = []
     for group in groups:
         row = {"group": group.name, "runs": len(group.runs),
@@ -31,9 +32,11 @@ def summary_frame(groups: Sequence[Group], paper: str | None) -> pd.DataFrame:
             row[f"{metric}_std"] = None if std is None else 100 * std
         if paper:
             describe = group.runs[0].describe
-            found = paper_row(paper, dataset=describe["dataset"], category=describe["category"],
-                              setting=describe["setting"], text=describe["text"])
+            found = describe["variant"] and paper_row(
+                paper, dataset=describe["dataset"], category=describe["category"],
+                setting=describe["setting"], text=describe["text"], variant=describe["variant"])
             row["paper_table"] = found["table"] if found else None
+            row["paper_variant"] = describe["variant"]
             for metric in PAPER_METRICS:
                 row[f"paper_{metric}"] = found[metric] if found else None
                 row[f"difference_{metric}"] = (row[f"{metric}_mean"] - found[metric]
@@ -67,7 +70,8 @@ def markdown(summary: pd.DataFrame, tests: pd.DataFrame, split: str, paper: str 
             cells.append(_cell(row[f"{metric}_mean"])
                          + ("" if std is None or np.isnan(std) else f" ± {std:.2f}"))
         if paper:
-            cells.append(row["paper_table"] or "not reported")
+            cells.append(f"{row['paper_table']}, {row['paper_variant']}" if row["paper_table"]
+                         else "not reported")
             for metric in PAPER_METRICS:
                 figure = row[f"paper_{metric}"]
                 cells.append("–" if figure is None or np.isnan(figure) else
@@ -146,7 +150,8 @@ def compare(paths: Sequence[str | Path], out: str | Path, split: str = "test",
               help="Whose predictions to score: predictions-SPLIT.jsonl of each run.")
 @click.option("--paper", type=click.Choice(PAPERS), default=None,
               help="Set each group beside this paper's figure for its dataset, category, "
-                   "setting and text features (mrhp_prep/train/paper_results.yaml).")
+                   "setting, text features and variant (the full model or an ablation of the "
+                   "paper's tables; mrhp_prep/train/paper_results.yaml).")
 @click.option("--out", type=click.Path(file_okay=False), default="compare",
               help="Folder for compare.csv, compare-tests.csv, compare.md and compare.png.")
 def compare_command(runs, split, paper, out):
