@@ -252,3 +252,24 @@ def test_a_runs_variant_is_named_as_the_papers_tables_name_it(model, settings, p
     if variant is not None:
         names = {r["variant"] for r in paper_results()["results"] if r["paper"] == model}
         assert variant in names
+
+
+@pytest.mark.slow
+def test_seeds_one_after_another_under_torchrun(planted, tmp_path):
+    """Two processes, two seeds: the process group is set up again for the second run."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in SPLIT_ENV}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + env.get("PYTHONPATH", ""))
+    args = _train_args(planted, tmp_path / "cache", ["train.lr=0.001"])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", "-m", "mrhp_prep", *args, "--seeds", "1,2",
+               "--out", str(tmp_path / "ddp")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for seed in (1, 2):
+        metrics = strict_json(tmp_path / "ddp" / f"seed-{seed}" / "metrics.json")
+        assert metrics["seed"] == seed and metrics["world_size"] == 2
