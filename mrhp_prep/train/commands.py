@@ -70,9 +70,11 @@ def train(**options):
     if options["resume"]:
         raise click.UsageError("--seeds makes new runs; resume one with --resume RUN_DIR alone")
     out, paths = options.pop("out"), []
-    for seed in job_seeds(parse_seeds(seeds), seed_index):
+    chosen = job_seeds(parse_seeds(seeds), seed_index)
+    for seed in chosen:
         result = run_train(overrides=[*overrides, f"train.seed={seed}"],
-                           out=os.path.join(out, f"seed-{seed}") if out else None, **options)
+                           out=os.path.join(out, f"seed-{seed}") if out else None,
+                           keep_process_group=seed != chosen[-1], **options)
         paths.append(_report_train(result))
     return paths[-1]
 

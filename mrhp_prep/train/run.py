@@ -79,8 +79,13 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
           model: str = "sancl", config_file: str | Path | None = None, preset: str = "auto",
           overrides: Iterable[str] = (), out: str | Path | None = None,
           cache_dir: str | Path = "cache", force: bool = False, resume: str | Path | None = None,
-          device: str = "auto", num_workers: int = 0, show_progress: bool = True) -> TrainResult:
-    """Train `model` on the cached features; returns the run folder and its metrics."""
+          device: str = "auto", num_workers: int = 0, show_progress: bool = True,
+          keep_process_group: bool = False) -> TrainResult:
+    """Train `model` on the cached features; returns the run folder and its metrics.
+
+    Under torchrun the process group is torn down at the end unless `keep_process_group`
+    (another run follows in the same processes: setting a group up again on the launcher's
+    store can hang)."""
     distributed = Distributed.from_env(device)
     if resume is not None:
         config = read_run_config(resume)
@@ -109,7 +114,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         if distributed.is_main:
             log.info("train: reusing the finished run in %s", path)
         finished = run.manifest() if run else {}
-        distributed.close()
+        if not keep_process_group:
+            distributed.close()
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
     if distributed.is_main:
         with atomic_path(path / "config.yaml") as tmp:
@@ -166,7 +172,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         if metrics:
             log.info("best epoch %d of %d\n%s", best_epoch, state.epoch, metrics_table(metrics))
     distributed.barrier()
-    distributed.close()
+    if not keep_process_group:
+        distributed.close()
     return TrainResult(path, False, result_metrics, counts)
 
 
