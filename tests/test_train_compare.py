@@ -256,7 +256,8 @@ def test_a_runs_variant_is_named_as_the_papers_tables_name_it(model, settings, p
 
 @pytest.mark.slow
 def test_seeds_one_after_another_under_torchrun(planted, tmp_path):
-    """Two processes, two seeds: the process group is set up again for the second run."""
+    """Two processes, two seeds one after another in one process group (setting a group up
+    again on torchrun's store could hang the second seed)."""
     import os
     import subprocess
     import sys
