@@ -274,3 +274,18 @@ def test_seeds_one_after_another_under_torchrun(planted, tmp_path):
     for seed in (1, 2):
         metrics = strict_json(tmp_path / "ddp" / f"seed-{seed}" / "metrics.json")
         assert metrics["seed"] == seed and metrics["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_unfinished_runs_are_listed_and_left_out(seeded, runner, tmp_path):
+    unfinished = tmp_path / "runs" / "half"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.yaml").write_text("model: {name: sancl}\n")
+    (unfinished / ".stage.json").write_text("{}")
+    finished = str(seeded["folders"]["slow"][0])
+    result = runner.invoke(cli, ["compare", finished, str(tmp_path / "runs"),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "unfinished runs left out" in result.output and str(unfinished) in result.output
+    summary = pd.read_csv(tmp_path / "out" / "compare.csv")
+    assert summary["runs"].tolist() == [1] and np.isnan(summary["map_std"].item())
