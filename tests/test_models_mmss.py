@@ -31,7 +31,9 @@ def test_forward_shapes_in_training_and_eval(text):
     model = build(text)
     batch = make_batch(text)
     out = model(batch)
-    assert out.score.shape == (ROWS,) and out.aux_loss.shape == ()
+    assert out.score.shape == (ROWS,) and out.aux_loss is None     # epoch 1: y_s = y_g, W = 0
+    model.on_epoch_end(0)
+    assert model(batch).aux_loss.shape == ()
     parts = model.represent(batch)
     assert parts["global_repr"].shape == (ROWS, 8)
     assert parts["subtask_repr"].shape == (ROWS, 5, 8)
@@ -84,7 +86,10 @@ def interaction_inputs_present(batch) -> np.ndarray:
     return np.stack([(a | b).numpy() for a, b in (sides[s] for s in SUBTASKS)], axis=1)
 
 
-def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equation_21():
+def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equations_11_12():
+    """y_s^(1) = y_g; from epoch 2 on, the review's first batch of epoch i trains on
+    y_s^(i) = beta y_hat_s^(i) + (1 - beta) y_s^(i-1), beta = 2 / (i + 1), with the observation
+    from the previous epoch's anchors (eq. 17-21 written out in numpy here)."""
     model = build("features")
     batch = make_batch("features")                    # some rows lack product and review images
     label = batch["label"].numpy().astype(np.float64)
@@ -109,11 +114,12 @@ def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equation_21():
                 + chi_s * label[:, None] / (2 * (chi_g[:, None] + 1e-6)))
 
     label_per_task = np.repeat(label[:, None], 5, axis=1)
-    # epoch 1: labels are initialised to y_g, the sample weights are 0, the loss only has log sigma
+    # epoch 1: labels are y_g, every sample weight is 0: no subtask loss at all
     out = model(batch)
     state = model.state
     assert torch.equal(state.pseudo_label[index], batch["label"][:, None].expand(-1, 5))
     assert state.known[index].all() and not state.known[ROWS:].any()
+    assert out.aux_loss is None
     assert all(v == 0.0 for k, v in out.logs.items() if k.startswith("subtask_loss_"))
     g1, s1 = representations()
     model.on_epoch_end(0)
@@ -124,31 +130,71 @@ def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equation_21():
     anchors_s = subtask_anchors(s1, label_per_task)
     assert np.allclose(state.anchor[2].numpy(), anchors_s[1][0], atol=1e-5)   # valid rows only
 
-    # epoch 2: observations from epoch 1's anchors; end of epoch: beta = 2 / (2 + 1)
-    model(batch)
-    model(batch)                                     # seen twice: the mean of two equal observations
+    # epoch 2: the first batch already trains on y_s^(2) (beta = 2 / 3, epoch 1's anchors)
     g2, s2 = representations()
-    seen = observation(g2, s2, anchor_g, precision_g, anchors_s)
-    model.on_epoch_end(1)
-    expected = np.where(valid, 2 / 3 * seen + 1 / 3 * label[:, None], label[:, None])
-    assert np.allclose(state.pseudo_label[index].numpy(), expected, rtol=1e-3, atol=1e-3)
+    out = model(batch)
+    y2 = np.where(valid, 2 / 3 * observation(g2, s2, anchor_g, precision_g, anchors_s)
+                  + 1 / 3 * label[:, None], label[:, None])
+    assert np.allclose(state.pseudo_label[index].numpy(), y2, rtol=1e-3, atol=1e-3)
     assert state.pseudo_label[index].sub(batch["label"][:, None]).abs().max() > 1e-3
+    assert out.aux_loss is not None and max(out.logs[f"subtask_loss_{s}"] for s in SUBTASKS) > 0
+    model(batch)                                     # seen again in the epoch: no second update
+    assert np.allclose(state.pseudo_label[index].numpy(), y2, rtol=1e-3, atol=1e-3)
+    model.on_epoch_end(1)
+    assert np.allclose(state.pseudo_label[index].numpy(), y2, rtol=1e-3, atol=1e-3)
 
-    # epoch 3: anchors from epoch 2 (whose rows still carried y_s = y_g), beta = 2 / (3 + 1)
-    previous = state.pseudo_label[index].double().numpy()
-    anchors_s = subtask_anchors(s2, label_per_task)
+    # epoch 3: anchors from epoch 2's rows, weighted by sigmoid(y_s^(2)); beta = 2 / (3 + 1)
+    anchors_s = subtask_anchors(s2, y2)
     anchor_g, precision_g = numpy_anchor_and_precision(g2, label, 0.1)
-    model(batch)
-    g3, s3 = representations()
-    seen = observation(g3, s3, anchor_g, precision_g, anchors_s)
-    model.on_epoch_end(2)
-    expected = np.where(valid, 0.5 * seen + 0.5 * previous, previous)
-    assert np.allclose(state.pseudo_label[index].numpy(), expected, rtol=1e-3, atol=1e-3)
-    # the subtask anchors for epoch 4 weight epoch 3's rows by sigmoid(y_s), y_s != y_g now
-    for j, (anchor_s, _) in enumerate(subtask_anchors(s3, previous)):
+    for j, (anchor_s, _) in enumerate(anchors_s):
         assert np.allclose(state.anchor[j + 1].numpy(), anchor_s, atol=1e-5)
+    g3, s3 = representations()
+    model(batch)
+    y3 = np.where(valid, 0.5 * observation(g3, s3, anchor_g, precision_g, anchors_s) + 0.5 * y2, y2)
+    assert np.allclose(state.pseudo_label[index].numpy(), y3, rtol=1e-3, atol=1e-3)
     # reviews never seen keep no label
     assert not state.known[ROWS:].any() and (state.pseudo_label[ROWS:] == 0).all()
+
+
+def test_no_subtask_weight_moves_while_its_loss_is_identically_zero():
+    """Epoch 1 (W = 0 everywhere): Adam with weight decay leaves every subtask parameter,
+    log sigma^2 included, exactly as it was, while the rest of the model trains; epoch 2's
+    first step moves them."""
+    model = build()
+    batch = make_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=0.1)
+    subtask_names = [n for n, _ in model.named_parameters()
+                     if n.startswith(("subtask_", "log_variance"))]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def step():
+        loss = total_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        step()
+    params = dict(model.named_parameters())
+    for name in subtask_names:
+        assert torch.equal(params[name], before[name]), name
+    assert not torch.equal(params["global_scorer.weight"], before["global_scorer.weight"])
+    model.on_epoch_end(0)
+    step()                                            # epoch 2: y_s^(2) != y_g, W > 0
+    for name in subtask_names:
+        assert not torch.equal(params[name], before[name]), name
+
+
+def test_a_task_without_inputs_in_the_batch_keeps_its_head_out_of_the_graph():
+    model = build(images=False)
+    batch = without_images(make_batch())
+    model(batch)
+    model.on_epoch_end(0)
+    out = model(batch)                                # p_v r_v has no row with inputs
+    out.aux_loss.backward()
+    assert model.subtask_heads["pvrv"][0].weight.grad is None
+    assert model.subtask_heads["ptrt"][0].weight.grad is not None
+    assert model.log_variance.grad[SUBTASKS.index("pvrv")] == 0
 
 
 def test_a_constant_representation_gets_no_anchor_and_no_observations():
@@ -233,12 +279,10 @@ def test_model_aux_loss_is_the_weighted_l1_of_equation_14_under_equation_15():
     index = batch["review_index"]
     model(batch)
     model.on_epoch_end(0)
-    model(batch)
-    model.on_epoch_end(1)                             # pseudo labels now differ from y_g
     with torch.no_grad():
         model.log_variance.copy_(torch.tensor([0.2, -0.3, 0.0, 0.5, -0.1]))
+    out = model(batch)                                # epoch 2: pseudo labels now differ from y_g
     pseudo = model.state.pseudo_label[index].clone()
-    out = model(batch)
     subtask_score = model.represent(batch)["subtask_score"].detach()
     label = batch["label"]
     valid = torch.from_numpy(interaction_inputs_present(batch))
@@ -264,8 +308,8 @@ ABLATIONS.update({f"no_{s}": {"subtasks": [t for t in SUBTASKS if t != s]} for s
                          [("ids", name) for name in ABLATIONS] + [("features", "full")])
 def test_a_few_adam_steps_lower_the_total_loss(text, ablation):
     """The loss falls while its targets stay fixed: within the third epoch when there are
-    subtasks (their pseudo labels move at each epoch end, the first EWMA step after epoch 2),
-    over the whole run when the model only ranks."""
+    subtasks (their pseudo labels move at each epoch's first batch from epoch 2 on), over the
+    whole run when the model only ranks."""
     model = build(text, **ABLATIONS[ablation])
     batch = make_batch(text)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -341,7 +385,7 @@ def test_checkpoint_round_trip_reproduces_scores_and_pseudo_label_state(tmp_path
     for epoch in range(2):
         total_loss(model, batch).backward()
         model.on_epoch_end(epoch)
-    model(batch)                                      # mid-epoch: observations pending
+    model(batch)                                      # mid-epoch: epoch 3's labels updated
     path = tmp_path / "mmss.pt"
     torch.save(model.state_dict(), path)
     restored = MmssModel(options(), inputs_for("features"))

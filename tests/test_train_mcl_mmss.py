@@ -211,3 +211,25 @@ def test_a_model_without_text_is_refused_with_the_fix(stores, tmp_path, runner):
                                  "--device", "cpu", "--num-workers", "0"])
     assert result.exit_code == 3
     assert "--text" in result.output
+
+
+def test_mmss_subtasks_stay_still_through_the_trainers_first_epoch(stores, tmp_path):
+    """Epoch 1 trains on y_s = y_g (every subtask weight 0): with Adam and weight decay, no
+    subtask parameter moves, log sigma^2 included; epoch 2 trains them."""
+    trainer = _trainer(stores, "mmss", tmp_path, ["train.epochs=2", "train.weight_decay=0.01",
+                                                  "train.lr=0.01"])
+    model = trainer.unwrapped
+    subtask = {n: p.detach().clone() for n, p in model.named_parameters()
+               if n.startswith(("subtask_", "log_variance"))}
+    shared = model.global_scorer.weight.detach().clone()
+    trainer._train_epoch()
+    trainer._end_epoch()
+    params = dict(model.named_parameters())
+    assert trainer.state.history[0]["aux_loss"] == 0.0
+    for name, before in subtask.items():
+        assert torch.equal(params[name], before), name
+    assert not torch.equal(model.global_scorer.weight, shared)
+    trainer._train_epoch()
+    assert not torch.equal(params["log_variance"], subtask["log_variance"])
+    assert not torch.equal(params["subtask_heads.rtrv.0.weight"],
+                           subtask["subtask_heads.rtrv.0.weight"])

@@ -136,3 +136,59 @@ def test_a_few_epochs_on_the_sample_lower_the_loss(stores, tmp_path, text_only):
     assert len(losses) == 10
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
     assert all(np.isfinite(r["aux_loss"]) for r in state.history)
+
+
+def test_contrastive_terms_sum_over_the_positives_as_equations_11_12():
+    """Four pairs, two positives, τ = 1: eq. 12 written out with math."""
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [4.0, 3.0]])   # cosines 1, 0, -1, .96
+    positive = torch.tensor([True, False, False, True])
+    denominator = math.exp(1) + math.exp(0) + math.exp(-1) + math.exp(0.96)
+    by_hand = -(math.log(math.exp(1) / denominator) + math.log(math.exp(0.96) / denominator))
+    assert info_nce(a, b, positive, 1.0).item() == pytest.approx(by_hand, rel=1e-6)
+    assert info_nce(a, b, positive, 1.0, "mean").item() == pytest.approx(by_hand / 2, rel=1e-6)
+
+
+def test_the_model_sums_by_default_and_averages_on_request(stores):
+    summed, batch, config = _model_and_batch(stores)
+    assert config["model"]["contrastive_reduction"] == "sum"
+    averaged, _, _ = _model_and_batch(stores, ["model.contrastive_reduction=mean"])
+    helpful = int((batch["label"] > config["model"]["relevance_threshold"]).sum())
+    assert helpful >= 2
+    total, mean = summed(batch).logs["cpc_pr_t"], averaged(batch).logs["cpc_pr_t"]
+    assert total == pytest.approx(helpful * mean, rel=1e-5)
+    with pytest.raises(Exception, match="contrastive_reduction"):
+        _model_and_batch(stores, ["model.contrastive_reduction=median"])
+
+
+def sancl_size_by_hand(text_dim: int, images: bool, probes: bool, hidden: int = 128,
+                       image_hidden: int = 128, shared: int = 64, image_dim: int = 2048) -> int:
+    """Parameters of SANCL's architecture (section 3), counted from its layer sizes."""
+    gru = 3 * (text_dim * hidden + hidden * hidden + 2 * hidden)       # one uni-directional GRU
+    attention = 2 * (hidden * hidden + hidden)                         # query and key maps
+    cross = hidden * hidden + hidden
+    projection = lambda d: d * shared + shared + shared * shared + shared   # eq. 9
+    size = 2 * gru + 2 * attention + cross + 2 * projection(hidden)
+    if probes:
+        size += hidden + 1                                            # eq. 6, W_gen and b_gen
+    if images:
+        image_encoder = (image_dim * image_hidden + image_hidden        # RoI projection
+                         + 2 * (image_hidden * image_hidden + image_hidden)   # self-attention
+                         + image_hidden)                                 # the "no image" vector
+        size += 2 * image_encoder + 2 * projection(image_hidden)
+    return size + (4 if images else 2) * shared + 1                   # eq. 15
+
+
+@pytest.mark.parametrize("text_dim,images,probes,millions", [
+    (768, True, True, 1.41),      # Table 6 (BERT features), multimodal: the paper's 1.41M
+    (300, True, True, 1.05),      # Table 5 (GloVe 300d), multimodal
+    (768, False, True, 0.80),
+    (300, False, True, 0.44),
+    (300, True, False, 1.05),
+])
+def test_parameter_count_per_configuration(text_dim, images, probes, millions):
+    config = resolve_config("sancl", relevance_threshold=1.0)
+    inputs = ModelInputs("features", text_dim, None, None, 2048 if images else None, probes)
+    model = build_model("sancl", config["model"], inputs)
+    assert model.num_parameters() == sancl_size_by_hand(text_dim, images, probes)
+    assert round(model.num_parameters() / 1e6, 2) == millions

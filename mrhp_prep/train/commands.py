@@ -48,8 +48,14 @@ _FOLDER = click.Path(exists=True, file_okay=False)
               help="Train even when the text, RoI or probe store covers only part of the "
                    "manifest (same as --set data.allow_partial=true); the summary reports the "
                    "coverage either way.")
+@click.option("--seeds", default=None, metavar="LIST",
+              help="One run per seed (train.seed), e.g. 1-5 or 1,2,3,4,5; in a job array each "
+                   "task trains one of them. With --out, seed N goes to OUT/seed-N.")
+@click.option("--seed-index", type=click.IntRange(min=0), default=None,
+              help="Train only the seed at this position of --seeds (default: "
+                   "SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX; outside an array, all).")
 def train(**options):
-    """Train a ranking model on cached features; prints the run folder.
+    """Train a ranking model on cached features; prints the run folder (one per seed).
 
     The run folder holds config.yaml, checkpoints/, metrics.json, predictions-{dev,test}.jsonl,
     curves.png and scores.png. Under torchrun each process trains on its share of the batches.
@@ -59,20 +65,38 @@ def train(**options):
     from .option_conflicts import check_resume_options, given_options
     from .run import train as run_train
 
+    if options["resume"] and options["seeds"] is not None:
+        raise click.UsageError("--seeds makes new runs; resume one with --resume RUN_DIR alone")
     if options["resume"]:
         check_resume_options(options["resume"], given_options(
             click.get_current_context(),
             ("model", "manifest", "rois", "text", "probes", "config_file", "preset", "set",
              "allow_partial")))
+    # "--set" arrives as the parameter "set" (the name pipelines use too)
     overrides = list(options.pop("set"))
     if options.pop("allow_partial"):
         overrides.append("data.allow_partial=true")
-    # "--set" arrives as the parameter "set" (the name pipelines use too)
-    result = run_train(overrides=overrides, **options)
+    seeds, seed_index = options.pop("seeds"), options.pop("seed_index")
+    if seeds is None:
+        return _report_train(run_train(overrides=overrides, **options))
+    from .seeds import job_seeds, parse_seeds
+
+    out, paths = options.pop("out"), []
+    chosen = job_seeds(parse_seeds(seeds), seed_index)
+    for seed in chosen:
+        result = run_train(overrides=[*overrides, f"train.seed={seed}"],
+                           out=os.path.join(out, f"seed-{seed}") if out else None,
+                           keep_process_group=seed != chosen[-1], **options)
+        paths.append(_report_train(result))
+    return paths[-1]
+
+
+def _report_train(result) -> str:
+    """Print a finished run's summary (on rank 0); returns its folder."""
     if int(os.environ.get("RANK", "0")) != 0:
         return str(result.path)
     metrics = result.metrics
-    rows = {"model": metrics.get("model"),
+    rows = {"model": metrics.get("model"), "seed": result_seed(result.path),
             "epochs": f"{metrics.get('epochs_run')} (best {metrics.get('best_epoch')}"
                       f"{', stopped early' if metrics.get('stopped_early') else ''})"}
     for split in ("dev", "test"):
@@ -94,6 +118,13 @@ def train(**options):
         rows["note"] = "reused the finished run (pass --force to train again)"
     report("train finished", rows, result.path)
     return str(result.path)
+
+
+def result_seed(path) -> int | None:
+    """train.seed of the run in `path` (from its config.yaml)."""
+    from .run import read_run_config
+
+    return read_run_config(path).get("train", {}).get("seed")
 
 
 @click.command("evaluate")

@@ -4,7 +4,8 @@ A run folder (`cache/<dataset>/train/<fingerprint>/` by default) holds:
 
     config.yaml               the resolved config, with the input folders under `inputs:`
     checkpoints/              last.pt (resume), best.pt, epoch-NNN.pt
-    metrics.json              dev and test metrics of the best epoch, product counts, epochs
+    metrics.json              dev and test metrics of the best epoch, product counts, epochs,
+                              the seed, package version, input fingerprints and config
     predictions-dev.jsonl     product_id, review_id, label, score, rank
     predictions-test.jsonl
     curves.png                losses and dev metrics per epoch
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..atomic import atomic_path, write_json_atomic
+from ..atomic import atomic_path
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
@@ -39,6 +40,7 @@ from .distributed import Distributed, pick_device
 from .metrics import evaluate_rankings, metrics_table
 from .models import build_model
 from .outputs import plot_curves, plot_scores, write_predictions
+from .provenance import run_record, write_strict_json
 from .trainer import Trainer, amp_settings, score_reviews
 
 log = logging.getLogger(__name__)
@@ -85,8 +87,13 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
           model: str = "sancl", config_file: str | Path | None = None, preset: str = "auto",
           overrides: Iterable[str] = (), out: str | Path | None = None,
           cache_dir: str | Path = "cache", force: bool = False, resume: str | Path | None = None,
-          device: str = "auto", num_workers: int = 0, show_progress: bool = True) -> TrainResult:
-    """Train `model` on the cached features; returns the run folder and its metrics."""
+          device: str = "auto", num_workers: int = 0, show_progress: bool = True,
+          keep_process_group: bool = False) -> TrainResult:
+    """Train `model` on the cached features; returns the run folder and its metrics.
+
+    Under torchrun the process group is torn down at the end unless `keep_process_group`
+    (another run follows in the same processes: setting a group up again on the launcher's
+    store can hang)."""
     distributed = Distributed.from_env(device)
     if resume is not None:
         config = read_run_config(resume)
@@ -115,7 +122,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         if distributed.is_main:
             log.info("train: reusing the finished run in %s", path)
         finished = run.manifest() if run else {}
-        distributed.close()
+        if not keep_process_group:
+            distributed.close()
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
     if distributed.is_main:
         with atomic_path(path / "config.yaml") as tmp:
@@ -172,7 +180,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if distributed.is_main:
         for split, frame in frames.items():
             write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_json_atomic(path / "metrics.json", result_metrics, allow_nan=False)
+        write_strict_json(path / "metrics.json", {**result_metrics, **run_record(config, run)})
         if state.history:
             plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
         plot_scores(path / "scores.png", frames)
@@ -185,7 +193,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         if metrics:
             log.info("best epoch %d of %d\n%s", best_epoch, state.epoch, metrics_table(metrics))
     distributed.barrier()
-    distributed.close()
+    if not keep_process_group:
+        distributed.close()
     return TrainResult(path, False, result_metrics, counts)
 
 

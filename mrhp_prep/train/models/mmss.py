@@ -12,16 +12,23 @@ Helpfulness Prediction" (Gong, Jia, Jing); sections and equations below refer to
 4. Subtasks (4.4, eq. 9): per interaction s, f_s* = GELU(Linear(f_s)) [B, d_s], y_hat_s = MLP.
    Their targets are pseudo labels y_s (SSP-Label, eq. 10-12, appendix eq. 17-21), kept per
    training review in buffers indexed by the batch's `review_index`:
-   - y_s starts as y_g (the review's label) the first time the review is seen (eq. 12, i = 1);
-   - during epoch i the model computes, per row, an observation of y_s from the distances of
-     f_g* and f_s* to their anchors (eq. 17-21, below); at the end of epoch i (`on_epoch_end`)
-     y_s <- beta * mean observation + (1 - beta) * y_s with beta = 2 / (i + 1), for every review
-     observed in the epoch. Epoch 1 has no anchors yet, so y_s stays y_g after it (eq. 12).
+   - y_s^(1) = y_g: the label of every review during epoch 1 (eq. 12, i = 1);
+   - eq. 11-12 as written, with eq. 14 training epoch i on y_s^(i): the first time epoch i >= 2
+     meets a review, the model computes the observation y_hat_s^(i) from the distances of f_g*
+     and f_s* to their anchors (eq. 17-21, below) and sets
+     y_s^(i) = beta * y_hat_s^(i) + (1 - beta) * y_s^(i-1), beta = 2 / (i + 1); this y_s^(i) is
+     the target of that batch and of the review's later batches of the epoch. The first
+     update is therefore in epoch 2, where eq. 12 puts it, and epoch 2 already trains on it;
    - the subtask loss (eq. 14) per task is mean_rows W * |y_hat_s - y_s| with the sample
      weight W = tanh(|y_s - y_g|), and the five are combined with homoscedastic uncertainty
      (eq. 15): sum_s L_s / (2 sigma_s^2) + log(sigma_1 ... sigma_5), learning
      eta_s = log sigma_s^2. This is the model's `aux_loss`; the trainer adds the pairwise
      ranking loss (eq. 13, 16).
+   - a task whose loss is identically zero in a batch (every W = 0: all of epoch 1, where
+     y_s = y_g, or no row with its inputs) leaves eq. 15 for that batch, uncertainty term
+     included, and its head is kept out of the graph: with W = 0 the log sigma_s term alone
+     would pull sigma_s down step after step and hand the task an inflated weight the epoch
+     its loss switches on. When no task is active the aux loss is None.
 
 SSP-Label as implemented (the paper leaves these open; each is an option):
 - anchor A_k (eq. 17): mean of task k's representation over the training rows of the previous
@@ -37,7 +44,7 @@ SSP-Label as implemented (the paper leaves these open; each is an option):
   alpha_1 = `correlation_ratio`, alpha_2 = `correlation_difference` (both 1: equal distances
   give y_s = y_g); the eq. 21 second line does not follow from its first and is not used;
 - the anchors are those of the previous epoch (an epoch's statistics are complete only at its
-  end), so observations start in epoch 2 and the first EWMA update is the paper's i = 2;
+  end), so observations start in epoch 2, which is also the paper's first EWMA update (i = 2);
 - a row with nothing on either side of an interaction (p_v r_v of a product and a review
   without images, and so of every row of a text-only run) has no f_s to speak of: it takes no
   part in that subtask's loss, anchor or observations, and keeps its pseudo label. A task whose
@@ -45,8 +52,9 @@ SSP-Label as implemented (the paper leaves these open; each is an option):
 
 Multi-process training (torchrun): each rank accumulates its own rows during an epoch (the
 state's buffers are on DistributedDataParallel's ignore list, so they are not overwritten by
-rank 0's at each forward) and `on_epoch_end` sums the statistics and observations of all ranks
-before updating, so every rank ends the epoch with the same labels and anchors.
+rank 0's at each forward) and `on_epoch_end` sums the statistics of all ranks and takes each
+review's label from the rank that updated it, so every rank ends the epoch with the same labels
+and anchors.
 """
 
 from __future__ import annotations
@@ -170,18 +178,17 @@ def anchor_and_precision(weight_total: torch.Tensor, weighted_sum: torch.Tensor,
 # --------------------------------------------------------------------------- the model
 
 
-PER_REVIEW = ("pseudo_label", "known", "observation_sum", "observation_count")
-EPOCH_SUMS = ("observation_sum", "observation_count", "weight_total", "weighted_sum", "count",
-              "total", "outer")
+PER_REVIEW = ("pseudo_label", "known", "updated_in")
+EPOCH_SUMS = ("weight_total", "weighted_sum", "count", "total", "outer")
 
 
 class PseudoLabelState(nn.Module):
     """Per-review pseudo labels and the running statistics of SSP-Label (all buffers).
 
     Per review (row N = review_index): pseudo_label [N, S], known [N] (seen at least once),
-    observation_sum and observation_count [N, S] (this epoch). Per task (T = 1 + S, the global
-    task first): anchor [T, d], precision [T, d, d], anchor_ready [T], and this epoch's running
-    sums for the next anchors. With `capacity` None the per-review buffers grow (doubling) to the largest
+    updated_in [N, S] (the 1-based epoch of the label's last EWMA update, 0 = none). Per task
+    (T = 1 + S, the global task first): anchor [T, d], precision [T, d, d], anchor_ready [T],
+    and this epoch's running sums for the next anchors. With `capacity` None the per-review buffers grow (doubling) to the largest
     review_index seen, and a checkpoint's size is taken over on load; with a number they are
     allocated once and a larger index is an error.
     """
@@ -192,9 +199,7 @@ class PseudoLabelState(nn.Module):
         rows, tasks = capacity or 0, 1 + num_subtasks
         self.register_buffer("pseudo_label", torch.zeros(rows, num_subtasks))
         self.register_buffer("known", torch.zeros(rows, dtype=torch.bool))
-        self.register_buffer("observation_sum", torch.zeros(rows, num_subtasks, dtype=torch.float64))
-        self.register_buffer("observation_count", torch.zeros(rows, num_subtasks,
-                                                              dtype=torch.float64))
+        self.register_buffer("updated_in", torch.zeros(rows, num_subtasks, dtype=torch.long))
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("anchor", torch.zeros(tasks, dim))
         self.register_buffer("precision", torch.zeros(tasks, dim, dim))
@@ -238,8 +243,10 @@ class PseudoLabelState(nn.Module):
         for name in EPOCH_SUMS:
             getattr(self, name).zero_()
 
-    def all_reduce(self) -> None:
-        """Sum this epoch's statistics and agree on the labels over all processes."""
+    def all_reduce(self, epoch: int) -> None:
+        """Sum this epoch's statistics and agree on the labels over all processes: a label
+        updated in `epoch` comes from the rank(s) that updated it, any other from the ranks
+        that know the review (they hold the same value)."""
         import torch.distributed as dist
 
         rows = torch.tensor([self.capacity], device=self.known.device)
@@ -248,12 +255,16 @@ class PseudoLabelState(nn.Module):
             self._resize(int(rows))
         for name in EPOCH_SUMS:
             dist.all_reduce(getattr(self, name))
+        fresh = (self.updated_in == epoch).to(self.pseudo_label.dtype)              # [N, S]
+        fresh_sum = self.pseudo_label * fresh
         known = self.known.to(self.pseudo_label.dtype)
         label_sum = self.pseudo_label * known[:, None]
-        dist.all_reduce(label_sum)
-        dist.all_reduce(known)
+        for value in (fresh_sum, fresh, label_sum, known):
+            dist.all_reduce(value)
+        dist.all_reduce(self.updated_in, op=dist.ReduceOp.MAX)
         self.known.copy_(known > 0)
-        self.pseudo_label.copy_(label_sum / known.clamp_min(1.0)[:, None])
+        self.pseudo_label.copy_(torch.where(fresh > 0, fresh_sum / fresh.clamp_min(1.0),
+                                            label_sum / known.clamp_min(1.0)[:, None]))
 
 
 class MmssModel(RankingModel):
@@ -327,8 +338,10 @@ class MmssModel(RankingModel):
 
     def represent(self, batch: Batch) -> dict[str, torch.Tensor]:
         """score [B], global_repr f_g* [B, d_g], and with subtasks subtask_repr f_s* [B, S, d_s],
-        subtask_score [B, S] and subtask_valid [B, S] (the row has something on either side of
-        that interaction; a row without product and review images has no p_v r_v)."""
+        subtask_score [B, S] (also as subtask_scores, a list of S tensors [B] straight from each
+        head, so that a loss can leave a head out of the graph) and subtask_valid [B, S] (the
+        row has something on either side of that interaction; a row without product and
+        review images has no p_v r_v)."""
         d = self.options.hidden_dim
         product_text_mask = batch["product_text_mask"].bool()
         review_text_mask = batch["review_text_mask"].bool()
@@ -361,8 +374,9 @@ class MmssModel(RankingModel):
             subtask_repr = [nn.functional.gelu(self.subtask_projections[s](self.dropout(interactions[s])))
                             for s in self.subtasks]
             out["subtask_repr"] = torch.stack(subtask_repr, dim=1)
-            out["subtask_score"] = torch.cat(
-                [self.subtask_heads[s](r) for s, r in zip(self.subtasks, subtask_repr)], dim=-1)
+            out["subtask_scores"] = [self.subtask_heads[s](r).squeeze(-1)
+                                     for s, r in zip(self.subtasks, subtask_repr)]
+            out["subtask_score"] = torch.stack(out["subtask_scores"], dim=-1)
             out["subtask_valid"] = torch.stack([present[s] for s in self.subtasks], dim=1)
         return out
 
@@ -386,19 +400,15 @@ class MmssModel(RankingModel):
                          self.options.correlation_difference, self.options.epsilon)
 
     @torch.no_grad()
-    def _record(self, index: torch.Tensor, label: torch.Tensor, pseudo_label: torch.Tensor,
-                global_repr: torch.Tensor, subtask_repr: torch.Tensor,
-                valid: torch.Tensor) -> None:
-        """Add a training batch to this epoch's anchor statistics and observations.
-
-        Rows where a subtask has no input (`valid` [B, S] False) count for neither. Runs
-        outside autocast: the sums are float64 and the distances float32.
+    def _record(self, label: torch.Tensor, pseudo_label: torch.Tensor, global_repr: torch.Tensor,
+                subtask_repr: torch.Tensor, valid: torch.Tensor) -> None:
+        """Add a training batch to this epoch's anchor statistics (float64 sums, outside
+        autocast). Rows where a subtask has no input (`valid` [B, S] False) do not count for it.
         """
-        with torch.autocast(device_type=index.device.type, enabled=False):
-            self._record_full_precision(index, label, pseudo_label, global_repr, subtask_repr,
-                                        valid)
+        with torch.autocast(device_type=label.device.type, enabled=False):
+            self._record_full_precision(label, pseudo_label, global_repr, subtask_repr, valid)
 
-    def _record_full_precision(self, index, label, pseudo_label, global_repr, subtask_repr,
+    def _record_full_precision(self, label, pseudo_label, global_repr, subtask_repr,
                                valid) -> None:
         state = self.state
         reprs = torch.cat([global_repr[:, None], subtask_repr], dim=1).double()    # [B, T, d]
@@ -409,12 +419,30 @@ class MmssModel(RankingModel):
         state.count += rows.sum(0)
         state.total += (rows[..., None] * reprs).sum(0)
         state.outer += torch.einsum("bt,btd,bte->tde", rows, reprs, reprs)
+
+    @torch.no_grad()
+    def _ewma_update(self, index: torch.Tensor, label: torch.Tensor, pseudo_label: torch.Tensor,
+                     global_repr: torch.Tensor, subtask_repr: torch.Tensor,
+                     valid: torch.Tensor) -> torch.Tensor:
+        """Eq. 11-12 for epoch i >= 2: y_s^(i) = beta y_hat_s^(i) + (1 - beta) y_s^(i-1) at the
+        review's first batch of the epoch; returns the batch's labels y_s^(i) [B, S].
+
+        Only (review, task) pairs with inputs (`valid` [B, S]) and a task with an anchor are
+        updated. Runs outside autocast (the distances are float32).
+        """
+        state = self.state
+        epoch = int(state.epochs_done) + 1
         ready = state.anchor_ready[1:] & state.anchor_ready[0]                      # [S]
-        observed = (valid & ready[None, :]).double()
-        if bool(observed.any()):
-            observation = self.observe(label, global_repr, subtask_repr).double()
-            state.observation_sum.index_add_(0, index, observation * observed)
-            state.observation_count.index_add_(0, index, observed)
+        due = valid & ready[None, :] & (state.updated_in[index] < epoch)            # [B, S]
+        if epoch < 2 or not bool(due.any()):
+            return pseudo_label
+        with torch.autocast(device_type=index.device.type, enabled=False):
+            observation = self.observe(label, global_repr, subtask_repr)
+        beta = ewma_beta(epoch)
+        updated = beta * observation + (1 - beta) * pseudo_label.float()
+        state.pseudo_label[index] = torch.where(due, updated.to(pseudo_label.dtype), pseudo_label)
+        state.updated_in[index] = torch.where(due, epoch, state.updated_in[index])
+        return state.pseudo_label[index].clone()      # a review twice in the batch: one label
 
     def _pseudo_labels(self, index: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """y_s [B, S] for the batch's reviews, set to y_g on a review's first sight (eq. 12)."""
@@ -428,23 +456,36 @@ class MmssModel(RankingModel):
             state.known[index] = True
         return state.pseudo_label[index].clone()
 
-    def subtask_loss(self, subtask_score: torch.Tensor, pseudo_label: torch.Tensor,
-                     label: torch.Tensor,
-                     valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 14-15: (uncertainty-weighted total, per-task losses [S]).
+    def subtask_loss(self, subtask_scores: list[torch.Tensor], pseudo_label: torch.Tensor,
+                     label: torch.Tensor, valid: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Eq. 14-15: (uncertainty-weighted total, per-task losses [S], detached).
 
-        Each task's loss is the mean over its valid rows (all rows when `valid` is None).
+        subtask_scores: S tensors [B] (y_hat_s), pseudo_label [B, S], label [B], valid [B, S].
+        Each task's loss is the mean over its valid rows (all rows when `valid` is None). Only
+        tasks with a non-zero sample weight enter eq. 15 (their heads and log sigma^2 only);
+        the total is None when there is none, so nothing of the subtasks moves on a loss that
+        is identically zero.
         """
         weights = sample_weights(pseudo_label, label)
         if valid is None:
             valid = torch.ones_like(weights, dtype=torch.bool)
         weights = weights * valid.to(weights.dtype)
-        task_losses = ((weights * (subtask_score - pseudo_label).abs()).sum(dim=0)
-                       / valid.sum(dim=0).clamp_min(1).to(weights.dtype))
-        return uncertainty_weighted_loss(task_losses, self.log_variance), task_losses
+        rows = valid.sum(dim=0).clamp_min(1).to(weights.dtype)                     # [S]
+
+        def task_loss(j: int, score: torch.Tensor) -> torch.Tensor:
+            return (weights[:, j] * (score - pseudo_label[:, j]).abs()).sum() / rows[j]
+
+        task_losses = torch.stack([task_loss(j, score.detach())
+                                   for j, score in enumerate(subtask_scores)])
+        active = [j for j in range(weights.shape[1]) if bool((weights[:, j] > 0).any())]
+        if not active:
+            return None, task_losses
+        active_losses = torch.stack([task_loss(j, subtask_scores[j]) for j in active])
+        return uncertainty_weighted_loss(active_losses, self.log_variance[active]), task_losses
 
     def on_epoch_end(self, epoch: int) -> None:
-        """EWMA update of the pseudo labels (eq. 12) and the next epoch's anchors (eq. 17-18).
+        """The next epoch's anchors (eq. 17-18) from this epoch's rows; the epoch count.
 
         The epoch number counts from the model's own state (restored with it on resume), so the
         trainer's numbering does not matter.
@@ -455,18 +496,10 @@ class MmssModel(RankingModel):
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            state.all_reduce()
+            state.all_reduce(int(state.epochs_done) + 1)
         if not bool(state.count[0] > 0):
             return                    # no training rows this epoch: nothing to update
         state.epochs_done += 1
-        i = int(state.epochs_done)
-        observed = state.observation_count > 0                                       # [N, S]
-        if i >= 2 and bool(observed.any()):
-            beta = ewma_beta(i)
-            mean_observation = (state.observation_sum[observed]
-                                / state.observation_count[observed]).to(state.pseudo_label.dtype)
-            state.pseudo_label[observed] = (beta * mean_observation
-                                            + (1 - beta) * state.pseudo_label[observed])
         anchor, precision, usable = anchor_and_precision(
             state.weight_total, state.weighted_sum, state.count, state.total, state.outer,
             self.options.covariance_shrinkage)
@@ -484,12 +517,13 @@ class MmssModel(RankingModel):
             return ModelOutput(score=out["score"])
         label = batch["label"].float()
         index = batch["review_index"].long()
-        pseudo_label = self._pseudo_labels(index, label)
         valid = out["subtask_valid"]
-        aux, task_losses = self.subtask_loss(out["subtask_score"], pseudo_label, label, valid)
-        self._record(index, label, pseudo_label, out["global_repr"].detach(),
-                     out["subtask_repr"].detach(), valid)
-        logs = {f"subtask_loss_{s}": float(v) for s, v in zip(self.subtasks, task_losses.detach())}
+        global_repr, subtask_repr = out["global_repr"].detach(), out["subtask_repr"].detach()
+        pseudo_label = self._ewma_update(index, label, self._pseudo_labels(index, label),
+                                         global_repr, subtask_repr, valid)
+        aux, task_losses = self.subtask_loss(out["subtask_scores"], pseudo_label, label, valid)
+        self._record(label, pseudo_label, global_repr, subtask_repr, valid)
+        logs = {f"subtask_loss_{s}": float(v) for s, v in zip(self.subtasks, task_losses)}
         logs["pseudo_label_offset"] = float((pseudo_label - label[:, None]).abs().mean())
         return ModelOutput(score=out["score"], aux_loss=aux, logs=logs)
 

@@ -20,11 +20,17 @@ From the paper (Han et al., 2022), per review row with its product:
    φ(a, b) = exp(cos(a, b) / τ): in ii, an instance's text against its own image (products
    and helpful reviews are positives, unhelpful reviews negatives); in pr, a review against
    its product's projection of the same modality (helpful reviews positive). "Helpful" is
-   label > relevance_threshold. Each term is averaged over its positives.
+   label > relevance_threshold. Each term sums -log share over its positives, as eq. 11-12
+   write it (`contrastive_reduction: sum`); `mean` averages over the positives instead, which
+   divides κ by the batch's number of positives (at least 4 with MCR's groups of 8).
 
 Config (`model:` section, defaults in configs/sancl.yaml): text_hidden, image_hidden,
 shared_hidden, embedding_dropout, freeze_embeddings, kappa, temperature,
-probe_beta ("learned" or a number), relevance_threshold.
+probe_beta ("learned" or a number), relevance_threshold, contrastive_reduction.
+
+Size: 1,413,122 trainable parameters on 768-d BERT features with images and probes (the
+paper's "1.41M excluding the embedding layer" is this configuration, Table 6); 1,053,698 on
+300-d GloVe vectors (Table 5), whose GRUs are smaller. See docs/models.md.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import InputError
 from .base import Batch, ModelInputs, ModelOutput, RankingModel
 from .layers import (GRUEncoder, SelfAttention, TokenInput, masked_softmax, require_text,
                      weighted_mean)
@@ -79,15 +86,20 @@ def _projection(in_dim: int, shared: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, shared), nn.Tanh(), nn.Linear(shared, shared))
 
 
+REDUCTIONS = ("sum", "mean")
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, positive: torch.Tensor,
-             temperature: float) -> torch.Tensor | None:
-    """-mean over positives j of log(φ(a_j, b_j) / Σ_k φ(a_k, b_k)); None with < 2 pairs or
-    no positive."""
+             temperature: float, reduction: str = "sum") -> torch.Tensor | None:
+    """-Σ over positives j of log(φ(a_j, b_j) / Σ_k φ(a_k, b_k)) (eq. 11-12), or the mean over
+    the positives with reduction="mean". a, b [N, d], positive [N] bool. None with < 2 pairs
+    or no positive."""
     if a.shape[0] < 2 or not bool(positive.any()):
         return None
     similarity = F.cosine_similarity(a.float(), b.float(), dim=-1) / temperature
     log_share = similarity - torch.logsumexp(similarity, dim=0)
-    return -log_share[positive].mean()
+    chosen = log_share[positive]
+    return -(chosen.sum() if reduction == "sum" else chosen.mean())
 
 
 def _first_of_each(index: torch.Tensor) -> torch.Tensor:
@@ -117,6 +129,11 @@ class SANCL(RankingModel):
         self.kappa = float(config["kappa"])
         self.temperature = float(config["temperature"])
         self.relevance_threshold = float(config["relevance_threshold"])
+        self.reduction = str(config.get("contrastive_reduction", "sum"))
+        if self.reduction not in REDUCTIONS:
+            raise InputError(f"contrastive_reduction must be one of {list(REDUCTIONS)}, got "
+                             f"'{self.reduction}'", field="model.contrastive_reduction",
+                             hint="sum is eq. 11-12 of the paper; mean averages over positives")
         beta = config["probe_beta"]
         self.fixed_beta = None if beta == "learned" else float(beta)
         self.use_probes = inputs.has_probes
@@ -182,18 +199,19 @@ class SANCL(RankingModel):
         score = self.output(torch.cat(features, dim=-1)).squeeze(-1)
 
         helpful = batch["label"] > self.relevance_threshold
-        terms = {"cpc_pr_t": info_nce(space["pr_t_r"], space["pr_t_p"], helpful, self.temperature)}
+        terms = {"cpc_pr_t": info_nce(space["pr_t_r"], space["pr_t_p"], helpful,
+                                      self.temperature, self.reduction)}
         if self.use_images:
             both = review_has_image & product_has_image
             terms["cpc_pr_v"] = info_nce(space["pr_v_r"][both], space["pr_v_p"][both],
-                                         helpful[both], self.temperature)
+                                         helpful[both], self.temperature, self.reduction)
             products = _first_of_each(batch["product_index"])
             products = products[product_has_image[products]]
             text = torch.cat([space["ii_t_p"][products], space["ii_t_r"][review_has_image]])
             image = torch.cat([space["ii_v_p"][products], space["ii_v_r"][review_has_image]])
             positive = torch.cat([torch.ones_like(products, dtype=torch.bool),
                                   helpful[review_has_image]])
-            terms["cpc_ii"] = info_nce(text, image, positive, self.temperature)
+            terms["cpc_ii"] = info_nce(text, image, positive, self.temperature, self.reduction)
         present = [t for t in terms.values() if t is not None]
         aux = self.kappa * torch.stack(present).sum() if present else score.new_zeros(())
         logs = {name: float(t.detach()) for name, t in terms.items() if t is not None}

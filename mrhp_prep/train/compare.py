@@ -1,0 +1,226 @@
+"""Runs that differ only by their seed, grouped, summarised and tested against each other.
+
+A group is every finished run with the same config but for `train.seed`, on the same input
+stores (by fingerprint). Per group: the mean and sample standard deviation over its seeds of
+MAP, NDCG@3 and NDCG@5. Between two groups, per metric:
+- a paired t-test over products: each product's metric is first averaged over the group's
+  seeds, then the two groups are paired on the products both ranked;
+- a paired t-test over seeds, when both groups have at least three seeds in common (run i of
+  one group is paired with the run of the same seed in the other).
+Marks: "*" p < 0.05, "**" p < 0.01 (SANCL marks p < 0.05, MM-SS p < 0.01).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..cache import MANIFEST_NAME, MARKER_NAME, read_manifest
+from ..errors import InputError
+from .metrics import RankingReport, evaluate_rankings, read_predictions
+from .papers import PAPER_METRICS, variant_of
+from .run import read_run_config
+
+SPLITS = ("dev", "test")
+MIN_SEEDS_FOR_SEED_TEST = 3
+
+
+@dataclass
+class Run:
+    path: Path
+    seed: int
+    settings: dict            # the flattened config without train.seed, plus input fingerprints
+    report: RankingReport     # per-product metrics of the chosen split
+    describe: dict            # model, dataset, category, setting, text (for the papers' rows)
+
+
+@dataclass
+class Group:
+    name: str
+    runs: list[Run]
+    settings: dict
+    per_seed: pd.DataFrame = field(init=False)      # seed x metric (means over products)
+    per_product: pd.DataFrame = field(init=False)   # product_id x metric (means over seeds)
+
+    def __post_init__(self):
+        self.runs.sort(key=lambda r: r.seed)
+        self.per_seed = pd.DataFrame([{"seed": r.seed, **r.report.mean} for r in self.runs]
+                                     ).set_index("seed")[list(PAPER_METRICS)]
+        frames = [r.report.per_product.set_index("product_id")[list(PAPER_METRICS)]
+                  for r in self.runs]
+        common = frames[0].index
+        for frame in frames[1:]:
+            common = common.intersection(frame.index)
+        self.per_product = sum(f.loc[common] for f in frames) / len(frames)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def mean_std(self, metric: str) -> tuple[float, float | None]:
+        """Mean over seeds and sample standard deviation (None for a single seed)."""
+        values = self.per_seed[metric].to_numpy(dtype=np.float64)
+        return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
+
+
+# --------------------------------------------------------------------------- finding runs
+
+
+def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(finished training run folders, unfinished ones) under the given runs or folders."""
+    finished, unfinished = [], []
+    for path in map(Path, paths):
+        candidates = [path] if (path / "config.yaml").is_file() else sorted(
+            p.parent for p in path.rglob("config.yaml"))
+        for run in candidates:
+            if (run / MANIFEST_NAME).is_file():
+                if read_manifest(run).get("stage") == "train":
+                    finished.append(run)
+            elif (run / MARKER_NAME).is_file():
+                unfinished.append(run)
+    unique = list(dict.fromkeys(p.resolve() for p in finished))
+    if not unique:
+        raise InputError("no finished training run found in " + ", ".join(map(str, paths)),
+                         hint="pass run folders printed by 'mrhp-prep train', or folders "
+                              "that hold them")
+    return unique, unfinished
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _describe(config: dict, inputs: dict) -> dict:
+    """model, dataset, category, setting, text mode and the papers' name of its variant
+    (None where unknown)."""
+    from ..data.manifest import Manifest
+    from .dataset import FeatureSources
+
+    dataset = category = text = None
+    try:
+        manifest = Manifest(inputs["manifest"])
+        dataset, category = manifest.dataset, manifest.info["settings"].get("category")
+    except (InputError, OSError, KeyError, TypeError):
+        pass
+    try:
+        mode = FeatureSources.peek_text_mode(inputs["text"]) if inputs.get("text") else None
+        text = {"static": "static", "ids": "static", "features": "bert"}.get(mode)
+    except (InputError, OSError, KeyError):
+        text = {"glove": "static", "bert": "bert"}.get(str(config.get("preset", "")).split("-")[0])
+    return {"model": config["model"]["name"], "dataset": dataset, "category": category,
+            "setting": "multimodal" if inputs.get("rois") else "text-only", "text": text,
+            "variant": variant_of(config, bool(inputs.get("probes")))}
+
+
+def load_run(path: Path, split: str) -> Run:
+    """One finished run: its seed, settings and the per-product metrics of `split`."""
+    config = read_run_config(path)
+    inputs = config.pop("inputs", {}) or {}
+    seed = int(config["train"].pop("seed"))
+    fingerprints = read_manifest(path).get("inputs", {})
+    metrics_file = path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    threshold = metrics.get("relevance_threshold", config["model"].get("relevance_threshold"))
+    if threshold is None:
+        raise InputError("the run records no relevance threshold", file=str(metrics_file))
+    predictions = path / f"predictions-{split}.jsonl"
+    if not predictions.is_file():
+        raise InputError(f"no {predictions.name}: the run has no {split} split", file=str(path),
+                         hint="choose the other --split, or leave this run out")
+    report = evaluate_rankings(read_predictions(predictions), float(threshold))
+    if report.per_product.empty:
+        raise InputError(f"{predictions.name} ranks no product", file=str(predictions))
+    settings = {**flatten(config), **{f"input.{k}": v for k, v in fingerprints.items()}}
+    return Run(path, seed, settings, report, _describe(config, inputs))
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Runs with equal settings form a group; a seed twice in a group is an error. Groups are
+    named by the model and the settings in which they differ."""
+    by_key: dict[str, list[Run]] = {}
+    for run in runs:
+        by_key.setdefault(json.dumps(run.settings, sort_keys=True, default=str), []).append(run)
+    for members in by_key.values():
+        seeds = [r.seed for r in members]
+        if len(set(seeds)) != len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise InputError(f"seed {twice[0]} appears twice among runs with the same config: "
+                             + ", ".join(str(r.path) for r in members if r.seed == twice[0]),
+                             hint="pass each run once")
+    settings = [members[0].settings for members in by_key.values()]
+    keys = sorted({k for s in settings for k in s})
+    differing = [k for k in keys if len({json.dumps(s.get(k), default=str) for s in settings}) > 1]
+    groups = []
+    for members in by_key.values():
+        first = members[0].settings
+        shown = [f"{k}={first.get(k)}" for k in differing
+                 if not k.startswith("input.") and k != "model.name"]
+        if any(k.startswith("input.") for k in differing):
+            shown.append("inputs " + "/".join(str(first.get(k, "-"))[:6] for k in differing
+                                              if k.startswith("input.")))
+        name = " ".join([str(first.get("model.name")), *shown])
+        groups.append(Group(name, list(members), first))
+    return sorted(groups, key=lambda g: g.name)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def significance_mark(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
+    """scipy's paired t-test of x against y: mean difference, t, p, n (t and p None when
+    the pairs are too few or all differences are equal)."""
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    difference = x - y
+    t = p = None
+    if len(x) >= 2 and not np.allclose(difference, difference[0]):
+        result = stats.ttest_rel(x, y)
+        if math.isfinite(result.statistic) and math.isfinite(result.pvalue):
+            t, p = float(result.statistic), float(result.pvalue)
+    return {"mean_difference": float(difference.mean()) if len(x) else None, "t": t, "p": p,
+            "n": int(len(x)), "mark": significance_mark(p)}
+
+
+def compare_groups(groups: Sequence[Group]) -> pd.DataFrame:
+    """One row per (pair of groups, metric, test) with the test's numbers."""
+    rows = []
+    for a, b in combinations(groups, 2):
+        common = a.per_product.index.intersection(b.per_product.index)
+        seeds = sorted(set(a.seeds) & set(b.seeds))
+        for metric in PAPER_METRICS:
+            tests = {"products": paired_test(a.per_product.loc[common, metric],
+                                              b.per_product.loc[common, metric])}
+            if len(seeds) >= MIN_SEEDS_FOR_SEED_TEST:
+                tests["seeds"] = paired_test(a.per_seed.loc[seeds, metric],
+                                             b.per_seed.loc[seeds, metric])
+            for over, test in tests.items():
+                rows.append({"group_a": a.name, "group_b": b.name, "metric": metric,
+                             "paired_over": over, **test})
+    columns = ["group_a", "group_b", "metric", "paired_over", "mean_difference", "t", "p",
+               "n", "mark"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,173 @@
+"""`mrhp-prep compare`: compare.csv, compare-tests.csv, compare.md and compare.png of groups of
+runs (see compare.py), optionally beside a paper's own figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import click
+import numpy as np
+import pandas as pd
+
+from ..atomic import atomic_path
+from ..options import report
+from .compare import SPLITS, Group, compare_groups, find_runs, group_runs, load_run
+from .papers import PAPER_METRICS, PAPERS, paper_row
+
+LABELS = {"map": "MAP", "ndcg@3": "N@3", "ndcg@5": "N@5"}
+
+
+def summary_frame(groups: Sequence[Group], paper: str | None) -> pd.DataFrame:
+    """One row per group: runs, seeds, mean and std per metric (in %), and with `paper` the
+    paper's figure for the same dataset, category, setting, text and model variant (the full
+    model or one of its ablations), and ours minus it."""
+    rows = []
+    for group in groups:
+        row = {"group": group.name, "runs": len(group.runs),
+               "seeds": " ".join(map(str, group.seeds)), "products": len(group.per_product)}
+        for metric in PAPER_METRICS:
+            mean, std = group.mean_std(metric)
+            row[f"{metric}_mean"] = 100 * mean
+            row[f"{metric}_std"] = None if std is None else 100 * std
+        if paper:
+            describe = group.runs[0].describe
+            found = describe["variant"] and paper_row(
+                paper, dataset=describe["dataset"], category=describe["category"],
+                setting=describe["setting"], text=describe["text"], variant=describe["variant"])
+            row["paper_table"] = found["table"] if found else None
+            row["paper_variant"] = describe["variant"]
+            for metric in PAPER_METRICS:
+                row[f"paper_{metric}"] = found[metric] if found else None
+                row[f"difference_{metric}"] = (row[f"{metric}_mean"] - found[metric]
+                                               if found else None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _p(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+
+
+def markdown(summary: pd.DataFrame, tests: pd.DataFrame, split: str, paper: str | None) -> str:
+    lines = [f"# {split} split: mean ± standard deviation over seeds (%)", ""]
+    header = ["group", "runs", "seeds", *(LABELS[m] for m in PAPER_METRICS)]
+    if paper:
+        header += [f"{paper} table", *(f"{paper} {LABELS[m]} (Δ)" for m in PAPER_METRICS)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary.to_dict("records"):
+        cells = [row["group"], str(row["runs"]), row["seeds"]]
+        for metric in PAPER_METRICS:
+            std = row[f"{metric}_std"]
+            cells.append(_cell(row[f"{metric}_mean"])
+                         + ("" if std is None or np.isnan(std) else f" ± {std:.2f}"))
+        if paper:
+            cells.append(f"{row['paper_table']}, {row['paper_variant']}" if row["paper_table"]
+                         else "not reported")
+            for metric in PAPER_METRICS:
+                figure = row[f"paper_{metric}"]
+                cells.append("–" if figure is None or np.isnan(figure) else
+                             f"{figure:.2f} ({row[f'difference_{metric}']:+.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(tests):
+        lines += ["", "## Paired t-tests (A − B; * p < 0.05, ** p < 0.01)", "",
+                  "| A | B | metric | paired over | n | Δ (points) | t | p | |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in tests.to_dict("records"):
+            delta = row["mean_difference"]
+            lines.append(" | ".join([
+                f"| {row['group_a']}", row["group_b"], LABELS[row["metric"]], row["paired_over"],
+                str(row["n"]), "–" if delta is None else f"{100 * delta:+.2f}",
+                _cell(row["t"], 3), _p(row["p"]), row["mark"]]) + " |")
+        lines += ["", "Over products: each product's metric is averaged over a group's seeds "
+                      "first. Over seeds: runs of the same seed are paired."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, summary: pd.DataFrame, paper: str | None) -> None:
+    """Bars of the mean per group and metric, error bars one standard deviation, the paper's
+    figure as a black tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = summary["group"].tolist()
+    fig, axes = plt.subplots(1, len(PAPER_METRICS), figsize=(4 + 1.2 * len(groups) * 3, 4.5),
+                             squeeze=False)
+    x = np.arange(len(groups))
+    for axis, metric in zip(axes[0], PAPER_METRICS):
+        means = summary[f"{metric}_mean"].to_numpy(dtype=np.float64)
+        stds = np.nan_to_num(summary[f"{metric}_std"].to_numpy(dtype=np.float64))
+        axis.bar(x, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+        if paper and f"paper_{metric}" in summary:
+            figures = summary[f"paper_{metric}"].to_numpy(dtype=np.float64)
+            axis.scatter(x, figures, marker="_", s=400, color="black", label=f"{paper} paper")
+            if np.isfinite(figures).any():
+                axis.legend()
+        axis.set_xticks(x, [g if len(g) < 30 else g[:27] + "..." for g in groups], rotation=20,
+                        ha="right", fontsize=8)
+        axis.set(title=LABELS[metric] + " (%)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.10g")
+
+
+def compare(paths: Sequence[str | Path], out: str | Path, split: str = "test",
+            paper: str | None = None) -> tuple[Path, pd.DataFrame, pd.DataFrame, list[Path]]:
+    """Group the runs under `paths`, test the groups against each other, write the files.
+    Returns (out, summary, tests, unfinished runs left out)."""
+    runs, unfinished = find_runs(paths)
+    groups = group_runs([load_run(path, split) for path in runs])
+    summary, tests = summary_frame(groups, paper), compare_groups(groups)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "compare.csv", summary)
+    write_csv(out / "compare-tests.csv", tests)
+    with atomic_path(out / "compare.md") as tmp:
+        tmp.write_text(markdown(summary, tests, split, paper), encoding="utf-8")
+    plot(out / "compare.png", summary, paper)
+    return out, summary, tests, unfinished
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(SPLITS), default="test",
+              help="Whose predictions to score: predictions-SPLIT.jsonl of each run.")
+@click.option("--paper", type=click.Choice(PAPERS), default=None,
+              help="Set each group beside this paper's figure for its dataset, category, "
+                   "setting, text features and variant (the full model or an ablation of the "
+                   "paper's tables; mrhp_prep/train/paper_results.yaml).")
+@click.option("--out", type=click.Path(file_okay=False), default="compare",
+              help="Folder for compare.csv, compare-tests.csv, compare.md and compare.png.")
+def compare_command(runs, split, paper, out):
+    """Group training runs by everything but the seed and compare the groups.
+
+    RUNS are run folders of 'train' or folders holding them (searched recursively). Prints
+    MAP, N@3 and N@5 as mean ± std over seeds per group, and paired t-tests between groups
+    over products (each product averaged over seeds) and, with 3 or more common seeds, over
+    seeds.
+
+    Example: mrhp-prep compare cache/amazon-home/train --paper sancl --split test
+    """
+    path, summary, tests, unfinished = compare(runs, out, split, paper)
+    click.echo((path / "compare.md").read_text(encoding="utf-8"), err=True)
+    rows = {"groups": len(summary), "runs": int(summary["runs"].sum()), "tests": len(tests)}
+    if unfinished:
+        rows["unfinished runs left out"] = ", ".join(map(str, unfinished))
+    report("compare finished", rows, path)
+    return str(path)
