@@ -150,13 +150,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def measure_model(name: str, stores: dict, device: torch.device, steps: int, repeats: int,
-                  workers: int, run_dir: Path, warmup: int = 2) -> dict:
+                  workers: int, run_dir: Path, warmup: int = 2, overrides=()) -> dict:
     """Steps/s, data-wait share, parameters and peak memory of one model: `warmup` untimed
-    steps, then the median over `repeats` passes of `steps` steps."""
+    steps, then the median over `repeats` passes of `steps` steps. `overrides`: config
+    settings (KEY=VALUE) on top of the model's defaults."""
     logging.basicConfig(level=logging.WARNING)
     sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
                              probes=stores["probes"])
-    config = resolve_config(name, overrides=["train.epochs=1000"], text_mode=sources.text_mode,
+    config = resolve_config(name, overrides=["train.epochs=1000", *overrides], text_mode=sources.text_mode,
                             category="electronics")
     data = DataConfig.from_config(config["data"])
     torch.manual_seed(0)
