@@ -75,6 +75,9 @@ def test_only_plain_upright_jpegs_go_to_the_device(odd_files):
     assert not gpu_decodable(plain, min_side=1, max_pixels=plain.height * plain.width - 1)
     data = odd_files["baseline"].read_bytes()
     assert read_jpeg_header(data[:40]) is None          # cut inside the header
+    cut = read_jpeg_header(data[: len(data) // 2])      # a download cut short
+    assert cut.complete is False and (cut.width, cut.height) == (plain.width, plain.height)
+    assert not gpu_decodable(cut, min_side=10, max_pixels=10**9)
     assert read_jpeg_header(b"<html>not found</html>") is None
 
 
@@ -103,12 +106,13 @@ def test_a_file_the_device_cannot_decode_falls_back_alone(odd_files, tmp_path):
     data = odd_files["baseline"].read_bytes()
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(data[: len(data) // 3])           # header intact, scan cut short
-    assert gpu_decodable(read_jpeg_header(broken.read_bytes()), min_side=10, max_pixels=10**9)
     items = [("good", odd_files["baseline"]), ("broken", broken), ("gray", odd_files["gray"])]
-    source = ImageSource(items, min_size=96, max_size=160, image_settings=SETTINGS,
-                         decoder="gpu")
+    # As the workers would send them, had the header check let the cut file through.
+    encoded = [{"image_id": image_id, "path": str(path),
+                "jpeg": torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)}
+               for image_id, path in items]
     decoder = DeviceDecoder(CPU, min_size=96, max_size=160, image_settings=SETTINGS)
-    out = decoder.decode_batch([source[i] for i in range(3)])
+    out = decoder.decode_batch(encoded)
     assert [s["image_id"] for s in out] == ["good", "broken", "gray"]
     assert decoder.fallbacks == 1
     # Pillow's verdict on the cut file stands: a failure with its reason, or its pixels.

@@ -2,10 +2,11 @@
 
 With `decoder="cpu"` every image is decoded by Pillow in DataLoader worker processes (see
 `decode.decode_image`). With `decoder="gpu"` the workers only read the file and look at its
-JPEG header: a plain JPEG (baseline or progressive, gray or YCbCr, upright) travels as bytes
-and is decoded on the GPU by nvJPEG (`torchvision.io.decode_jpeg(device="cuda")`), a whole
-batch per call; every other file (PNG, CMYK, EXIF-rotated, arithmetic-coded, too small or
-too large, damaged) is decoded by Pillow in the worker as before. A file nvJPEG refuses is
+JPEG header: a plain JPEG (baseline or progressive, gray or YCbCr, upright, complete)
+travels as bytes and is decoded on the GPU by nvJPEG (`torchvision.io.decode_jpeg(
+device="cuda")`), a whole batch per call; every other file (PNG, CMYK, EXIF-rotated,
+arithmetic-coded, too small or too large, cut short, damaged) is decoded by Pillow in the
+worker as before. A file nvJPEG refuses is
 decoded by Pillow in the main process, so one odd file never stops a run.
 
 Either way each image is resized by `extract.resize_pixels` on the device its pixels are on
@@ -42,6 +43,7 @@ class JpegHeader:
     frame: int                 # the SOFn marker's second byte, e.g. 0xC0
     orientation: int = 1       # EXIF orientation, 1 = upright
     adobe: bool = False        # an Adobe APP14 segment (RGB or YCCK JPEGs from Photoshop)
+    complete: bool = True      # the file ends with the end-of-image marker
 
 
 def _exif_orientation(payload: bytes) -> int:
@@ -94,7 +96,8 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
             if len(payload) < 6:
                 return None
             _, height, width, components = struct.unpack(">BHHB", payload[:6])
-            return JpegHeader(height, width, components, marker, orientation, adobe)
+            return JpegHeader(height, width, components, marker, orientation, adobe,
+                              complete=data.endswith(b"\xff\xd9"))
         elif marker == 0xDA:         # a scan before any frame header
             return None
         at += 2 + length
@@ -103,8 +106,9 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
 
 def gpu_decodable(header: JpegHeader | None, *, min_side: int, max_pixels: int) -> bool:
     """Whether nvJPEG gives the picture Pillow's path would: otherwise the file goes to Pillow,
-    which also names the reason of a file that cannot be used (too small, too large)."""
-    return (header is not None and header.frame in _GPU_FRAMES
+    which also names the reason of a file that cannot be used (too small, too large, cut
+    short: Pillow refuses a truncated download, a GPU decoder might fill in the rest)."""
+    return (header is not None and header.complete and header.frame in _GPU_FRAMES
             and header.components in (1, 3) and header.orientation == 1 and not header.adobe
             and min(header.height, header.width) >= min_side
             and header.height * header.width <= max_pixels)
