@@ -31,15 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
-from torchvision.ops import nms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector  # noqa: E402
-from mrhp_prep.vision.boxes import clip_boxes  # noqa: E402
 from mrhp_prep.vision.checkpoints import init_random  # noqa: E402
-from mrhp_prep.vision.decode import resize_scale, resized_shape  # noqa: E402
+from mrhp_prep.vision.nms import caffe_nms  # noqa: E402
+from mrhp_prep.vision.resize import resize_like_opencv, resize_scale  # noqa: E402
 from mrhp_prep.vision.extract import ImageDataset, ImageSettings, Runner, ShapeBatcher  # noqa: E402
 from mrhp_prep.vision.loader import _identity_collate  # noqa: E402
 from mrhp_prep.vision.store import write_store  # noqa: E402
@@ -80,7 +78,7 @@ def earlier_select(boxes: torch.Tensor, probs: torch.Tensor, config: BUTDConfig)
     confidence = torch.zeros(boxes.shape[0])
     for cls in range(1, probs.shape[1]):
         scores = probs[:, cls]
-        keep = nms(boxes, scores, config.nms_thresh)
+        keep = caffe_nms(boxes, scores, config.nms_thresh)
         confidence[keep] = torch.where(scores[keep] > confidence[keep], scores[keep],
                                        confidence[keep])
     keep = torch.nonzero(confidence >= config.conf_thresh).flatten()
@@ -98,24 +96,23 @@ def run_earlier(model: BUTDDetector, paths: list[Path], out: Path) -> tuple[floa
         rgb = np.asarray(Image.open(path).convert("RGB"))
         height, width = rgb.shape[:2]
         scale = resize_scale(height, width, config_min_size, config_max_size)
-        size = resized_shape(height, width, scale)
         bgr = torch.from_numpy(rgb[:, :, ::-1].astype(np.float32)) - model.pixel_mean.view(1, 1, 3)
-        image = F.interpolate(bgr.permute(2, 0, 1)[None], size=size, mode="bilinear",
-                              align_corners=False)
+        image = resize_like_opencv(bgr.permute(2, 0, 1)[None], scale)   # as cv2.resize(fx=s)
+        size = list(image.shape[-2:])
         with torch.set_grad_enabled(False):
             res4 = model.backbone(image)
             proposals = model.rpn(res4, torch.tensor([size]), torch.tensor([scale]))
             heads = model.roi_heads(res4, proposals)
         probs = heads["class_logits"].softmax(dim=1)
         attrs = heads["attr_logits"].softmax(dim=1)
-        boxes = clip_boxes(proposals[0] / scale, height, width)
+        boxes = proposals[0] / scale
         keep = earlier_select(boxes, probs, config)
         np.savez_compressed(out / f"{path.stem}.npz", x=heads["features"][keep].numpy(),
                             bbox=boxes[keep].numpy(), num_bbox=len(keep), image_h=height,
-                            image_w=width, objects_id=probs[keep].argmax(1).numpy(),
-                            objects_conf=probs[keep].max(1).values.numpy(),
-                            attrs_id=attrs[keep].argmax(1).numpy(),
-                            attrs_conf=attrs[keep].max(1).values.numpy())
+                            image_w=width, objects_id=probs[keep, 1:].argmax(1).numpy(),
+                            objects_conf=probs[keep, 1:].max(1).values.numpy(),
+                            attrs_id=attrs[keep, 1:].argmax(1).numpy(),
+                            attrs_conf=attrs[keep, 1:].max(1).values.numpy())
     return time.perf_counter() - started, cpu_seconds() - cpu
 
 

@@ -46,7 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrhp_prep.vision.extract import ImageSettings, Runner, ShapeBatcher  # noqa: E402
+from mrhp_prep.vision.extract import ImageSettings, Runner, RunOptions, ShapeBatcher  # noqa: E402
 from mrhp_prep.vision.loader import iter_samples  # noqa: E402
 from mrhp_prep.vision.models import DetectorSettings, build_detector  # noqa: E402
 from mrhp_prep.vision.writer import PartWriter  # noqa: E402
@@ -150,7 +150,7 @@ def run_extract(model, items, device, *, sizes: Sizes, batch_size: int, precisio
     """The stage's loop over `items`; (figures, regions by image id). The clock starts at
     the first decoded image: starting the worker processes is a one-off cost of a run."""
     runner = Runner(model, device, precision, np.float16)
-    batcher = ShapeBatcher(batch_size)
+    batcher = ShapeBatcher(batch_size, max_padding=RunOptions().max_padding)
     regions, waited, images = {}, 0.0, 0
     out.mkdir(parents=True)
     (out / "parts").mkdir()
@@ -251,6 +251,7 @@ def bench_extract(device: torch.device, sizes: Sizes, folder: Path, workers: int
     return {"settings": {"images": len(paths), "longest_sides": list(sizes.longest),
                          "min_size": sizes.min_size, "max_size": sizes.max_size,
                          "proposals": sizes.proposals, "workers": workers,
+                         "max_padding": RunOptions().max_padding,
                          "weights": "random"},
             "rows": rows, "agreement_with_fp32_cpu_decode": agree}
 

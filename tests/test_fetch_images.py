@@ -353,3 +353,14 @@ def test_runs_as_a_pipeline_stage_after_ingest(runner, srv, photos, tmp_path):
     assert read_manifest(folder)["counts"]["downloaded"] == 6
     assert (tmp_path / "images" / "dev" / "rvw" / "Q1-0" / "pic_0.jpg").read_bytes() == \
         photos["rocket"]
+
+
+def test_downloaded_images_get_the_mode_the_umask_gives(srv, good_manifest, tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    root = tmp_path / "images"
+    fetch_images(good_manifest, root, FAST, cache_dir=tmp_path / "cache", show_progress=False)
+    images = [p for p in root.rglob("*.jpg")]
+    assert images
+    # Not mkstemp's private 0600: a shared image folder stays readable for the group.
+    assert {p.stat().st_mode & 0o777 for p in images} == {0o666 & ~umask}

@@ -215,3 +215,35 @@ def test_torchvision_model_loads_its_state_dict_and_gives_1024_d_regions(tmp_pat
     assert 10 <= regions.count <= 100
     assert (regions.attr_id == -1).all()
     assert (regions.boxes[:, 2] <= 179).all() and (regions.boxes[:, 3] <= 119).all()
+
+
+def test_milvlg_anchor_buffer_in_the_file_is_used(source, tmp_path, caplog):
+    from mrhp_prep.vision.boxes import caffe_cell_anchors
+    from mrhp_prep.vision.checkpoints import ANCHOR_KEY
+
+    state = _to_milvlg(source.state_dict())
+    # Distinct from the built ones, as a file trained with other anchors would hold.
+    stored = caffe_cell_anchors() * 1.25 + torch.arange(48, dtype=torch.float32).view(12, 4) / 8
+    path = tmp_path / "with_anchors.pth"
+    torch.save({"model": {**state, ANCHOR_KEY: stored}}, path)
+    model = BUTDDetector(CONFIG).eval()
+    with caplog.at_level("INFO", logger="mrhp_prep.vision.checkpoints"):
+        report = load_butd_weights(model, path)
+    assert report.anchors == "checkpoint" and ANCHOR_KEY not in report.unexpected
+    assert "RPN cell anchors: the checkpoint's" in caplog.text
+    assert torch.equal(model.rpn.cell_anchors, stored)
+    # The anchors of a feature map are the file's, shifted by the 16-pixel stride.
+    grid = model.rpn.anchors(2, 3)
+    assert torch.equal(grid[:12], stored)
+    assert torch.equal(grid[12:24], stored + torch.tensor([16.0, 0, 16, 0]))
+
+    without = tmp_path / "without_anchors.pth"
+    torch.save({"model": state}, without)
+    model = BUTDDetector(CONFIG).eval()
+    assert load_butd_weights(model, without).anchors == "built"
+    assert torch.equal(model.rpn.cell_anchors, caffe_cell_anchors())
+
+    wrong = tmp_path / "wrong_anchors.pth"
+    torch.save({"model": {**state, ANCHOR_KEY: stored[:9]}}, wrong)
+    with pytest.raises(InputError, match=r"cell_anchors\.0.*\(9, 4\)"):
+        load_butd_weights(BUTDDetector(CONFIG).eval(), wrong)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from mrhp_prep.errors import InputError
-from mrhp_prep.vision.decode import resize_scale, resized_shape
+from mrhp_prep.vision.resize import resize_scale
 from mrhp_prep.vision.extract import ImageDataset, ImageSettings
 from mrhp_prep.vision.loader import (DeviceDecoder, ImageSource, gpu_decodable, iter_samples,
                                      read_jpeg_header, resolve_decoder)
@@ -83,7 +84,7 @@ def test_only_plain_upright_jpegs_go_to_the_device(odd_files):
 
 def test_device_decoded_images_equal_the_worker_decoded_ones(odd_files):
     """Same pixels, scale and size as the Pillow path (the CPU decode_jpeg and Pillow use
-    the same libjpeg conventions), so both paths share the resize."""
+    the same libjpeg conventions), and OpenCV's resize of those pixels."""
     items = [(name, odd_files[name]) for name in ("baseline", "progressive", "gray")]
     reference = ImageDataset(items, min_size=96, max_size=160, image_settings=SETTINGS)
     source = ImageSource(items, min_size=96, max_size=160, image_settings=SETTINGS,
@@ -97,8 +98,13 @@ def test_device_decoded_images_equal_the_worker_decoded_ones(odd_files):
         scale = resize_scale(height, width, 96, 160)
         assert sample["original_size"] == (height, width)
         assert sample["scale"] == scale
-        assert tuple(sample["image"].shape) == (3, *resized_shape(height, width, scale))
         torch.testing.assert_close(sample["image"], expected["image"], rtol=0, atol=0)
+        with Image.open(items[index][1]) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        opencv = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        ours = sample["image"].permute(1, 2, 0).numpy()
+        assert ours.shape == opencv.shape
+        assert np.abs(ours - opencv).max() < 0.05
     assert decoder.fallbacks == 0
 
 

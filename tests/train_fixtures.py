@@ -72,12 +72,14 @@ def crashing_after(rows: int) -> type:
 
 
 def make_trainer(sources: FeatureSources, model: str, run_dir, overrides=(),
-                 dataset_wrapper: type | None = None, seed: int = 0) -> Trainer:
+                 dataset_wrapper: type | None = None, seed: int = 0,
+                 preset: str = "none") -> Trainer:
     """A CPU Trainer for `model` on the sources' train and dev splits (Amazon threshold 1).
 
     `seed` seeds the model's initial weights; `dataset_wrapper` (e.g. `crashing_after(n)`)
-    wraps the training set."""
-    config = resolve_config(model, overrides=list(overrides), relevance_threshold=1)
+    wraps the training set; `preset` names a column of the model's presets."""
+    config = resolve_config(model, overrides=list(overrides), relevance_threshold=1,
+                            preset=preset, text_mode=sources.text_mode)
     torch.manual_seed(seed)
     built = build_model(model, config["model"], sources.model_inputs())
     data = DataConfig.from_config(config["data"])

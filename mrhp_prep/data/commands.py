@@ -43,6 +43,9 @@ def ingest(raw_dir, dataset, category, labels, product_text, on_error, name, out
     rows = {"products": counts["products"], "reviews": counts["reviews"],
             "images": counts["images"], "labels": f"{info['label_range']} ({labels})",
             "skipped rows": f"{counts['skipped_rows']} (see failures.jsonl)"}
+    if counts.get("cells_with_lone_surrogates"):
+        rows["invalid text"] = (f"{counts['cells_with_lone_surrogates']} cell(s) held lone "
+                                "UTF-16 surrogates, replaced by U+FFFD")
     if info.get("label_warning"):
         rows["warning"] = info["label_warning"]
     report("ingest finished", rows, run.path)

@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from .. import __version__
+from ..atomic import plain_file_mode
 from .fetch_http import FetchError, HttpClient, HttpSettings, check_url
 from .image_check import check_and_convert, verify_image
 
@@ -254,6 +255,7 @@ class Fetcher:
             temporary.append(keep)
             with open(keep, "rb+") as handle:
                 os.fsync(handle.fileno())
+            os.chmod(keep, plain_file_mode())  # shared image folders stay readable
             os.replace(keep, dest)
             return FetchResult(job, "downloaded", num_bytes=download.num_bytes,
                                source_format=source_format, http_status=download.status)

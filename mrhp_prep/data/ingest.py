@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -30,7 +31,10 @@ REQUIRED = {
 }
 # Amazon thumbnails carry a size suffix such as "._SY88.jpg" or "._SX38_SY50_CR,0,0,38,50_.jpg".
 _AMAZON_SIZE_SUFFIX = re.compile(r"\._[^/.]*\.(jpe?g|png|gif|webp)$", re.IGNORECASE)
-_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# A lone UTF-16 surrogate ("\ud800" in the JSON) is not Unicode: no file format can store it.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+_MAX_VOTES = 2**63 - 1  # the int64 column of reviews.parquet
 
 
 def grade_votes(votes: int) -> int | None:
@@ -64,11 +68,26 @@ class Problems:
 
 
 def _text(value: object) -> str:
+    """A cell as text; lone surrogates become U+FFFD (one character for one: offsets hold)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, list):
         return " ".join(_text(v) for v in value)
-    return str(value).strip()
+    return _SURROGATES.sub("\ufffd", str(value).strip())
+
+
+def _count_surrogates(row: dict) -> int:
+    """How many text cells of a row hold a lone surrogate (ids are refused instead)."""
+    return sum(1 for key, value in row.items()
+               if key not in ("product_id", "review_id") and _has_surrogate(value))
+
+
+def _has_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return _SURROGATES.search(value) is not None
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list) and any(_has_surrogate(v) for v in value)
 
 
 def _valid_id(value: object) -> str | None:
@@ -101,14 +120,15 @@ def _new_id(row: dict, column: str, path: Path, seen: dict[str, str],
 
 
 def _votes(value: object) -> int | None:
+    """The vote count as an int in 0 .. 2^63 - 1, else None."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and 0 <= value <= _MAX_VOTES:
+        return value
     return None
 
 
@@ -131,11 +151,13 @@ def image_urls(value: object, dataset: str) -> list[str]:
             value = [stripped] if stripped else []
     if isinstance(value, dict):
         value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a URL or a list of URLs, got {value!r:.60}")
     urls = []
     for entry in value:
         url = entry.get("url") if isinstance(entry, dict) else entry
         if isinstance(url, str) and url.strip():
-            url = url.strip()
+            url = _SURROGATES.sub("\ufffd", url.strip())
             if dataset == "amazon":
                 url = _AMAZON_SIZE_SUFFIX.sub(r".\1", url)
             urls.append(url)
@@ -160,6 +182,7 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
     seen_products: dict[str, str] = {}
     seen_reviews: dict[str, str] = {}
     dropped_zero_votes = 0
+    surrogate_cells = 0
     use_description = product_text == "name+description" or (
         product_text == "auto" and not (dataset == "lazada" and category == "clothing"))
 
@@ -172,6 +195,7 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
 
         split_products: dict[str, dict] = {}
         for row in tables["prd"].to_dict("records"):
+            surrogate_cells += _count_surrogates(row)
             pid = _new_id(row, "product_id", prd_path, seen_products, problems)
             if pid is None:
                 continue
@@ -181,8 +205,12 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
                 problems.add(prd_path, row[ROW_KEY], "name", "empty product name and description",
                              item=pid)
                 continue
+            try:
+                urls = image_urls(row.get("img_url"), dataset)
+            except ValueError as exc:
+                problems.add(prd_path, row[ROW_KEY], "img_url", str(exc), item=pid)
+                continue
             seen_products[pid] = f"{prd_path.name} row {row[ROW_KEY]}"
-            urls = image_urls(row.get("img_url"), dataset)
             split_products[pid] = {
                 "product_id": pid, "split": split, "name": name, "description": description,
                 "keyword": _text(row.get("keyword")), "brand_name": _text(row.get("brand_name")),
@@ -192,6 +220,7 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
         split_reviews: dict[str, dict] = {}
         rejected: set[str] = set()  # their relation rows are not reported a second time
         for row in tables["rvw"].to_dict("records"):
+            surrogate_cells += _count_surrogates(row)
             rid = _new_id(row, "review_id", rvw_path, seen_reviews, problems)
             if rid is None:
                 continue
@@ -208,14 +237,20 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
                 problems.add(rvw_path, row[ROW_KEY], "content", f"review '{rid}' has empty text",
                              item=rid)
                 continue
+            try:
+                urls = image_urls(row.get("img_url"), dataset)
+            except ValueError as exc:
+                rejected.add(rid)
+                problems.add(rvw_path, row[ROW_KEY], "img_url", str(exc), item=rid)
+                continue
             seen_reviews[rid] = f"{rvw_path.name} row {row[ROW_KEY]}"
             time_value = row.get("time")
             split_reviews[rid] = {
                 "review_id": rid, "product_id": pid, "split": split,
                 "title": _text(row.get("title")), "content": content, "text": content,
                 "upvotes": None, "label": None,
-                "time": None if time_value is None else str(time_value),
-                "_urls": image_urls(row.get("img_url"), dataset), "_row": row[ROW_KEY]}
+                "time": None if time_value is None else _text(time_value),
+                "_urls": urls, "_row": row[ROW_KEY]}
 
         labelled = set()
         for row in tables["rel"].to_dict("records"):
@@ -240,8 +275,8 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
             votes = _votes(row.get("upvotes"))
             if votes is None:
                 problems.add(rel_path, row[ROW_KEY], "upvotes",
-                             f"votes must be a non-negative integer, got {row.get('upvotes')!r}",
-                             item=rid)
+                             f"votes must be an integer from 0 to 2^63-1, got "
+                             f"{row.get('upvotes')!r:.40}", item=rid)
                 continue
             labelled.add(rid)
             review["upvotes"] = votes
@@ -269,7 +304,11 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
     review_counts = Counter(r["product_id"] for r in reviews)
     no_reviews = [p["product_id"] for p in products if review_counts[p["product_id"]] == 0]
     stats = {"dropped_zero_vote_reviews": dropped_zero_votes,
-             "products_without_reviews": len(no_reviews)}
+             "products_without_reviews": len(no_reviews),
+             # Lone UTF-16 surrogates in text cells, each replaced by U+FFFD.
+             "cells_with_lone_surrogates": surrogate_cells,
+             "files_read": [_file_record(files[kind, split]) for split in SPLITS
+                            for kind in ("prd", "rvw", "rel")]}
     kept_items = {p["product_id"] for p in products} | {r["review_id"] for r in reviews}
     images = [im for im in images if im["item_id"] in kept_items]
     tables = {
@@ -278,6 +317,13 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
         "images": pd.DataFrame(images, columns=IMAGE_SCHEMA.names),
     }
     return tables, problems, stats
+
+
+def _file_record(path: Path) -> dict:
+    """Where a release file was, its size and SHA-256: the manifest says what was read."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
 
 
 def _image_rows(item_id: str, role: str, split: str, urls: list[str]) -> list[dict]:
@@ -324,11 +370,20 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
     except InputError:
         run.discard()  # a refused release leaves no folder behind
         raise
+    files_read = stats.pop("files_read")
     for problem in problems.items:
         run.add_failure(**problem)
     schemas = {"products": PRODUCT_SCHEMA, "reviews": REVIEW_SCHEMA, "images": IMAGE_SCHEMA}
-    for table_name, frame in tables.items():
-        table = pa.Table.from_pandas(frame, schema=schemas[table_name], preserve_index=False)
+    # Every table is converted before any is written: a value Arrow refuses leaves no file.
+    try:
+        arrow_tables = {name: pa.Table.from_pandas(frame, schema=schemas[name],
+                                                   preserve_index=False)
+                        for name, frame in tables.items()}
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
+        run.discard()
+        raise InputError(f"a value does not fit the manifest's tables: {exc}", file=str(raw_dir),
+                         hint="find the value in the release files and correct it") from exc
+    for table_name, table in arrow_tables.items():
         with atomic_path(run.path / f"{table_name}.parquet") as tmp:
             pq.write_table(table, tmp)
     reviews = tables["reviews"]
@@ -345,5 +400,5 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
     run.finish(counts, dataset_name=dataset_name, label_range=label_range,
                label_histogram={str(k): int(v) for k, v in
                                 sorted(Counter(reviews["label"]).items())},
-               label_warning=warning)
+               label_warning=warning, files_read=files_read)
     return run

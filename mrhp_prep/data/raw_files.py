@@ -36,18 +36,39 @@ def _normalise(name: str) -> str:
 
 
 def find_release_files(raw_dir: Path, category: str) -> dict[tuple[str, str], Path]:
-    """Map (kind, split) to the file of `category` in `raw_dir` (searched one level deep too)."""
+    """Map (kind, split) to the file of `category` in `raw_dir` (searched one level deep too).
+
+    Exactly one release may match: one folder and one prefix spelling, one file per
+    (kind, split). Anything else (a stray file of another spelling beside the release, two
+    copies in subfolders, `X.rvw.train` beside `X.rvw.train.json`) is refused, naming the
+    candidates, because the wrong choice would silently replace labels.
+    """
     wanted = {_normalise(p) for p in CATEGORY_PREFIXES[category]}
     pattern = re.compile(r"^(?P<prefix>.+)\.(?P<kind>prd|rvw|rel)\.(?P<split>train|dev|test)"
                          r"(?:\.json|\.jsonl)?$")
-    found: dict[tuple[str, str], Path] = {}
+    # (folder, prefix) -> {(kind, split): [paths]}
+    releases: dict[tuple[Path, str], dict[tuple[str, str], list[Path]]] = {}
     candidates = sorted(raw_dir.glob("*")) + sorted(raw_dir.glob("*/*"))
     for path in candidates:
         match = pattern.match(path.name)
-        if not match or not path.is_file():
+        if not match or not path.is_file() or _normalise(match["prefix"]) not in wanted:
             continue
-        if _normalise(match["prefix"]) in wanted:
-            found.setdefault((match["kind"], match["split"]), path)
+        release = releases.setdefault((path.parent, match["prefix"]), {})
+        release.setdefault((match["kind"], match["split"]), []).append(path)
+    if len(releases) > 1:
+        listing = "\n".join(f"  - {folder / prefix}.* ({sum(map(len, files.values()))} file(s))"
+                            for (folder, prefix), files in sorted(releases.items()))
+        raise InputError(f"{len(releases)} releases of category '{category}' were found; "
+                         f"which one to read is ambiguous:\n{listing}", file=str(raw_dir),
+                         hint="remove or move the ones you do not mean, or pass the folder "
+                              "that holds only the one you mean")
+    found: dict[tuple[str, str], Path] = {}
+    for key, paths in next(iter(releases.values()), {}).items():
+        if len(paths) > 1:
+            raise InputError(f"{len(paths)} files hold {key[0]}.{key[1]}: "
+                             + ", ".join(p.name for p in paths), file=str(paths[0].parent),
+                             hint="keep one of them")
+        found[key] = paths[0]
     missing = [f"{kind}.{split}" for split in SPLITS for kind in KINDS
                if (kind, split) not in found]
     if missing:
@@ -62,7 +83,7 @@ def find_release_files(raw_dir: Path, category: str) -> dict[tuple[str, str], Pa
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read one pandas-JSON table; each row keeps its position or index key in `__row__`."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = _read_text(path)
     if not text.strip():
         raise InputError("the file is empty", file=str(path),
                          hint="re-extract it from MRHPDatasets.zip")
@@ -71,6 +92,27 @@ def read_table(path: Path) -> pd.DataFrame:
     except json.JSONDecodeError as whole_error:
         parsed = _read_json_lines(path, text, whole_error)
     return _to_frame(parsed, path)
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; compressed or UTF-16 files are named as such."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        raise InputError("the file is gzip-compressed", file=str(path),
+                         hint=f"decompress it first (gunzip -c '{path.name}' > plain-file) and "
+                              "pass the plain JSON")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) > 1 and b"\x00" in data[:2]):
+        raise InputError("the file is UTF-16 text, not UTF-8", file=str(path),
+                         hint="convert it (iconv -f UTF-16 -t UTF-8) or re-extract it from the "
+                              "release zip")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, byte "
+                         f"offset {exc.start})", file=str(path),
+                         hint="the release is UTF-8 JSON: re-extract the file, or convert it "
+                              "to UTF-8") from None
 
 
 def _read_json_lines(path: Path, text: str, whole_error: json.JSONDecodeError) -> list:
@@ -115,7 +157,9 @@ def _to_frame(parsed: object, path: Path) -> pd.DataFrame:
     bad = [k for k, r in zip(keys, records) if not isinstance(r, dict)]
     if bad:
         raise InputError("a row is not a JSON object", file=str(path), row=bad[0])
-    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    # Object columns keep each value as JSON gave it (a lone surrogate too, for ingest to
+    # judge per row); inferred string columns would refuse it for the whole file.
+    frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
     frame = frame.astype(object).where(frame.notna(), None)
     frame[ROW_KEY] = keys
     return frame

@@ -172,12 +172,16 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     items = field_items(data)
     mine = {name: f.select([shard_of(i, num_shards) == shard_index for i in f.ids])
             for name, f in items.items()}
-    if mode == "static":
-        extra = _run_static(run, items, mine, source, settings, vectors_cache or
-                            Path(cache_dir) / "vectors", batch_size,
-                            workers=available_cores() if workers is None else workers)
-    else:
-        extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
+    try:
+        if mode == "static":
+            extra = _run_static(run, items, mine, source, settings, vectors_cache or
+                                Path(cache_dir) / "vectors", batch_size, force,
+                                workers=available_cores() if workers is None else workers)
+        else:
+            extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
+    except InputError:
+        run.discard_unstarted()  # a refused input leaves no folder behind
+        raise
     results: dict[str, FieldResult] = extra.pop("results")
     counts = {f"{name}_{key}": value for name, r in results.items()
               for key, value in r.as_dict().items() if key != "examples"}
@@ -217,18 +221,19 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, FieldItems],
                 source, settings: dict, vectors_cache: Path, batch_size: int,
-                workers: int = 1) -> dict:
+                force: bool = False, workers: int = 1) -> dict:
     from .tokenize import SpacyTokenizer
 
     tokenizer = SpacyTokenizer(settings["language"], lowercase=settings["lowercase"],
                                max_length=settings["max_length"])
     with ChunkTokenizer(tokenizer, workers) as chunker:
-        return _static_with(run, items, mine, source, settings, vectors_cache, chunker)
+        return _static_with(run, items, mine, source, settings, vectors_cache, chunker, force)
 
 
 def _static_with(run: StageRun, items: dict[str, FieldItems], mine: dict[str, FieldItems],
-                 source, settings: dict, vectors_cache: Path, chunker: ChunkTokenizer) -> dict:
-    from .vectors import embedding_matrix, load_vectors
+                 source, settings: dict, vectors_cache: Path, chunker: ChunkTokenizer,
+                 force: bool) -> dict:
+    from .vectors import check_coverage, embedding_matrix, load_vectors
     from .vocab import UNK_ID, Vocabulary
 
     tokenizer = chunker.tokenizer
@@ -240,7 +245,7 @@ def _static_with(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fi
         vocabs = {name: Vocabulary.fit(counts[name], settings["min_freq"]) for name in FIELDS}
 
     started = time.perf_counter()
-    table = load_vectors(source, vectors_cache)
+    table = load_vectors(source, vectors_cache, force=force)
     load_seconds = round(time.perf_counter() - started, 3)
     log.info("vectors: %d words x %d from %s in %.2f s (%s)", len(table), table.dim,
              source.label, load_seconds, table.info.get("cache", "bindings"))
@@ -256,6 +261,7 @@ def _static_with(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fi
             coverage[name] = cov.as_dict()
         else:
             coverage[name] = coverage["product"]
+        check_coverage(name, coverage[name], settings["min_freq"], counts[name], source.label)
         vocab.save(run.path / f"vocab-{name}.txt")
         _save_npy(run.path / f"vectors-{name}.npy", matrices[id(vocab)])
 
@@ -380,12 +386,19 @@ def _run_transformer(run: StageRun, mine: dict[str, FieldItems], settings: dict,
                      batch_size: int, device: str, precision: str) -> dict:
     from .tokenize import TransformerTokenizer
 
+    from .transformer import MODEL_LOAD_ERRORS, tokenizer_problem
+
     try:
         tokenizer = TransformerTokenizer(model, max_length=settings["max_length"])
-    except (OSError, ValueError) as exc:
+        problem = tokenizer_problem(model, tokenizer.describe()["vocab_size"])
+    except MODEL_LOAD_ERRORS as exc:
         raise InputError(f"cannot load the tokenizer: {exc}", field="--model",
                          hint="pass a local model folder with a fast tokenizer "
                               "(tokenizer.json); hub names need a network") from exc
+    if problem:
+        raise InputError(problem, file=str(model), field="--model",
+                         hint="copy the model's tokenizer files (tokenizer.json or vocab.txt, "
+                              "tokenizer_config.json) into the folder")
     mode = settings["mode"]
     results = {}
     extra: dict = {"mode": mode, "tokenizer": tokenizer.describe()}
@@ -404,8 +417,10 @@ def _run_transformer(run: StageRun, mine: dict[str, FieldItems], settings: dict,
     try:
         encoder = TransformerEncoder(model, layers=settings["layers"], device=device,
                                      precision=precision, pad_id=tokenizer.pad_id)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load the model: {exc}", field="--model") from exc
+    except MODEL_LOAD_ERRORS as exc:
+        raise InputError(f"cannot load the model: {exc}", file=str(model), field="--model",
+                         hint="a weights file may be truncated or damaged: copy or download "
+                              "the model again") from exc
     extra.update(dim=encoder.hidden_size, encoder=encoder.describe())
     for name in FIELDS:
         metadata = {"mode": "features", "field": name, "tokenizer": tokenizer.describe(),
@@ -436,7 +451,7 @@ def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, s
                          batch_size: int) -> FieldResult:
     """Features mode: each shard's texts are encoded in length-sorted batches and written
     batch by batch, so rows inside a shard come longest first (join on `id`)."""
-    from .transformer import length_sorted_batches
+    from .transformer import check_finite_features, length_sorted_batches
 
     def write_one(path: Path, start: int, stop: int, bar) -> FieldResult:
         counts = FieldResult()
@@ -454,6 +469,7 @@ def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, s
                 yield record_batch(schema, [], [], features=[])
             for batch in length_sorted_batches([len(t) for t in tokenized], batch_size):
                 features = _encode_resilient(encoder, [tokenized[i].ids for i in batch])
+                check_finite_features(features, [kept_ids[i] for i in batch], encoder)
                 counts.rows += len(batch)
                 counts.tokens += sum(len(tokenized[i]) for i in batch)
                 bar.update(len(batch))

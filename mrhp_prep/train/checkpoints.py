@@ -2,7 +2,9 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only (no pickled
 objects), so `torch.load(path, weights_only=True)` reads it. Frozen embedding tables (static
-vectors) are left out: they come back from the text store.
+vectors) are left out: they come back from the text store; so are the frozen layers of a
+fine-tuned text encoder, which come back from its base model (whose name and weights hash the
+checkpoint keeps and checks, see `models/text_encoder.py`).
 """
 
 from __future__ import annotations
@@ -29,14 +31,34 @@ def frozen_embedding_keys(model: nn.Module) -> set[str]:
     return keys
 
 
+def restored_elsewhere(model: nn.Module) -> set[str]:
+    """State-dict keys that checkpoints leave out (frozen embeddings, frozen encoder layers)."""
+    from .models.text_encoder import frozen_encoder_keys
+
+    return frozen_embedding_keys(model) | frozen_encoder_keys(model)
+
+
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    skip = frozen_embedding_keys(model)
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in skip}
+    """The state dict to checkpoint: tensors on the CPU (and modules' extra state as is).
+
+    A module registered twice (a text encoder shared by two fields) has its tensors under
+    both names; they are copied once, so the file holds them once."""
+    skip = restored_elsewhere(model)
+    copies: dict[tuple, torch.Tensor] = {}
+    state = {}
+    for key, value in model.state_dict().items():
+        if key in skip:
+            continue
+        if isinstance(value, torch.Tensor):
+            same = (value.device, value.data_ptr(), value.dtype, value.shape, value.stride())
+            value = copies.setdefault(same, value.detach().cpu()) if value.numel() else value.cpu()
+        state[key] = value
+    return state
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
-    absent = set(missing) - frozen_embedding_keys(model)
+    absent = set(missing) - restored_elsewhere(model)
     if absent or unexpected:
         raise ValueError(f"checkpoint does not fit the model: missing {sorted(absent)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}")

@@ -44,6 +44,10 @@ _FOLDER = click.Path(exists=True, file_okay=False)
               envvar="MRHP_CACHE_DIR", show_envvar=True,
               help="Cache root: runs go to CACHE_DIR/<dataset>/train/<fingerprint>/.")
 @click.option("--force", is_flag=True, help="Train again from scratch even when the run exists.")
+@click.option("--allow-partial", is_flag=True,
+              help="Train even when the text, RoI or probe store covers only part of the "
+                   "manifest (same as --set data.allow_partial=true); the summary reports the "
+                   "coverage either way.")
 def train(**options):
     """Train a ranking model on cached features; prints the run folder.
 
@@ -52,10 +56,19 @@ def train(**options):
 
     Example: mrhp-prep train --manifest M --rois R --text T --probes P --set train.epochs=10
     """
+    from .option_conflicts import check_resume_options, given_options
     from .run import train as run_train
 
+    if options["resume"]:
+        check_resume_options(options["resume"], given_options(
+            click.get_current_context(),
+            ("model", "manifest", "rois", "text", "probes", "config_file", "preset", "set",
+             "allow_partial")))
+    overrides = list(options.pop("set"))
+    if options.pop("allow_partial"):
+        overrides.append("data.allow_partial=true")
     # "--set" arrives as the parameter "set" (the name pipelines use too)
-    result = run_train(overrides=options.pop("set"), **options)
+    result = run_train(overrides=overrides, **options)
     if int(os.environ.get("RANK", "0")) != 0:
         return str(result.path)
     metrics = result.metrics
@@ -68,6 +81,13 @@ def train(**options):
             rows[split] = (f"MAP {100 * m['map']:.2f}  N@3 {100 * m['ndcg@3']:.2f}  "
                            f"N@5 {100 * m['ndcg@5']:.2f}  MRR {100 * m['mrr']:.2f}  "
                            f"({m['products']} products)")
+    for store, share in (result.counts or {}).get("coverage", {}).items():
+        rows[f"{store} coverage"] = (f"{share['covered']} of {share['needed']} {share['unit']}"
+                                     f" ({100 * share['share']:.1f}%)"
+                                     + (f", {share['listed']} listed as failed"
+                                        if share["listed"] else "")
+                                     + (f", {share['missing']} missing" if share["missing"]
+                                        else ""))
     if result.counts:
         rows["reviews left out"] = f"{result.counts.get('reviews_left_out', 0)} (see failures.jsonl)"
     if result.reused:
@@ -105,7 +125,7 @@ def evaluate(predictions, threshold, compare, output):
                   "t_test": paired_t_test(first, second)}
     text = json.dumps(result, indent=2)
     if output:
-        write_json_atomic(output, result)
+        write_json_atomic(output, result, allow_nan=False)
     click.echo(text)
     return output or predictions
 
@@ -114,9 +134,9 @@ def evaluate(predictions, threshold, compare, output):
 @click.option("--run", "run_dir", type=_FOLDER, required=True,
               help="A finished (or resumable) run folder of 'train'.")
 @click.option("--product", "products", multiple=True,
-              help="A product id whose reviews to rank (repeatable).")
+              help="A product id whose reviews to rank (repeatable; not with --split).")
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default=None,
-              help="Rank the reviews of every product of this split.")
+              help="Rank the reviews of every product of this split (not with --product).")
 @click.option("--manifest", type=_FOLDER, help="Manifest of the products (default: the run's).")
 @click.option("--text", type=_FOLDER, help="embed-text output for them (default: the run's).")
 @click.option("--rois", type=_FOLDER, help="extract-rois output for them (default: the run's).")
@@ -134,8 +154,10 @@ def predict(run_dir, products, split, manifest, text, rois, probes, checkpoint, 
     Example: mrhp-prep predict --run RUN --manifest NEW --text NEW_TEXT --rois NEW_ROIS
     --probes NEW_PROBES --product B00X1
     """
+    from .option_conflicts import check_predict_selection
     from .run import predict as run_predict
 
+    check_predict_selection(products, split)
     path, summary = run_predict(run_dir, manifest=manifest, text=text, rois=rois, probes=probes,
                                 products=list(products) or None, split=split,
                                 checkpoint=checkpoint, output=output, device=device)

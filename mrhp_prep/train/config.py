@@ -17,6 +17,8 @@ import yaml
 from ..errors import InputError
 from .metrics import METRICS
 from .models import default_config_path
+from .setting_types import check_range, convert_setting
+from .models.text_encoder import resolve_encoder_settings
 
 SECTIONS = ("model", "data", "sampling", "loss", "train")
 
@@ -51,13 +53,15 @@ def set_value(config: dict, dotted: str, value: Any, where: str) -> None:
             if isinstance(node[key], dict):
                 raise InputError(f"'{dotted}' is a section; set one of its keys", row=where,
                                  field=dotted, hint=f"keys: {', '.join(node[key])}")
-            node[key] = value
+            node[key] = convert_setting(dotted, value, node[key], where)
+            check_range(dotted, node[key], where)
         else:
             node = node[key]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """'train.lr=5e-5' -> ('train.lr', 5e-05): the value is read as YAML."""
+    """'train.lr=5e-5' -> ('train.lr', '5e-5'): the value is read as YAML; `set_value` then
+    converts it to the type of the setting it overrides."""
     if "=" not in text:
         raise InputError(f"override '{text}' is not KEY=VALUE", field="--set",
                          hint="e.g. --set train.epochs=5")
@@ -75,7 +79,7 @@ def choose_preset(requested: str, presets: Mapping, text_mode: str | None,
     if requested == "none":
         return None
     if requested == "auto":
-        family = "bert" if text_mode == "features" else "glove"
+        family = "bert" if text_mode in {"features", "ids"} else "glove"
         name = f"{family}-{category}"
         return name if name in presets else None
     if requested not in presets:
@@ -113,6 +117,7 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
     if config.get("loss", {}).get("margin") == "auto":
         config["loss"]["margin"] = "label-gap" if scheme == "groups" else 1.0
     config["preset"] = chosen or "none"
+    resolve_encoder_settings(config, text_mode)
     validate(config)
     return config
 

@@ -20,6 +20,7 @@ import torch
 
 from ..data.manifest import Manifest
 from ..errors import InputError
+from .checks import check_text_sources
 from .models.base import ModelInputs
 from .stores import ProbeShards, RoiFeatures, TextShards, token_probe_mask
 
@@ -30,14 +31,15 @@ log = logging.getLogger(__name__)
 class DataConfig:
     """The `data:` section of a training config."""
 
-    max_rois_per_image: int = 32    # RoIs kept per image (the store's first, most confident)
+    max_rois_per_image: int = 32    # RoIs kept per image (the store's first, as stored)
     min_image_rows: int = 16        # image tensors are padded to at least this many rows ...
     max_image_rows: int = 128       # ... and an item's concatenated RoIs cut at this many
     max_text_tokens: int = 128      # tokens kept per text
+    allow_partial: bool = False     # stores may cover only part of the manifest (coverage.py)
 
     @classmethod
     def from_config(cls, section: Mapping) -> "DataConfig":
-        return cls(**{k: int(v) for k, v in section.items()})
+        return cls(**{k: bool(v) if k == "allow_partial" else int(v) for k, v in section.items()})
 
 
 class FeatureSources:
@@ -58,14 +60,11 @@ class FeatureSources:
         if text:
             for name in ("product", "review"):
                 self.text[name] = TextShards(text, name)
-            mode = self.text["review"].mode
-            if mode == "ids":
-                raise InputError("the text store holds transformer token ids; the models here "
-                                 "read static vectors or frozen features", file=str(text),
-                                 hint="run embed-text in static or features mode")
             if vocabularies:
                 for name, vocab in vocabularies.items():
                     self.id_maps[name] = _vocabulary_map(self.text[name].vocab or [], vocab)
+        if self.text:
+            check_text_sources(self)    # non-finite vectors, ids or offsets out of range
         self.probes = ProbeShards(probes) if probes else None
         self.images_missing = 0
         self.item_images = self._item_images()
@@ -91,7 +90,9 @@ class FeatureSources:
             text_dim=self.text["review"].dim if self.text else 0,
             product_vectors=product_vectors, review_vectors=review_vectors,
             image_dim=self.rois.feature_dim if self.rois else None,
-            has_probes=self.probes is not None)
+            has_probes=self.probes is not None,
+            text_model=(self.text["review"].info.get("tokenizer") or {}).get("model")
+            if self.text_mode == "ids" else None)
 
     def _item_images(self) -> dict[str, list[str]]:
         """item id -> its image ids in the RoI store, in manifest order (k)."""

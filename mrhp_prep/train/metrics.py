@@ -150,6 +150,8 @@ def _finite(value: float) -> float | None:
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """A predictions file (JSONL, CSV or Parquet) with product_id, review_id, label, score."""
+    from .checks import check_prediction_rows
+
     path = Path(path)
     suffix = path.suffix.lower()
     try:
@@ -168,6 +170,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise
     except (ValueError, OSError) as exc:
         raise InputError(f"cannot read the predictions: {exc}", file=str(path)) from exc
+    check_prediction_rows(frame, str(path))   # empty, null ids, inf, repeated reviews
     missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", file=str(path),

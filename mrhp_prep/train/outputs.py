@@ -21,7 +21,7 @@ def write_predictions(path: Path, frame: pd.DataFrame) -> None:
             label = int(label) if float(label).is_integer() else float(label)
             handle.write(json.dumps({"product_id": row.product_id, "review_id": row.review_id,
                                      "label": label, "score": float(row.score),
-                                     "rank": int(row.rank)}) + "\n")
+                                     "rank": int(row.rank)}, allow_nan=False) + "\n")
 
 
 def plot_curves(path: Path, history: Sequence[dict], monitor: str, best_epoch: int) -> None:

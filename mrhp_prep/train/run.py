@@ -31,8 +31,9 @@ from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
-from . import checkpoints
+from .checks import check_labels, check_scores, load_checkpoint_for
 from .config import fingerprint_settings, resolve_config
+from .coverage import coverage_summary, require_full_coverage, store_coverage
 from .dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from .distributed import Distributed, pick_device
 from .metrics import evaluate_rankings, metrics_table
@@ -70,6 +71,13 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise InputError("no config.yaml: not a training run folder", file=str(run_dir),
                          hint="pass the folder that 'mrhp-prep train' printed")
     return yaml.safe_load(path.read_text())
+
+
+def _discard_if_untrained(run: StageRun | None) -> None:
+    """Remove the folder of a run refused before its first checkpoint (exit 3 writes
+    nothing); a run with checkpoints keeps them, to resume once the input is fixed."""
+    if run is not None and not any((run.path / "checkpoints").glob("*.pt")):
+        run.discard()
 
 
 def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
@@ -114,24 +122,36 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
             tmp.write_text(yaml.safe_dump({**config, "inputs": inputs}, sort_keys=False))
 
     seed_everything(int(config["train"]["seed"]))
-    sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
-                             probes=inputs["probes"])
     data_config = DataConfig.from_config(config["data"])
-    splits = {name: ReviewDataset(sources, sources.split(name), data_config)
-              for name in ("train", "dev", "test")}
+    try:    # the stores are checked as they open and join: a refusal leaves no folder
+        sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
+                                 probes=inputs["probes"])
+        splits = {name: ReviewDataset(sources, sources.split(name), data_config)
+                  for name in ("train", "dev", "test")}
+        check_labels(sources, splits)
+        coverage = store_coverage(sources, splits)
+        require_full_coverage(coverage, data_config.allow_partial)
+    except InputError:
+        _discard_if_untrained(run)
+        raise
     built = build_model(model, config["model"], sources.model_inputs())
     torch_device = pick_device(device, distributed)
     threshold = manifest_info.relevance_threshold
     trainer = Trainer(built, splits["train"], splits["dev"], config, path, device=torch_device,
                       relevance_threshold=threshold, distributed=distributed,
                       num_workers=num_workers, show_progress=show_progress)
-    state = trainer.fit()
+    try:
+        state = trainer.fit()
+    except InputError:      # e.g. a NaN in the first batches: nothing worth keeping
+        _discard_if_untrained(run)
+        raise
     best_epoch = trainer.load_best()
 
     frames, metrics = {}, {}
     for split in ("dev", "test"):
         if len(splits[split]):
             frames[split] = trainer.score(splits[split])
+            check_scores(frames[split], f"{split} split (best epoch)", splits[split])
             if distributed.is_main:
                 metrics[split] = evaluate_rankings(frames[split], threshold).summary()
     counts = {f"{name}_reviews": len(ds) for name, ds in splits.items()}
@@ -141,6 +161,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     counts["images_without_rois"] = sources.images_missing
     counts["reviews_without_probe"] = sum(ds.table.reviews_without_probe for ds in splits.values())
     counts["parameters"] = parameters = built.num_parameters()
+    counts["coverage"] = coverage_summary(coverage)
     result_metrics = {
         "model": model, "monitor": config["train"]["monitor"], "best_epoch": best_epoch,
         "epochs_run": state.epoch, "stopped_early": state.stopped_early,
@@ -151,7 +172,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if distributed.is_main:
         for split, frame in frames.items():
             write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_json_atomic(path / "metrics.json", result_metrics)
+        write_json_atomic(path / "metrics.json", result_metrics, allow_nan=False)
         if state.history:
             plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
         plot_scores(path / "scores.png", frames)
@@ -208,13 +229,14 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     if not weights.is_file():
         raise InputError(f"no checkpoint {weights.name}", file=str(weights.parent),
                          hint="use best, last or epoch-NNN")
-    checkpoints.load_model_state(model, checkpoints.load(weights)["model"])
+    load_checkpoint_for(model, weights, config["model"]["name"])
     torch_device = pick_device(device, Distributed())
     model.to(torch_device)
     data_config = DataConfig.from_config(config["data"])
     frame = score_reviews(model, ReviewDataset(sources, table, data_config), Collate(data_config),
                           torch_device, batch_rows or int(config["train"]["eval_batch_size"]),
                           amp=amp_settings(torch_device, config["train"]["amp"]))
+    check_scores(frame, f"products scored with {weights}")
     output = Path(output) if output else run_dir / f"predict-{sources.manifest.name}.jsonl"
     write_predictions(output, frame)
     summary = {"products": len(table.products), "reviews": len(table),

@@ -111,22 +111,37 @@ class _ArrowParts:
 
     def open(self) -> list[pa.RecordBatch]:
         if self._pid != os.getpid():
-            batches = []
+            batches, files = [], []
             for path in self.files:
                 try:
                     source = pa.memory_map(str(path), "r")
                     try:
                         reader = pa.ipc.open_file(source)
-                        batches.extend(reader.get_batch(i) for i in range(reader.num_record_batches))
+                        found = [reader.get_batch(i) for i in range(reader.num_record_batches)]
                     except pa.ArrowInvalid:
                         source = pa.memory_map(str(path), "r")
-                        batches.extend(pa.ipc.open_stream(source))
+                        found = list(pa.ipc.open_stream(source))
                 except (OSError, pa.ArrowException) as exc:
                     raise InputError(f"cannot read the Arrow shard: {exc}", file=str(path),
                                      hint="re-run the stage that wrote it with --force") from exc
-            self.batches = [b for b in batches if b.num_rows]
+                found = [b for b in found if b.num_rows]
+                batches.extend(found)
+                files.extend([path] * len(found))
+            self.batches, self._batch_files = batches, files
             self._pid = os.getpid()
         return self.batches
+
+    def file_of(self, part: int) -> str:
+        """The shard file holding record batch `part` (for error messages)."""
+        self.open()
+        return str(self._batch_files[part])
+
+    def file_row(self, part: int, row: int) -> int:
+        """Row `row` of record batch `part` counted from the start of its file."""
+        self.open()
+        file = self._batch_files[part]
+        return row + sum(b.num_rows for b, f in zip(self.batches[:part], self._batch_files)
+                         if f == file)
 
     def locations(self, id_column: str) -> pd.DataFrame:
         """Where each record lives: id (from `id_column`), part (record batch), row."""

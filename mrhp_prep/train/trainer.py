@@ -23,11 +23,13 @@ from torch.utils.data import DataLoader
 from ..errors import InputError
 from ..options import progress
 from . import checkpoints
+from .checks import check_batch, check_losses, check_scores, finite_inputs
 from .dataset import Collate, DataConfig, ReviewDataset, SplitTable
 from .distributed import Distributed
 from .losses import group_hinge_loss
 from .metrics import METRICS, evaluate_rankings, rank_within_products
 from .models.base import RankingModel
+from .models.text_encoder import parameter_groups
 from .sampling import GroupBatchSampler, SamplingConfig, evaluation_batches
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class TrainSettings:
     eval_batch_size: int
     checkpoint_every_steps: int
     amp: str | bool
+    encoder_lr: float | None = None   # a fine-tuned text encoder's learning rate (None: lr)
 
     @classmethod
     def from_config(cls, section: Mapping) -> "TrainSettings":
@@ -117,8 +120,12 @@ def score_reviews(model: RankingModel, dataset: ReviewDataset, collate: Collate,
     model.eval()
     rows, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]
     for batch in loader:
+        moved = to_device(batch, device)
+        finite = finite_inputs(moved)
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
-            output = model(to_device(batch, device))
+            output = model(moved)
+        check_batch(finite, moved, rows=batch["review_index"].tolist(), dataset=dataset,
+                    what=f"scoring the {dataset.table.name} split")
         rows.append(batch["review_index"].numpy())
         scores.append(output.score.float().cpu().numpy().astype(np.float64))
     model.train(was_training)
@@ -161,8 +168,9 @@ class Trainer:
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=model.find_unused_parameters)
         s = self.settings
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=s.lr, weight_decay=s.weight_decay)
+        # group 0: the model at lr; group 1 (fine-tuned text encoders only) at encoder_lr
+        self.optimizer = torch.optim.Adam(parameter_groups(model, s.lr, s.encoder_lr), lr=s.lr,
+                                          weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=s.plateau_factor, patience=s.plateau_patience)
         self.amp = amp_settings(device, s.amp)
@@ -188,13 +196,22 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------
     def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Forward, loss, backward, clip, optimizer step on one batch; returns the losses."""
+        rows = batch["review_index"].tolist()
         batch = to_device(batch, self.device)
+        finite = finite_inputs(batch)
         with torch.autocast(self.device.type, dtype=self.amp[1], enabled=self.amp[0]):
             output = self.model(batch)
             rank_loss = group_hinge_loss(output.score, batch["label"],
                                          self.sampling.group_size, self.margin)
             aux = output.aux_loss if output.aux_loss is not None else rank_loss.new_zeros(())
             loss = rank_loss + aux.float()
+        # before backward: a NaN step must not reach the weights the diagnosis looks at
+        where = f"epoch {self.state.epoch + 1}, step {self.state.global_step + 1}"
+        check_batch(finite, batch, rows=rows, dataset=self.train_set, what=where)
+        losses = {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
+                  "aux_loss": float(aux.detach())}
+        check_losses(losses, epoch=self.state.epoch + 1, step=self.state.global_step + 1,
+                     model=self.unwrapped)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.settings.grad_clip > 0:
@@ -202,8 +219,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.unwrapped.parameters(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
-                "aux_loss": float(aux.detach()), **output.logs}
+        return {**losses, **output.logs}
 
     # -- epochs ---------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -313,6 +329,8 @@ class Trainer:
         """Metric summary of a split (computed on rank 0, the same on every rank)."""
         summary = None
         frame = self.score(dataset)
+        check_scores(frame, f"{dataset.table.name} split after epoch {self.state.epoch + 1}",
+                     dataset)
         if self.distributed.is_main:
             summary = evaluate_rankings(frame, self.threshold).summary()
         return self.distributed.broadcast(summary)

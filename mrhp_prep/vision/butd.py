@@ -4,7 +4,8 @@ the parts in `backbone`, `rpn`, `roi_heads` and `postprocess`.
 Input: a padded batch [N, 3, H, W] of BGR images minus the Caffe pixel mean, resized so
 the shorter side is `min_size` (the longer at most `max_size`). Output per image: the kept
 regions with their 2048-d features, boxes in original-image pixels, the arg-max object
-class (1..1600, 0 is background) and attribute (1..400, 0 is "no attribute") with their
+class and attribute over the non-background columns, counted from 0 (the line of the
+Visual Genome vocabulary files, as the reference extractor stores them), with their
 probabilities.
 """
 
@@ -19,8 +20,7 @@ from torch.nn import functional as F
 
 from .backbone import ResNetC4Body
 from .ops import DetectionOps, get_ops
-from .boxes import clip_boxes
-from .postprocess import select_regions
+from .postprocess import regions_to_store
 from .roi_heads import BUTDRoIHeads
 from .rpn import RegionProposalNetwork
 
@@ -81,28 +81,20 @@ class BUTDDetector(nn.Module):
         """`images` [N, 3, H, W] from `normalize`, zero-padded; `image_sizes` [N, 2] and
         `original_sizes` [N, 2] (height, width) after and before resizing; `scales` [N].
 
-        Returns per image: `features` [n, 2048], `boxes` [n, 4] xyxy original pixels,
-        `object_id` [n] int64, `object_conf` [n], `attr_id` [n] int64, `attr_conf` [n]."""
+        Returns per image (see `postprocess.regions_to_store`): `features` [n, 2048],
+        `boxes` [n, 4] xyxy original pixels (not clipped), `object_id` [n] int64 (0..1599),
+        `object_conf` [n], `attr_id` [n] int64 (0..399), `attr_conf` [n]."""
         res4 = self.backbone(images)
         proposals = self.rpn(res4, image_sizes, scales)
         heads = self.roi_heads(res4, proposals)
         class_probs = F.softmax(heads["class_logits"].float(), dim=1)
         attr_probs = F.softmax(heads["attr_logits"].float(), dim=1)
         counts = [p.shape[0] for p in proposals]
-        outputs = []
-        for i, (boxes, probs, attrs, feats) in enumerate(zip(
-                proposals, class_probs.split(counts), attr_probs.split(counts),
-                heads["features"].split(counts))):
-            # The extractors keep the proposal boxes themselves, not the regressed ones.
-            boxes = clip_boxes(boxes / scales[i], original_sizes[i, 0], original_sizes[i, 1])
-            keep, _ = select_regions(boxes, probs, nms_thresh=self.config.nms_thresh,
-                                     conf_thresh=self.config.conf_thresh,
-                                     min_boxes=self.config.min_boxes,
-                                     max_boxes=self.config.max_boxes,
-                                     batched_nms=self.ops.batched_nms)
-            object_conf, object_id = probs[keep, 1:].max(dim=1)
-            attr_conf, attr_id = attrs[keep, 1:].max(dim=1)
-            outputs.append({"features": feats[keep], "boxes": boxes[keep],
-                            "object_id": object_id + 1, "object_conf": object_conf,
-                            "attr_id": attr_id + 1, "attr_conf": attr_conf})
-        return outputs
+        return [regions_to_store(boxes, scales[i], probs, attrs, feats,
+                                 nms_thresh=self.config.nms_thresh,
+                                 conf_thresh=self.config.conf_thresh,
+                                 min_boxes=self.config.min_boxes,
+                                 max_boxes=self.config.max_boxes, nms_kernel=self.ops.nms)
+                for i, (boxes, probs, attrs, feats) in enumerate(zip(
+                    proposals, class_probs.split(counts), attr_probs.split(counts),
+                    heads["features"].split(counts)))]

@@ -43,7 +43,9 @@ Shapes (ResNet-101, 1601 classes, 401 attributes, 12 anchors) and layout convers
 | attribute scores           | [401, 512], "none" first | [401, 512], "none" last     | "none" first  |
 
 Batch-norm statistics (`running_mean`, `running_var`, `weight`, `bias`) are kept as
-frozen affine layers; `num_batches_tracked` entries are ignored.
+frozen affine layers; `num_batches_tracked` entries are ignored. MILVLG's persistent
+anchor buffer (`ANCHOR_KEY`, [12, 4]) replaces the RPN's built anchors, as it does in
+that model; the log says which anchors run.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ _RENAMES_DETECTRON2 = [
      r"roi_heads.attribute_predictor.attr_score.\1"),
 ]
 # Entries a checkpoint may carry that have no counterpart here and mean nothing for inference.
+# The reference's persistent anchor buffer (A = 12 cell anchors, [A, 4]).
+ANCHOR_KEY = "proposal_generator.anchor_generator.cell_anchors.0"
+
 _IGNORED = re.compile(r"(num_batches_tracked$|^pixel_(mean|std)$|^__|^matching_heuristics$)")
 
 
@@ -111,6 +116,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    anchors: str = "built"      # "checkpoint" when the file's cell anchors are used
 
 
 def file_sha256(path: str | Path) -> str:
@@ -150,7 +156,23 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             tensors[str(name)] = torch.from_numpy(np.ascontiguousarray(value))
         elif isinstance(value, torch.Tensor):
             tensors[str(name)] = value
+    _refuse_non_finite(tensors, path)
     return tensors
+
+
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A NaN or inf weight makes every score NaN and every image silently regionless."""
+    bad = []
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and tensor.numel():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{name} ({count} of {tensor.numel()} values)")
+    if bad:
+        raise InputError(f"{len(bad)} tensor(s) hold NaN or infinite values: "
+                         + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""),
+                         file=str(path), hint="the checkpoint is damaged (or was saved from a "
+                                              "diverged run): download or export it again")
 
 
 def detect_layout(keys: set[str]) -> str:
@@ -283,10 +305,27 @@ def load_butd_weights(model: nn.Module, path: str | Path) -> LoadReport:
         raise InputError(f"unrecognised checkpoint layout (first keys: {sample})", file=str(path),
                          hint="expected MILVLG bua-caffe-frcn-r101_with_attributes.pth or "
                               "detectron2 faster_rcnn_from_caffe_attr.pkl")
+    # Only MILVLG's layout orders its anchors as this model does (ratio-major).
+    anchors = state.pop(ANCHOR_KEY, None) if layout == "milvlg" else None
     load_into(model, map_butd_state(state, layout, report), report)
-    log.info("loaded %d tensors from %s (%s layout, sha256 %s)", report.loaded, path, layout,
-             report.sha256[:12])
+    if anchors is not None:
+        _use_checkpoint_anchors(model, anchors, path)
+        report.anchors = "checkpoint"
+    log.info("loaded %d tensors from %s (%s layout, sha256 %s); RPN cell anchors: %s",
+             report.loaded, path, layout, report.sha256[:12],
+             "the checkpoint's" if anchors is not None else "built (Caffe's generate_anchors)")
     return report
+
+
+def _use_checkpoint_anchors(model: nn.Module, anchors: torch.Tensor, path) -> None:
+    """The reference model keeps its cell anchors in a persistent buffer, so the ones in
+    the file are the ones it uses."""
+    try:
+        model.rpn.set_cell_anchors(anchors)
+    except ValueError as exc:
+        raise InputError(f"{ANCHOR_KEY}: {exc}", file=str(path), field=ANCHOR_KEY,
+                         hint="check that the file is the 12-anchor bottom-up-attention "
+                              "model") from None
 
 
 def init_random(model: nn.Module, seed: int) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import (device_option, fail_if_none_done, manifest_option, precision_option,
+from ..options import (PRECISIONS, device_option, fail_if_none_done, manifest_option,
                        report, shard_options, stage_options)
 
 _MODELS = ["butd-r101", "frcnn-r50-fpn-v2"]
@@ -63,7 +63,9 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 @click.option("--rpn-post-nms-top-n", type=click.IntRange(min=1), default=300,
               help="Proposals kept after the RPN's NMS (regions are chosen among these).")
 @_feature_dtype_option
-@precision_option()
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="fp32 reproduces the reference extractor (TF32 off on GPUs). fp16 / bf16 "
+                   "autocast (auto = fp16 on a GPU) is faster but not identical; see the docs.")
 @device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")
@@ -73,18 +75,23 @@ def _store_rows(run, extra: dict | None = None) -> dict:
               help="Where JPEGs are decoded: gpu = nvJPEG on the CUDA device for plain JPEGs "
                    "(the rest by Pillow in the workers), cpu = Pillow for all; auto = gpu on "
                    "CUDA, cpu otherwise.")
+@click.option("--max-padding", type=click.FloatRange(min=1.0), default=1.0,
+              help="1.0: only same-shape images share a batch (exact, as one by one). Above 1: "
+                   "mixed shapes are zero-padded up to this factor of their pixels (fewer, "
+                   "fuller batches; features differ slightly).")
 @click.option("--part-size", type=click.IntRange(min=1), default=256,
               help="Images per part file: the most a killed run has to redo.")
 @click.option("--min-image-side", type=click.IntRange(min=1), default=10,
               help="Images whose shorter side is below this (1x1 placeholders, icons) are failures.")
-@click.option("--max-image-pixels", type=click.IntRange(min=1), default=225_000_000,
-              help="Refuse larger images (decompression bombs).")
+@click.option("--max-image-pixels", type=click.IntRange(min=1), default=178_956_970,
+              help="Refuse larger images (decompression bombs); the default is Pillow's.")
 @shard_options
 @stage_options
 def extract_rois(manifest, images_root, images, model, weights, seed, backend, min_size,
                  max_size, nms_thresh, conf_thresh, min_boxes, max_boxes, rpn_pre_nms_top_n,
                  rpn_post_nms_top_n, feature_dtype, precision, device, batch_size, workers,
-                 decode, part_size, min_image_side, max_image_pixels, num_shards, shard_index, out,
+                 decode, max_padding, part_size, min_image_side, max_image_pixels, num_shards,
+                 shard_index, out,
                  cache_dir, force):
     """Detect regions in images and store their features in one packed HDF5 file (rois.h5).
 
@@ -105,7 +112,8 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
         image_settings=ImageSettings(min_image_side, max_image_pixels),
         feature_dtype=feature_dtype, precision=precision,
         run_options=RunOptions(batch_size=batch_size, workers=workers, device=device,
-                               part_size=part_size, decode=decode),
+                               part_size=part_size, max_padding=max_padding,
+                               decode=decode),
         num_shards=num_shards, shard_index=shard_index, out=out, cache_dir=cache_dir,
         force=force)
     info = run.manifest()
@@ -145,7 +153,9 @@ def merge_rois(shards, out, cache_dir, force):
                  help="Map file paths (relative to SOURCE) to the manifest's image ids.")
 @click.option("--suffix", default=".jpg",
               help="Image file suffix that replaces .npz/.pth names to form image paths.")
-@_feature_dtype_option
+@click.option("--dtype", "feature_dtype", type=click.Choice(["float16", "float32"]),
+              default="float32", help="Storage type of the features (float32 keeps them as "
+                                      "the files hold them, so export-rois gives them back).")
 @click.option("--name", default=None, help="Dataset name in the cache (default: the manifest's "
                                            "or SOURCE's folder name).")
 @stage_options

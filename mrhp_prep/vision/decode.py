@@ -9,15 +9,17 @@ and raises `ImageError` with a short machine-readable reason for the rest.
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Above this many pixels an image is refused as a likely decompression bomb (~ 15000 x 15000).
-DEFAULT_MAX_PIXELS = 225_000_000
+from .resize import resize_scale, resized_shape  # noqa: F401  (kept importable from here)
+
+# Above this many pixels an image is refused as a likely decompression bomb: Pillow's own
+# default refusal (twice its warning limit of 89,478,485 pixels, about 13400 x 13400).
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
 # Transparent areas are composited onto white, as product photos are shown on web pages.
 _BACKGROUND = (255, 255, 255)
@@ -28,12 +30,14 @@ class ImageError(Exception):
 
     REASONS = {
         "missing": "the file does not exist",
+        "unreadable": "the path cannot be opened (a symlink loop, a name too long, no access)",
         "empty": "the file has zero bytes",
         "not-an-image": "the bytes are not an image format Pillow can read",
         "truncated": "the file ends before the image data does",
         "corrupt": "the image data is damaged",
         "too-small": "the image is smaller than --min-image-side",
         "too-large": "the image has more pixels than the decompression-bomb limit",
+        "non-finite": "the detector gave NaN or infinite values for the image",
     }
 
     def __init__(self, reason: str, detail: str = ""):
@@ -77,6 +81,8 @@ def decode_image(path: str | Path, *, min_side: int = 1,
         size = path.stat().st_size
     except FileNotFoundError:
         raise ImageError("missing", str(path)) from None
+    except OSError as exc:  # ELOOP, ENAMETOOLONG, EACCES: this image, not the run, fails
+        raise ImageError("unreadable", f"{exc.strerror or exc} ({str(path)[:200]})") from None
     if size == 0:
         raise ImageError("empty", str(path))
     try:
@@ -109,15 +115,3 @@ def decode_image(path: str | Path, *, min_side: int = 1,
     if min(array.shape[0], array.shape[1]) < min_side:
         raise ImageError("too-small", f"{array.shape[1]}x{array.shape[0]} pixels")
     return array
-
-
-def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
-    """The factor that brings the shorter side to `min_size` with the longer <= `max_size`."""
-    scale = min_size / min(height, width)
-    if round(scale * max(height, width)) > max_size:
-        scale = max_size / max(height, width)
-    return scale
-
-
-def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
-    return max(1, int(math.floor(height * scale + 0.5))), max(1, int(math.floor(width * scale + 0.5)))

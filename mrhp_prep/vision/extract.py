@@ -8,7 +8,6 @@ run resumes where it stopped. At the end the parts are packed into `rois.h5`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -24,9 +23,11 @@ from ..cache import StageRun, open_stage
 from ..errors import InputError
 from ..options import resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
-from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image, resize_scale, resized_shape
+from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from .loader import iter_samples, resolve_decoder
 from .models import FEATURE_DIMS, DetectorSettings, build_detector, weights_identity
+from .precision import full_float32
+from .resize import resize_like_opencv, resize_scale
 from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, ImageRegions, RoiStore, consolidate,
                     list_parts)
 from .writer import PartWriter
@@ -39,12 +40,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 
 @dataclass
 class RunOptions:
-    """How to run; none of these change the output, so none enter the fingerprint."""
+    """How to run; only `max_padding` changes the output (it enters the fingerprint)."""
 
     batch_size: int | None = None        # None: 8 on CUDA, 1 on CPU
     workers: int | None = None           # None: up to 8 on CUDA, 1 on CPU
     device: str = "auto"
     part_size: int = 256
+    # 1.0: only images of one shape share a batch, so each is computed as if alone (as the
+    # reference does); above 1, mixed shapes are zero-padded, which changes their features.
+    max_padding: float = 1.0
     decode: str = "auto"                 # cpu, gpu or auto (see loader.py)
 
 
@@ -73,7 +77,8 @@ def folder_images(folder: str | Path) -> list[tuple[str, Path]]:
         rel = path.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        # A broken or looping link is kept: decoding lists it as a failure, not a silent gap.
+        if (path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_SUFFIXES:
             items.append((rel.as_posix(), path))
     return items
 
@@ -106,20 +111,15 @@ class ImageDataset:
                     "detail": exc.detail, "path": str(path)}
         height, width = pixels.shape[:2]
         scale = resize_scale(height, width, self.min_size, self.max_size)
-        image = resize_pixels(torch.from_numpy(pixels).permute(2, 0, 1),
-                              resized_shape(height, width, scale))
+        image = resize_pixels(torch.from_numpy(pixels).permute(2, 0, 1), scale)
         return {"image_id": image_id, "image": image, "original_size": (height, width),
                 "scale": scale, "path": str(path)}
 
 
-def resize_pixels(pixels, size: tuple[int, int]):
-    """[3, H, W] RGB pixels (uint8 or float, any device) -> [3, h, w] float32 resized to
-    `size` = (h, w). Both decoders (CPU workers, GPU) resize through here."""
-    from torch.nn import functional as F
-
-    # Bilinear without antialiasing, half-pixel centres: what cv2.resize(INTER_LINEAR) does.
-    return F.interpolate(pixels[None].float(), size=size, mode="bilinear",
-                         align_corners=False)[0]
+def resize_pixels(pixels, scale: float):
+    """[3, H, W] RGB pixels (uint8 or float, any device) -> [3, h, w] float32 resized by
+    `scale` as the reference extractor does. Both decoders (CPU workers, GPU) resize here."""
+    return resize_like_opencv(pixels[None].float(), scale)[0]
 
 
 class ShapeBatcher:
@@ -187,7 +187,7 @@ class Runner:
         import torch
 
         if self.precision == "fp32":
-            return contextlib.nullcontext()
+            return full_float32()
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
@@ -233,6 +233,21 @@ def _failure_record(sample: dict) -> dict:
             "path": sample["path"]}
 
 
+def _finite_only(samples: list[dict], regions: list[ImageRegions],
+                 failures: list[dict]) -> list[ImageRegions]:
+    """Regions with NaN or inf features, boxes or scores are a listed failure, never stored."""
+    kept = []
+    for sample, image in zip(samples, regions):
+        arrays = (image.features, image.boxes, image.object_conf, image.attr_conf)
+        if all(np.isfinite(a).all() for a in arrays):
+            kept.append(image)
+        else:
+            failures.append({"item": image.image_id, "reason": "non-finite",
+                             "detail": "the detector gave NaN or infinite values (try "
+                                       "--precision fp32)", "path": sample["path"]})
+    return kept
+
+
 def _done_in_parts(folder: Path) -> tuple[set[str], int]:
     done: set[str] = set()
     parts = list_parts(folder)
@@ -246,7 +261,7 @@ def _done_in_parts(folder: Path) -> tuple[set[str], int]:
 def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
                  images: str | None = None, detector: DetectorSettings,
                  image_settings: ImageSettings = ImageSettings(),
-                 feature_dtype: str = "float16", precision: str = "auto",
+                 feature_dtype: str = "float16", precision: str = "fp32",
                  run_options: RunOptions = RunOptions(), num_shards: int | None = None,
                  shard_index: int | None = None, out: str | None = None,
                  cache_dir: str = "cache", force: bool = False,
@@ -282,6 +297,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     identity = weights_identity(detector.weights, detector.seed)
     settings = {**asdict(detector), "weights": identity, **asdict(image_settings),
                 "feature_dtype": feature_dtype, "precision": precision,
+                "max_padding": run_options.max_padding,
                 "num_shards": num_shards, "shard_index": shard_index}
     if detector.weights != "random":
         del settings["seed"]  # the seed only matters for random weights
@@ -296,17 +312,22 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
         return run
 
     started = time.perf_counter()
-    done, num_parts = _done_in_parts(run.path)
-    todo = [(i, p) for i, p in items if i not in done]
-    if done:
-        log.info("resuming: %d of %d images already in %d part files", len(done), len(items),
-                 num_parts)
-    dtype = np.float16 if feature_dtype == "float16" else np.float32
-    if todo:
-        _extract_parts(todo, run.path, detector, image_settings, dtype, precision, device,
-                       run_options, identity, settings, progress_bar, decoder)
-    return _finish(run, items, dataset_name, identity, detector.model, dtype,
-                   time.perf_counter() - started)
+    with run.exclusive():
+        try:
+            done, num_parts = _done_in_parts(run.path)
+            todo = [(i, p) for i, p in items if i not in done]
+            if done:
+                log.info("resuming: %d of %d images already in %d part files", len(done),
+                         len(items), num_parts)
+            dtype = np.float16 if feature_dtype == "float16" else np.float32
+            if todo:
+                _extract_parts(todo, run.path, detector, image_settings, dtype, precision,
+                               device, run_options, identity, settings, progress_bar, decoder)
+            return _finish(run, items, dataset_name, identity, detector.model, dtype,
+                           time.perf_counter() - started)
+        except InputError:
+            run.discard_unstarted()  # a refused run (e.g. bad weights) leaves nothing behind
+            raise
 
 
 def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
@@ -333,7 +354,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                            workers=workers, chunk_size=batch_size)
     attrs = {"model": detector.model, "weights_sha256": identity, "settings": settings,
              "part": True}
-    batcher = ShapeBatcher(batch_size)
+    batcher = ShapeBatcher(batch_size, max_padding=run_options.max_padding)
     pending: list[ImageRegions] = []
     failures: list[dict] = []
     feature_dim = FEATURE_DIMS[detector.model]
@@ -358,12 +379,12 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                         bar.update(1)
                     continue
                 for batch in batcher.add(sample):
-                    pending.extend(runner.run(batch))
+                    pending.extend(_finite_only(batch, runner.run(batch), failures))
                     if bar is not None:
                         bar.update(len(batch))
                 flush()
             for batch in batcher.flush():
-                pending.extend(runner.run(batch))
+                pending.extend(_finite_only(batch, runner.run(batch), failures))
                 if bar is not None:
                     bar.update(len(batch))
             flush(force=True)

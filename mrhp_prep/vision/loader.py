@@ -205,8 +205,8 @@ class DeviceDecoder:
         return [self._finish(sample, pixels) for sample, pixels in zip(samples, images)]
 
     def _finish(self, sample: dict, pixels) -> dict:
-        from .decode import resize_scale, resized_shape
         from .extract import ImageDataset, resize_pixels
+        from .resize import resize_scale
 
         if pixels is None:
             self.fallbacks += 1
@@ -215,7 +215,7 @@ class DeviceDecoder:
                                 image_settings=self.image_settings)[0]
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
         scale = resize_scale(height, width, self.min_size, self.max_size)
-        image = resize_pixels(pixels, resized_shape(height, width, scale))
+        image = resize_pixels(pixels, scale)
         return {"image_id": sample["image_id"], "image": image,
                 "original_size": (height, width), "scale": scale, "path": sample["path"]}
 

@@ -1,8 +1,9 @@
 """The two detection kernels the detector calls, chosen by `--backend`.
 
-`torch` (default) takes RoI pooling and batched NMS from torchvision. `detectron2` takes
-them from `detectron2.layers` for sites that run detectron2's builds of these kernels; it
-fails cleanly when detectron2 is not importable.
+`torch` (default) takes RoI pooling and NMS from torchvision. `detectron2` takes them from
+`detectron2.layers` for sites that run detectron2's builds of these kernels; it fails
+cleanly when detectron2 is not importable. Either NMS kernel has torchvision's conventions;
+`nms.caffe_nms` turns it into the reference's rule.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ BACKENDS = ("torch", "detectron2")
 class DetectionOps:
     name: str
     roi_pool: Callable      # (features, [R, 5] (image index, x1, y1, x2, y2), size, scale)
-    batched_nms: Callable   # (boxes [N, 4], scores [N], groups [N], iou_threshold) -> keep
+    nms: Callable           # (boxes [N, 4], scores [N], iou_threshold) -> keep, best first
 
 
 def get_ops(backend: str = "torch") -> DetectionOps:
     if backend == "torch":
-        from torchvision.ops import batched_nms, roi_pool
+        from torchvision.ops import nms, roi_pool
 
-        return DetectionOps("torch", roi_pool, batched_nms)
+        return DetectionOps("torch", roi_pool, nms)
     if backend == "detectron2":
         try:
             from detectron2 import layers as d2_layers
@@ -39,5 +40,5 @@ def get_ops(backend: str = "torch") -> DetectionOps:
         def roi_pool(features, rois, output_size, spatial_scale):
             return d2_layers.ROIPool(output_size, spatial_scale)(features, rois)
 
-        return DetectionOps("detectron2", roi_pool, d2_layers.batched_nms)
+        return DetectionOps("detectron2", roi_pool, d2_layers.nms)
     raise InputError(f"unknown backend {backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")

@@ -3,7 +3,12 @@
 `RPNHead` predicts, per anchor, a background/object score pair (the Caffe model's two-way
 softmax) and four box deltas. `RegionProposalNetwork` turns them into at most
 `post_nms_top_n` proposals per image: decode, clip, drop boxes smaller than `min_size`
-(in original-image pixels), keep the `pre_nms_top_n` best, NMS at `nms_thresh`.
+(in original-image pixels), keep the `pre_nms_top_n` best, NMS at `nms_thresh` with the
+reference's Caffe rule (`nms.caffe_nms`).
+
+The 12 cell anchors are Caffe's `generate_anchors` unless a checkpoint brings its own
+(`set_cell_anchors`): the reference model keeps them in a persistent buffer and uses the
+ones stored in its file.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .boxes import box_sides, caffe_cell_anchors, clip_boxes, decode_deltas, grid_anchors
+from .nms import caffe_nms
 from .ops import DetectionOps, get_ops
 
 
@@ -49,6 +55,15 @@ class RegionProposalNetwork(nn.Module):
         self.min_size = min_size
         self._anchor_cache: dict[tuple, torch.Tensor] = {}
 
+    def set_cell_anchors(self, anchors: torch.Tensor) -> None:
+        """Use `anchors` [A, 4] (x1, y1, x2, y2 around the first cell) instead of the built
+        ones; the count must match the head's."""
+        if tuple(anchors.shape) != tuple(self.cell_anchors.shape):
+            raise ValueError(f"cell anchors of shape {tuple(anchors.shape)}, the model needs "
+                             f"{tuple(self.cell_anchors.shape)}")
+        self.cell_anchors.copy_(anchors.to(self.cell_anchors.dtype))
+        self._anchor_cache.clear()
+
     def anchors(self, height: int, width: int) -> torch.Tensor:
         key = (height, width, self.cell_anchors.device)
         if key not in self._anchor_cache:
@@ -73,7 +88,7 @@ class RegionProposalNetwork(nn.Module):
         anchors = self.anchors(height, width)
         proposals = decode_deltas(deltas.reshape(-1, 4), anchors.repeat(n, 1)).reshape(n, -1, 4)
 
-        candidates, candidate_scores, owners = [], [], []
+        kept = []
         for i in range(n):
             boxes = clip_boxes(proposals[i], image_sizes[i, 0], image_sizes[i, 1])
             widths, heights = box_sides(boxes)
@@ -81,13 +96,8 @@ class RegionProposalNetwork(nn.Module):
             keep = (widths >= threshold) & (heights >= threshold)
             boxes, image_scores = boxes[keep], scores[i][keep]
             top = image_scores.topk(min(self.pre_nms_top_n, image_scores.numel())).indices
-            candidates.append(boxes[top])
-            candidate_scores.append(image_scores[top])
-            owners.append(torch.full((top.numel(),), i, device=boxes.device, dtype=torch.int64))
-        boxes = torch.cat(candidates)
-        box_scores = torch.cat(candidate_scores)
-        owner = torch.cat(owners)
-        # One NMS call for the whole batch: boxes of different images never suppress each other.
-        keep = self.ops.batched_nms(boxes, box_scores, owner, self.nms_thresh)
-        kept_owner = owner[keep]
-        return [boxes[keep[kept_owner == i]][: self.post_nms_top_n] for i in range(n)]
+            boxes, image_scores = boxes[top], image_scores[top]
+            # One NMS per image, as the reference runs it (one image at a time).
+            order = caffe_nms(boxes, image_scores, self.nms_thresh, self.ops.nms)
+            kept.append(boxes[order[: self.post_nms_top_n]])
+        return kept

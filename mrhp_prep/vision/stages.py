@@ -28,6 +28,11 @@ def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "c
     if not shards:
         raise InputError("give the shard folders to merge", hint="mrhp-prep merge-rois DIR...")
     infos = [read_manifest(s, stage="extract-rois") for s in shards]
+    for shard, info in zip(shards, infos):
+        if info.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"store format {info.get('format_version')}, this version writes "
+                             f"{FORMAT_VERSION} (object/attribute ids changed)", file=shard,
+                             hint="re-run extract-rois for this shard")
     reference = {k: v for k, v in infos[0]["settings"].items() if k not in _SHARD_KEYS}
     for shard, info in zip(shards, infos):
         settings = {k: v for k, v in info["settings"].items() if k not in _SHARD_KEYS}
@@ -74,7 +79,7 @@ def _all_failures(info: dict, folder: str) -> list[dict]:
 
 
 def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: str = ".jpg",
-                feature_dtype: str = "float16", name: str | None = None, out: str | None = None,
+                feature_dtype: str = "float32", name: str | None = None, out: str | None = None,
                 cache_dir: str = "cache", force: bool = False, part_size: int = 1024):
     """Read features other tools wrote (npz / tsv / mcr-pth) into a store folder."""
     source_path = Path(source)
@@ -112,6 +117,10 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
         if record.image_id in seen:
             run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
             continue
+        if not (np.isfinite(record.features).all() and np.isfinite(record.boxes).all()):
+            run.add_failure(record.image_id, "non-finite",
+                            detail="NaN or infinite features or boxes in the source")
+            continue
         dim = record.features.shape[1] if record.features.ndim == 2 else 0
         if feature_dim is None and record.count:
             feature_dim = dim
@@ -143,6 +152,10 @@ def export_rois(store_path: str, *, fmt: str, out: str) -> int:
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     with RoiStore(store_path) as store:
+        if store.format_version < FORMAT_VERSION:
+            raise InputError(f"store format {store.format_version}: its object and attribute "
+                             "ids may be counted from 1, the formats written here count from 0",
+                             file=str(store.path), hint="re-run extract-rois or import-rois")
         if fmt == "npz":
             return export_npz(store, target)
         if fmt == "tsv":

@@ -9,9 +9,11 @@
     image_w      [M]     int32            original width in pixels
     features     [N, D]  float16/float32  region features (D = 2048 for the BUTD model)
     boxes        [N, 4]  float32          x1, y1, x2, y2 in original-image pixels
-    object_id    [N]     int32            arg-max object class (Visual Genome: 1..1600)
+    object_id    [N]     int32            arg-max object class, from 0 (Visual Genome: 0..1599,
+                                          the line of objects_vocab.txt)
     object_conf  [N]     float32          its probability
-    attr_id      [N]     int32            arg-max attribute (Visual Genome: 1..400; -1: none)
+    attr_id      [N]     int32            arg-max attribute, from 0 (Visual Genome: 0..399;
+                                          -1: the model has no attribute head)
     attr_conf    [N]     float32          its probability
 
 File attributes: `model`, `weights_sha256`, `settings` (JSON), `format_version`,
@@ -36,7 +38,9 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import InputError
 
-FORMAT_VERSION = 1
+# 2: object and attribute ids counted from 0 (as the reference extractor and the vocabulary
+#    files count them); format 1 stores counted extract-rois ids from 1.
+FORMAT_VERSION = 2
 STORE_NAME = "rois.h5"
 PARTS_DIR = "parts"
 
@@ -165,6 +169,10 @@ class RoiStore:
         return list(self._ids)
 
     @property
+    def format_version(self) -> int:
+        return int(self._file.attrs.get("format_version", 0))
+
+    @property
     def feature_dim(self) -> int:
         return int(self._file["features"].shape[1])
 
@@ -218,7 +226,7 @@ class RoiStore:
                skip_missing: bool = True) -> np.ndarray:
         """Features of several images (e.g. an item's photos) concatenated: [sum n, D].
 
-        `max_per_image` keeps each image's first (most confident) regions; images not in
+        `max_per_image` keeps each image's first regions (stored order); images not in
         the store are skipped unless `skip_missing=False`.
         """
         parts = []
@@ -302,7 +310,9 @@ def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: d
             if store.feature_dim != feature_dim:
                 raise InputError(f"feature size {store.feature_dim}, expected {feature_dim}",
                                  file=str(store.path))
-        index = _joined_index(stores, "part files")
+        index = _joined_index(stores, "part files",
+                              hint="two runs wrote into this folder at once; rerun with --force "
+                                   "to start it over")
         total = sum(s.num_regions for s in stores)
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as handle:

@@ -40,5 +40,16 @@ def default_config_path(name: str) -> Path:
 
 
 def build_model(name: str, config: Mapping, inputs):
-    """Instantiate model `name` from its config section and the data's `ModelInputs`."""
-    return model_class(name)(dict(config), inputs)
+    """Instantiate model `name` from its config section and the data's `ModelInputs`
+    (for an ids store, with the text encoders of `text_encoder.py` built first)."""
+    import dataclasses
+
+    from .text_encoder import ENCODER_KEYS, build_text_encoders
+
+    cls = model_class(name)
+    if inputs.text_mode == "ids" and inputs.text_encoders is None:
+        encoders = build_text_encoders(config, inputs.text_model)
+        inputs = dataclasses.replace(inputs, text_encoders=encoders,
+                                     text_dim=encoders["review"].dim)
+    # the encoder's keys are read above, not by the model
+    return cls({k: v for k, v in config.items() if k not in ENCODER_KEYS}, inputs)

@@ -2,7 +2,8 @@
 
 A batch is a dict of tensors for B review rows (each row a review with its product):
 
-    product_text       LongTensor [B, Lp] token ids, or FloatTensor [B, Lp, Dt] frozen features
+    product_text       LongTensor [B, Lp] token ids (static vectors or a transformer trained in
+                       the model), or FloatTensor [B, Lp, Dt] frozen features
     product_text_mask  BoolTensor [B, Lp]  True = a real token
     review_text        LongTensor [B, Lr] or FloatTensor [B, Lr, Dt]
     review_text_mask   BoolTensor [B, Lr]
@@ -58,6 +59,9 @@ class ModelInputs:
     review_vectors   [Vr, Dt] float32, the same for the review vocabulary
     image_dim        Dv: width of the RoI features; None for a text-only run
     has_probes       True when the batch carries `review_probe`
+    text_model       the transformer an ids store was tokenized for (local folder or hub name)
+    text_encoders    "ids" mode: {"product", "review"} -> the text_encoder.FineTunedEncoder
+                     each field runs (one module twice with model.shared_encoder)
     """
 
     text_mode: str | None
@@ -66,6 +70,8 @@ class ModelInputs:
     review_vectors: np.ndarray | None = None
     image_dim: int | None = None
     has_probes: bool = False
+    text_model: str | None = None
+    text_encoders: dict | None = None
 
 
 @dataclass

@@ -15,8 +15,9 @@ class TokenInput(nn.Module):
     """Token vectors of one text field (product or review), whichever form the run's text has.
 
     "static" mode: token ids [B, L] (0 = padding) looked up in the field's vectors [V, Dt];
-    "features" mode: frozen transformer features [B, L, Dt] pass through. Output [B, L, Dt]
-    float32 after dropout; `dim` is Dt.
+    "features" mode: frozen transformer features [B, L, Dt] pass through; "ids" mode:
+    transformer ids [B, L] run through the field's `text_encoder.FineTunedEncoder` (which
+    needs the mask [B, L]). Output [B, L, Dt] float32 after dropout; `dim` is Dt.
     """
 
     def __init__(self, inputs: ModelInputs, field: str, dropout: float, freeze: bool):
@@ -28,19 +29,23 @@ class TokenInput(nn.Module):
             # writes into the table.
             table = torch.from_numpy(np.array(vectors, dtype=np.float32, copy=True))
             self.embedding = nn.Embedding.from_pretrained(table, freeze=freeze, padding_idx=0)
+        self.encoder = inputs.text_encoders[field] if inputs.text_mode == "ids" else None
         self.dropout = nn.Dropout(dropout)
         self.dim = int(inputs.text_dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embedding(tokens) if self.static else tokens.float()
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.encoder is not None:
+            x = self.encoder(tokens, mask)
+        else:
+            x = self.embedding(tokens) if self.static else tokens.float()
         return self.dropout(x)
 
 
 def require_text(inputs: ModelInputs, model: str) -> None:
     """Every model reads product and review text: refuse a run without a text store."""
-    if inputs.text_mode not in {"static", "features"}:
+    if inputs.text_mode not in {"static", "features", "ids"}:
         raise InputError(f"{model} reads product and review text: pass --text (an embed-text "
-                         "output in static or features mode)", field="text")
+                         "output in static, features or ids mode)", field="text")
 
 
 class GRUEncoder(nn.Module):

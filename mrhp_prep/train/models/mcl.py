@@ -225,8 +225,9 @@ class MclModel(RankingModel):
         d = self.options.hidden_dim
         product_mask = batch["product_text_mask"].bool()
         review_mask = batch["review_text_mask"].bool()
-        product_text, _ = self.product_lstm(self.product_tokens(batch["product_text"]))
-        review_text, _ = self.review_lstm(self.review_tokens(batch["review_text"]))
+        product_text, _ = self.product_lstm(self.product_tokens(batch["product_text"],
+                                                                product_mask))
+        review_text, _ = self.review_lstm(self.review_tokens(batch["review_text"], review_mask))
         product_image, product_image_mask = encode_images(self.product_image_encoder, batch,
                                                           "product", d)
         review_image, review_image_mask = encode_images(self.review_image_encoder, batch,

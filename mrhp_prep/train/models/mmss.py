@@ -332,8 +332,10 @@ class MmssModel(RankingModel):
         d = self.options.hidden_dim
         product_text_mask = batch["product_text_mask"].bool()
         review_text_mask = batch["review_text_mask"].bool()
-        tp = self.product_text_projection(self.product_tokens(batch["product_text"]))
-        tr = self.review_text_projection(self.review_tokens(batch["review_text"]))
+        tp = self.product_text_projection(self.product_tokens(batch["product_text"],
+                                                                 product_text_mask))
+        tr = self.review_text_projection(self.review_tokens(batch["review_text"],
+                                                               review_text_mask))
         vp, product_image_mask = encode_images(self.product_image_encoder, batch, "product", d)
         vr, review_image_mask = encode_images(self.review_image_encoder, batch, "review", d)
         if self.interactions is None:

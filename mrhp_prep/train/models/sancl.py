@@ -154,8 +154,10 @@ class SANCL(RankingModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         product_mask, review_mask = batch["product_text_mask"], batch["review_text_mask"]
-        product, _ = self.product_gru(self.product_tokens(batch["product_text"]), product_mask)
-        review, review_last = self.review_gru(self.review_tokens(batch["review_text"]), review_mask)
+        product_tokens = self.product_tokens(batch["product_text"], product_mask)
+        review_tokens = self.review_tokens(batch["review_text"], review_mask)
+        product, _ = self.product_gru(product_tokens, product_mask)
+        review, review_last = self.review_gru(review_tokens, review_mask)
 
         weights, beta = self._probe_weights(batch, review_last, review_mask)
         review = self.review_attention(review, review_mask, weights if beta is not None else None)

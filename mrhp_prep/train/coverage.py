@@ -1,0 +1,118 @@
+"""How much of what `train` needs each feature store holds, and the refusal of partial stores.
+
+A store built for other data (another category, one shard of probe masks, an old manifest)
+joins by id with only part of the manifest. The trainer would then quietly read zero masks,
+no images or fewer reviews; here such a store is an error unless the run allows partial
+stores (`--allow-partial` or `data.allow_partial: true`). Items the store's own stage listed
+as failed (in its failures.jsonl) are known skips: they are reported, never refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from ..cache import FAILURES_NAME
+from ..errors import InputError
+
+WHAT_WRITES = {"text": "embed-text", "rois": "extract-rois", "probes": "probe-masks"}
+
+
+@dataclass
+class StoreCoverage:
+    """One store's share of what the run needs: `covered` of `needed` units (reviews or
+    images); `listed` absent ones are failures its stage reported; the rest are `missing`."""
+
+    store: str
+    path: str
+    unit: str
+    needed: int
+    covered: int
+    listed: int
+
+    @property
+    def missing(self) -> int:
+        return self.needed - self.covered - self.listed
+
+    def describe(self) -> str:
+        share = 100.0 * self.covered / self.needed if self.needed else 100.0
+        text = f"{self.covered} of {self.needed} {self.unit} ({share:.1f}%)"
+        if self.listed:
+            text += f"; {self.listed} listed as failed by {WHAT_WRITES[self.store]}"
+        if self.missing:
+            text += f"; {self.missing} missing"
+        return text
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "missing": self.missing}
+
+
+def _listed_failures(folder: Path) -> set[str]:
+    """Item ids a stage folder's failures.jsonl lists."""
+    path = Path(folder) / FAILURES_NAME
+    if not path.is_file():
+        return set()
+    items = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                items.add(str(json.loads(line).get("item")))
+            except (ValueError, AttributeError):
+                continue
+    return items
+
+
+def store_coverage(sources, splits: Mapping) -> dict[str, StoreCoverage]:
+    """Coverage of each store a FeatureSources has, over the SplitTables of `splits`
+    (name -> ReviewDataset)."""
+    tables = [ds.table for ds in splits.values()]
+    result = {}
+    if sources.text:
+        folder = sources.text["review"].folder
+        failed = _listed_failures(folder)
+        reviews = sources.manifest.reviews
+        product_of = dict(zip(reviews["review_id"], reviews["product_id"]))
+        absent = [rid for t in tables for reason, ids in t.dropped.items()
+                  if "text store" in reason for rid in ids]
+        listed = sum(rid in failed or product_of.get(rid) in failed for rid in absent)
+        covered = sum(len(t) for t in tables)
+        result["text"] = StoreCoverage("text", str(folder), "reviews", covered + len(absent),
+                                       covered, listed)
+    if sources.rois is not None:
+        images = sources.manifest.images["image_id"]
+        absent = [i for i in images if i not in sources.rois]
+        failed = _listed_failures(sources.rois.folder)
+        result["rois"] = StoreCoverage("rois", str(sources.rois.path), "images", len(images),
+                                       len(images) - len(absent),
+                                       sum(i in failed for i in absent))
+    if sources.probes is not None:
+        absent = [rid for t in tables if t.probe is not None
+                  for rid in t.review_ids[t.probe[:, 0] < 0]]
+        failed = _listed_failures(sources.probes.folder)
+        needed = sum(len(t) for t in tables)
+        result["probes"] = StoreCoverage("probes", str(sources.probes.folder), "reviews",
+                                         needed, needed - len(absent),
+                                         sum(rid in failed for rid in absent))
+    return result
+
+
+def require_full_coverage(coverage: Mapping[str, StoreCoverage], allow_partial: bool) -> None:
+    """Refuse a store that misses items its stage did not list as failed."""
+    partial = [c for c in coverage.values() if c.missing]
+    if not partial or allow_partial:
+        return
+    first = partial[0]
+    lines = "; ".join(f"{c.store} store covers {c.describe()}" for c in partial)
+    raise InputError(
+        f"{lines}: a store made from other data (or only part of it) would train on zeros "
+        f"or on fewer reviews", file=first.path, field=first.store,
+        hint=f"run {WHAT_WRITES[first.store]} on this manifest, or pass --allow-partial "
+             f"(config data.allow_partial: true) to train on what the stores cover")
+
+
+def coverage_summary(coverage: Mapping[str, StoreCoverage]) -> dict[str, dict]:
+    """JSON-ready coverage per store, for the run's MANIFEST.json counts."""
+    return {name: {**c.as_dict(), "share": round(c.covered / c.needed, 6) if c.needed else 1.0}
+            for name, c in coverage.items()}

@@ -1,0 +1,218 @@
+"""A transformer text encoder trained inside a ranking model (embed-text `--mode ids` stores).
+
+With an ids store the batch carries token ids; `FineTunedEncoder` runs the transformer named in
+the store on them and hands the model its last layer's per-token states [B, L, H], where
+frozen features [B, L, Dt] would be read in features mode (same positions, same masks).
+
+Settings (`model:` section of every model's config):
+
+    text_encoder          auto | frozen-features | finetune. auto: finetune for an ids store,
+                          frozen-features (read the stored features) otherwise.
+    finetune_layers       all | N: train the last N transformer layers and what sits above
+                          them; embeddings and the lower layers stay frozen, out of the
+                          optimizer and (unless encoder_checkpoint: full) out of checkpoints.
+                          0 runs the encoder frozen.
+    shared_encoder        true: one encoder for product and review text (SANCL's BERT runs).
+    gradient_checkpointing  recompute the encoder's activations in backward (less memory).
+    encoder_checkpoint    trained | full: what of the encoder checkpoints hold.
+
+`train.encoder_lr` is the encoder's learning rate (null = `train.lr`); `parameter_groups`
+gives the optimizer the two groups. The base model's name and a hash of its weights travel in
+every checkpoint (the module's extra state) and are checked when one is loaded, so the frozen
+part that checkpoints leave out is known to come back unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ...errors import InputError
+
+ENCODER_KEYS = ("text_encoder", "finetune_layers", "shared_encoder", "gradient_checkpointing",
+                "encoder_checkpoint")
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
+
+
+def resolve_encoder_settings(config: dict, text_mode: str | None) -> None:
+    """Resolve `model.text_encoder: auto` from the store's mode and check the encoder keys
+    (of the `model` section, and `train.encoder_lr`)."""
+    rate = config["train"].get("encoder_lr")
+    if rate is not None:
+        try:     # YAML reads 5e-5 (no decimal point) as a string
+            number = -1.0 if isinstance(rate, bool) else float(rate)
+        except (TypeError, ValueError):
+            number = -1.0
+        if not number >= 0:
+            raise InputError("train.encoder_lr must be null or a number >= 0",
+                             field="train.encoder_lr")
+        config["train"]["encoder_lr"] = number
+    model = config["model"]
+    choice = model.get("text_encoder", "auto")
+    if choice == "auto" and text_mode is None:      # no store to decide from (yet)
+        return
+    if choice == "auto":
+        choice = "finetune" if text_mode == "ids" else "frozen-features"
+    if choice not in {"frozen-features", "finetune"}:
+        raise InputError("model.text_encoder must be auto, frozen-features or finetune",
+                         field="model.text_encoder")
+    if text_mode is not None and (choice == "finetune") != (text_mode == "ids"):
+        need = "--mode ids" if choice == "finetune" else "--mode features or static"
+        raise InputError(f"model.text_encoder={choice} does not fit a text store in "
+                         f"{text_mode} mode", field="model.text_encoder",
+                         hint=f"pass an embed-text output made with {need}, or leave "
+                              f"model.text_encoder at auto")
+    model["text_encoder"] = choice
+    layers = model.get("finetune_layers", "all")
+    if layers != "all" and (not isinstance(layers, int) or isinstance(layers, bool) or layers < 0):
+        raise InputError("model.finetune_layers must be all or a whole number >= 0",
+                         field="model.finetune_layers")
+    if model.get("encoder_checkpoint", "trained") not in {"trained", "full"}:
+        raise InputError("model.encoder_checkpoint must be trained or full",
+                         field="model.encoder_checkpoint")
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        # bytes through uint8: numpy has no bfloat16, and a 0-d tensor cannot be viewed
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _layer_index(name: str) -> int | None:
+    found = _LAYER.search(name)
+    return int(found.group(1)) if found else None
+
+
+class FineTunedEncoder(nn.Module):
+    """A `transformers` encoder: ids [B, L] and mask [B, L] -> last-layer states [B, L, H].
+
+    Rows that are the same text (a training group's product, 8 rows of one product) are
+    encoded once and copied back, so a batch of 4 groups runs the encoder on 4 product texts.
+    """
+
+    def __init__(self, model: str, finetune_layers: str | int = "all",
+                 gradient_checkpointing: bool = False, store_frozen: bool = False):
+        super().__init__()
+        from transformers import AutoModel
+
+        try:
+            self.transformer = AutoModel.from_pretrained(model)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot load the text encoder {model!r}: {exc}",
+                             field="text store",
+                             hint="the ids store names the model it was tokenized for; that "
+                                  "folder must exist (a relative path counts from where train "
+                                  "runs; hub names need a network)") from exc
+        self.base_name = str(model)
+        self.base_sha256 = weights_sha256(self.transformer)
+        self.dim = int(self.transformer.config.hidden_size)
+        self.num_layers = int(self.transformer.config.num_hidden_layers)
+        self.store_frozen = store_frozen
+        self._freeze(None if finetune_layers == "all" else int(finetune_layers))
+        if gradient_checkpointing:
+            # non-reentrant: works with frozen lower layers (inputs without grad) and DDP;
+            # newer transformers name the method activation_checkpointing_enable
+            if hasattr(self.transformer, "activation_checkpointing_enable"):
+                self.transformer.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.transformer.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _freeze(self, trained_layers: int | None) -> None:
+        """Train the last `trained_layers` layers and what sits above them, or everything
+        (None). Never the pooler: its output is not used, and a parameter without gradients
+        would need DDP's search for unused parameters."""
+        first = 0 if trained_layers is None else self.num_layers - min(trained_layers,
+                                                                       self.num_layers)
+        for name, parameter in self.transformer.named_parameters():
+            layer = _layer_index(name)
+            if name.startswith("pooler."):
+                trains = False
+            elif "embed" in name.split(".")[0]:
+                trains = trained_layers is None
+            elif layer is not None:
+                trains = layer >= first
+            else:  # above the layers (a final norm): trains with the top layer
+                trains = trained_layers is None or trained_layers > 0
+            parameter.requires_grad_(trains)
+
+    def get_extra_state(self) -> dict:
+        return {"base_model": self.base_name, "base_sha256": self.base_sha256}
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, Mapping) or state.get("base_sha256") != self.base_sha256:
+            found = state.get("base_model") if isinstance(state, Mapping) else None
+            raise InputError(
+                f"the checkpoint was trained from the text encoder {found!r}, whose weights "
+                f"differ from those of {self.base_name!r}", field="text encoder",
+                hint="use an ids store made with the run's base model")
+
+    def frozen_keys(self, prefix: str) -> set[str]:
+        """State-dict keys (under `prefix`) that come back from the base model on load."""
+        if self.store_frozen:
+            return set()
+        trained = {name for name, p in self.transformer.named_parameters() if p.requires_grad}
+        return {f"{prefix}transformer.{name}" for name in self.transformer.state_dict()
+                if name not in trained}
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids [B, L] int64, mask [B, L] bool -> states [B, L, H] float32 (0 at padding)."""
+        rows = torch.cat([ids, mask.long()], dim=1)
+        unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        length = max(int(mask.sum(dim=1).max()), 1)   # the longest text, not --max-length
+        unique_ids, unique_mask = unique[:, :length], unique[:, ids.shape[1]:][:, :length]
+        pad = self.transformer.config.pad_token_id or 0
+        out = self.transformer(input_ids=unique_ids.masked_fill(unique_mask == 0, pad),
+                               attention_mask=unique_mask).last_hidden_state
+        states = out.float()[inverse]
+        if length < ids.shape[1]:
+            states = nn.functional.pad(states, (0, 0, 0, ids.shape[1] - length))
+        return states * mask[..., None].to(states.dtype)
+
+
+def build_text_encoders(config: Mapping, model_name: str | None) -> dict[str, FineTunedEncoder]:
+    """{"product": encoder, "review": encoder}: one module twice when `shared_encoder`."""
+    if not model_name:
+        raise InputError("the ids store does not name its transformer", field="tokenizer",
+                         hint="re-run embed-text --mode ids --model NAME")
+    options = dict(finetune_layers=config.get("finetune_layers", "all"),
+                   gradient_checkpointing=bool(config.get("gradient_checkpointing", False)),
+                   store_frozen=config.get("encoder_checkpoint", "trained") == "full")
+    product = FineTunedEncoder(model_name, **options)
+    review = product if config.get("shared_encoder", False) else FineTunedEncoder(model_name,
+                                                                                  **options)
+    return {"product": product, "review": review}
+
+
+def frozen_encoder_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of every text encoder in `model` that checkpoints leave out."""
+    keys: set[str] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, FineTunedEncoder):
+            keys |= module.frozen_keys(f"{name}." if name else "")
+    return keys
+
+
+def parameter_groups(model: nn.Module, lr: float, encoder_lr: float | None) -> list[dict]:
+    """Adam parameter groups: [the rest at `lr`, the text encoders' trained layers at
+    `encoder_lr` (or `lr`)]; frozen parameters are in neither. The encoder group is left out
+    when nothing of an encoder trains."""
+    encoder_ids = {id(p) for m in model.modules() if isinstance(m, FineTunedEncoder)
+                   for p in m.parameters()}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    encoder = [p for p in model.parameters() if p.requires_grad and id(p) in encoder_ids]
+    groups = [{"params": rest, "lr": lr, "name": "model"}]
+    if encoder:
+        groups.append({"params": encoder, "lr": lr if encoder_lr is None else float(encoder_lr),
+                       "name": "text_encoder"})
+    return groups

@@ -1,0 +1,61 @@
+"""Command-line options that contradict each other are refused instead of silently ignored.
+
+- `train --resume RUN` continues RUN with its own config.yaml and input folders. A --model or
+  input folder that differs from the run's, or --config / --preset / --set /
+  --allow-partial (which a resumed run cannot apply), is an error: exit 2, naming each option.
+  Passing the run's own values is allowed.
+- `predict` ranks either the given --product ids or a whole --split, never both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import click
+from click.core import ParameterSource
+
+INPUT_OPTIONS = ("manifest", "rois", "text", "probes")
+SETTING_OPTIONS = {"config_file": "--config", "preset": "--preset", "set": "--set",
+                   "allow_partial": "--allow-partial"}
+
+
+def given_options(ctx: click.Context, names) -> dict[str, Any]:
+    """The options among `names` that the user passed (command line or environment)."""
+    passed = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
+    return {name: ctx.params.get(name) for name in names
+            if ctx.get_parameter_source(name) in passed}
+
+
+def check_resume_options(resume: str, given: Mapping[str, Any]) -> None:
+    """Refuse `given` options (name -> value) that disagree with the run in `resume`."""
+    from .run import read_run_config
+
+    config = read_run_config(resume)
+    inputs = config.get("inputs", {})
+    problems = []
+    trained = config.get("model", {}).get("name")
+    if "model" in given and given["model"] != trained:
+        problems.append(f"--model {given['model']} (the run trains {trained})")
+    for role in INPUT_OPTIONS:
+        if role in given and given[role] is not None:
+            wanted = str(Path(given[role]).resolve())
+            if wanted != inputs.get(role):
+                problems.append(f"--{role} {given[role]} (the run reads "
+                                f"{inputs.get(role) or 'none'})")
+    for name, flag in SETTING_OPTIONS.items():
+        if given.get(name):
+            problems.append(f"{flag} (a resumed run keeps its config.yaml)")
+    if problems:
+        raise click.UsageError(
+            f"--resume {resume} continues that run with its own settings; these options "
+            f"disagree with it or would be ignored: {'; '.join(problems)}. Drop them, or start "
+            f"a new run without --resume.")
+
+
+def check_predict_selection(products, split) -> None:
+    """--product and --split together are ambiguous (union? intersection?): refuse."""
+    if products and split:
+        raise click.UsageError("pass either --product (repeatable) or --split, not both: "
+                               "--split ranks every product of the split, --product only the "
+                               "given ones (from any split)")
