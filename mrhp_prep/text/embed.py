@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
-from .parallel import ChunkResult, ChunkTokenizer, add_stats, available_cores, tokenize_chunk
+from .parallel import ChunkResult, ChunkTokenizer, add_stats, default_workers, tokenize_chunk
 from .tokenize import TextStats
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,8 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
                force: bool = False, workers: int | None = None) -> StageRun:
     """Run the stage; returns the finished `StageRun` (its MANIFEST.json holds the counts).
 
-    `workers`: tokenizer processes in static mode (None: the cores this process may use);
-    the output is the same for any number."""
+    `workers`: tokenizer processes in static mode (None: the cores this process may use,
+    less one); the output is the same for any number."""
     if mode not in MODES:
         raise InputError(f"unknown mode '{mode}'", field="--mode", hint=f"one of {MODES}")
     if max_length < 1 or rows_per_shard < 1 or batch_size < 1:
@@ -176,7 +176,7 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
         if mode == "static":
             extra = _run_static(run, items, mine, source, settings, vectors_cache or
                                 Path(cache_dir) / "vectors", batch_size, force,
-                                workers=available_cores() if workers is None else workers)
+                                workers=default_workers() if workers is None else workers)
         else:
             extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
     except InputError:

@@ -25,6 +25,8 @@ from .tokenize import TextStats, TokenizedText, tokenize_texts
 
 log = logging.getLogger(__name__)
 
+_SEPARATOR = "\x00"      # joins a chunk's tokens for the trip between processes
+
 
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, e.g. a job's allocation)."""
@@ -32,6 +34,13 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:              # not on Linux
         return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Tokenizer processes when none are asked for: the available cores less the one the
+    main process needs to collect and write results (so one process on two cores, where a
+    second worker measured slower than none)."""
+    return max(1, available_cores() - 1)
 
 
 @dataclass
@@ -44,16 +53,19 @@ class ChunkResult:
     failures: list[dict] = field(default_factory=list)
     stats: TextStats = field(default_factory=TextStats)
 
-    # Sent between processes as flat columns: pickling thousands of small TokenizedText
-    # objects cost the main process about four times more than tokenizing saved.
+    # Sent between processes as flat columns (the tokens as one string): pickling thousands
+    # of small TokenizedText objects cost the main process more than tokenizing saved.
     def __getstate__(self) -> dict:
         texts = self.tokenized
-        flat = {name: [x for t in texts for x in getattr(t, name)]
-                for name in ("tokens", "starts", "ends")}
+        tokens = [x for t in texts for x in t.tokens]
+        joined = _SEPARATOR.join(tokens)
         with_ids = bool(texts) and all(t.ids is not None for t in texts)
         return {"lengths": [len(t) for t in texts], "truncated": [t.truncated for t in texts],
-                "tokens": flat["tokens"], "starts": np.asarray(flat["starts"], np.int64),
-                "ends": np.asarray(flat["ends"], np.int64),
+                # cleaned texts hold no NUL; a token that did would travel as a list
+                "tokens": tokens if joined.count(_SEPARATOR) != max(len(tokens) - 1, 0)
+                else joined,
+                "starts": np.asarray([x for t in texts for x in t.starts], np.int32),
+                "ends": np.asarray([x for t in texts for x in t.ends], np.int32),
                 "ids": (np.asarray([x for t in texts for x in t.ids], np.int64)
                         if with_ids else None),
                 "kept": self.kept, "failures": self.failures, "stats": self.stats}
@@ -61,10 +73,13 @@ class ChunkResult:
     def __setstate__(self, state: dict) -> None:
         starts, ends = state["starts"].tolist(), state["ends"].tolist()
         ids = state["ids"].tolist() if state["ids"] is not None else None
+        tokens = state["tokens"]
+        if isinstance(tokens, str):
+            tokens = tokens.split(_SEPARATOR) if sum(state["lengths"]) else []
         self.tokenized, at = [], 0
         for length, truncated in zip(state["lengths"], state["truncated"]):
             span = slice(at, at + length)
-            self.tokenized.append(TokenizedText(state["tokens"][span], starts[span], ends[span],
+            self.tokenized.append(TokenizedText(tokens[span], starts[span], ends[span],
                                                 ids=ids[span] if ids is not None else None,
                                                 truncated=truncated))
             at += length
