@@ -211,3 +211,37 @@ def test_extract_rois_refuses_gpu_decoding_without_a_gpu(runner, tmp_path):
     assert result.exit_code == 3, result.output
     assert "--decode" in result.output + (result.stderr or "")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_the_stage_loop_stores_the_same_regions_with_device_decoding(tmp_path, odd_files):
+    """The stage's own loop (workers, device decoder, shape batches, the detector, the part
+    writer) with decoder "gpu" run on the CPU: the regions equal the Pillow path's, and the
+    files the device path hands to Pillow (PNG, CMYK, rotated) are stored too."""
+    from mrhp_prep.vision.extract import RunOptions, _extract_parts
+    from mrhp_prep.vision.models import DetectorSettings
+
+    todo = sorted(odd_files.items())
+    detector = DetectorSettings(weights="random", min_size=48, max_size=64,
+                                rpn_post_nms_top_n=4, min_boxes=2, max_boxes=4)
+    for decoder in ("cpu", "gpu"):
+        folder = tmp_path / decoder
+        folder.mkdir()
+        _extract_parts(todo, folder, detector, SETTINGS, np.float16, "fp32", CPU,
+                       RunOptions(batch_size=2, workers=1, part_size=2), "random:0", {},
+                       False, decoder)
+    stores = {}
+    for decoder in ("cpu", "gpu"):
+        regions = {}
+        for part in list_parts(tmp_path / decoder):
+            with RoiStore(part) as store:
+                for image_id in store.image_ids:
+                    regions[image_id] = {k: np.asarray(v) for k, v in
+                                         store.image(image_id).items()
+                                         if k in ("features", "boxes", "object_id")}
+        stores[decoder] = regions
+    assert sorted(stores["gpu"]) == sorted(name for name, _ in todo)
+    for image_id, expected in stores["cpu"].items():
+        for key, value in expected.items():
+            np.testing.assert_array_equal(stores["gpu"][image_id][key], value,
+                                          err_msg=f"{image_id} {key}")
