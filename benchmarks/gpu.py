@@ -1,6 +1,7 @@
 """One command for the speed of the GPU-bound stages: extract-rois, embed-text features, train.
 
-Needs only the package (and a GPU when there is one): it makes its own photographs from
+Needs only the package installed with its `test` extra (scikit-image's photographs, the
+MiniLM model) and a GPU when there is one: it makes its own photographs from
 scikit-image's, resized to product-photo sizes and re-encoded as JPEG, its own text from the
 bundled sample's reviews, and its own synthetic feature stores for training. Measures:
 
