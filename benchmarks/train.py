@@ -190,8 +190,18 @@ def load_time(dataset: ReviewDataset, batches: list[list[int]], repeats: int) ->
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """CUDA allocator peak on a GPU; on a CPU this process's peak resident memory.
+
+    On Linux the peak is read from /proc (VmHWM): `ru_maxrss` of a spawned process starts
+    at its parent's peak, so every model measured in a child would report the parent's."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

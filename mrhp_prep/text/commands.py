@@ -49,13 +49,16 @@ def _percent(part: float) -> str:
 @device_option(prefix="features: ")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32,
               help="features: texts per forward pass (batches are sorted by length).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="static: tokenizer processes (the output is the same for any number) "
+                   "[default: the cores this process may use, less one].")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=5000,
               help="Rows per Arrow shard file (the last one may be shorter).")
 @shard_options
 @stage_options
 def embed_text(manifest, mode, vectors, vectors_cache, language, lowercase, max_length,
                min_freq, shared_vocab, seed, model, layers, precision, device, batch_size,
-               rows_per_shard, num_shards, shard_index, out, cache_dir, force):
+               workers, rows_per_shard, num_shards, shard_index, out, cache_dir, force):
     """Tokenize and embed product and review text into Arrow shards.
 
     Every token keeps its character offsets into the manifest's text. Output:
@@ -75,7 +78,8 @@ def embed_text(manifest, mode, vectors, vectors_cache, language, lowercase, max_
                     vectors=vectors, vectors_cache=vectors_cache, seed=seed, model=model,
                     layers=layers, batch_size=batch_size, device=device, precision=precision,
                     rows_per_shard=rows_per_shard, num_shards=num_shards,
-                    shard_index=shard_index, out=out, cache_dir=cache_dir, force=force)
+                    shard_index=shard_index, out=out, cache_dir=cache_dir, force=force,
+                    workers=workers)
     info = run.manifest()
     rows = {"mode": info["mode"], "tokenizer": info["tokenizer"]["name"]}
     if info.get("dim"):

@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
-from .tokenize import TextStats, tokenize_texts
+from .parallel import ChunkResult, ChunkTokenizer, add_stats, default_workers, tokenize_chunk
+from .tokenize import TextStats
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,11 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
                precision: str = "auto", rows_per_shard: int = 5000,
                num_shards: int | None = None, shard_index: int | None = None,
                out: str | Path | None = None, cache_dir: str | Path = "cache",
-               force: bool = False) -> StageRun:
-    """Run the stage; returns the finished `StageRun` (its MANIFEST.json holds the counts)."""
+               force: bool = False, workers: int | None = None) -> StageRun:
+    """Run the stage; returns the finished `StageRun` (its MANIFEST.json holds the counts).
+
+    `workers`: tokenizer processes in static mode (None: the cores this process may use,
+    less one); the output is the same for any number."""
     if mode not in MODES:
         raise InputError(f"unknown mode '{mode}'", field="--mode", hint=f"one of {MODES}")
     if max_length < 1 or rows_per_shard < 1 or batch_size < 1:
@@ -171,7 +175,8 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     try:
         if mode == "static":
             extra = _run_static(run, items, mine, source, settings, vectors_cache or
-                                Path(cache_dir) / "vectors", batch_size, force)
+                                Path(cache_dir) / "vectors", batch_size, force,
+                                workers=default_workers() if workers is None else workers)
         else:
             extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
     except InputError:
@@ -189,17 +194,21 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
 # static vectors
 
 
-def _count_train_tokens(tokenizer, items: FieldItems) -> Counter:
+def _text_chunks(items: FieldItems, start: int, stop: int):
+    """items[start:stop] as (texts, ids) chunks of _TOKENIZE_CHUNK."""
+    for lo, hi in _chunks(stop - start, _TOKENIZE_CHUNK):
+        yield items.texts[start + lo:start + hi], items.ids[start + lo:start + hi]
+
+
+def _count_train_tokens(chunker: ChunkTokenizer, items: FieldItems) -> Counter:
     """Token counts of the train split (after truncation: the tokens a model will see)."""
     counts: Counter = Counter()
     train = items.select([s == "train" for s in items.splits])
     bar = progress(total=len(train.ids), desc=f"vocabulary ({items.name})", unit="text")
-    scratch = TextStats()
-    for start, stop in _chunks(len(train.ids), _TOKENIZE_CHUNK):
-        for result in tokenize_texts(tokenizer, train.texts[start:stop], train.ids[start:stop],
-                                     scratch):
+    for chunk in chunker.map(_text_chunks(train, 0, len(train.ids))):
+        for result in chunk.tokenized:
             counts.update(result.tokens)
-        bar.update(stop - start)
+        bar.update(len(chunk.kept) + len(chunk.failures))
     bar.close()
     return counts
 
@@ -212,14 +221,23 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, FieldItems],
                 source, settings: dict, vectors_cache: Path, batch_size: int,
-                force: bool = False) -> dict:
+                force: bool = False, workers: int = 1) -> dict:
     from .tokenize import SpacyTokenizer
-    from .vectors import check_coverage, embedding_matrix, load_vectors
-    from .vocab import UNK_ID, Vocabulary
 
     tokenizer = SpacyTokenizer(settings["language"], lowercase=settings["lowercase"],
                                max_length=settings["max_length"])
-    counts = {name: _count_train_tokens(tokenizer, f) for name, f in items.items()}
+    with ChunkTokenizer(tokenizer, workers) as chunker:
+        return _static_with(run, items, mine, source, settings, vectors_cache, chunker, force)
+
+
+def _static_with(run: StageRun, items: dict[str, FieldItems], mine: dict[str, FieldItems],
+                 source, settings: dict, vectors_cache: Path, chunker: ChunkTokenizer,
+                 force: bool) -> dict:
+    from .vectors import check_coverage, embedding_matrix, load_vectors
+    from .vocab import UNK_ID, Vocabulary
+
+    tokenizer = chunker.tokenizer
+    counts = {name: _count_train_tokens(chunker, f) for name, f in items.items()}
     if settings["shared_vocab"]:
         shared = Vocabulary.fit(counts["product"] + counts["review"], settings["min_freq"])
         vocabs = {name: shared for name in FIELDS}
@@ -259,7 +277,7 @@ def _run_static(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fie
         def encode(results_chunk, vocab=vocab):
             return [vocab.ids(r.tokens) for r in results_chunk]
 
-        results[name] = _write_field(run, mine[name], tokenizer, schema, encode,
+        results[name] = _write_field(run, mine[name], chunker, schema, encode,
                                      unk_id=UNK_ID)
     return {"results": results, "mode": "static", "dim": table.dim,
             "tokenizer": tokenizer.describe(), "vector_source": source.describe(),
@@ -288,20 +306,11 @@ def _record_shard(run: StageRun, name: str, index: int, counts: dict) -> None:
     write_json_atomic(_progress_path(run, name, index), counts)
 
 
-def _tokenize_safely(run: StageRun, tokenizer, texts, ids, stats) -> tuple[list, list[int]]:
-    """Tokenize a chunk; if the batch fails, one by one, listing the items that fail."""
-    try:
-        return tokenize_texts(tokenizer, texts, ids, stats), list(range(len(ids)))
-    except Exception as exc:  # one bad text must not end a long run
-        log.warning("a tokenizer batch failed (%s); retrying its texts one by one", exc)
-    results, kept = [], []
-    for position, (text, item_id) in enumerate(zip(texts, ids)):
-        try:
-            results.extend(tokenize_texts(tokenizer, [text], [item_id], stats))
-            kept.append(position)
-        except Exception as exc:
-            run.add_failure(item_id, "tokenizer failed", error=f"{type(exc).__name__}: {exc}")
-    return results, kept
+def _record_chunk(run: StageRun, chunk: ChunkResult, stats: TextStats) -> None:
+    """A tokenized chunk's counts into `stats`, its failed items into the run's failures."""
+    add_stats(stats, chunk.stats)
+    for failure in chunk.failures:
+        run.add_failure(failure["item"], "tokenizer failed", error=failure["error"])
 
 
 def _write_shards(run: StageRun, items: FieldItems, desc: str, write_one) -> FieldResult:
@@ -324,7 +333,7 @@ def _write_shards(run: StageRun, items: FieldItems, desc: str, write_one) -> Fie
     return result
 
 
-def _write_field(run: StageRun, items: FieldItems, tokenizer, schema, encode,
+def _write_field(run: StageRun, items: FieldItems, chunker: ChunkTokenizer, schema, encode,
                  unk_id: int | None = None) -> FieldResult:
     """Static and ids modes: tokenize and encode in chunks, rows in manifest order."""
 
@@ -334,19 +343,17 @@ def _write_field(run: StageRun, items: FieldItems, tokenizer, schema, encode,
         def batches():
             if start == stop:
                 yield record_batch(schema, [], [], token_ids=[])
-            for lo, hi in _chunks(stop - start, _TOKENIZE_CHUNK):
-                lo, hi = start + lo, start + hi
-                ids = items.ids[lo:hi]
-                tokenized, kept = _tokenize_safely(run, tokenizer, items.texts[lo:hi], ids,
-                                                   counts.stats)
-                kept_ids = [ids[k] for k in kept]
-                token_ids = encode(tokenized)
+            for chunk, (_, ids) in zip(chunker.map(_text_chunks(items, start, stop)),
+                                       _text_chunks(items, start, stop)):
+                _record_chunk(run, chunk, counts.stats)
+                kept_ids = [ids[k] for k in chunk.kept]
+                token_ids = encode(chunk.tokenized)
                 counts.rows += len(kept_ids)
-                counts.tokens += sum(len(t) for t in tokenized)
+                counts.tokens += sum(len(t) for t in chunk.tokenized)
                 if unk_id is not None:
                     counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
-                bar.update(hi - lo)
-                yield record_batch(schema, kept_ids, tokenized, token_ids=token_ids)
+                bar.update(len(ids))
+                yield record_batch(schema, kept_ids, chunk.tokenized, token_ids=token_ids)
 
         write_shard(path, schema, batches())
         return counts
@@ -401,7 +408,7 @@ def _run_transformer(run: StageRun, mine: dict[str, FieldItems], settings: dict,
             metadata = {"mode": "ids", "field": name, "tokenizer": tokenizer.describe(),
                         "settings": settings, "pad_id": tokenizer.pad_id}
             schema = shard_schema("ids", None, metadata)
-            results[name] = _write_field(run, mine[name], tokenizer, schema,
+            results[name] = _write_field(run, mine[name], ChunkTokenizer(tokenizer), schema,
                                          lambda chunk: [r.ids for r in chunk])
         return {"results": results, **extra}
 
@@ -451,11 +458,10 @@ def _write_feature_field(run: StageRun, items: FieldItems, tokenizer, encoder, s
         ids = items.ids[start:stop]
         tokenized, kept = [], []
         for lo, hi in _chunks(len(ids), _TOKENIZE_CHUNK):
-            part, part_kept = _tokenize_safely(run, tokenizer,
-                                               items.texts[start + lo:start + hi],
-                                               ids[lo:hi], counts.stats)
-            tokenized.extend(part)
-            kept.extend(lo + k for k in part_kept)
+            chunk = tokenize_chunk(tokenizer, items.texts[start + lo:start + hi], ids[lo:hi])
+            _record_chunk(run, chunk, counts.stats)
+            tokenized.extend(chunk.tokenized)
+            kept.extend(lo + k for k in chunk.kept)
         kept_ids = [ids[k] for k in kept]
 
         def batches():

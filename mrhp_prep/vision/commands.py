@@ -71,6 +71,10 @@ def _store_rows(run, extra: dict | None = None) -> dict:
               help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Decoding processes [default: up to 8 on CUDA, 1 on CPU].")
+@click.option("--decode", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              help="Where JPEGs are decoded: gpu = nvJPEG on the CUDA device for plain JPEGs "
+                   "(the rest by Pillow in the workers), cpu = Pillow for all; auto = gpu on "
+                   "CUDA, cpu otherwise.")
 @click.option("--max-padding", type=click.FloatRange(min=1.0), default=1.0,
               help="1.0: only same-shape images share a batch (exact, as one by one). Above 1: "
                    "mixed shapes are zero-padded up to this factor of their pixels (fewer, "
@@ -86,7 +90,8 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 def extract_rois(manifest, images_root, images, model, weights, seed, backend, min_size,
                  max_size, nms_thresh, conf_thresh, min_boxes, max_boxes, rpn_pre_nms_top_n,
                  rpn_post_nms_top_n, feature_dtype, precision, device, batch_size, workers,
-                 max_padding, part_size, min_image_side, max_image_pixels, num_shards, shard_index, out,
+                 decode, max_padding, part_size, min_image_side, max_image_pixels, num_shards,
+                 shard_index, out,
                  cache_dir, force):
     """Detect regions in images and store their features in one packed HDF5 file (rois.h5).
 
@@ -107,7 +112,8 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
         image_settings=ImageSettings(min_image_side, max_image_pixels),
         feature_dtype=feature_dtype, precision=precision,
         run_options=RunOptions(batch_size=batch_size, workers=workers, device=device,
-                               part_size=part_size, max_padding=max_padding),
+                               part_size=part_size, max_padding=max_padding,
+                               decode=decode),
         num_shards=num_shards, shard_index=shard_index, out=out, cache_dir=cache_dir,
         force=force)
     info = run.manifest()

