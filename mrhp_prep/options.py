@@ -30,9 +30,47 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
                          hint="pass a YAML file of option names and values") from exc
     if not isinstance(settings, dict):
         raise InputError("settings must be a mapping of option names to values", file=value)
+    params = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
     defaults = dict(ctx.default_map or {})
-    defaults.update({str(k).replace("-", "_"): v for k, v in settings.items()})
+    for key, setting in settings.items():
+        name = str(key).replace("-", "_")
+        if name not in params:   # a misspelt key would otherwise be ignored without a word
+            raise InputError(f"'{ctx.command.name}' has no option '{key}'", file=value,
+                             field=str(key), hint=f"run 'mrhp-prep {ctx.command.name} --help'")
+        try:
+            defaults[name] = yaml_setting(params[name], setting)
+        except ValueError as exc:
+            raise InputError(str(exc), file=value, field=str(key),
+                             hint=f"see 'mrhp-prep {ctx.command.name} --help' for what "
+                                  f"{params[name].opts[0]} takes") from None
     ctx.default_map = defaults
+    return value
+
+
+def yaml_setting(param: click.Parameter, value: Any, *, check_paths: bool = True) -> Any:
+    """A YAML value checked against the type of the option it sets (ValueError if it does
+    not fit): a flag takes true/false or a string or 0/1 meaning one, and becomes a bool;
+    an option that repeats takes a list; paths are checked only with `check_paths`."""
+    if isinstance(param, click.Option) and param.is_flag:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, str)):
+            try:
+                return click.BOOL.convert(str(value), param, None)
+            except click.BadParameter:
+                pass
+        raise ValueError(f"{value!r} is not true or false")
+    items = value if isinstance(value, list) and param.multiple else [value]
+    for item in items:
+        if isinstance(item, (dict, list)) or item is None:
+            raise ValueError(f"{item!r} is not a single value"
+                             + (" (a list repeats the option)" if param.multiple else ""))
+        if isinstance(param.type, click.Path) and not check_paths:
+            continue
+        try:
+            param.type.convert(str(item), param, None)
+        except click.BadParameter as exc:
+            raise ValueError(f"{item!r} is not a valid value: {exc.message}") from None
     return value
 
 

@@ -363,6 +363,24 @@ def pipeline_list_for_a_flag(tmp):
     return _pipeline(tmp, [{"command": "ingest", "args": {"force": [True, False]}}])
 
 
+def pipeline_number_for_a_flag(tmp):
+    return _pipeline(tmp, [{"command": "ingest", "args": {"force": 2}}])
+
+
+def pipeline_list_for_a_single_value(tmp):
+    # Repeating --min-freq would silently keep the last value.
+    return _pipeline(tmp, [{"command": "ingest"},
+                           {"command": "embed-text", "args": {"manifest": "{ingest}",
+                                                              "min_freq": [1, 5]}}])
+
+
+def _ingest_with_config(tmp, settings: dict) -> list[str]:
+    config = tmp / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    return ["ingest", str(_release(tmp)), "--dataset", "amazon", "--category", "electronics",
+            "--out", str(tmp / "out"), "--config", str(config)]
+
+
 def weights_not_a_checkpoint(tmp):
     write_photos(tmp / "images", names=("coffee",))
     (tmp / "w.pth").write_text("this is not a checkpoint\n")
@@ -413,6 +431,21 @@ CASES = [
     Case("run: args that are not a mapping", pipeline_args_not_a_mapping,
          refused=("args", "stage 1")),
     Case("run: a list for a flag", pipeline_list_for_a_flag, refused=("force", "true or false")),
+    Case("run: a number other than 0/1 for a flag", pipeline_number_for_a_flag,
+         refused=("force", "true or false")),
+    Case("run: a list for an option taking one value", pipeline_list_for_a_single_value,
+         refused=("min_freq", "[1, 5]", "stage 1")),
+    Case("--config: a number other than 0/1 for a flag",
+         lambda tmp: _ingest_with_config(tmp, {"force": 2}),
+         refused=("settings.yaml", "force", "true or false")),
+    Case("--config: a list for an option taking one value",
+         lambda tmp: _ingest_with_config(tmp, {"labels": ["raw", "graded"]}),
+         refused=("settings.yaml", "labels", "single value")),
+    Case("--config: a value its option refuses",
+         lambda tmp: _ingest_with_config(tmp, {"labels": "percent"}),
+         refused=("settings.yaml", "labels", "percent")),
+    Case("--config: a misspelt key", lambda tmp: _ingest_with_config(tmp, {"lables": "raw"}),
+         refused=("settings.yaml", "no option 'lables'")),
     Case("extract-rois: a text file as weights", weights_not_a_checkpoint,
          refused=("w.pth", "weights-only")),
     Case("merge-rois: an ingest folder as a shard", rois_from_an_ingest_folder,
