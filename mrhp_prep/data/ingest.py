@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
-from ..cache import StageRun, open_stage
+from ..cache import StageRun, file_sha256, open_stage
 from ..errors import InputError
 from .manifest import (FORMAT_VERSION, IMAGE_SCHEMA, PRODUCT_SCHEMA, REVIEW_SCHEMA,
                        image_relpath)
@@ -321,9 +320,8 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
 
 def _file_record(path: Path) -> dict:
     """Where a release file was, its size and SHA-256: the manifest says what was read."""
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
+    return {"path": str(path.resolve()), "size": path.stat().st_size,
+            "sha256": file_sha256(path)}
 
 
 def _image_rows(item_id: str, role: str, split: str, urls: list[str]) -> list[dict]:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_json_atomic
+from ..cache import file_sha256
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,6 @@ CACHE_FORMAT_VERSION = 2
 _LINES_PER_CHUNK = 20000
 _CACHE_FILES = ("vectors.npy", "words.arrow")
 _INDEX_DIR = "index"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a whole file, read in 1 MiB blocks."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class _HashingReader(io.RawIOBase):
