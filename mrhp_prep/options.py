@@ -30,7 +30,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
                          hint="pass a YAML file of option names and values") from exc
     if not isinstance(settings, dict):
         raise InputError("settings must be a mapping of option names to values", file=value)
-    params = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
+    params = {p.name: p for p in ctx.command.params}
     defaults = dict(ctx.default_map or {})
     for key, setting in settings.items():
         name = str(key).replace("-", "_")
@@ -42,7 +42,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         except ValueError as exc:
             raise InputError(str(exc), file=value, field=str(key),
                              hint=f"see 'mrhp-prep {ctx.command.name} --help' for what "
-                                  f"{params[name].opts[0]} takes") from None
+                                  f"{key} takes") from None
     ctx.default_map = defaults
     return value
 
@@ -60,11 +60,12 @@ def yaml_setting(param: click.Parameter, value: Any, *, check_paths: bool = True
             except click.BadParameter:
                 pass
         raise ValueError(f"{value!r} is not true or false")
-    items = value if isinstance(value, list) and param.multiple else [value]
+    repeats = param.multiple or param.nargs != 1
+    items = value if isinstance(value, list) and repeats else [value]
     for item in items:
         if isinstance(item, (dict, list)) or item is None:
             raise ValueError(f"{item!r} is not a single value"
-                             + (" (a list repeats the option)" if param.multiple else ""))
+                             + (" (a list repeats the option)" if repeats else ""))
         if isinstance(param.type, click.Path) and not check_paths:
             continue
         try:

@@ -38,6 +38,19 @@ def test_settings_file_with_command_line_override(runner, tmp_path):
     assert yaml.safe_load((folder / "MANIFEST.json").read_text())["settings"]["labels"] == "raw"
 
 
+def test_settings_file_may_give_the_argument_and_flags_as_words(runner, tmp_path):
+    raw = write_release(tmp_path / "raw", default_tables())
+    config = tmp_path / "ingest.yaml"
+    config.write_text(yaml.safe_dump({"raw_dir": str(raw), "dataset": "amazon",
+                                      "category": "electronics", "force": "off",
+                                      "out": str(tmp_path / "m")}))
+    first = runner.invoke(cli, ["ingest", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    stamp = (tmp_path / "m" / "MANIFEST.json").stat().st_mtime_ns
+    again = runner.invoke(cli, ["ingest", "--config", str(config)])   # "off": reused
+    assert again.exit_code == 0 and (tmp_path / "m" / "MANIFEST.json").stat().st_mtime_ns == stamp
+
+
 def test_pipeline_runs_reuses_and_forces(runner, tmp_path):
     raw = write_release(tmp_path / "raw", default_tables())
     pipeline = tmp_path / "p.yaml"
