@@ -84,6 +84,13 @@ def _random_problem(generator: np.random.Generator, n: int):
     return boxes, scores
 
 
+def test_threshold_zero_suppresses_even_disjoint_boxes():
+    # IoU 0 >= 0: Caffe keeps only the best box; "iou > 0" would keep both disjoint ones.
+    boxes, scores = _t([[0, 0, 9, 9], [50, 50, 59, 59]]), _t([0.9, 0.8])
+    assert oracle_nms(boxes, scores, 0.0) == [0]
+    assert caffe_nms(boxes, scores, 0.0).tolist() == [0]
+
+
 def test_fast_kernel_equals_the_literal_caffe_loop_on_random_boxes():
     generator = np.random.default_rng(0)
     for trial in range(300):
