@@ -122,6 +122,15 @@ def stray_prefix_beside(tmp):
     return _ingest_argv(raw, tmp)
 
 
+def release_file_is_a_broken_link(target: str):
+    def build(tmp):
+        raw = _release(tmp)
+        (raw / "Electronics.rel.dev").unlink()
+        os.symlink(target, raw / "Electronics.rel.dev")
+        return _ingest_argv(raw, tmp)
+    return build
+
+
 def two_copies_in_subfolders(tmp):
     write_release(tmp / "raw" / "a", default_tables())
     write_release(tmp / "raw" / "b", default_tables())
@@ -414,6 +423,11 @@ CASES = [
          refused=("Electronics.prd.train", "not a table")),
     Case("ingest: stray release of another spelling", stray_prefix_beside,
          refused=("Electronic.*", "Electronics.*", "ambiguous")),
+    Case("ingest: a release file that is a link loop",
+         release_file_is_a_broken_link("Electronics.rel.dev"),
+         refused=("Electronics.rel.dev", "cannot be read", "symbolic links")),
+    Case("ingest: a release file linking to a name too long",
+         release_file_is_a_broken_link("z" * 300), refused=("Electronics.rel.dev", "too long")),
     Case("ingest: two copies in subfolders", two_copies_in_subfolders,
          refused=("a/Electronics", "b/Electronics", "ambiguous")),
     Case("ingest: X and X.json", json_and_plain_beside,
