@@ -30,21 +30,37 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
                          hint="pass a YAML file of option names and values") from exc
     if not isinstance(settings, dict):
         raise InputError("settings must be a mapping of option names to values", file=value)
-    params = {p.name: p for p in ctx.command.params}
     defaults = dict(ctx.default_map or {})
     for key, setting in settings.items():
-        name = str(key).replace("-", "_")
-        if name not in params:   # a misspelt key would otherwise be ignored without a word
+        param = param_for_key(ctx.command, key)
+        if param is None:   # a misspelt key would otherwise be ignored without a word
             raise InputError(f"'{ctx.command.name}' has no option '{key}'", file=value,
                              field=str(key), hint=f"run 'mrhp-prep {ctx.command.name} --help'")
         try:
-            defaults[name] = yaml_setting(params[name], setting)
+            defaults[param.name] = yaml_setting(param, setting)
         except ValueError as exc:
             raise InputError(str(exc), file=value, field=str(key),
                              hint=f"see 'mrhp-prep {ctx.command.name} --help' for what "
                                   f"{key} takes") from None
     ctx.default_map = defaults
     return value
+
+
+def param_for_key(command: click.Command, key: object) -> click.Parameter | None:
+    """The parameter a YAML key names: its option without dashes (`nms` for --nms,
+    `max-padding` or `max_padding`) or its Python name (`nms_thresh`, `raw_dir`)."""
+    wanted = str(key).replace("-", "_")
+    for param in command.params:
+        names = {param.name} | {opt.lstrip("-").replace("-", "_") for opt in param.opts
+                                if opt.startswith("--")}
+        if wanted in names:
+            return param
+    return None
+
+
+def long_flag(param: click.Option) -> str:
+    """The option's first `--name` (what a generated command line uses)."""
+    return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
 
 
 def yaml_setting(param: click.Parameter, value: Any, *, check_paths: bool = True) -> Any:

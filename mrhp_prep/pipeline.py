@@ -7,7 +7,7 @@ A pipeline file:
     stages:
       - command: ingest              # any mrhp-prep command
         name: ingest                 # optional; later stages refer to {ingest}
-        args:                        # options without the leading dashes
+        args:                        # options without the leading dashes (nms for --nms)
           raw_dir: "{sample}/raw"    # the argument(s) of the command go first
           dataset: amazon
 
@@ -33,7 +33,7 @@ import click
 import yaml
 
 from .errors import InputError
-from .options import report, yaml_setting
+from .options import long_flag, param_for_key, report, yaml_setting
 
 log = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_-]+)\}")
@@ -72,11 +72,10 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
                where: str) -> list[str]:
     """Turn a stage's `args:` mapping into the command's argv, each value checked against
     the type of the option it sets."""
-    params = {p.name: p for p in command.params}
     positional, options = [], []
     for key, raw_value in args.items():
         value = _resolve(raw_value, names, where)
-        param = params.get(str(key).replace("-", "_"))
+        param = param_for_key(command, key)
         if param is None:
             raise InputError(f"'{command.name}' has no option '{key}'", row=where,
                              hint=f"run 'mrhp-prep {command.name} --help'")
@@ -84,7 +83,7 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
             values = value if isinstance(value, list) else [value]
             positional.extend(str(_as_path(v, here, param)) for v in values)
             continue
-        flag = "--" + str(key).replace("_", "-")
+        flag = long_flag(param)
         try:
             # Paths may name the output of an earlier stage: they are checked when it runs.
             value = yaml_setting(param, value, check_paths=False)
@@ -94,7 +93,7 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
                                   "takes (a flag: true or false)") from None
         if isinstance(param, click.Option) and param.is_flag:
             if param.secondary_opts:  # a --x/--no-x pair: false must say --no-x
-                options.append(param.opts[0] if value else param.secondary_opts[0])
+                options.append(flag if value else param.secondary_opts[0])
             elif value:
                 options.append(flag)
             continue
