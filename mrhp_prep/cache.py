@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Iterator, Mapping
 
 from . import __version__
@@ -53,6 +54,12 @@ def fingerprint(stage: str, settings: Mapping[str, Any], inputs: Mapping[str, st
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:16]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a whole file, read in blocks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def path_fingerprint(path: str | os.PathLike) -> str:
     """Fingerprint of an input path.
 
@@ -65,9 +72,16 @@ def path_fingerprint(path: str | os.PathLike) -> str:
     if manifest.is_file():
         return json.loads(manifest.read_text())["fingerprint"]
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(path.rglob("*"))
     for file in files:
-        stat = file.stat()
+        try:
+            stat = file.stat()
+        except OSError:
+            # A broken or looping link, a name too long: skipped as a missing file is; the
+            # stage that reads it lists it as a failed item.
+            continue
+        if not S_ISREG(stat.st_mode):
+            continue
         rel = file.name if file == path else file.relative_to(path).as_posix()
         digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]

@@ -31,8 +31,63 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     if not isinstance(settings, dict):
         raise InputError("settings must be a mapping of option names to values", file=value)
     defaults = dict(ctx.default_map or {})
-    defaults.update({str(k).replace("-", "_"): v for k, v in settings.items()})
+    for key, setting in settings.items():
+        param = param_for_key(ctx.command, key)
+        if param is None:   # a misspelt key would otherwise be ignored without a word
+            raise InputError(f"'{ctx.command.name}' has no option '{key}'", file=value,
+                             field=str(key), hint=f"run 'mrhp-prep {ctx.command.name} --help'")
+        try:
+            defaults[param.name] = yaml_setting(param, setting)
+        except ValueError as exc:
+            raise InputError(str(exc), file=value, field=str(key),
+                             hint=f"see 'mrhp-prep {ctx.command.name} --help' for what "
+                                  f"{key} takes") from None
     ctx.default_map = defaults
+    return value
+
+
+def param_for_key(command: click.Command, key: object) -> click.Parameter | None:
+    """The parameter a YAML key names: its option without dashes (`nms` for --nms,
+    `max-padding` or `max_padding`) or its Python name (`nms_thresh`, `raw_dir`)."""
+    wanted = str(key).replace("-", "_")
+    for param in command.params:
+        names = {param.name} | {opt.lstrip("-").replace("-", "_") for opt in param.opts
+                                if opt.startswith("--")}
+        if wanted in names:
+            return param
+    return None
+
+
+def long_flag(param: click.Option) -> str:
+    """The option's first `--name` (what a generated command line uses)."""
+    return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+
+
+def yaml_setting(param: click.Parameter, value: Any, *, check_paths: bool = True) -> Any:
+    """A YAML value checked against the type of the option it sets (ValueError if it does
+    not fit): a flag takes true/false or a string or 0/1 meaning one, and becomes a bool;
+    an option that repeats takes a list; paths are checked only with `check_paths`."""
+    if isinstance(param, click.Option) and param.is_flag:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, str)):
+            try:
+                return click.BOOL.convert(str(value), param, None)
+            except click.BadParameter:
+                pass
+        raise ValueError(f"{value!r} is not true or false")
+    repeats = param.multiple or param.nargs != 1
+    items = value if isinstance(value, list) and repeats else [value]
+    for item in items:
+        if isinstance(item, (dict, list)) or item is None:
+            raise ValueError(f"{item!r} is not a single value"
+                             + (" (a list repeats the option)" if repeats else ""))
+        if isinstance(param.type, click.Path) and not check_paths:
+            continue
+        try:
+            param.type.convert(str(item), param, None)
+        except click.BadParameter as exc:
+            raise ValueError(f"{item!r} is not a valid value: {exc.message}") from None
     return value
 
 

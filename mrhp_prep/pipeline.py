@@ -7,13 +7,14 @@ A pipeline file:
     stages:
       - command: ingest              # any mrhp-prep command
         name: ingest                 # optional; later stages refer to {ingest}
-        args:                        # options without the leading dashes
+        args:                        # options without the leading dashes (nms for --nms)
           raw_dir: "{sample}/raw"    # the argument(s) of the command go first
           dataset: amazon
 
 Strings may contain `{sample}` (the bundled sample folder), `{here}` (this file's folder) and
 `{NAME}` for the output folder of an earlier stage. Relative paths are taken from the file's
-folder. A list value repeats the option. Values are read as the option's type: a flag takes
+folder. A list gives a command several arguments, or repeats an option that repeats (train's
+`set:`); any other option takes one value. Values are read as the option's type: a flag takes
 true/false (also "false", "0", "off" as strings), `lowercase: false` gives `--no-lowercase`.
 
 The whole file is checked before the first stage runs: commands, option names, values,
@@ -32,7 +33,7 @@ import click
 import yaml
 
 from .errors import InputError
-from .options import report
+from .options import long_flag, param_for_key, report, yaml_setting
 
 log = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_-]+)\}")
@@ -71,11 +72,10 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
                where: str) -> list[str]:
     """Turn a stage's `args:` mapping into the command's argv, each value checked against
     the type of the option it sets."""
-    params = {p.name: p for p in command.params}
     positional, options = [], []
     for key, raw_value in args.items():
         value = _resolve(raw_value, names, where)
-        param = params.get(str(key).replace("-", "_"))
+        param = param_for_key(command, key)
         if param is None:
             raise InputError(f"'{command.name}' has no option '{key}'", row=where,
                              hint=f"run 'mrhp-prep {command.name} --help'")
@@ -83,47 +83,23 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
             values = value if isinstance(value, list) else [value]
             positional.extend(str(_as_path(v, here, param)) for v in values)
             continue
-        flag = "--" + str(key).replace("_", "-")
+        flag = long_flag(param)
+        try:
+            # Paths may name the output of an earlier stage: they are checked when it runs.
+            value = yaml_setting(param, value, check_paths=False)
+        except ValueError as exc:
+            raise InputError(str(exc), row=where, field=str(key),
+                             hint=f"see 'mrhp-prep {command.name} --help' for what {flag} "
+                                  "takes (a flag: true or false)") from None
         if isinstance(param, click.Option) and param.is_flag:
-            options.extend(_flag_argv(param, flag, value, where))
+            if param.secondary_opts:  # a --x/--no-x pair: false must say --no-x
+                options.append(flag if value else param.secondary_opts[0])
+            elif value:
+                options.append(flag)
             continue
         for item in value if isinstance(value, list) else [value]:
-            _check_value(command.name, param, str(key), item, where)
             options.extend([flag, str(_as_path(item, here, param))])
     return positional + options
-
-
-def _flag_argv(param: click.Option, flag: str, value: Any, where: str) -> list[str]:
-    """A flag's argv from a YAML value: true/false, or a string or number meaning one."""
-    try:
-        if not isinstance(value, (bool, int, str)):
-            raise TypeError(value)
-        on = click.BOOL.convert(value, param, None)
-    except (click.BadParameter, TypeError):
-        raise InputError(f"{value!r} is not true or false", row=where, field=param.name,
-                         hint=f"write {param.name}: true or {param.name}: false") from None
-    if param.secondary_opts:  # a --x/--no-x pair: false must say --no-x
-        return [param.opts[0] if on else param.secondary_opts[0]]
-    return [flag] if on else []
-
-
-def _check_value(command: str, param: click.Parameter, key: str, value: Any,
-                 where: str) -> None:
-    """Refuse a value the option's type would refuse, before any stage runs.
-
-    Paths are not checked here: they may name the output of an earlier stage.
-    """
-    if isinstance(param.type, click.Path) or (isinstance(value, str) and value.startswith("<")):
-        return
-    if isinstance(value, (dict, list)) or value is None:
-        raise InputError(f"{value!r} is not a value for --{key.replace('_', '-')}", row=where,
-                         field=key, hint="give a single value (a list repeats the option)")
-    try:
-        param.type.convert(str(value), param, None)
-    except click.BadParameter as exc:
-        raise InputError(f"{value!r} is not a valid value: {exc.message}", row=where,
-                         field=key, hint=f"see 'mrhp-prep {command} --help' for what "
-                                         f"--{key.replace('_', '-')} takes") from None
 
 
 def _as_path(value: Any, here: Path, param: click.Parameter) -> Any:

@@ -122,6 +122,15 @@ def stray_prefix_beside(tmp):
     return _ingest_argv(raw, tmp)
 
 
+def release_file_is_a_broken_link(target: str):
+    def build(tmp):
+        raw = _release(tmp)
+        (raw / "Electronics.rel.dev").unlink()
+        os.symlink(target, raw / "Electronics.rel.dev")
+        return _ingest_argv(raw, tmp)
+    return build
+
+
 def two_copies_in_subfolders(tmp):
     write_release(tmp / "raw" / "a", default_tables())
     write_release(tmp / "raw" / "b", default_tables())
@@ -288,6 +297,8 @@ def symlink_loop_and_long_name(tmp):
     write_photos(tmp / "images", names=("coffee",))
     os.symlink("loop-b.jpg", tmp / "images" / "loop-a.jpg")
     os.symlink("loop-a.jpg", tmp / "images" / "loop-b.jpg")
+    # A link whose target has a 300-character name: stat() fails with ENAMETOOLONG.
+    os.symlink("n" * 300 + ".jpg", tmp / "images" / "long-target.jpg")
     return _rois_argv(tmp)
 
 
@@ -361,6 +372,24 @@ def pipeline_list_for_a_flag(tmp):
     return _pipeline(tmp, [{"command": "ingest", "args": {"force": [True, False]}}])
 
 
+def pipeline_number_for_a_flag(tmp):
+    return _pipeline(tmp, [{"command": "ingest", "args": {"force": 2}}])
+
+
+def pipeline_list_for_a_single_value(tmp):
+    # Repeating --min-freq would silently keep the last value.
+    return _pipeline(tmp, [{"command": "ingest"},
+                           {"command": "embed-text", "args": {"manifest": "{ingest}",
+                                                              "min_freq": [1, 5]}}])
+
+
+def _ingest_with_config(tmp, settings: dict) -> list[str]:
+    config = tmp / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    return ["ingest", str(_release(tmp)), "--dataset", "amazon", "--category", "electronics",
+            "--out", str(tmp / "out"), "--config", str(config)]
+
+
 def weights_not_a_checkpoint(tmp):
     write_photos(tmp / "images", names=("coffee",))
     (tmp / "w.pth").write_text("this is not a checkpoint\n")
@@ -394,6 +423,11 @@ CASES = [
          refused=("Electronics.prd.train", "not a table")),
     Case("ingest: stray release of another spelling", stray_prefix_beside,
          refused=("Electronic.*", "Electronics.*", "ambiguous")),
+    Case("ingest: a release file that is a link loop",
+         release_file_is_a_broken_link("Electronics.rel.dev"),
+         refused=("Electronics.rel.dev", "cannot be read", "symbolic links")),
+    Case("ingest: a release file linking to a name too long",
+         release_file_is_a_broken_link("z" * 300), refused=("Electronics.rel.dev", "too long")),
     Case("ingest: two copies in subfolders", two_copies_in_subfolders,
          refused=("a/Electronics", "b/Electronics", "ambiguous")),
     Case("ingest: X and X.json", json_and_plain_beside,
@@ -411,13 +445,29 @@ CASES = [
     Case("run: args that are not a mapping", pipeline_args_not_a_mapping,
          refused=("args", "stage 1")),
     Case("run: a list for a flag", pipeline_list_for_a_flag, refused=("force", "true or false")),
+    Case("run: a number other than 0/1 for a flag", pipeline_number_for_a_flag,
+         refused=("force", "true or false")),
+    Case("run: a list for an option taking one value", pipeline_list_for_a_single_value,
+         refused=("min_freq", "[1, 5]", "stage 1")),
+    Case("--config: a number other than 0/1 for a flag",
+         lambda tmp: _ingest_with_config(tmp, {"force": 2}),
+         refused=("settings.yaml", "force", "true or false")),
+    Case("--config: a list for an option taking one value",
+         lambda tmp: _ingest_with_config(tmp, {"labels": ["raw", "graded"]}),
+         refused=("settings.yaml", "labels", "single value")),
+    Case("--config: a value its option refuses",
+         lambda tmp: _ingest_with_config(tmp, {"labels": "percent"}),
+         refused=("settings.yaml", "labels", "percent")),
+    Case("--config: a misspelt key", lambda tmp: _ingest_with_config(tmp, {"lables": "raw"}),
+         refused=("settings.yaml", "no option 'lables'")),
     Case("extract-rois: a text file as weights", weights_not_a_checkpoint,
          refused=("w.pth", "weights-only")),
     Case("merge-rois: an ingest folder as a shard", rois_from_an_ingest_folder,
          refused=("ingest", "extract-rois")),
     Case("extract-rois: NaN detector weights", detector_nan_weights,
          refused=("roi_heads.box_predictor.cls_score.weight", "NaN")),
-    Case("extract-rois: symlink loop", symlink_loop_and_long_name, listed=("loop-a.jpg",),
+    Case("extract-rois: symlink loop", symlink_loop_and_long_name,
+         listed=("loop-a.jpg", "long-target.jpg"),
          slow=True),
     Case("extract-rois: 15000 x 15000 PNG", decompression_bomb, listed=("bomb.png",), slow=True),
     Case("import-rois: NaN features in one file", imported_nan_features,

@@ -38,6 +38,44 @@ def test_settings_file_with_command_line_override(runner, tmp_path):
     assert yaml.safe_load((folder / "MANIFEST.json").read_text())["settings"]["labels"] == "raw"
 
 
+def test_settings_file_may_give_the_argument_and_flags_as_words(runner, tmp_path):
+    raw = write_release(tmp_path / "raw", default_tables())
+    config = tmp_path / "ingest.yaml"
+    config.write_text(yaml.safe_dump({"raw_dir": str(raw), "dataset": "amazon",
+                                      "category": "electronics", "force": "off",
+                                      "out": str(tmp_path / "m")}))
+    first = runner.invoke(cli, ["ingest", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    stamp = (tmp_path / "m" / "MANIFEST.json").stat().st_mtime_ns
+    again = runner.invoke(cli, ["ingest", "--config", str(config)])   # "off": reused
+    assert again.exit_code == 0 and (tmp_path / "m" / "MANIFEST.json").stat().st_mtime_ns == stamp
+
+
+def test_settings_keys_may_be_the_option_names_not_only_the_python_ones(runner, tmp_path):
+    import numpy as np
+    import h5py
+
+    source = tmp_path / "feats"
+    source.mkdir()
+    np.savez(source / "a.npz", x=np.full((2, 4), 0.1, np.float32),
+             bbox=np.ones((2, 4), np.float32), image_h=10, image_w=10)
+    config = tmp_path / "import.yaml"    # --format and --dtype set fmt and feature_dtype
+    config.write_text(yaml.safe_dump({"format": "npz", "dtype": "float16",
+                                      "out": str(tmp_path / "store")}))
+    result = runner.invoke(cli, ["import-rois", str(source), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "store" / "rois.h5", "r") as handle:
+        assert handle["features"].dtype == np.float16
+
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(yaml.safe_dump({"stages": [
+        {"command": "extract-rois", "args": {"images": str(tmp_path), "weights": "random",
+                                             "nms": 0.4, "conf_thresh": 0.25}}]}))
+    planned = runner.invoke(cli, ["run", str(pipeline), "--dry-run"])
+    assert planned.exit_code == 0, planned.output
+    assert "--nms 0.4" in planned.output and "--conf 0.25" in planned.output
+
+
 def test_pipeline_runs_reuses_and_forces(runner, tmp_path):
     raw = write_release(tmp_path / "raw", default_tables())
     pipeline = tmp_path / "p.yaml"

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from mrhp_prep.cli import cli
-from mrhp_prep.data.ingest import grade_votes, image_urls, ingest
+from mrhp_prep.data.cells import image_urls
+from mrhp_prep.data.ingest import grade_votes, ingest
 from mrhp_prep.data.manifest import Manifest, path_component
 from mrhp_prep.errors import InputError
 

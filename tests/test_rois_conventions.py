@@ -84,6 +84,13 @@ def _random_problem(generator: np.random.Generator, n: int):
     return boxes, scores
 
 
+def test_threshold_zero_suppresses_even_disjoint_boxes():
+    # IoU 0 >= 0: Caffe keeps only the best box; "iou > 0" would keep both disjoint ones.
+    boxes, scores = _t([[0, 0, 9, 9], [50, 50, 59, 59]]), _t([0.9, 0.8])
+    assert oracle_nms(boxes, scores, 0.0) == [0]
+    assert caffe_nms(boxes, scores, 0.0).tolist() == [0]
+
+
 def test_fast_kernel_equals_the_literal_caffe_loop_on_random_boxes():
     generator = np.random.default_rng(0)
     for trial in range(300):
@@ -111,6 +118,55 @@ def test_caffe_iou_matrix_is_bitwise_the_loop_value():
     matrix = caffe_iou(torch.from_numpy(boxes), torch.from_numpy(boxes)).numpy()
     expected = np.array([[oracle_iou(a, b) for b in boxes] for a in boxes], dtype=np.float32)
     np.testing.assert_array_equal(matrix, expected)
+
+
+# --- the RPN's proposal choice: the reference's steps written out -------------------------
+
+def oracle_proposals(boxes, scores, height, width, min_side, pre_nms, post_nms, nms_thresh):
+    """Clip to [0, w - 1] x [0, h - 1]; keep x2 > x1, y2 > y1 and inclusive sides strictly
+    above `min_side`; the `pre_nms` best; the Caffe NMS loop; the first `post_nms`."""
+    boxes = np.asarray(boxes, np.float32).copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width - 1)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height - 1)
+    w, h = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    keep = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            & (w > np.float32(min_side)) & (h > np.float32(min_side)))
+    boxes, scores = boxes[keep], np.asarray(scores, np.float32)[keep]
+    top = np.argsort(-scores, kind="stable")[:pre_nms]
+    boxes, scores = boxes[top], scores[top]
+    return boxes[oracle_nms(boxes, scores, nms_thresh)[:post_nms]]
+
+
+def test_rpn_proposal_choice_follows_the_reference_steps():
+    from mrhp_prep.vision.rpn import RegionProposalNetwork
+
+    rpn = RegionProposalNetwork(pre_nms_top_n=6, post_nms_top_n=4, nms_thresh=0.7,
+                                min_size=16.0)
+    # Resized image 60 x 80 at scale 0.5: the minimum side is 8 px, compared strictly.
+    boxes = _t([[0, 0, 19, 19],      # 20 x 20, best
+                [0, 0, 13, 19],      # inside the first, Caffe IoU 280/400 = 0.7: suppressed
+                [30, 0, 37, 19],     # 8 px wide: not above 8, dropped
+                [30, 30, 38, 49],    # 9 px wide: kept
+                [50, 5, 120, 40],    # passes the right edge: clipped to x2 = 79
+                [-9, 50, 30, 90],    # clipped to the bottom-left corner: 31 x 10, kept
+                [90, 10, 99, 30],    # right of the image: clipped to zero width, dropped
+                [40, 20, 60, 40]])   # lowest score: cut by post_nms_top_n = 4
+    scores = _t([0.9, 0.8, 0.85, 0.6, 0.7, 0.5, 0.95, 0.1])
+    found = rpn.select_proposals(boxes, scores, torch.tensor([60, 80]), torch.tensor(0.5))
+    expected = oracle_proposals(boxes.numpy(), scores.numpy(), 60, 80, 8.0, 6, 4, 0.7)
+    np.testing.assert_array_equal(found.numpy(), expected)
+    np.testing.assert_array_equal(found.numpy(), np.float32([[0, 0, 19, 19], [50, 5, 79, 40],
+                                                            [30, 30, 38, 49], [0, 50, 30, 59]]))
+    # Random boxes: the same as the written-out steps, the cut to post_nms_top_n included.
+    generator = np.random.default_rng(4)
+    rpn.pre_nms_top_n, rpn.post_nms_top_n = 40, 12
+    for trial in range(50):
+        raw, raw_scores = _random_problem(generator, 60)
+        raw = raw * 1.5 - 10          # some boxes pass the image's edges
+        found = rpn.select_proposals(torch.from_numpy(raw), torch.from_numpy(raw_scores),
+                                     torch.tensor([60, 80]), torch.tensor(0.5))
+        expected = oracle_proposals(raw, raw_scores, 60, 80, 8.0, 40, 12, 0.7)
+        np.testing.assert_array_equal(found.numpy(), expected, err_msg=str(trial))
 
 
 # --- the region choice: the reference's literal per-class loop -----------------------------

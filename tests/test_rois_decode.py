@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrhp_prep.vision.decode import ImageError, decode_image, resize_scale, resized_shape
+from mrhp_prep.vision.decode import ImageError, decode_image
+from mrhp_prep.vision.resize import resize_scale, resized_shape
 from rois_support import photo
 
 

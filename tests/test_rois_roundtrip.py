@@ -113,6 +113,30 @@ def test_format_1_stores_are_not_exported(tmp_path):
         export_rois(str(path), fmt="tsv", out=str(tmp_path / "refused"))
 
 
+def test_ids_that_would_share_a_file_or_break_a_line_are_refused_before_writing(tmp_path):
+    import pytest
+
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision.stages import export_rois
+    from mrhp_prep.vision.store import ImageRegions, write_store
+
+    def store(path, ids):
+        regions = _regions(0, 100, 100, 2)
+        return write_store(path, [ImageRegions(i, 100, 100, regions["x"], regions["bbox"],
+                                               regions["objects_id"], regions["objects_conf"],
+                                               regions["attrs_id"], regions["attrs_conf"])
+                                  for i in ids], feature_dim=2048)
+    # x.jpg and x.png would both become x.npz: the second would replace the first.
+    two = store(tmp_path / "two.h5", ["shop/x.jpg", "shop/x.png", "shop/y.jpg"])
+    with pytest.raises(InputError, match=r"'shop/x.jpg' and 'shop/x.png'.*x\.npz"):
+        export_rois(str(two), fmt="npz", out=str(tmp_path / "npz"))
+    assert not list((tmp_path / "npz").rglob("*.npz"))
+    tab = store(tmp_path / "tab.h5", ["ok.jpg", "a\tb.jpg"])
+    with pytest.raises(InputError, match="tab or newline"):
+        export_rois(str(tab), fmt="tsv", out=str(tmp_path / "tsv"))
+    assert not (tmp_path / "tsv" / "rois.tsv").exists()
+
+
 def test_format_1_shards_are_not_merged(sample_manifest, tmp_path):
     import pytest
 

@@ -89,6 +89,26 @@ def test_cache_follows_the_whole_content_not_the_place(tmp_path, glove_txt):
     assert edited.info["source_sha256"] == file_sha256(copy)
 
 
+def test_a_same_size_edit_with_its_old_mtime_put_back_is_seen(tmp_path, glove_txt):
+    import os
+
+    cache, copy = tmp_path / "cache", tmp_path / "v.txt"
+    shutil.copy(glove_txt, copy)
+    first = open_cached(copy, cache)
+    assert open_cached(copy, cache).info["cache"] == "hit"
+    before = copy.stat()
+    data = bytearray(copy.read_bytes())
+    middle = data.index(b" ", len(data) // 2 + 7) + 1
+    data[middle:middle + 1] = b"7" if data[middle:middle + 1] != b"7" else b"8"
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))   # as touch -r or cp -p do
+    assert copy.stat().st_size == before.st_size
+    assert copy.stat().st_mtime_ns == before.st_mtime_ns
+    edited = open_cached(copy, cache)
+    assert edited.info["cache"] == "built"
+    assert edited.info["cache_folder"] != first.info["cache_folder"]
+
+
 def test_force_rebuilds_and_a_damaged_cache_is_never_used(tmp_path, glove, glove_txt):
     words, matrix = glove
     cache = tmp_path / "cache"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
-from ..cache import StageRun, open_stage
+from ..cache import StageRun, file_sha256, open_stage
 from ..errors import InputError
+from .cells import cell_text, count_surrogates, image_urls, valid_id, vote_count
 from .manifest import (FORMAT_VERSION, IMAGE_SCHEMA, PRODUCT_SCHEMA, REVIEW_SCHEMA,
                        image_relpath)
 from .raw_files import ROW_KEY, SPLITS, find_release_files, read_table
@@ -29,12 +27,6 @@ REQUIRED = {
     "rvw": ("product_id", "review_id", "content"),
     "rel": ("product_id", "review_id", "upvotes"),
 }
-# Amazon thumbnails carry a size suffix such as "._SY88.jpg" or "._SX38_SY50_CR,0,0,38,50_.jpg".
-_AMAZON_SIZE_SUFFIX = re.compile(r"\._[^/.]*\.(jpe?g|png|gif|webp)$", re.IGNORECASE)
-_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-# A lone UTF-16 surrogate ("\ud800" in the JSON) is not Unicode: no file format can store it.
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
-_MAX_VOTES = 2**63 - 1  # the int64 column of reviews.parquet
 
 
 def grade_votes(votes: int) -> int | None:
@@ -67,46 +59,11 @@ class Problems:
                  "the stage's failures.jsonl)")
 
 
-def _text(value: object) -> str:
-    """A cell as text; lone surrogates become U+FFFD (one character for one: offsets hold)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, list):
-        return " ".join(_text(v) for v in value)
-    return _SURROGATES.sub("\ufffd", str(value).strip())
-
-
-def _count_surrogates(row: dict) -> int:
-    """How many text cells of a row hold a lone surrogate (ids are refused instead)."""
-    return sum(1 for key, value in row.items()
-               if key not in ("product_id", "review_id") and _has_surrogate(value))
-
-
-def _has_surrogate(value: object) -> bool:
-    if isinstance(value, str):
-        return _SURROGATES.search(value) is not None
-    if isinstance(value, dict):
-        value = list(value.values())
-    return isinstance(value, list) and any(_has_surrogate(v) for v in value)
-
-
-def _valid_id(value: object) -> str | None:
-    """The id as a string, or None when it is missing or could not be a safe key."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    if not text or _BAD_ID_CHARS.search(text) or text in {".", ".."}:
-        return None
-    return text
-
-
 def _new_id(row: dict, column: str, path: Path, seen: dict[str, str],
             problems: Problems) -> str | None:
     """The row's id in `column` when it is usable and not in `seen` (id -> where it was
     first seen); otherwise None, with the problem noted against the row."""
-    item_id = _valid_id(row.get(column))
+    item_id = valid_id(row.get(column))
     if item_id is None:
         problems.add(path, row[ROW_KEY], column, "missing or unusable id (empty, control "
                      "characters, '.' or '..')", item=str(row.get(column)))
@@ -117,51 +74,6 @@ def _new_id(row: dict, column: str, path: Path, seen: dict[str, str],
                      item=item_id)
         item_id = None
     return item_id
-
-
-def _votes(value: object) -> int | None:
-    """The vote count as an int in 0 .. 2^63 - 1, else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int) and 0 <= value <= _MAX_VOTES:
-        return value
-    return None
-
-
-def image_urls(value: object, dataset: str) -> list[str]:
-    """Normalise an `img_url` cell to a list of URLs.
-
-    Accepts a URL, a list of URLs, a list of `{"url": ...}` dicts (Lazada) or either list as
-    a JSON string. Amazon size suffixes are stripped to get the full-size image.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.startswith("["):
-            try:
-                value = json.loads(stripped)
-            except json.JSONDecodeError:
-                value = [stripped]
-        else:
-            value = [stripped] if stripped else []
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list):
-        raise ValueError(f"expected a URL or a list of URLs, got {value!r:.60}")
-    urls = []
-    for entry in value:
-        url = entry.get("url") if isinstance(entry, dict) else entry
-        if isinstance(url, str) and url.strip():
-            url = _SURROGATES.sub("\ufffd", url.strip())
-            if dataset == "amazon":
-                url = _AMAZON_SIZE_SUFFIX.sub(r".\1", url)
-            urls.append(url)
-    return urls
 
 
 def _check_columns(frame: pd.DataFrame, kind: str, path: Path) -> None:
@@ -195,11 +107,11 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
 
         split_products: dict[str, dict] = {}
         for row in tables["prd"].to_dict("records"):
-            surrogate_cells += _count_surrogates(row)
+            surrogate_cells += count_surrogates(row)
             pid = _new_id(row, "product_id", prd_path, seen_products, problems)
             if pid is None:
                 continue
-            name, description = _text(row.get("name")), _text(row.get("description"))
+            name, description = cell_text(row.get("name")), cell_text(row.get("description"))
             text = f"{name} {description}".strip() if use_description else name
             if not text:
                 problems.add(prd_path, row[ROW_KEY], "name", "empty product name and description",
@@ -213,25 +125,25 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
             seen_products[pid] = f"{prd_path.name} row {row[ROW_KEY]}"
             split_products[pid] = {
                 "product_id": pid, "split": split, "name": name, "description": description,
-                "keyword": _text(row.get("keyword")), "brand_name": _text(row.get("brand_name")),
+                "keyword": cell_text(row.get("keyword")), "brand_name": cell_text(row.get("brand_name")),
                 "text": text, "num_images": len(urls)}
             images.extend(_image_rows(pid, "prd", split, urls))
 
         split_reviews: dict[str, dict] = {}
         rejected: set[str] = set()  # their relation rows are not reported a second time
         for row in tables["rvw"].to_dict("records"):
-            surrogate_cells += _count_surrogates(row)
+            surrogate_cells += count_surrogates(row)
             rid = _new_id(row, "review_id", rvw_path, seen_reviews, problems)
             if rid is None:
                 continue
-            pid = _valid_id(row.get("product_id"))
+            pid = valid_id(row.get("product_id"))
             if pid not in split_products:
                 rejected.add(rid)
                 problems.add(rvw_path, row[ROW_KEY], "product_id",
                              f"review '{rid}' names product '{pid}', which is not in "
                              f"{prd_path.name}", item=rid)
                 continue
-            content = _text(row.get("content"))
+            content = cell_text(row.get("content"))
             if not content:
                 rejected.add(rid)
                 problems.add(rvw_path, row[ROW_KEY], "content", f"review '{rid}' has empty text",
@@ -247,14 +159,14 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
             time_value = row.get("time")
             split_reviews[rid] = {
                 "review_id": rid, "product_id": pid, "split": split,
-                "title": _text(row.get("title")), "content": content, "text": content,
+                "title": cell_text(row.get("title")), "content": content, "text": content,
                 "upvotes": None, "label": None,
-                "time": None if time_value is None else _text(time_value),
+                "time": None if time_value is None else cell_text(time_value),
                 "_urls": urls, "_row": row[ROW_KEY]}
 
         labelled = set()
         for row in tables["rel"].to_dict("records"):
-            rid, pid = _valid_id(row.get("review_id")), _valid_id(row.get("product_id"))
+            rid, pid = valid_id(row.get("review_id")), valid_id(row.get("product_id"))
             review = split_reviews.get(rid)
             if rid in rejected:
                 continue
@@ -272,7 +184,7 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
                 problems.add(rel_path, row[ROW_KEY], "review_id",
                              f"duplicate relation row for review '{rid}'", item=rid)
                 continue
-            votes = _votes(row.get("upvotes"))
+            votes = vote_count(row.get("upvotes"))
             if votes is None:
                 problems.add(rel_path, row[ROW_KEY], "upvotes",
                              f"votes must be an integer from 0 to 2^63-1, got "
@@ -321,9 +233,8 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
 
 def _file_record(path: Path) -> dict:
     """Where a release file was, its size and SHA-256: the manifest says what was read."""
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
+    return {"path": str(path.resolve()), "size": path.stat().st_size,
+            "sha256": file_sha256(path)}
 
 
 def _image_rows(item_id: str, role: str, split: str, urls: list[str]) -> list[dict]:

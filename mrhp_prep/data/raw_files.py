@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from stat import S_ISREG
 
 import pandas as pd
 
@@ -48,11 +49,18 @@ def find_release_files(raw_dir: Path, category: str) -> dict[tuple[str, str], Pa
                          r"(?:\.json|\.jsonl)?$")
     # (folder, prefix) -> {(kind, split): [paths]}
     releases: dict[tuple[Path, str], dict[tuple[str, str], list[Path]]] = {}
-    candidates = sorted(raw_dir.glob("*")) + sorted(raw_dir.glob("*/*"))
+    candidates = _entries_two_levels(raw_dir)
     for path in candidates:
         match = pattern.match(path.name)
-        if not match or not path.is_file() or _normalise(match["prefix"]) not in wanted:
+        if not match or _normalise(match["prefix"]) not in wanted:
             continue
+        try:
+            if not S_ISREG(path.stat().st_mode):
+                continue
+        except OSError as exc:  # a broken or looping link, a target name too long
+            raise InputError(f"{path.name} cannot be read ({exc.strerror or exc})",
+                             file=str(path), hint="replace the link with the release file, "
+                                                  "or remove it") from None
         release = releases.setdefault((path.parent, match["prefix"]), {})
         release.setdefault((match["kind"], match["split"]), []).append(path)
     if len(releases) > 1:
@@ -79,6 +87,18 @@ def find_release_files(raw_dir: Path, category: str) -> dict[tuple[str, str], Pa
             hint=f"the folder must hold {{prefix}}.{{prd,rvw,rel}}.{{train,dev,test}} with a "
                  f"prefix such as {prefixes}")
     return found
+
+
+def _entries_two_levels(folder: Path) -> list[Path]:
+    """The entries of `folder` and of its subfolders, sorted. (glob("*/*") raises on a link
+    whose target name is too long; such a link is kept here, for the caller to name.)"""
+    def children(path: Path) -> list[Path]:
+        try:
+            return sorted(path.iterdir()) if path.is_dir() else []
+        except OSError:
+            return []
+    top = children(folder)
+    return top + sorted(entry for path in top for entry in children(path))
 
 
 def read_table(path: Path) -> pd.DataFrame:

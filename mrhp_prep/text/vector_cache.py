@@ -8,9 +8,9 @@ A text file is parsed once into `<vectors-cache>/<key>/`:
 
 `key` is the first 16 hex digits of the SHA-256 of the whole source file, computed while
 the file is converted (the bytes are hashed as they are read, so it costs no extra pass).
-`<vectors-cache>/index/` remembers the hash of each source path with its size and
-modification time, so a later run finds the folder without reading the source; a file whose
-size or time changed is hashed again (one quick pass), and a copy of the same file elsewhere
+`<vectors-cache>/index/` remembers the hash of each source path with its size, modification
+and inode change times, so a later run finds the folder without reading the source; a file
+whose size or times changed is hashed again (one quick pass), and a copy of the same file elsewhere
 finds the same folder (a first conversion into an empty cache hashes only while converting).
 Every read checks the cache files against their recorded hashes: a
 damaged or outdated folder is rebuilt, never used. `force=True` rebuilds it in any case.
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_json_atomic
+from ..cache import file_sha256
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,6 @@ CACHE_FORMAT_VERSION = 2
 _LINES_PER_CHUNK = 20000
 _CACHE_FILES = ("vectors.npy", "words.arrow")
 _INDEX_DIR = "index"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a whole file, read in 1 MiB blocks."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class _HashingReader(io.RawIOBase):
@@ -111,24 +106,29 @@ def _index_path(root: Path, path: Path) -> Path:
     return root / _INDEX_DIR / f"{key[:16]}.json"
 
 
+def _file_state(path: Path) -> dict:
+    """What changes when a file's bytes may have: size, modification time, and the inode
+    change time, which `touch -r` or `cp -p` cannot set back."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+
+
 def _indexed_hash(root: Path, path: Path) -> str | None:
-    """The recorded hash of `path`, when its size and modification time are unchanged."""
+    """The recorded hash of `path`, when its size and times are unchanged."""
     entry_path = _index_path(root, path)
     try:
         entry = json.loads(entry_path.read_text())
-        stat = path.stat()
+        state = _file_state(path)
     except (OSError, ValueError):
         return None
-    if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+    if all(entry.get(key) == value for key, value in state.items()):
         return entry.get("sha256")
     return None
 
 
 def _remember_hash(root: Path, path: Path, digest: str) -> None:
-    stat = path.stat()
     write_json_atomic(_index_path(root, path), {
-        "path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-        "sha256": digest})
+        "path": str(path.resolve()), **_file_state(path), "sha256": digest})
 
 
 def _read_verified(folder: Path):

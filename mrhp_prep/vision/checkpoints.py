@@ -50,7 +50,6 @@ that model; the log says which anchors run.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import file_sha256
 from ..errors import InputError
 from .safe_pickle import load_restricted
 
@@ -117,14 +117,6 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     anchors: str = "built"      # "checkpoint" when the file's cell anchors are used
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:

@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .resize import resize_scale, resized_shape  # noqa: F401  (kept importable from here)
-
 # Above this many pixels an image is refused as a likely decompression bomb: Pillow's own
 # default refusal (twice its warning limit of 89,478,485 pixels, about 13400 x 13400).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485

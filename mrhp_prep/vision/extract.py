@@ -78,7 +78,8 @@ def folder_images(folder: str | Path) -> list[tuple[str, Path]]:
         if any(part.startswith(".") for part in rel.parts):
             continue
         # A broken or looping link is kept: decoding lists it as a failure, not a silent gap.
-        if (path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_SUFFIXES:
+        # (is_symlink first: is_file raises on a link whose target name is too long.)
+        if (path.is_symlink() or path.is_file()) and path.suffix.lower() in IMAGE_SUFFIXES:
             items.append((rel.as_posix(), path))
     return items
 

@@ -191,12 +191,20 @@ def _safe_relative(image_id: str) -> Path:
 
 
 def export_npz(store, out: Path) -> int:
-    """One `{image_id}.npz` per image (float32 `x`, `bbox`, `num_bbox`, `image_h`, `image_w`,
-    flat `objects_id`, `objects_conf`, `attrs_id`, `attrs_conf`; no pickled objects)."""
-    count = 0
+    """One npz per image, named by the image id with its suffix replaced by `.npz` (float32
+    `x`, `bbox`, `num_bbox`, `image_h`, `image_w`, flat `objects_id`, `objects_conf`,
+    `attrs_id`, `attrs_conf`; no pickled objects)."""
+    targets: dict[Path, str] = {}
     for image_id in store.image_ids:
-        data = store.image(image_id)
         target = out / _safe_relative(image_id).with_suffix(".npz")
+        if target in targets:   # x.jpg and x.png: one file would silently replace the other
+            raise InputError(f"image ids {targets[target]!r} and {image_id!r} would both be "
+                             f"written to {target.name}", file=str(store.path),
+                             hint="export as tsv, which keeps each id whole")
+        targets[target] = image_id
+    count = 0
+    for target, image_id in targets.items():
+        data = store.image(image_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             target, x=data["features"].astype(np.float32), bbox=data["boxes"],
@@ -210,13 +218,14 @@ def export_npz(store, out: Path) -> int:
 
 def export_tsv(store, out: Path) -> int:
     """`rois.tsv`, the ten-column layout (ids int64, everything else float32, base64)."""
+    for image_id in store.image_ids:   # checked first: no half-written file
+        if "\t" in image_id or "\n" in image_id:
+            raise InputError(f"image id {image_id!r} contains a tab or newline; TSV cannot "
+                             "hold it", hint="export as npz")
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     with open(out / "rois.tsv", "w", encoding="utf-8", newline="\n") as handle:
         for image_id in store.image_ids:
-            if "\t" in image_id or "\n" in image_id:
-                raise InputError(f"image id {image_id!r} contains a tab or newline; TSV cannot "
-                                 "hold it", hint="export as npz")
             data = store.image(image_id)
             n = len(data["boxes"])
             handle.write("\t".join([

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..cache import file_sha256
 from ..errors import InputError
-from .checkpoints import (RANDOM, LoadReport, file_sha256, init_random, load_butd_weights,
-                          load_into, read_checkpoint, warn_random_weights)
+from .checkpoints import (RANDOM, LoadReport, init_random, load_butd_weights, load_into,
+                          read_checkpoint, warn_random_weights)
 
 log = logging.getLogger(__name__)
 

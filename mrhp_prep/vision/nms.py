@@ -38,7 +38,10 @@ def inclusive_to_exclusive(boxes: torch.Tensor) -> torch.Tensor:
 
 def strict_threshold(threshold: float) -> float:
     """The largest float32 below float32(`threshold`): `iou > it` iff `iou >= threshold`
-    for float32 IoUs (the reference compares in float32)."""
+    for float32 IoUs (the reference compares in float32). At 0 every IoU suppresses, so -1
+    (a subnormal below 0 could be flushed to zero on a GPU)."""
+    if threshold <= 0:
+        return -1.0
     return float(np.nextafter(np.float32(threshold), np.float32(0.0)))
 
 

@@ -2,9 +2,9 @@
 
 `RPNHead` predicts, per anchor, a background/object score pair (the Caffe model's two-way
 softmax) and four box deltas. `RegionProposalNetwork` turns them into at most
-`post_nms_top_n` proposals per image: decode, clip, drop boxes smaller than `min_size`
-(in original-image pixels), keep the `pre_nms_top_n` best, NMS at `nms_thresh` with the
-reference's Caffe rule (`nms.caffe_nms`).
+`post_nms_top_n` proposals per image: decode, clip, drop boxes not larger than `min_size`
+(in original-image pixels; strictly, as the reference), keep the `pre_nms_top_n` best, NMS
+at `nms_thresh` with the reference's Caffe rule (`nms.caffe_nms`).
 
 The 12 cell anchors are Caffe's `generate_anchors` unless a checkpoint brings its own
 (`set_cell_anchors`): the reference model keeps them in a persistent buffer and uses the
@@ -88,16 +88,24 @@ class RegionProposalNetwork(nn.Module):
         anchors = self.anchors(height, width)
         proposals = decode_deltas(deltas.reshape(-1, 4), anchors.repeat(n, 1)).reshape(n, -1, 4)
 
-        kept = []
-        for i in range(n):
-            boxes = clip_boxes(proposals[i], image_sizes[i, 0], image_sizes[i, 1])
-            widths, heights = box_sides(boxes)
-            threshold = self.min_size * scales[i]
-            keep = (widths >= threshold) & (heights >= threshold)
-            boxes, image_scores = boxes[keep], scores[i][keep]
-            top = image_scores.topk(min(self.pre_nms_top_n, image_scores.numel())).indices
-            boxes, image_scores = boxes[top], image_scores[top]
-            # One NMS per image, as the reference runs it (one image at a time).
-            order = caffe_nms(boxes, image_scores, self.nms_thresh, self.ops.nms)
-            kept.append(boxes[order[: self.post_nms_top_n]])
-        return kept
+        return [self.select_proposals(proposals[i], scores[i], image_sizes[i], scales[i])
+                for i in range(n)]
+
+    def select_proposals(self, boxes: torch.Tensor, scores: torch.Tensor,
+                         image_size: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """One image's decoded boxes [A, 4] and object scores [A] -> its proposals [R, 4],
+        best first, by the reference's steps: clip to the resized image `image_size`
+        (height, width); keep boxes with x2 > x1, y2 > y1 and both inclusive sides *above*
+        `min_size * scale`; the `pre_nms_top_n` best; Caffe-rule NMS; the first
+        `post_nms_top_n`."""
+        boxes = clip_boxes(boxes, image_size[0], image_size[1])
+        widths, heights = box_sides(boxes)
+        threshold = self.min_size * scale
+        keep = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                & (widths > threshold) & (heights > threshold))
+        boxes, scores = boxes[keep], scores[keep]
+        top = scores.topk(min(self.pre_nms_top_n, scores.numel())).indices
+        boxes, scores = boxes[top], scores[top]
+        # One NMS per image, as the reference runs it (one image at a time).
+        order = caffe_nms(boxes, scores, self.nms_thresh, self.ops.nms)
+        return boxes[order[: self.post_nms_top_n]]
