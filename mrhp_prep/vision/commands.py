@@ -71,14 +71,14 @@ def _store_rows(run, extra: dict | None = None) -> dict:
               help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Decoding processes [default: up to 8 on CUDA, 1 on CPU].")
-@click.option("--decode", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
-              help="Where JPEGs are decoded: gpu = nvJPEG on the CUDA device for plain JPEGs "
-                   "(the rest by Pillow in the workers), cpu = Pillow for all; auto = gpu on "
-                   "CUDA, cpu otherwise.")
+@click.option("--decode", type=click.Choice(["auto", "cpu", "gpu"]), default="cpu",
+              help="Where JPEGs are decoded: cpu = Pillow in the workers (the reference's "
+                   "pixels); gpu = nvJPEG on the CUDA device for plain JPEGs (faster, pixels "
+                   "not verified identical; the rest by Pillow); auto = gpu on CUDA, else cpu.")
 @click.option("--max-padding", type=click.FloatRange(min=1.0), default=1.0,
               help="1.0: only same-shape images share a batch (exact, as one by one). Above 1: "
                    "mixed shapes are zero-padded up to this factor of their pixels (fewer, "
-                   "fuller batches; features differ slightly).")
+                   "fuller batches; other features and regions, see the docs).")
 @click.option("--part-size", type=click.IntRange(min=1), default=256,
               help="Images per part file: the most a killed run has to redo.")
 @click.option("--min-image-side", type=click.IntRange(min=1), default=10,

@@ -49,7 +49,7 @@ class RunOptions:
     # 1.0: only images of one shape share a batch, so each is computed as if alone (as the
     # reference does); above 1, mixed shapes are zero-padded, which changes their features.
     max_padding: float = 1.0
-    decode: str = "auto"                 # cpu, gpu or auto (see loader.py)
+    decode: str = "cpu"                  # cpu (exact), gpu or auto (see loader.py)
 
 
 @dataclass
