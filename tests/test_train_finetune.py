@@ -85,6 +85,20 @@ def test_presets_and_settings_for_an_ids_store():
         resolve_config("mcl", text_mode="ids", overrides=["train.encoder_lr=fast"])
 
 
+def test_finetune_layers_takes_all_or_a_whole_number_whatever_the_preset_set():
+    """A bert-* preset sets 4 (an int): 'all' must still be accepted over it, and a number
+    given as text (a pipeline YAML's "3") becomes that number."""
+    whole = resolve_config("sancl", text_mode="ids", category="home",
+                           overrides=["model.finetune_layers=all"])
+    assert whole["preset"] == "bert-home" and whole["model"]["finetune_layers"] == "all"
+    three = resolve_config("sancl", text_mode="ids", preset="none",
+                           overrides=['model.finetune_layers="3"'])
+    assert three["model"]["finetune_layers"] == 3
+    for bad in ("2.5", "some", "true"):
+        with pytest.raises(InputError, match="all or a whole number"):
+            resolve_config("sancl", text_mode="ids", overrides=[f"model.finetune_layers={bad}"])
+
+
 # -- the encoder ---------------------------------------------------------------------------
 
 
