@@ -170,6 +170,10 @@ def test_layers_that_train_and_the_shared_encoder(ids_stores):
     stored = {k.split(".transformer.")[1] for k in checkpoints.model_state(full)
               if ".transformer." in k}
     assert stored == set(full.product_tokens.encoder.transformer.state_dict())
+    # full means every key under each field's own name, frozen embeddings included
+    config["model"]["shared_encoder"] = False
+    full = build_model("sancl", config["model"], sources.model_inputs())
+    assert set(checkpoints.model_state(full)) == set(full.state_dict())
 
     config = resolve_config("sancl", text_mode="ids", overrides=[*SMALL, "model.finetune_layers=0"])
     separate = build_model("sancl", config["model"], sources.model_inputs())
