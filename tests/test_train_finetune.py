@@ -309,7 +309,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(ids_stores, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, tmp_path):
+def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, minilm_path,
+                                                             tmp_path):
     result = train(manifest=ids_stores["manifest"], rois=ids_stores["rois"],
                    text=ids_stores["text"], probes=ids_stores["probes"], out=tmp_path / "run",
                    device="cpu", show_progress=False, overrides=[*SMALL, "train.epochs=1"])
@@ -319,6 +320,15 @@ def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, tmp_path
     run = {r["review_id"]: r["score"] for r in
            map(json.loads, open(result.path / "predictions-test.jsonl"))}
     assert ours.keys() == run.keys() and len(ours) == summary["reviews"] > 0
+    # metrics.json names the weights each encoder started from, hashed as loaded
+    from mrhp_prep.train.models.text_encoder import weights_sha256
+    from transformers import AutoModel
+
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    base = {"base_model": str(minilm_path),
+            "base_sha256": weights_sha256(AutoModel.from_pretrained(minilm_path))}
+    assert metrics["text_encoders"] == {"product_tokens.encoder": base,
+                                        "review_tokens.encoder": base}
     np.testing.assert_allclose([ours[k] for k in run], list(run.values()), rtol=1e-5, atol=1e-6)
 
 
@@ -347,3 +357,17 @@ def test_torchrun_two_gloo_processes_fine_tune(ids_stores, minilm_path, tmp_path
     base = AutoModel.from_pretrained(minilm_path).state_dict()
     key = "encoder.layer.5.output.dense.weight"
     assert not torch.equal(best[f"product_tokens.encoder.transformer.{key}"], base[key])
+
+
+def test_compare_puts_a_fine_tuned_run_beside_the_papers_bert_rows(ids_stores):
+    """An ids store is a transformer (MM-SS's and SANCL+BERT's setting), never word vectors."""
+    from mrhp_prep.train.compare import _describe
+    from mrhp_prep.train.papers import paper_row
+
+    config = resolve_config("mmss", text_mode="ids")
+    described = _describe(config, {k: str(v) for k, v in ids_stores.items()})
+    assert described["text"] == "bert" and described["variant"] == "full"
+    row = paper_row("mmss", dataset="amazon", category="clothing", setting="multimodal",
+                    text=described["text"])
+    assert row is not None and row["map"] == 69.5
+
