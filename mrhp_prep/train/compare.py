@@ -119,7 +119,8 @@ def _describe(config: dict, inputs: dict) -> dict:
         pass
     try:
         mode = FeatureSources.peek_text_mode(inputs["text"]) if inputs.get("text") else None
-        text = {"static": "static", "ids": "static", "features": "bert"}.get(mode)
+        # ids: a transformer fine-tuned inside the model, the papers' BERT rows
+        text = {"static": "static", "ids": "bert", "features": "bert"}.get(mode)
     except (InputError, OSError, KeyError):
         text = {"glove": "static", "bert": "bert"}.get(str(config.get("preset", "")).split("-")[0])
     return {"model": config["model"]["name"], "dataset": dataset, "category": category,
