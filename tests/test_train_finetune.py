@@ -327,8 +327,8 @@ def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, minilm_p
     metrics = json.loads((result.path / "metrics.json").read_text())
     base = {"base_model": str(minilm_path),
             "base_sha256": weights_sha256(AutoModel.from_pretrained(minilm_path))}
-    assert metrics["text_encoders"] == {"product_tokens.encoder": base,
-                                        "review_tokens.encoder": base}
+    assert metrics["config"]["model"]["shared_encoder"] is True     # listed once
+    assert metrics["text_encoders"] == {"product_tokens.encoder": base}
     np.testing.assert_allclose([ours[k] for k in run], list(run.values()), rtol=1e-5, atol=1e-6)
 
 

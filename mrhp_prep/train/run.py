@@ -180,7 +180,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if distributed.is_main:
         for split, frame in frames.items():
             write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_strict_json(path / "metrics.json", {**result_metrics, **run_record(config, run)})
+        write_strict_json(path / "metrics.json",
+                          {**result_metrics, **run_record(config, run, built)})
         if state.history:
             plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
         plot_scores(path / "scores.png", frames)
