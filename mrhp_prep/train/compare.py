@@ -26,6 +26,7 @@ from ..cache import MANIFEST_NAME, MARKER_NAME, read_manifest
 from ..errors import InputError
 from .metrics import RankingReport, evaluate_rankings, read_predictions
 from .papers import PAPER_METRICS, variant_of
+from .config import flatten
 from .run import read_run_config
 
 SPLITS = ("dev", "test")
@@ -93,18 +94,6 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return unique, unfinished
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _describe(config: dict, inputs: dict) -> dict:
     """model, dataset, category, setting, text mode and the papers' name of its variant
     (None where unknown)."""
@@ -146,7 +135,7 @@ def load_run(path: Path, split: str) -> Run:
     report = evaluate_rankings(read_predictions(predictions), float(threshold))
     if report.per_product.empty:
         raise InputError(f"{predictions.name} ranks no product", file=str(predictions))
-    settings = {**flatten(config), **{f"input.{k}": v for k, v in fingerprints.items()}}
+    settings = {**dict(flatten(config)), **{f"input.{k}": v for k, v in fingerprints.items()}}
     return Run(path, seed, settings, report, _describe(config, inputs))
 
 

@@ -39,18 +39,9 @@ _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 
 
 def resolve_encoder_settings(config: dict, text_mode: str | None) -> None:
-    """Resolve `model.text_encoder: auto` from the store's mode and check the encoder keys
-    (of the `model` section, and `train.encoder_lr`)."""
-    rate = config["train"].get("encoder_lr")
-    if rate is not None:
-        try:     # YAML reads 5e-5 (no decimal point) as a string
-            number = -1.0 if isinstance(rate, bool) else float(rate)
-        except (TypeError, ValueError):
-            number = -1.0
-        if not number >= 0:
-            raise InputError("train.encoder_lr must be null or a number >= 0",
-                             field="train.encoder_lr")
-        config["train"]["encoder_lr"] = number
+    """Resolve `model.text_encoder: auto` from the store's mode and check the encoder keys of
+    the `model` section (`train.encoder_lr` is typed and range-checked where it is set, in
+    `setting_types.py`)."""
     model = config["model"]
     choice = model.get("text_encoder", "auto")
     if choice == "auto" and text_mode is None:      # no store to decide from (yet)
