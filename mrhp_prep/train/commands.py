@@ -71,7 +71,7 @@ def train(**options):
         check_resume_options(options["resume"], given_options(
             click.get_current_context(),
             ("model", "manifest", "rois", "text", "probes", "config_file", "preset", "set",
-             "allow_partial")))
+             "allow_partial", "force")))
     # "--set" arrives as the parameter "set" (the name pipelines use too)
     overrides = list(options.pop("set"))
     if options.pop("allow_partial"):
