@@ -13,7 +13,6 @@ Marks: "*" p < 0.05, "**" p < 0.01 (SANCL marks p < 0.05, MM-SS p < 0.01).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 from ..cache import MANIFEST_NAME, MARKER_NAME, read_manifest
 from ..errors import InputError
 from .metrics import RankingReport, evaluate_rankings, read_predictions
+from .metrics import paired_test as t_test
 from .papers import PAPER_METRICS, variant_of
 from .config import flatten
 from .run import read_run_config
@@ -181,19 +181,9 @@ def significance_mark(p: float | None) -> str:
 
 
 def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
-    """scipy's paired t-test of x against y: mean difference, t, p, n (t and p None when
-    the pairs are too few or all differences are equal)."""
-    from scipy import stats
-
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    difference = x - y
-    t = p = None
-    if len(x) >= 2 and not np.allclose(difference, difference[0]):
-        result = stats.ttest_rel(x, y)
-        if math.isfinite(result.statistic) and math.isfinite(result.pvalue):
-            t, p = float(result.statistic), float(result.pvalue)
-    return {"mean_difference": float(difference.mean()) if len(x) else None, "t": t, "p": p,
-            "n": int(len(x)), "mark": significance_mark(p)}
+    """`metrics.paired_test` (mean difference, t, p, n) with the significance mark."""
+    test = t_test(x, y)
+    return {**test, "mark": significance_mark(test["p"])}
 
 
 def compare_groups(groups: Sequence[Group]) -> pd.DataFrame:
