@@ -234,6 +234,27 @@ def test_every_model_trains_its_encoder_from_the_ranking_loss(ids_stores, tmp_pa
 
 
 @pytest.mark.slow
+def test_mmss_checkpoint_without_frozen_layers_restores_encoder_and_pseudo_labels(ids_stores,
+                                                                                  tmp_path):
+    """A checkpoint that leaves the frozen encoder layers out still carries MM-SS's
+    pseudo-label state; loaded into a fresh model, every tensor comes back."""
+    trainer = make_trainer(_sources(ids_stores), "mmss", tmp_path,
+                           [*TINY["mmss"], "model.finetune_layers=1"])
+    for batch in trainer.loader:
+        trainer.train_step(batch)
+    trainer.unwrapped.on_epoch_end(1)
+    saved = checkpoints.model_state(trainer.unwrapped)
+    assert not any(".transformer.embeddings." in k or ".layer.0." in k for k in saved)
+    assert bool(saved["state.known"].any()) and int(saved["state.epochs_done"]) == 1
+    fresh = make_trainer(_sources(ids_stores), "mmss", tmp_path / "fresh",
+                         [*TINY["mmss"], "model.finetune_layers=1"], seed=7).unwrapped
+    checkpoints.load_model_state(fresh, saved)
+    for key, value in trainer.unwrapped.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, fresh.state_dict()[key]), key
+
+
+@pytest.mark.slow
 def test_frozen_layers_stay_bit_identical_and_the_last_ones_change(ids_stores, minilm_path,
                                                                    tmp_path):
     trainer = make_trainer(_sources(ids_stores), "sancl", tmp_path,
