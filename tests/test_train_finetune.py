@@ -264,6 +264,8 @@ def test_frozen_layers_stay_bit_identical_and_the_last_ones_change(ids_stores, m
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     trainer.fit()
     after = encoder.state_dict()
+    # the epoch records both rates (the plateau schedule scales both)
+    assert (trainer.state.history[0]["lr"], trainer.state.history[0]["encoder_lr"]) == (2e-5, 1e-3)
     for name, value in before.items():
         layer = _layer_of(name)
         if layer is not None and layer >= 4:
