@@ -85,10 +85,11 @@ def convert_setting(dotted: str, value: Any, default: Any, where: str) -> Any:
         words = WORD_OR_INTEGER[dotted]
         if isinstance(value, str) and value.strip().lower() in words:
             return value.strip().lower()
+        expected = " or ".join(words) + " or a whole number"
         try:
             return _as_type_of(dotted, value, 0, where)
         except InputError:
-            raise _fail(dotted, value, " or ".join(words) + " or a whole number", where) from None
+            raise _fail(dotted, value, expected, where) from None
     if dotted in WORD_OR_NUMBER:
         words = WORD_OR_NUMBER[dotted]
         if isinstance(value, str) and value.strip().lower() in words:
