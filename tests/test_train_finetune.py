@@ -182,6 +182,32 @@ def test_layers_that_train_and_the_shared_encoder(ids_stores):
                    for p in m.encoder.parameters())
 
 
+def test_token_ids_beyond_the_encoder_vocabulary_are_refused_before_training(ids_stores,
+                                                                             tmp_path):
+    """A store tokenized for a model with a larger vocabulary: a clear error naming the shard
+    and row, not an index error inside the embedding lookup, and no run folder left."""
+    import shutil
+
+    import pyarrow as pa
+
+    text = Path(shutil.copytree(ids_stores["text"], tmp_path / "text"))
+    shard = sorted(text.glob("review-*.arrow"))[0]
+    with pa.OSFile(str(shard), "rb") as source:       # embed-text writes an IPC stream
+        table = pa.ipc.open_stream(pa.BufferReader(source.read())).read_all()
+    ids = table.column("token_ids").to_pylist()
+    ids[0] = [ids[0][0], 10**6, *ids[0][2:]]
+    column = table.schema.get_field_index("token_ids")
+    table = table.set_column(column, table.schema.field(column),
+                             pa.array(ids, table.schema.field(column).type))
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(InputError, match="outside the vocabulary of the text encoder") as error:
+        train(manifest=ids_stores["manifest"], text=text, out=tmp_path / "run", device="cpu",
+              show_progress=False, overrides=SMALL)
+    assert shard.name in str(error.value) and "row 0" in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
 TINY = {"sancl": SMALL,
         "mcl": ["model.hidden_dim=8", "model.image_layers=1", "model.image_heads=2",
                 "model.image_ffn_dim=16", "model.interaction_layers=2", "model.fusion_heads=2",

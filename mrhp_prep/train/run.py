@@ -32,7 +32,7 @@ from ..atomic import atomic_path
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
-from .checks import check_labels, check_scores, load_checkpoint_for
+from .checks import check_ids_fit_encoder, check_labels, check_scores, load_checkpoint_for
 from .config import fingerprint_settings, resolve_config
 from .coverage import coverage_summary, require_full_coverage, store_coverage
 from .dataset import Collate, DataConfig, FeatureSources, ReviewDataset
@@ -143,6 +143,11 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         _discard_if_untrained(run)
         raise
     built = build_model(model, config["model"], sources.model_inputs())
+    try:
+        check_ids_fit_encoder(sources, built)
+    except InputError:
+        _discard_if_untrained(run)
+        raise
     torch_device = pick_device(device, distributed)
     threshold = manifest_info.relevance_threshold
     trainer = Trainer(built, splits["train"], splits["dev"], config, path, device=torch_device,
@@ -234,6 +239,7 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     if not len(table):
         raise InputError("no reviews to score for the given products/split", field="--product")
     model = build_model(config["model"]["name"], config["model"], sources.model_inputs(vectors))
+    check_ids_fit_encoder(sources, model)
     weights = run_dir / "checkpoints" / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
                                          else checkpoint)
     if not weights.is_file():
