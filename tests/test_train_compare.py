@@ -199,6 +199,12 @@ def test_compare_sets_groups_beside_the_paper(seeded, runner, tmp_path):
     assert "63.35 (" in (tmp_path / "compare.md").read_text()
 
 
+def test_compare_sets_dev_scores_beside_no_paper(runner, tmp_path):
+    """The papers' figures are test-set figures: --paper with --split dev is refused."""
+    result = runner.invoke(cli, ["compare", str(tmp_path), "--paper", "mmss", "--split", "dev"])
+    assert result.exit_code == 2 and "--split test" in result.output
+
+
 def test_compare_without_runs_is_a_clear_error(runner, tmp_path):
     result = runner.invoke(cli, ["compare", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 3 and "no finished training run" in result.output
