@@ -242,6 +242,7 @@ def test_papers_file_loads_and_every_entry_names_its_table():
     ("sancl", ["model.probe_beta=0.5"], True, "w/o learned β (fixed at 0.5)"),
     ("sancl", ["model.kappa=0"], True, "w/o cpc_ii and cpc_pr"),
     ("sancl", ["model.kappa=0"], False, None),                  # two ablations at once
+    ("sancl", ["model.contrastive_reduction=mean"], True, None),  # not eq. 11-12
     ("mcl", [], False, "full"),
     ("mcl", ["model.contrastive=false"], False, "w/o Contrastive Objective"),
     ("mmss", [], False, "full"),

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from feature_stores import planted_release, write_probe_store, write_roi_store
+from feature_stores import (planted_release, write_probe_store, write_roi_store,
+                            write_text_store)
 from mrhp_prep.errors import InputError
 from mrhp_prep.train import checkpoints
 from mrhp_prep.train.config import resolve_config
@@ -408,7 +409,7 @@ def test_torchrun_two_gloo_processes_fine_tune(ids_stores, minilm_path, tmp_path
     assert not torch.equal(best[f"product_tokens.encoder.transformer.{key}"], base[key])
 
 
-def test_compare_puts_a_fine_tuned_run_beside_the_papers_bert_rows(ids_stores):
+def test_compare_puts_a_fine_tuned_run_beside_the_papers_bert_rows(ids_stores, tmp_path):
     """An ids store is a transformer (MM-SS's and SANCL+BERT's setting), never word vectors."""
     from mrhp_prep.train.compare import _describe
     from mrhp_prep.train.papers import paper_row
@@ -419,4 +420,11 @@ def test_compare_puts_a_fine_tuned_run_beside_the_papers_bert_rows(ids_stores):
     row = paper_row("mmss", dataset="amazon", category="clothing", setting="multimodal",
                     text=described["text"])
     assert row is not None and row["map"] == 69.5
+    # frozen features are neither paper's BERT setting: no row
+    features = write_text_store(tmp_path / "features", ids_stores["manifest"], mode="features",
+                                dim=16)
+    frozen = _describe(resolve_config("mmss", text_mode="features"),
+                       {**{k: str(v) for k, v in ids_stores.items()}, "text": str(features)})
+    assert paper_row("mmss", dataset="amazon", category="clothing", setting="multimodal",
+                     text=frozen["text"]) is None
 

@@ -108,8 +108,8 @@ def _describe(config: dict, inputs: dict) -> dict:
         pass
     try:
         mode = FeatureSources.peek_text_mode(inputs["text"]) if inputs.get("text") else None
-        # ids: a transformer fine-tuned inside the model, the papers' BERT rows
-        text = {"static": "static", "ids": "bert", "features": "bert"}.get(mode)
+        # the papers' BERT rows fine-tuned it (ids stores); frozen features match no row
+        text = {"static": "static", "ids": "bert", "features": "bert-frozen"}.get(mode)
     except (InputError, OSError, KeyError):
         text = {"glove": "static", "bert": "bert"}.get(str(config.get("preset", "")).split("-")[0])
     return {"model": config["model"]["name"], "dataset": dataset, "category": category,
