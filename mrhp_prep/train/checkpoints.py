@@ -26,10 +26,9 @@ def frozen_embedding_keys(model: nn.Module) -> set[str]:
     """State-dict keys of static-vector tables that do not train. The embeddings inside a
     fine-tuned text encoder are not among them: `model.encoder_checkpoint` decides for those
     (`full` keeps them), see `frozen_encoder_keys`."""
-    from .models.text_encoder import FineTunedEncoder
+    from .models.text_encoder import text_encoders
 
-    encoders = tuple(f"{name}." for name, module in model.named_modules(remove_duplicate=False)
-                     if isinstance(module, FineTunedEncoder))
+    encoders = tuple(text_encoders(model))
     keys = set()
     for name, module in model.named_modules():
         if (isinstance(module, nn.Embedding) and not module.weight.requires_grad

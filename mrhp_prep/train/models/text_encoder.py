@@ -185,12 +185,19 @@ def build_text_encoders(config: Mapping, model_name: str | None) -> dict[str, Fi
     return {"product": product, "review": review}
 
 
+def text_encoders(model: nn.Module) -> dict[str, FineTunedEncoder]:
+    """State-dict prefix ("review_tokens.encoder.") -> encoder, for every name an encoder of
+    `model` is registered under (a shared encoder has two)."""
+    return {f"{name}." if name else "": module
+            for name, module in model.named_modules(remove_duplicate=False)
+            if isinstance(module, FineTunedEncoder)}
+
+
 def frozen_encoder_keys(model: nn.Module) -> set[str]:
     """State-dict keys of every text encoder in `model` that checkpoints leave out."""
     keys: set[str] = set()
-    for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, FineTunedEncoder):
-            keys |= module.frozen_keys(f"{name}." if name else "")
+    for prefix, module in text_encoders(model).items():
+        keys |= module.frozen_keys(prefix)
     return keys
 
 
