@@ -183,6 +183,21 @@ def test_layers_that_train_and_the_shared_encoder(ids_stores):
                    for p in m.encoder.parameters())
 
 
+def test_an_encoder_with_non_finite_weights_is_refused_where_it_loads(minilm_path, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(minilm_path, tmp_path / "poisoned"))
+    weights = load_file(folder / "model.safetensors")
+    name = next(k for k in weights if "layer.3" in k and k.endswith("weight"))
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(InputError, match="NaN or inf weights") as error:
+        FineTunedEncoder(str(folder))
+    assert "layer.3" in str(error.value)
+
+
 def test_token_ids_beyond_the_encoder_vocabulary_are_refused_before_training(ids_stores,
                                                                              tmp_path):
     """A store tokenized for a model with a larger vocabulary: a clear error naming the shard

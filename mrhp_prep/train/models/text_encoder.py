@@ -104,6 +104,13 @@ class FineTunedEncoder(nn.Module):
                                   "folder must exist (a relative path counts from where train "
                                   "runs; hub names need a network)") from exc
         self.base_name = str(model)
+        broken = [name for name, tensor in self.transformer.state_dict().items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if broken:     # weights enter here: a NaN would surface only as a diverged loss
+            raise InputError(f"the text encoder {model!r} holds NaN or inf weights "
+                             f"({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''})",
+                             field="text encoder",
+                             hint="restore the model folder (download or copy it again)")
         self.base_sha256 = weights_sha256(self.transformer)
         self.dim = int(self.transformer.config.hidden_size)
         self.num_layers = int(self.transformer.config.num_hidden_layers)
