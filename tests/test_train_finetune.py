@@ -103,6 +103,25 @@ def test_finetune_layers_takes_all_or_a_whole_number_whatever_the_preset_set():
 # -- the encoder ---------------------------------------------------------------------------
 
 
+def test_a_text_cut_by_max_text_tokens_keeps_its_closing_token(ids_stores, minilm_path):
+    """data.max_text_tokens below the store's length: each cut text equals the tokenizer's
+    own truncation to that length ([CLS] ... [SEP]), not a text without its [SEP]."""
+    from transformers import AutoTokenizer
+
+    from mrhp_prep.train.dataset import DataConfig, ReviewDataset
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    sources = _sources(ids_stores)
+    dataset = ReviewDataset(sources, sources.split("train"), DataConfig(max_text_tokens=8))
+    texts = dict(zip(sources.manifest.reviews["review_id"], sources.manifest.reviews["text"]))
+    cut = 0
+    for i in range(len(dataset)):
+        expected = tokenizer(texts[dataset.table.review_ids[i]], truncation=True, max_length=8)
+        assert dataset[i]["review_text"].tolist() == expected["input_ids"]
+        cut += len(tokenizer(texts[dataset.table.review_ids[i]])["input_ids"]) > 8
+    assert cut > 0
+
+
 def test_encoder_states_equal_the_transformer_on_each_text_alone(minilm_path):
     """Dynamic padding, duplicate rows encoded once, zeros at padding: none of it changes a
     text's states."""
