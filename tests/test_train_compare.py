@@ -199,6 +199,24 @@ def test_compare_sets_groups_beside_the_paper(seeded, runner, tmp_path):
     assert "63.35 (" in (tmp_path / "compare.md").read_text()
 
 
+@pytest.mark.slow
+def test_runs_from_other_encoder_weights_are_not_seeds_of_one_group(seeded, tmp_path):
+    import shutil
+
+    from mrhp_prep.train.compare import group_runs, load_run
+
+    runs = []
+    for i, (run, weights) in enumerate(zip(seeded["folders"]["slow"], ("a" * 64, "b" * 64))):
+        copy = Path(shutil.copytree(run, tmp_path / f"run-{i}"))
+        metrics = json.loads((copy / "metrics.json").read_text())
+        metrics["text_encoders"] = {"review_tokens.encoder": {"base_model": "bert",
+                                                              "base_sha256": weights}}
+        (copy / "metrics.json").write_text(json.dumps(metrics))
+        runs.append(load_run(copy, "test"))
+    groups = group_runs(runs)
+    assert len(groups) == 2 and all("inputs" in g.name for g in groups)
+
+
 def test_compare_sets_dev_scores_beside_no_paper(runner, tmp_path):
     """The papers' figures are test-set figures: --paper with --split dev is refused."""
     result = runner.invoke(cli, ["compare", str(tmp_path), "--paper", "mmss", "--split", "dev"])

@@ -1,7 +1,7 @@
 """Runs that differ only by their seed, grouped, summarised and tested against each other.
 
 A group is every finished run with the same config but for `train.seed`, on the same input
-stores (by fingerprint). Per group: the mean and sample standard deviation over its seeds of
+stores (by fingerprint) and, for a fine-tuned text encoder, from the same base weights. Per group: the mean and sample standard deviation over its seeds of
 MAP, NDCG@3 and NDCG@5. Between two groups, per metric:
 - a paired t-test over products: each product's metric is first averaged over the group's
   seeds, then the two groups are paired on the products both ranked;
@@ -135,7 +135,10 @@ def load_run(path: Path, split: str) -> Run:
     report = evaluate_rankings(read_predictions(predictions), float(threshold))
     if report.per_product.empty:
         raise InputError(f"{predictions.name} ranks no product", file=str(predictions))
-    settings = {**dict(flatten(config)), **{f"input.{k}": v for k, v in fingerprints.items()}}
+    settings = {**dict(flatten(config)), **{f"input.{k}": v for k, v in fingerprints.items()},
+                # a fine-tuned encoder's starting weights are an input too (metrics.json)
+                **{f"input.encoder {k}": v.get("base_sha256")
+                   for k, v in (metrics.get("text_encoders") or {}).items()}}
     return Run(path, seed, settings, report, _describe(config, inputs))
 
 
