@@ -3,8 +3,9 @@
 The model of "Multimodal Interaction Modeling via Self-Supervised Multi-Task Learning for Review
 Helpfulness Prediction" (Gong, Jia, Jing); sections and equations below refer to it.
 
-1. Features (4.1): text features (frozen BERT-style features from embed-text, or static word
-   vectors) projected to d; RoI features projected to d and self-attended, per item (as MCR).
+1. Features (4.1, eq. 2): the per-token states of one BERT trained end to end with the model
+   (an ids store; `text_encoder.py`), or frozen features, or static word vectors, projected
+   to d; RoI features projected to d and self-attended, per item (as MCR).
 2. Interactions (4.2, eq. 3-5): five SoftPool(SelfAttn([X; Y])) vectors [B, d] for the pairs
    p_t r_t, p_v r_v, p_t r_v, p_v r_t, r_t r_v (t = text, v = vision, p = product, r = review).
 3. Global head (4.3, eq. 6-8): F_c = concat of the five [B, 5d] -> f_g* = GELU(Linear) [B, d_g]
