@@ -123,6 +123,11 @@ def test_seeds_refuse_resume(runner, tmp_path):
     assert result.exit_code == 2 and "--seeds" in result.output
 
 
+def test_seed_index_without_seeds_is_refused(runner, tmp_path):
+    result = runner.invoke(cli, ["train", "--manifest", str(tmp_path), "--seed-index", "1"])
+    assert result.exit_code == 2 and "--seed-index" in result.output
+
+
 def test_metrics_json_is_strict_and_names_a_non_finite_value(tmp_path):
     write_strict_json(tmp_path / "ok.json", {"test": {"map": np.float32(0.5)}})
     assert strict_json(tmp_path / "ok.json") == {"test": {"map": 0.5}}

@@ -67,6 +67,9 @@ def train(**options):
 
     if options["resume"] and options["seeds"] is not None:
         raise click.UsageError("--seeds makes new runs; resume one with --resume RUN_DIR alone")
+    if options["seed_index"] is not None and options["seeds"] is None:
+        raise click.UsageError("--seed-index picks one seed of --seeds: pass --seeds too (or "
+                               "--set train.seed=N for a single run)")
     if options["resume"]:
         check_resume_options(options["resume"], given_options(
             click.get_current_context(),
