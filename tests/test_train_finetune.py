@@ -461,4 +461,8 @@ def test_compare_puts_a_fine_tuned_run_beside_the_papers_bert_rows(ids_stores, t
                        {**{k: str(v) for k, v in ids_stores.items()}, "text": str(features)})
     assert paper_row("mmss", dataset="amazon", category="clothing", setting="multimodal",
                      text=frozen["text"]) is None
+    # a run whose text store was deleted since: its config still says what it trained on
+    gone = _describe(config, {**{k: str(v) for k, v in ids_stores.items()},
+                              "text": str(tmp_path / "deleted")})
+    assert gone["text"] == "bert"
 

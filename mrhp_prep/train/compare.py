@@ -110,8 +110,10 @@ def _describe(config: dict, inputs: dict) -> dict:
         mode = FeatureSources.peek_text_mode(inputs["text"]) if inputs.get("text") else None
         # the papers' BERT rows fine-tuned it (ids stores); frozen features match no row
         text = {"static": "static", "ids": "bert", "features": "bert-frozen"}.get(mode)
-    except (InputError, OSError, KeyError):
-        text = {"glove": "static", "bert": "bert"}.get(str(config.get("preset", "")).split("-")[0])
+    except (InputError, OSError, KeyError):    # the store is gone: the config still tells
+        family = str(config.get("preset", "")).split("-")[0]
+        text = ("bert" if config["model"].get("text_encoder") == "finetune" else
+                {"glove": "static", "bert": "bert-frozen"}.get(family))
     return {"model": config["model"]["name"], "dataset": dataset, "category": category,
             "setting": "multimodal" if inputs.get("rois") else "text-only", "text": text,
             "variant": variant_of(config, bool(inputs.get("probes")))}
