@@ -73,7 +73,8 @@ def _fail(dotted: str, value: Any, expected: str, where: str) -> InputError:
 
 def convert_setting(dotted: str, value: Any, default: Any, where: str) -> Any:
     """`value` as the type of `default` (bool, int, float), or as the WORD_OR_INTEGER,
-    WORD_OR_NUMBER and NUMBER_OR_NULL tables say for their keys; values of other defaults are kept as they are.
+    WORD_OR_NUMBER and NUMBER_OR_NULL tables say for their keys; values of other defaults
+    are kept as they are.
 
     Raises an InputError naming `dotted`, the expected type and `where` the value came from.
     """
