@@ -2,7 +2,8 @@
 
 A group is every finished run with the same config but for `train.seed`, on the same input
 stores (by fingerprint) and, for a fine-tuned text encoder, from the same base weights. Per
-group: the mean and sample standard deviation over its seeds of MAP, NDCG@3 and NDCG@5. Between two groups, per metric:
+group: the mean and sample standard deviation over its seeds of MAP, NDCG@3 and NDCG@5.
+Between two groups, per metric:
 - a paired t-test over products: each product's metric is first averaged over the group's
   seeds, then the two groups are paired on the products both ranked;
 - a paired t-test over seeds, when both groups have at least three seeds in common (run i of
