@@ -24,7 +24,8 @@ def sample_weights(pseudo_label: torch.Tensor, label: torch.Tensor) -> torch.Ten
     return torch.tanh((pseudo_label - label[:, None]).abs())
 
 
-def uncertainty_weighted_loss(task_losses: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+def uncertainty_weighted_loss(task_losses: torch.Tensor,
+                              log_variance: torch.Tensor) -> torch.Tensor:
     """Eq. 15: sum_s L_s / (2 sigma_s^2) + log prod_s sigma_s, with log_variance = log sigma^2.
 
     task_losses [S], log_variance [S] -> scalar.
@@ -72,8 +73,8 @@ def anchor_and_precision(weight_total: torch.Tensor, weighted_sum: torch.Tensor,
     mean = total / rows[:, None]
     second = outer / rows[:, None, None]
     # E[(f - A)(f - A)^T] = E[f f^T] - E[f] A^T - A E[f]^T + A A^T
-    scatter = (second - mean[:, :, None] * anchor[:, None, :] - anchor[:, :, None] * mean[:, None, :]
-               + anchor[:, :, None] * anchor[:, None, :])
+    scatter = (second - mean[:, :, None] * anchor[:, None, :]
+               - anchor[:, :, None] * mean[:, None, :] + anchor[:, :, None] * anchor[:, None, :])
     scatter = (scatter + scatter.transpose(1, 2)) / 2
     dim = scatter.shape[-1]
     level = scatter.diagonal(dim1=1, dim2=2).sum(-1) / dim
@@ -96,9 +97,9 @@ class PseudoLabelState(nn.Module):
     Per review (row N = review_index): pseudo_label [N, S], known [N] (seen at least once),
     updated_in [N, S] (the 1-based epoch of the label's last EWMA update, 0 = none). Per task
     (T = 1 + S, the global task first): anchor [T, d], precision [T, d, d], anchor_ready [T],
-    and this epoch's running sums for the next anchors. With `capacity` None the per-review buffers grow (doubling) to the largest
-    review_index seen, and a checkpoint's size is taken over on load; with a number they are
-    allocated once and a larger index is an error.
+    and this epoch's running sums for the next anchors. With `capacity` None the per-review
+    buffers grow (doubling) to the largest review_index seen, and a checkpoint's size is taken
+    over on load; with a number they are allocated once and a larger index is an error.
     """
 
     def __init__(self, capacity: int | None, num_subtasks: int, dim: int):
