@@ -43,7 +43,8 @@ _FOLDER = click.Path(exists=True, file_okay=False)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="cache",
               envvar="MRHP_CACHE_DIR", show_envvar=True,
               help="Cache root: runs go to CACHE_DIR/<dataset>/train/<fingerprint>/.")
-@click.option("--force", is_flag=True, help="Train again from scratch even when the run exists.")
+@click.option("--force", is_flag=True,
+              help="Train again from scratch even when the run exists (not with --resume).")
 @click.option("--allow-partial", is_flag=True,
               help="Train even when the text, RoI or probe store covers only part of the "
                    "manifest (same as --set data.allow_partial=true); the summary reports the "
