@@ -85,7 +85,8 @@ def _require_current_keys(config: dict, run_dir) -> None:
         raise InputError(f"the run was started by an older version: its config.yaml lacks "
                          f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}, so "
                          f"resuming it would mix two trainings", file=str(Path(run_dir)),
-                         hint="train it again (without --resume, or with --force)")
+                         hint="train it again with its original command, without --resume "
+                              "(today's settings give it a new run folder)")
 
 
 def _discard_if_untrained(run: StageRun | None) -> None:
