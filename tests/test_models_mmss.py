@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mrhp_prep.errors import InputError
-from mrhp_prep.train.models.mmss import (SUBTASKS, MmssModel, anchor_and_precision, ewma_beta,
-                                         sample_weights, ssp_label, uncertainty_weighted_loss)
+from mrhp_prep.train.models.mmss import SUBTASKS, MmssModel
+from mrhp_prep.train.models.ssp_label import (anchor_and_precision, ewma_beta, sample_weights,
+                                              ssp_label, uncertainty_weighted_loss)
 from synthetic_batches import (CONFIGS, NO_DROPOUT, inputs_for, make_batch, small_options,
                                total_loss, without_images)
 from train_fixtures import one_torch_thread  # noqa: F401

@@ -123,6 +123,11 @@ def test_seeds_refuse_resume(runner, tmp_path):
     assert result.exit_code == 2 and "--seeds" in result.output
 
 
+def test_seed_index_without_seeds_is_refused(runner, tmp_path):
+    result = runner.invoke(cli, ["train", "--manifest", str(tmp_path), "--seed-index", "1"])
+    assert result.exit_code == 2 and "--seed-index" in result.output
+
+
 def test_metrics_json_is_strict_and_names_a_non_finite_value(tmp_path):
     write_strict_json(tmp_path / "ok.json", {"test": {"map": np.float32(0.5)}})
     assert strict_json(tmp_path / "ok.json") == {"test": {"map": 0.5}}
@@ -199,6 +204,30 @@ def test_compare_sets_groups_beside_the_paper(seeded, runner, tmp_path):
     assert "63.35 (" in (tmp_path / "compare.md").read_text()
 
 
+@pytest.mark.slow
+def test_runs_from_other_encoder_weights_are_not_seeds_of_one_group(seeded, tmp_path):
+    import shutil
+
+    from mrhp_prep.train.compare import group_runs, load_run
+
+    runs = []
+    for i, (run, weights) in enumerate(zip(seeded["folders"]["slow"], ("a" * 64, "b" * 64))):
+        copy = Path(shutil.copytree(run, tmp_path / f"run-{i}"))
+        metrics = json.loads((copy / "metrics.json").read_text())
+        metrics["text_encoders"] = {"review_tokens.encoder": {"base_model": "bert",
+                                                              "base_sha256": weights}}
+        (copy / "metrics.json").write_text(json.dumps(metrics))
+        runs.append(load_run(copy, "test"))
+    groups = group_runs(runs)
+    assert len(groups) == 2 and all("inputs" in g.name for g in groups)
+
+
+def test_compare_sets_dev_scores_beside_no_paper(runner, tmp_path):
+    """The papers' figures are test-set figures: --paper with --split dev is refused."""
+    result = runner.invoke(cli, ["compare", str(tmp_path), "--paper", "mmss", "--split", "dev"])
+    assert result.exit_code == 2 and "--split test" in result.output
+
+
 def test_compare_without_runs_is_a_clear_error(runner, tmp_path):
     result = runner.invoke(cli, ["compare", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 3 and "no finished training run" in result.output
@@ -236,6 +265,7 @@ def test_papers_file_loads_and_every_entry_names_its_table():
     ("sancl", ["model.probe_beta=0.5"], True, "w/o learned β (fixed at 0.5)"),
     ("sancl", ["model.kappa=0"], True, "w/o cpc_ii and cpc_pr"),
     ("sancl", ["model.kappa=0"], False, None),                  # two ablations at once
+    ("sancl", ["model.contrastive_reduction=mean"], True, None),  # not eq. 11-12
     ("mcl", [], False, "full"),
     ("mcl", ["model.contrastive=false"], False, "w/o Contrastive Objective"),
     ("mmss", [], False, "full"),

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from feature_stores import planted_release, write_probe_store, write_roi_store
+from feature_stores import (planted_release, write_probe_store, write_roi_store,
+                            write_text_store)
 from mrhp_prep.errors import InputError
 from mrhp_prep.train import checkpoints
 from mrhp_prep.train.config import resolve_config
@@ -85,7 +86,40 @@ def test_presets_and_settings_for_an_ids_store():
         resolve_config("mcl", text_mode="ids", overrides=["train.encoder_lr=fast"])
 
 
+def test_finetune_layers_takes_all_or_a_whole_number_whatever_the_preset_set():
+    """A bert-* preset sets 4 (an int): 'all' must still be accepted over it, and a number
+    given as text (a pipeline YAML's "3") becomes that number."""
+    whole = resolve_config("sancl", text_mode="ids", category="home",
+                           overrides=["model.finetune_layers=all"])
+    assert whole["preset"] == "bert-home" and whole["model"]["finetune_layers"] == "all"
+    three = resolve_config("sancl", text_mode="ids", preset="none",
+                           overrides=['model.finetune_layers="3"'])
+    assert three["model"]["finetune_layers"] == 3
+    for bad in ("2.5", "some", "true"):
+        with pytest.raises(InputError, match="all or a whole number"):
+            resolve_config("sancl", text_mode="ids", overrides=[f"model.finetune_layers={bad}"])
+
+
 # -- the encoder ---------------------------------------------------------------------------
+
+
+def test_a_text_cut_by_max_text_tokens_keeps_its_closing_token(ids_stores, minilm_path):
+    """data.max_text_tokens below the store's length: each cut text equals the tokenizer's
+    own truncation to that length ([CLS] ... [SEP]), not a text without its [SEP]."""
+    from transformers import AutoTokenizer
+
+    from mrhp_prep.train.dataset import DataConfig, ReviewDataset
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    sources = _sources(ids_stores)
+    dataset = ReviewDataset(sources, sources.split("train"), DataConfig(max_text_tokens=8))
+    texts = dict(zip(sources.manifest.reviews["review_id"], sources.manifest.reviews["text"]))
+    cut = 0
+    for i in range(len(dataset)):
+        expected = tokenizer(texts[dataset.table.review_ids[i]], truncation=True, max_length=8)
+        assert dataset[i]["review_text"].tolist() == expected["input_ids"]
+        cut += len(tokenizer(texts[dataset.table.review_ids[i]])["input_ids"]) > 8
+    assert cut > 0
 
 
 def test_encoder_states_equal_the_transformer_on_each_text_alone(minilm_path):
@@ -156,12 +190,57 @@ def test_layers_that_train_and_the_shared_encoder(ids_stores):
     stored = {k.split(".transformer.")[1] for k in checkpoints.model_state(full)
               if ".transformer." in k}
     assert stored == set(full.product_tokens.encoder.transformer.state_dict())
+    # full means every key under each field's own name, frozen embeddings included
+    config["model"]["shared_encoder"] = False
+    full = build_model("sancl", config["model"], sources.model_inputs())
+    assert set(checkpoints.model_state(full)) == set(full.state_dict())
 
     config = resolve_config("sancl", text_mode="ids", overrides=[*SMALL, "model.finetune_layers=0"])
     separate = build_model("sancl", config["model"], sources.model_inputs())
     assert separate.product_tokens.encoder is not separate.review_tokens.encoder
     assert not any(p.requires_grad for m in (separate.product_tokens, separate.review_tokens)
                    for p in m.encoder.parameters())
+
+
+def test_an_encoder_with_non_finite_weights_is_refused_where_it_loads(minilm_path, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(minilm_path, tmp_path / "poisoned"))
+    weights = load_file(folder / "model.safetensors")
+    name = next(k for k in weights if "layer.3" in k and k.endswith("weight"))
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(InputError, match="NaN or inf weights") as error:
+        FineTunedEncoder(str(folder))
+    assert "layer.3" in str(error.value)
+
+
+def test_token_ids_beyond_the_encoder_vocabulary_are_refused_before_training(ids_stores,
+                                                                             tmp_path):
+    """A store tokenized for a model with a larger vocabulary: a clear error naming the shard
+    and row, not an index error inside the embedding lookup, and no run folder left."""
+    import shutil
+
+    import pyarrow as pa
+
+    text = Path(shutil.copytree(ids_stores["text"], tmp_path / "text"))
+    shard = sorted(text.glob("review-*.arrow"))[0]
+    with pa.OSFile(str(shard), "rb") as source:       # embed-text writes an IPC stream
+        table = pa.ipc.open_stream(pa.BufferReader(source.read())).read_all()
+    ids = table.column("token_ids").to_pylist()
+    ids[0] = [ids[0][0], 10**6, *ids[0][2:]]
+    column = table.schema.get_field_index("token_ids")
+    table = table.set_column(column, table.schema.field(column),
+                             pa.array(ids, table.schema.field(column).type))
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(InputError, match="outside the vocabulary of the text encoder") as error:
+        train(manifest=ids_stores["manifest"], text=text, out=tmp_path / "run", device="cpu",
+              show_progress=False, overrides=SMALL)
+    assert shard.name in str(error.value) and "row 0" in str(error.value)
+    assert not (tmp_path / "run").exists()
 
 
 TINY = {"sancl": SMALL,
@@ -216,6 +295,27 @@ def test_every_model_trains_its_encoder_from_the_ranking_loss(ids_stores, tmp_pa
 
 
 @pytest.mark.slow
+def test_mmss_checkpoint_without_frozen_layers_restores_encoder_and_pseudo_labels(ids_stores,
+                                                                                  tmp_path):
+    """A checkpoint that leaves the frozen encoder layers out still carries MM-SS's
+    pseudo-label state; loaded into a fresh model, every tensor comes back."""
+    trainer = make_trainer(_sources(ids_stores), "mmss", tmp_path,
+                           [*TINY["mmss"], "model.finetune_layers=1"])
+    for batch in trainer.loader:
+        trainer.train_step(batch)
+    trainer.unwrapped.on_epoch_end(1)
+    saved = checkpoints.model_state(trainer.unwrapped)
+    assert not any(".transformer.embeddings." in k or ".layer.0." in k for k in saved)
+    assert bool(saved["state.known"].any()) and int(saved["state.epochs_done"]) == 1
+    fresh = make_trainer(_sources(ids_stores), "mmss", tmp_path / "fresh",
+                         [*TINY["mmss"], "model.finetune_layers=1"], seed=7).unwrapped
+    checkpoints.load_model_state(fresh, saved)
+    for key, value in trainer.unwrapped.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, fresh.state_dict()[key]), key
+
+
+@pytest.mark.slow
 def test_frozen_layers_stay_bit_identical_and_the_last_ones_change(ids_stores, minilm_path,
                                                                    tmp_path):
     trainer = make_trainer(_sources(ids_stores), "sancl", tmp_path,
@@ -225,6 +325,8 @@ def test_frozen_layers_stay_bit_identical_and_the_last_ones_change(ids_stores, m
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     trainer.fit()
     after = encoder.state_dict()
+    # the epoch records both rates (the plateau schedule scales both)
+    assert (trainer.state.history[0]["lr"], trainer.state.history[0]["encoder_lr"]) == (2e-5, 1e-3)
     for name, value in before.items():
         layer = _layer_of(name)
         if layer is not None and layer >= 4:
@@ -291,7 +393,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(ids_stores, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, tmp_path):
+def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, minilm_path,
+                                                             tmp_path):
     result = train(manifest=ids_stores["manifest"], rois=ids_stores["rois"],
                    text=ids_stores["text"], probes=ids_stores["probes"], out=tmp_path / "run",
                    device="cpu", show_progress=False, overrides=[*SMALL, "train.epochs=1"])
@@ -301,6 +404,15 @@ def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, tmp_path
     run = {r["review_id"]: r["score"] for r in
            map(json.loads, open(result.path / "predictions-test.jsonl"))}
     assert ours.keys() == run.keys() and len(ours) == summary["reviews"] > 0
+    # metrics.json names the weights each encoder started from, hashed as loaded
+    from mrhp_prep.train.models.text_encoder import weights_sha256
+    from transformers import AutoModel
+
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    base = {"base_model": str(minilm_path),
+            "base_sha256": weights_sha256(AutoModel.from_pretrained(minilm_path))}
+    assert metrics["config"]["model"]["shared_encoder"] is True     # listed once
+    assert metrics["text_encoders"] == {"product_tokens.encoder": base}
     np.testing.assert_allclose([ours[k] for k in run], list(run.values()), rtol=1e-5, atol=1e-6)
 
 
@@ -329,3 +441,28 @@ def test_torchrun_two_gloo_processes_fine_tune(ids_stores, minilm_path, tmp_path
     base = AutoModel.from_pretrained(minilm_path).state_dict()
     key = "encoder.layer.5.output.dense.weight"
     assert not torch.equal(best[f"product_tokens.encoder.transformer.{key}"], base[key])
+
+
+def test_compare_puts_a_fine_tuned_run_beside_the_papers_bert_rows(ids_stores, tmp_path):
+    """An ids store is a transformer (MM-SS's and SANCL+BERT's setting), never word vectors."""
+    from mrhp_prep.train.compare import _describe
+    from mrhp_prep.train.papers import paper_row
+
+    config = resolve_config("mmss", text_mode="ids")
+    described = _describe(config, {k: str(v) for k, v in ids_stores.items()})
+    assert described["text"] == "bert" and described["variant"] == "full"
+    row = paper_row("mmss", dataset="amazon", category="clothing", setting="multimodal",
+                    text=described["text"])
+    assert row is not None and row["map"] == 69.5
+    # frozen features are neither paper's BERT setting: no row
+    features = write_text_store(tmp_path / "features", ids_stores["manifest"], mode="features",
+                                dim=16)
+    frozen = _describe(resolve_config("mmss", text_mode="features"),
+                       {**{k: str(v) for k, v in ids_stores.items()}, "text": str(features)})
+    assert paper_row("mmss", dataset="amazon", category="clothing", setting="multimodal",
+                     text=frozen["text"]) is None
+    # a run whose text store was deleted since: its config still says what it trained on
+    gone = _describe(config, {**{k: str(v) for k, v in ids_stores.items()},
+                              "text": str(tmp_path / "deleted")})
+    assert gone["text"] == "bert"
+

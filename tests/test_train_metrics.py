@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrhp_prep.train.metrics import (evaluate_rankings, paired_t_test, product_metrics,
-                                     rank_within_products, read_predictions)
+from mrhp_prep.train.metrics import (evaluate_rankings, paired_t_test, paired_test,
+                                     product_metrics, rank_within_products, read_predictions)
 
 LN = math.log
 
@@ -100,6 +100,15 @@ def test_paired_t_test_matches_the_formula():
     assert test["map"]["t"] == pytest.approx(t)
     assert test["map"]["products"] == 12
     assert 0 <= test["map"]["p"] < 0.05   # scores that follow the label beat noise
+
+
+def test_paired_test_without_variance_gives_no_p_value():
+    """Every difference equal (a constant shift): scipy's t is infinite and its p 0, which
+    would read as significance; the test reports no t and no p instead."""
+    shifted = paired_test([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
+    assert shifted["t"] is None and shifted["p"] is None and shifted["n"] == 3
+    assert shifted["mean_difference"] == pytest.approx(0.1)
+    assert paired_test([0.5], [0.1])["p"] is None                  # one pair
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])

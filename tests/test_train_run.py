@@ -226,6 +226,24 @@ def test_resume_option_finishes_an_unfinished_run_folder(trained, runner, tmp_pa
     assert resumed["test"] == original["test"] and resumed["best_epoch"] == original["best_epoch"]
 
 
+def test_resume_refuses_a_run_whose_config_predates_a_setting(trained, runner, tmp_path):
+    """A run started before model.contrastive_reduction existed averaged its contrastive
+    terms; resuming it under today's default (sum) would change its loss mid-run."""
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "old"
+    shutil.copytree(trained["path"], copy)
+    (copy / "MANIFEST.json").unlink()
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    del config["model"]["contrastive_reduction"]
+    (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = runner.invoke(cli, ["train", "--resume", str(copy), "--device", "cpu"])
+    assert result.exit_code == 3, result.output
+    assert "model.contrastive_reduction" in result.output and "older version" in result.output
+
+
 class NotAState:
     """An arbitrary object: loading it would need unpickling code."""
 

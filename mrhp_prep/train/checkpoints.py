@@ -23,10 +23,16 @@ FORMAT_VERSION = 1
 
 
 def frozen_embedding_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of embedding tables that do not train."""
+    """State-dict keys of static-vector tables that do not train. The embeddings inside a
+    fine-tuned text encoder are not among them: `model.encoder_checkpoint` decides for those
+    (`full` keeps them), see `frozen_encoder_keys`."""
+    from .models.text_encoder import text_encoders
+
+    encoders = tuple(text_encoders(model))
     keys = set()
     for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding) and not module.weight.requires_grad:
+        if (isinstance(module, nn.Embedding) and not module.weight.requires_grad
+                and not f"{name}.".startswith(encoders)):
             keys.add(f"{name}.weight" if name else "weight")
     return keys
 

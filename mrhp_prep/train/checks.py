@@ -4,6 +4,8 @@ Where each check sits:
 
 - when the stores open (`check_text_store`): static vectors must be finite, token ids inside
   the vocabulary, character offsets inside the manifest text and as many as the tokens;
+- once the model is built (`check_ids_fit_encoder`): an ids store's token ids inside the
+  embedding table of the transformer the model fine-tunes;
 - in every batch, on its device (`finite_inputs`, then `check_batch`): RoI and text features
   must be finite; `diagnose_rows` reads the batch's rows again to name the store file, the
   item and the field. The flag is read when the step reads its loss anyway, so it costs no
@@ -105,6 +107,31 @@ def check_text_store(shards, text_lengths: pd.Series) -> None:
                        f"token offsets [{int(starts[first])}, {int(ends[first])}) fall outside "
                        f"the text ({int(limit[first]) if math.isfinite(limit[first]) else '?'}"
                        f" characters)")
+
+
+def check_ids_fit_encoder(sources, model: torch.nn.Module) -> None:
+    """Token ids of an ids store must index the embedding table of the transformer the model
+    fine-tunes: an id beyond it (a store tokenized for another model) would crash the lookup,
+    on a GPU with a device-side assert. Raises an InputError naming the shard file and row."""
+    from .models.text_encoder import FineTunedEncoder
+
+    encoders = [m for m in model.modules() if isinstance(m, FineTunedEncoder)]
+    if not encoders:
+        return
+    size = min(int(m.transformer.get_input_embeddings().num_embeddings) for m in encoders)
+    for name, shards in sources.text.items():
+        for part, (offsets, flat, *_) in enumerate(shards._open()):
+            out = np.flatnonzero(np.asarray(flat) >= size)
+            if not len(out):
+                continue
+            row = int(np.searchsorted(offsets, out[0], side="right") - 1)
+            batch = shards._parts.open()[part]
+            raise InputError(
+                f"token id {int(flat[out[0]])} is outside the vocabulary of the text encoder "
+                f"{encoders[0].base_name!r} ({size} ids): the store was tokenized for another "
+                f"model", file=shards._parts.file_of(part), field="token_ids",
+                row=f"{shards._parts.file_row(part, row)} (id {batch.column('id')[row]})",
+                hint=f"re-run embed-text --mode ids --model {encoders[0].base_name} --force")
 
 
 def check_labels(sources, splits: Mapping) -> None:

@@ -43,7 +43,8 @@ _FOLDER = click.Path(exists=True, file_okay=False)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="cache",
               envvar="MRHP_CACHE_DIR", show_envvar=True,
               help="Cache root: runs go to CACHE_DIR/<dataset>/train/<fingerprint>/.")
-@click.option("--force", is_flag=True, help="Train again from scratch even when the run exists.")
+@click.option("--force", is_flag=True,
+              help="Train again from scratch even when the run exists (not with --resume).")
 @click.option("--allow-partial", is_flag=True,
               help="Train even when the text, RoI or probe store covers only part of the "
                    "manifest (same as --set data.allow_partial=true); the summary reports the "
@@ -67,11 +68,14 @@ def train(**options):
 
     if options["resume"] and options["seeds"] is not None:
         raise click.UsageError("--seeds makes new runs; resume one with --resume RUN_DIR alone")
+    if options["seed_index"] is not None and options["seeds"] is None:
+        raise click.UsageError("--seed-index picks one seed of --seeds: pass --seeds too (or "
+                               "--set train.seed=N for a single run)")
     if options["resume"]:
         check_resume_options(options["resume"], given_options(
             click.get_current_context(),
             ("model", "manifest", "rois", "text", "probes", "config_file", "preset", "set",
-             "allow_partial")))
+             "allow_partial", "force")))
     # "--set" arrives as the parameter "set" (the name pipelines use too)
     overrides = list(options.pop("set"))
     if options.pop("allow_partial"):

@@ -1,8 +1,9 @@
 """Runs that differ only by their seed, grouped, summarised and tested against each other.
 
 A group is every finished run with the same config but for `train.seed`, on the same input
-stores (by fingerprint). Per group: the mean and sample standard deviation over its seeds of
-MAP, NDCG@3 and NDCG@5. Between two groups, per metric:
+stores (by fingerprint) and, for a fine-tuned text encoder, from the same base weights. Per
+group: the mean and sample standard deviation over its seeds of MAP, NDCG@3 and NDCG@5.
+Between two groups, per metric:
 - a paired t-test over products: each product's metric is first averaged over the group's
   seeds, then the two groups are paired on the products both ranked;
 - a paired t-test over seeds, when both groups have at least three seeds in common (run i of
@@ -13,7 +14,6 @@ Marks: "*" p < 0.05, "**" p < 0.01 (SANCL marks p < 0.05, MM-SS p < 0.01).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -25,7 +25,9 @@ import pandas as pd
 from ..cache import MANIFEST_NAME, MARKER_NAME, read_manifest
 from ..errors import InputError
 from .metrics import RankingReport, evaluate_rankings, read_predictions
+from .metrics import paired_test as t_test
 from .papers import PAPER_METRICS, variant_of
+from .config import flatten
 from .run import read_run_config
 
 SPLITS = ("dev", "test")
@@ -93,18 +95,6 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return unique, unfinished
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _describe(config: dict, inputs: dict) -> dict:
     """model, dataset, category, setting, text mode and the papers' name of its variant
     (None where unknown)."""
@@ -119,9 +109,12 @@ def _describe(config: dict, inputs: dict) -> dict:
         pass
     try:
         mode = FeatureSources.peek_text_mode(inputs["text"]) if inputs.get("text") else None
-        text = {"static": "static", "ids": "static", "features": "bert"}.get(mode)
-    except (InputError, OSError, KeyError):
-        text = {"glove": "static", "bert": "bert"}.get(str(config.get("preset", "")).split("-")[0])
+        # the papers' BERT rows fine-tuned it (ids stores); frozen features match no row
+        text = {"static": "static", "ids": "bert", "features": "bert-frozen"}.get(mode)
+    except (InputError, OSError, KeyError):    # the store is gone: the config still tells
+        family = str(config.get("preset", "")).split("-")[0]
+        text = ("bert" if config["model"].get("text_encoder") == "finetune" else
+                {"glove": "static", "bert": "bert-frozen"}.get(family))
     return {"model": config["model"]["name"], "dataset": dataset, "category": category,
             "setting": "multimodal" if inputs.get("rois") else "text-only", "text": text,
             "variant": variant_of(config, bool(inputs.get("probes")))}
@@ -145,7 +138,10 @@ def load_run(path: Path, split: str) -> Run:
     report = evaluate_rankings(read_predictions(predictions), float(threshold))
     if report.per_product.empty:
         raise InputError(f"{predictions.name} ranks no product", file=str(predictions))
-    settings = {**flatten(config), **{f"input.{k}": v for k, v in fingerprints.items()}}
+    settings = {**dict(flatten(config)), **{f"input.{k}": v for k, v in fingerprints.items()},
+                # a fine-tuned encoder's starting weights are an input too (metrics.json)
+                **{f"input.encoder {k}": v.get("base_sha256")
+                   for k, v in (metrics.get("text_encoders") or {}).items()}}
     return Run(path, seed, settings, report, _describe(config, inputs))
 
 
@@ -191,19 +187,9 @@ def significance_mark(p: float | None) -> str:
 
 
 def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
-    """scipy's paired t-test of x against y: mean difference, t, p, n (t and p None when
-    the pairs are too few or all differences are equal)."""
-    from scipy import stats
-
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    difference = x - y
-    t = p = None
-    if len(x) >= 2 and not np.allclose(difference, difference[0]):
-        result = stats.ttest_rel(x, y)
-        if math.isfinite(result.statistic) and math.isfinite(result.pvalue):
-            t, p = float(result.statistic), float(result.pvalue)
-    return {"mean_difference": float(difference.mean()) if len(x) else None, "t": t, "p": p,
-            "n": int(len(x)), "mark": significance_mark(p)}
+    """`metrics.paired_test` (mean difference, t, p, n) with the significance mark."""
+    test = t_test(x, y)
+    return {**test, "mark": significance_mark(test["p"])}
 
 
 def compare_groups(groups: Sequence[Group]) -> pd.DataFrame:

@@ -151,7 +151,8 @@ def compare(paths: Sequence[str | Path], out: str | Path, split: str = "test",
 @click.option("--paper", type=click.Choice(PAPERS), default=None,
               help="Set each group beside this paper's figure for its dataset, category, "
                    "setting, text features and variant (the full model or an ablation of the "
-                   "paper's tables; mrhp_prep/train/paper_results.yaml).")
+                   "paper's tables; mrhp_prep/train/paper_results.yaml). Test split only: "
+                   "the papers report test-set figures.")
 @click.option("--out", type=click.Path(file_okay=False), default="compare",
               help="Folder for compare.csv, compare-tests.csv, compare.md and compare.png.")
 def compare_command(runs, split, paper, out):
@@ -164,6 +165,10 @@ def compare_command(runs, split, paper, out):
 
     Example: mrhp-prep compare cache/amazon-home/train --paper sancl --split test
     """
+    if paper and split != "test":
+        raise click.UsageError(f"--paper sets groups beside the paper's test-set figures; "
+                               f"--split {split} would subtract them from {split} scores: "
+                               f"use --split test with --paper")
     path, summary, tests, unfinished = compare(runs, out, split, paper)
     click.echo((path / "compare.md").read_text(encoding="utf-8"), err=True)
     rows = {"groups": len(summary), "runs": int(summary["runs"].sum()), "tests": len(tests)}

@@ -102,7 +102,7 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
         loaded.pop("presets", None)
         loaded.pop("inputs", None)
         loaded.pop("preset", None)
-        for dotted, value in _flatten(loaded):
+        for dotted, value in flatten(loaded):
             set_value(config, dotted, value, str(config_file))
     for text in overrides:
         dotted, value = parse_override(text)
@@ -122,11 +122,12 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
     return config
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+def flatten(tree: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    """{"train": {"lr": 1}} -> [("train.lr", 1)]: every leaf with its dotted key."""
     items = []
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            items.extend(_flatten(value, f"{prefix}{key}."))
+            items.extend(flatten(value, f"{prefix}{key}."))
         else:
             items.append((f"{prefix}{key}", value))
     return items

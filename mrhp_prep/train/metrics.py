@@ -122,25 +122,35 @@ def rank_within_products(predictions: pd.DataFrame) -> np.ndarray:
     return ranks
 
 
-def paired_t_test(a: RankingReport, b: RankingReport,
-                  metrics: Iterable[str] = METRICS) -> dict[str, dict]:
-    """Paired t-test of two runs' per-product scores over the products both ranked.
-
-    Returns, per metric, the mean difference (a - b), t, the two-sided p-value and n.
-    """
+def paired_test(x, y) -> dict:
+    """scipy's paired t-test of x against y (equal-length arrays): mean difference (x - y), t,
+    two-sided p and n; t and p are None when there are fewer than two pairs or every
+    difference is the same (no variance: scipy's t would be infinite or undefined)."""
     from scipy import stats
 
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    difference = x - y
+    t = p = None
+    if len(x) >= 2 and not np.allclose(difference, difference[0]):
+        test = stats.ttest_rel(x, y)
+        t, p = _finite(float(test.statistic)), _finite(float(test.pvalue))
+        if t is None or p is None:
+            t = p = None
+    return {"mean_difference": float(difference.mean()) if len(x) else None, "t": t, "p": p,
+            "n": int(len(x))}
+
+
+def paired_t_test(a: RankingReport, b: RankingReport,
+                  metrics: Iterable[str] = METRICS) -> dict[str, dict]:
+    """Paired t-test (`paired_test`) of two runs' per-product scores over the products both
+    ranked. Returns, per metric, the mean difference (a - b), t, the two-sided p and the
+    number of products."""
     joined = a.per_product.merge(b.per_product, on="product_id", suffixes=("_a", "_b"))
     result = {}
     for name in metrics:
-        x, y = joined[f"{name}_a"].to_numpy(), joined[f"{name}_b"].to_numpy()
-        if len(joined) < 2 or np.allclose(x, y):
-            t, p = float("nan"), float("nan")
-        else:
-            test = stats.ttest_rel(x, y)
-            t, p = float(test.statistic), float(test.pvalue)
-        result[name] = {"mean_difference": float(np.mean(x - y)) if len(joined) else 0.0,
-                        "t": _finite(t), "p": _finite(p), "products": int(len(joined))}
+        test = paired_test(joined[f"{name}_a"], joined[f"{name}_b"])
+        result[name] = {"mean_difference": test["mean_difference"] or 0.0, "t": test["t"],
+                        "p": test["p"], "products": test["n"]}
     return result
 
 

@@ -2,7 +2,8 @@
 
 - `train --resume RUN` continues RUN with its own config.yaml and input folders. A --model or
   input folder that differs from the run's, or --config / --preset / --set /
-  --allow-partial (which a resumed run cannot apply), is an error: exit 2, naming each option.
+  --allow-partial / --force (which a resumed run cannot apply: it continues, never starts
+  again), is an error: exit 2, naming each option.
   Passing the run's own values is allowed.
 - `predict` ranks either the given --product ids or a whole --split, never both.
 """
@@ -17,7 +18,7 @@ from click.core import ParameterSource
 
 INPUT_OPTIONS = ("manifest", "rois", "text", "probes")
 SETTING_OPTIONS = {"config_file": "--config", "preset": "--preset", "set": "--set",
-                   "allow_partial": "--allow-partial"}
+                   "allow_partial": "--allow-partial", "force": "--force"}
 
 
 def given_options(ctx: click.Context, names) -> dict[str, Any]:

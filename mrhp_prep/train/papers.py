@@ -51,6 +51,8 @@ def variant_of(config: dict, has_probes: bool) -> str | None:
     model = config["model"]
     name = model["name"]
     if name == "sancl":
+        if model.get("contrastive_reduction", "sum") != "sum":
+            return None          # eq. 11-12 sum over the positives; the mean is not the paper's
         removed = []
         if not has_probes:
             removed.append("w/o probe mask")

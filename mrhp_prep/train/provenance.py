@@ -14,12 +14,22 @@ from ..atomic import write_json_atomic
 from .config import fingerprint_settings
 
 
-def run_record(config: Mapping, run) -> dict:
+def run_record(config: Mapping, run, model=None) -> dict:
     """seed, package version, the run's and its input stores' fingerprints, the effective
-    config (`run` is the StageRun of the training folder)."""
-    return {"seed": int(config["train"]["seed"]), "package_version": __version__,
-            "fingerprint": run.fingerprint, "input_fingerprints": dict(run.inputs),
-            "config": fingerprint_settings(config)}
+    config (`run` is the StageRun of the training folder) and, for a `model` that fine-tunes
+    text encoders, the base model each started from with the hash of its weights as loaded
+    (the text store's fingerprint names the model, not the weights read at training time)."""
+    record = {"seed": int(config["train"]["seed"]), "package_version": __version__,
+              "fingerprint": run.fingerprint, "input_fingerprints": dict(run.inputs),
+              "config": fingerprint_settings(config)}
+    if model is not None:
+        from .models.text_encoder import FineTunedEncoder
+
+        bases = {name: module.get_extra_state() for name, module in model.named_modules()
+                 if isinstance(module, FineTunedEncoder)}
+        if bases:
+            record["text_encoders"] = bases
+    return record
 
 
 def plain(value: Any, where: str = "") -> Any:

@@ -32,8 +32,8 @@ from ..atomic import atomic_path
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
-from .checks import check_labels, check_scores, load_checkpoint_for
-from .config import fingerprint_settings, resolve_config
+from .checks import check_ids_fit_encoder, check_labels, check_scores, load_checkpoint_for
+from .config import fingerprint_settings, flatten, model_defaults, resolve_config
 from .coverage import coverage_summary, require_full_coverage, store_coverage
 from .dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from .distributed import Distributed, pick_device
@@ -75,6 +75,20 @@ def read_run_config(run_dir: str | Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def _require_current_keys(config: dict, run_dir) -> None:
+    """Refuse to resume a run whose config.yaml lacks settings the model's defaults now have:
+    it was started by an older version, and resuming would train on with today's defaults
+    for them (e.g. SANCL's contrastive terms summed where they were averaged)."""
+    defaults, _ = model_defaults(config["model"]["name"])
+    missing = sorted(set(dict(flatten(defaults))) - set(dict(flatten(config))))
+    if missing:
+        raise InputError(f"the run was started by an older version: its config.yaml lacks "
+                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}, so "
+                         f"resuming it would mix two trainings", file=str(Path(run_dir)),
+                         hint="train it again with its original command, without --resume "
+                              "(today's settings give it a new run folder)")
+
+
 def _discard_if_untrained(run: StageRun | None) -> None:
     """Remove the folder of a run refused before its first checkpoint (exit 3 writes
     nothing); a run with checkpoints keeps them, to resume once the input is fixed."""
@@ -99,6 +113,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         config = read_run_config(resume)
         inputs = config.pop("inputs")
         out, model = resume, config["model"]["name"]
+        _require_current_keys(config, resume)
     else:
         if manifest is None:
             raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
@@ -143,6 +158,11 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         _discard_if_untrained(run)
         raise
     built = build_model(model, config["model"], sources.model_inputs())
+    try:
+        check_ids_fit_encoder(sources, built)
+    except InputError:
+        _discard_if_untrained(run)
+        raise
     torch_device = pick_device(device, distributed)
     threshold = manifest_info.relevance_threshold
     trainer = Trainer(built, splits["train"], splits["dev"], config, path, device=torch_device,
@@ -180,7 +200,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if distributed.is_main:
         for split, frame in frames.items():
             write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_strict_json(path / "metrics.json", {**result_metrics, **run_record(config, run)})
+        write_strict_json(path / "metrics.json",
+                          {**result_metrics, **run_record(config, run, built)})
         if state.history:
             plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
         plot_scores(path / "scores.png", frames)
@@ -233,6 +254,7 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     if not len(table):
         raise InputError("no reviews to score for the given products/split", field="--product")
     model = build_model(config["model"]["name"], config["model"], sources.model_inputs(vectors))
+    check_ids_fit_encoder(sources, model)
     weights = run_dir / "checkpoints" / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
                                          else checkpoint)
     if not weights.is_file():

@@ -50,6 +50,9 @@ WORD_OR_NUMBER: dict[str, tuple[str, ...]] = {
     "model.relevance_threshold": ("auto",),
     "loss.margin": ("auto", "label-gap"),
 }
+# settings that take one of a few words or a whole number (a preset's 4 does not make the
+# word an error, and "3" from a pipeline YAML becomes 3)
+WORD_OR_INTEGER: dict[str, tuple[str, ...]] = {"model.finetune_layers": ("all",)}
 # settings that are null (derived from the data) or a number of this type
 NUMBER_OR_NULL: dict[str, type] = {"model.num_train_reviews": int, "model.distance_scale": float,
                                   "train.encoder_lr": float}
@@ -69,8 +72,9 @@ def _fail(dotted: str, value: Any, expected: str, where: str) -> InputError:
 
 
 def convert_setting(dotted: str, value: Any, default: Any, where: str) -> Any:
-    """`value` as the type of `default` (bool, int, float), or as the WORD_OR_NUMBER and
-    NUMBER_OR_NULL tables say for their keys; values of other defaults are kept as they are.
+    """`value` as the type of `default` (bool, int, float), or as the WORD_OR_INTEGER,
+    WORD_OR_NUMBER and NUMBER_OR_NULL tables say for their keys; values of other defaults
+    are kept as they are.
 
     Raises an InputError naming `dotted`, the expected type and `where` the value came from.
     """
@@ -78,6 +82,15 @@ def convert_setting(dotted: str, value: Any, default: Any, where: str) -> Any:
         if value is None or str(value).strip().lower() in {"null", "none", "~"}:
             return None
         return _as_type_of(dotted, value, NUMBER_OR_NULL[dotted](1), where)
+    if dotted in WORD_OR_INTEGER:
+        words = WORD_OR_INTEGER[dotted]
+        if isinstance(value, str) and value.strip().lower() in words:
+            return value.strip().lower()
+        expected = " or ".join(words) + " or a whole number"
+        try:
+            return _as_type_of(dotted, value, 0, where)
+        except InputError:
+            raise _fail(dotted, value, expected, where) from None
     if dotted in WORD_OR_NUMBER:
         words = WORD_OR_NUMBER[dotted]
         if isinstance(value, str) and value.strip().lower() in words:

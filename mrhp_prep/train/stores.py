@@ -238,9 +238,17 @@ class TextShards:
         return self._views[1]
 
     def item(self, part: int, row: int, limit: int | None = None) -> dict[str, np.ndarray]:
+        """values, token_start, token_end of one text, cut to its first `limit` tokens. An ids
+        text cut that way keeps its closing special token ([SEP], offsets -1, -1) as the last
+        of the `limit`, as the tokenizer's own truncation does: the transformer trained inside
+        the model always sees a text that ends the way it was pre-trained on."""
         offsets, flat, char_offsets, starts, ends = self._open()[part]
         a, b = int(offsets[row]), int(offsets[row + 1])
         c, d = int(char_offsets[row]), int(char_offsets[row + 1])
+        if (limit is not None and self.mode == "ids" and 1 < limit < b - a and d - c == b - a
+                and starts[d - 1] == -1 and ends[d - 1] == -1):
+            tokens, chars = np.r_[a:a + limit - 1, b - 1], np.r_[c:c + limit - 1, d - 1]
+            return {"values": flat[tokens], "token_start": starts[chars], "token_end": ends[chars]}
         if limit is not None:
             b, d = min(b, a + limit), min(d, c + limit)
         return {"values": flat[a:b], "token_start": starts[c:d], "token_end": ends[c:d]}

@@ -281,6 +281,8 @@ class Trainer:
                   "steps": int(state.sums.get("steps", 0)),   # this rank's optimizer steps
                   "seconds": round(sums.get("step_seconds", 0.0), 3),
                   "data_share": sums.get("data_seconds", 0.0) / max(sums.get("step_seconds", 0.0), 1e-9)}
+        if len(self.optimizer.param_groups) > 1:     # a fine-tuned text encoder's own rate
+            record["encoder_lr"] = self.optimizer.param_groups[1]["lr"]
         for key, value in sums.items():
             if key not in {"steps", "rows", "data_seconds", "step_seconds"}:
                 record[key] = value / steps

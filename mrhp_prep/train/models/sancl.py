@@ -112,7 +112,8 @@ def _first_of_each(index: torch.Tensor) -> torch.Tensor:
 
 
 class SANCL(RankingModel):
-    """SANCL over static vectors or frozen features, with or without RoI features and probes."""
+    """SANCL over static vectors, frozen features or a fine-tuned transformer, with or without
+    RoI features and probes."""
 
     # every parameter is in every forward's graph (rows without images use `missing` through
     # torch.where, the product projections feed the contrastive terms and the scores)

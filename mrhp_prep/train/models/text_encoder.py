@@ -39,18 +39,9 @@ _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 
 
 def resolve_encoder_settings(config: dict, text_mode: str | None) -> None:
-    """Resolve `model.text_encoder: auto` from the store's mode and check the encoder keys
-    (of the `model` section, and `train.encoder_lr`)."""
-    rate = config["train"].get("encoder_lr")
-    if rate is not None:
-        try:     # YAML reads 5e-5 (no decimal point) as a string
-            number = -1.0 if isinstance(rate, bool) else float(rate)
-        except (TypeError, ValueError):
-            number = -1.0
-        if not number >= 0:
-            raise InputError("train.encoder_lr must be null or a number >= 0",
-                             field="train.encoder_lr")
-        config["train"]["encoder_lr"] = number
+    """Resolve `model.text_encoder: auto` from the store's mode and check the encoder keys of
+    the `model` section (`train.encoder_lr` is typed and range-checked where it is set, in
+    `setting_types.py`)."""
     model = config["model"]
     choice = model.get("text_encoder", "auto")
     if choice == "auto" and text_mode is None:      # no store to decide from (yet)
@@ -113,6 +104,13 @@ class FineTunedEncoder(nn.Module):
                                   "folder must exist (a relative path counts from where train "
                                   "runs; hub names need a network)") from exc
         self.base_name = str(model)
+        broken = [name for name, tensor in self.transformer.state_dict().items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if broken:     # weights enter here: a NaN would surface only as a diverged loss
+            raise InputError(f"the text encoder {model!r} holds NaN or inf weights "
+                             f"({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''})",
+                             field="text encoder",
+                             hint="restore the model folder (download or copy it again)")
         self.base_sha256 = weights_sha256(self.transformer)
         self.dim = int(self.transformer.config.hidden_size)
         self.num_layers = int(self.transformer.config.num_hidden_layers)
@@ -194,12 +192,19 @@ def build_text_encoders(config: Mapping, model_name: str | None) -> dict[str, Fi
     return {"product": product, "review": review}
 
 
+def text_encoders(model: nn.Module) -> dict[str, FineTunedEncoder]:
+    """State-dict prefix ("review_tokens.encoder.") -> encoder, for every name an encoder of
+    `model` is registered under (a shared encoder has two)."""
+    return {f"{name}." if name else "": module
+            for name, module in model.named_modules(remove_duplicate=False)
+            if isinstance(module, FineTunedEncoder)}
+
+
 def frozen_encoder_keys(model: nn.Module) -> set[str]:
     """State-dict keys of every text encoder in `model` that checkpoints leave out."""
     keys: set[str] = set()
-    for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, FineTunedEncoder):
-            keys |= module.frozen_keys(f"{name}." if name else "")
+    for prefix, module in text_encoders(model).items():
+        keys |= module.frozen_keys(prefix)
     return keys
 
 
