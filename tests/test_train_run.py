@@ -143,6 +143,14 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(stores, tmp_path):
     assert moving.evaluate(moving.dev_set)["ndcg@3"] == pytest.approx(max(values))
 
 
+def test_epoch_checkpoints_off_keeps_only_best_and_last(stores, tmp_path):
+    trainer = _trainer(stores, tmp_path / "run", ["train.epochs=2",
+                                                  "train.epoch_checkpoints=false"])
+    trainer.fit()
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["best.pt", "last.pt"]
+
+
 def test_predict_matches_the_run_and_remaps_a_new_vocabulary(trained, stores, tmp_path):
     from pathlib import Path
 

@@ -53,6 +53,7 @@ class TrainSettings:
     checkpoint_every_steps: int
     amp: str | bool
     encoder_lr: float | None = None   # a fine-tuned text encoder's learning rate (None: lr)
+    epoch_checkpoints: bool = True    # also keep epoch-NNN.pt (besides best.pt and last.pt)
 
     @classmethod
     def from_config(cls, section: Mapping) -> "TrainSettings":
@@ -306,7 +307,8 @@ class Trainer:
         state.step_in_epoch, state.sums = 0, {}
         if self.distributed.is_main:
             weights = {"model": checkpoints.model_state(self.unwrapped), "record": record}
-            checkpoints.save(self.checkpoint_dir / f"epoch-{record['epoch']:03d}.pt", weights)
+            if self.settings.epoch_checkpoints:
+                checkpoints.save(self.checkpoint_dir / f"epoch-{record['epoch']:03d}.pt", weights)
             if improved:
                 checkpoints.save(self.checkpoint_dir / "best.pt", weights)
         self.save_last()
