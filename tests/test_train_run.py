@@ -151,6 +151,15 @@ def test_epoch_checkpoints_off_keeps_only_best_and_last(stores, tmp_path):
     assert names == ["best.pt", "last.pt"]
 
 
+def test_resume_from_a_last_checkpoint_of_another_shape_names_the_file(stores, tmp_path):
+    _trainer(stores, tmp_path / "run", ["train.epochs=1"]).fit()
+    wider = _trainer(stores, tmp_path / "run", ["train.epochs=2", "model.text_hidden=24"])
+    with pytest.raises(InputError) as refused:
+        wider.fit()
+    message = refused.value.format_message()
+    assert "last.pt" in message and "does not fit" in message
+
+
 def test_predict_matches_the_run_and_remaps_a_new_vocabulary(trained, stores, tmp_path):
     from pathlib import Path
 

@@ -274,7 +274,14 @@ def load_checkpoint_for(model: torch.nn.Module, path, model_name: str) -> None:
     """Load a checkpoint's weights into `model`, refusing one of another model or shape."""
     from . import checkpoints
 
-    payload = checkpoints.load(path)
+    load_checkpoint_state(model, checkpoints.load(path), path, model_name)
+
+
+def load_checkpoint_state(model: torch.nn.Module, payload: dict, path, model_name: str) -> None:
+    """Load the weights of a read checkpoint `payload` (from `path`) into `model`; a payload
+    of another model or shape is an InputError naming the file."""
+    from . import checkpoints
+
     try:
         checkpoints.load_model_state(model, payload["model"])
     except (KeyError, ValueError, RuntimeError) as exc:

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from ..errors import InputError
 from ..options import progress
 from . import checkpoints
-from .checks import check_batch, check_losses, check_scores, finite_inputs
+from .checks import (check_batch, check_losses, check_scores, finite_inputs,
+                     load_checkpoint_state)
 from .dataset import Collate, DataConfig, ReviewDataset, SplitTable
 from .distributed import Distributed
 from .losses import group_hinge_loss
@@ -151,6 +152,7 @@ class Trainer:
                  distributed: Distributed | None = None, num_workers: int = 0,
                  show_progress: bool = True):
         self.settings = TrainSettings.from_config(config["train"])
+        self.model_name = config["model"].get("name", type(model).__name__)
         self.sampling = SamplingConfig.from_config(config["sampling"])
         self.margin = config["loss"]["margin"]
         self.data_config = DataConfig.from_config(config["data"])
@@ -355,7 +357,7 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         payload = checkpoints.load(path)
-        checkpoints.load_model_state(self.unwrapped, payload["model"])
+        load_checkpoint_state(self.unwrapped, payload, path, self.model_name)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         if payload["scaler"]:
@@ -374,5 +376,5 @@ class Trainer:
         if not best.exists():
             return self.state.epoch
         payload = checkpoints.load(best)
-        checkpoints.load_model_state(self.unwrapped, payload["model"])
+        load_checkpoint_state(self.unwrapped, payload, best, self.model_name)
         return int(payload["record"]["epoch"])
