@@ -38,7 +38,8 @@ from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector  # noqa: E402
 from mrhp_prep.vision.checkpoints import init_random  # noqa: E402
 from mrhp_prep.vision.nms import caffe_nms  # noqa: E402
 from mrhp_prep.vision.resize import resize_like_opencv, resize_scale  # noqa: E402
-from mrhp_prep.vision.extract import ImageDataset, ImageSettings, Runner, ShapeBatcher  # noqa: E402
+from mrhp_prep.vision.extract import Runner  # noqa: E402
+from mrhp_prep.vision.images import ImageDataset, ImageSettings, ShapeBatcher  # noqa: E402
 from mrhp_prep.vision.loader import _identity_collate  # noqa: E402
 from mrhp_prep.vision.store import write_store  # noqa: E402
 

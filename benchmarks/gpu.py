@@ -48,7 +48,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrhp_prep.vision.extract import ImageSettings, Runner, RunOptions, ShapeBatcher  # noqa: E402
+from mrhp_prep.vision.extract import Runner, RunOptions  # noqa: E402
+from mrhp_prep.vision.images import ImageSettings, ShapeBatcher  # noqa: E402
 from mrhp_prep.vision.loader import iter_samples  # noqa: E402
 from mrhp_prep.vision.models import DetectorSettings, build_detector  # noqa: E402
 from mrhp_prep.vision.writer import PartWriter  # noqa: E402

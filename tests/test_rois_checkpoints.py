@@ -17,7 +17,8 @@ import torch
 from mrhp_prep.errors import InputError
 from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector
 from mrhp_prep.vision.checkpoints import init_random, load_butd_weights
-from mrhp_prep.vision.extract import ImageDataset, ImageSettings, Runner
+from mrhp_prep.vision.extract import Runner
+from mrhp_prep.vision.images import ImageDataset, ImageSettings
 from mrhp_prep.vision.models import DetectorSettings, build_detector
 from rois_support import write_photos
 

@@ -290,7 +290,7 @@ def test_output_size_rounds_half_to_even_as_opencv(height, width):
 def test_detector_stores_the_regions_the_reference_loop_picks(tmp_path):
     from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector
     from mrhp_prep.vision.checkpoints import init_random
-    from mrhp_prep.vision.extract import ImageDataset, ImageSettings
+    from mrhp_prep.vision.images import ImageDataset, ImageSettings
     from rois_support import write_photos
 
     model = BUTDDetector(BUTDConfig(rpn_post_nms_top_n=12, min_boxes=3, max_boxes=8)).eval()

@@ -4,7 +4,6 @@ here on the CPU (torchvision's decode_jpeg); on a GPU the same code calls nvJPEG
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import cv2
@@ -15,7 +14,7 @@ from PIL import Image
 
 from mrhp_prep.errors import InputError
 from mrhp_prep.vision.resize import resize_scale
-from mrhp_prep.vision.extract import ImageDataset, ImageSettings
+from mrhp_prep.vision.images import ImageDataset, ImageSettings
 from mrhp_prep.vision.loader import (DeviceDecoder, ImageSource, gpu_decodable, iter_samples,
                                      read_jpeg_header, resolve_decoder)
 from mrhp_prep.vision.store import ImageRegions, RoiStore, list_parts, write_store

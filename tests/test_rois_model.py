@@ -9,7 +9,8 @@ import torch
 from mrhp_prep.vision.boxes import caffe_cell_anchors
 from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector
 from mrhp_prep.vision.checkpoints import init_random
-from mrhp_prep.vision.extract import ImageDataset, ImageSettings, Runner
+from mrhp_prep.vision.extract import Runner
+from mrhp_prep.vision.images import ImageDataset, ImageSettings
 from mrhp_prep.vision.nms import caffe_nms
 from mrhp_prep.vision.postprocess import select_regions
 from rois_support import write_photos
@@ -229,7 +230,7 @@ def test_an_image_too_small_for_any_proposal_gives_zero_regions(model, tmp_path)
 
 
 def test_shape_batcher_emits_every_image_once_with_little_padding():
-    from mrhp_prep.vision.extract import ShapeBatcher
+    from mrhp_prep.vision.images import ShapeBatcher
 
     shapes = [(600, 800), (600, 900), (900, 600), (600, 800), (600, 600), (600, 800),
               (600, 1000), (800, 600), (600, 800), (600, 600), (1000, 600)]

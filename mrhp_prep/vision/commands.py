@@ -98,7 +98,8 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
     Example: mrhp-prep extract-rois --manifest cache/sample/ingest/<fp>
     --images-root data/images --weights bua-caffe-frcn-r101_with_attributes.pth
     """
-    from .extract import ImageSettings, RunOptions
+    from .extract import RunOptions
+    from .images import ImageSettings
     from .extract import extract_rois as run_extract
     from .models import DetectorSettings
 

@@ -9,7 +9,7 @@ arithmetic-coded, too small or too large, cut short, damaged) is decoded by Pill
 worker as before. A file nvJPEG refuses is
 decoded by Pillow in the main process, so one odd file never stops a run.
 
-Either way each image is resized by `extract.resize_pixels` on the device its pixels are on
+Either way each image is resized by `images.resize_pixels` on the device its pixels are on
 (CPU workers, or the GPU), so both decoders share one resize.
 """
 
@@ -130,12 +130,12 @@ def resolve_decoder(decoder: str, device) -> str:
 # --- the worker side ------------------------------------------------------------------------
 
 class ImageSource:
-    """Item i -> a decoded sample (see `extract.ImageDataset`) or, when `decoder == "gpu"` and
+    """Item i -> a decoded sample (see `images.ImageDataset`) or, when `decoder == "gpu"` and
     the file is a plain JPEG, dict(image_id, path, jpeg=uint8 tensor of the file's bytes)."""
 
     def __init__(self, items: Sequence[tuple[str, Path]], *, min_size: int, max_size: int,
                  image_settings, decoder: str):
-        from .extract import ImageDataset
+        from .images import ImageDataset
 
         self.cpu = ImageDataset(items, min_size=min_size, max_size=max_size,
                                 image_settings=image_settings)
@@ -205,7 +205,7 @@ class DeviceDecoder:
         return [self._finish(sample, pixels) for sample, pixels in zip(samples, images)]
 
     def _finish(self, sample: dict, pixels) -> dict:
-        from .extract import ImageDataset, resize_pixels
+        from .images import ImageDataset, resize_pixels
         from .resize import resize_scale
 
         if pixels is None:
