@@ -67,13 +67,13 @@ def check_text_store(shards, text_lengths: pd.Series) -> None:
     """
     text_lengths = text_lengths[~text_lengths.index.duplicated()]
     vocab_size = len(shards.vocab) if shards.vocab is not None else None
-    for part, (offsets, flat, char_offsets, starts, ends) in enumerate(shards._open()):
-        batch = shards._parts.open()[part]
-        where = shards._parts.file_of(part)
+    for part, (offsets, flat, char_offsets, starts, ends) in enumerate(shards.columns()):
+        batch = shards.batch(part)
+        where = shards.where(part, 0)[0]
 
         def fail(row: int, field: str, message: str) -> InputError:
             return InputError(message, file=where, field=field, hint=RERUN_HINTS["text"],
-                              row=f"{shards._parts.file_row(part, row)} "
+                              row=f"{shards.where(part, row)[1]} "
                                   f"(id {batch.column('id')[row]})")
 
         rows = len(offsets) - 1
@@ -120,17 +120,17 @@ def check_ids_fit_encoder(sources, model: torch.nn.Module) -> None:
         return
     size = min(int(m.transformer.get_input_embeddings().num_embeddings) for m in encoders)
     for name, shards in sources.text.items():
-        for part, (offsets, flat, *_) in enumerate(shards._open()):
+        for part, (offsets, flat, *_) in enumerate(shards.columns()):
             out = np.flatnonzero(np.asarray(flat) >= size)
             if not len(out):
                 continue
             row = int(np.searchsorted(offsets, out[0], side="right") - 1)
-            batch = shards._parts.open()[part]
+            batch = shards.batch(part)
             raise InputError(
                 f"token id {int(flat[out[0]])} is outside the vocabulary of the text encoder "
                 f"{encoders[0].base_name!r} ({size} ids): the store was tokenized for another "
-                f"model", file=shards._parts.file_of(part), field="token_ids",
-                row=f"{shards._parts.file_row(part, row)} (id {batch.column('id')[row]})",
+                f"model", file=shards.where(part, row)[0], field="token_ids",
+                row=f"{shards.where(part, row)[1]} (id {batch.column('id')[row]})",
                 hint=f"re-run embed-text --mode ids --model {encoders[0].base_name} --force")
 
 
@@ -212,7 +212,7 @@ def diagnose_rows(dataset, rows: Iterable[int]) -> str | None:
                 name = field.split("_")[0]
                 location = (table.product_text[p] if name == "product" else table.review_text[i])
                 shards = sources.text[name]
-                return (f"the text store {shards._parts.file_of(int(location[0]))}, "
+                return (f"the text store {shards.where(int(location[0]), 0)[0]}, "
                         f"{name} {store_id}, field 'features' holds NaN or inf; "
                         + RERUN_HINTS["text"])
         for field, item_id in (("product_image", table.products[p]),

@@ -222,6 +222,19 @@ class TextShards:
         """One row per text: id, part (record batch), row."""
         return self._parts.locations("id")
 
+    def columns(self) -> list[tuple[np.ndarray, ...]]:
+        """Per record batch: (token offsets [n+1], values [T] or [T, Dt], character-offset
+        offsets [n+1], token_start [T'], token_end [T']) as flat arrays (n texts)."""
+        return self._open()
+
+    def batch(self, part: int):
+        """The pyarrow RecordBatch `part` (its `id` column names the texts)."""
+        return self._parts.open()[part]
+
+    def where(self, part: int, row: int) -> tuple[str, int]:
+        """(shard file, row counted from the start of that file) of a text."""
+        return self._parts.file_of(part), self._parts.file_row(part, row)
+
     def _open(self):
         if self._views is None or self._views[0] != os.getpid():
             views = []
