@@ -147,6 +147,17 @@ def test_encoder_states_equal_the_transformer_on_each_text_alone(minilm_path):
             assert not states[i, len(row):].any()
 
 
+def test_an_encoder_with_no_layer_to_train_runs_without_dropout(minilm_path):
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    frozen = FineTunedEncoder(minilm_path, finetune_layers=0).train()
+    assert not frozen.transformer.training
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(ids, mask), frozen(ids, mask), atol=0, rtol=0)
+    one_layer = FineTunedEncoder(minilm_path, finetune_layers=1).train()
+    assert one_layer.transformer.training        # dropout stays where weights train
+
+
 @pytest.mark.slow
 def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(minilm_path):
     ids = torch.tensor([[101, 7592, 2088, 2003, 2307, 102], [101, 2204, 102, 0, 0, 0]])

@@ -144,6 +144,14 @@ class FineTunedEncoder(nn.Module):
                 trains = trained_layers is None or trained_layers > 0
             parameter.requires_grad_(trains)
 
+    def train(self, mode: bool = True) -> "FineTunedEncoder":
+        """As nn.Module.train, except that an encoder none of whose weights train
+        (`finetune_layers: 0`) always runs in eval mode: a fixed feature extractor, no dropout."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.transformer.parameters()):
+            self.transformer.eval()
+        return self
+
     def get_extra_state(self) -> dict:
         return {"base_model": self.base_name, "base_sha256": self.base_sha256}
 
