@@ -1,0 +1,105 @@
+"""Bad training inputs made from real stores, shared by the table corpus
+(test_bad_inputs_train.py) and the focused tests beside it (test_bad_inputs_train_focused.py):
+helpers that damage a copy of a store, the `train` command line, and the builders both use.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from feature_stores import write_probe_store, write_roi_store
+from mrhp_prep.data.manifest import Manifest
+
+SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8",
+         "train.epochs=1"]
+
+
+# -- helpers that damage real stores ------------------------------------------------------------
+def copy_store(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def read_shard(path: Path) -> pa.Table:
+    """An Arrow IPC file read into memory (not mapped: the tests rewrite it in place)."""
+    with pa.OSFile(str(path), "rb") as source:
+        return pa.ipc.open_file(pa.BufferReader(source.read())).read_all()
+
+
+def rewrite_shard(path: Path, column: str, change: Callable[[list], list], row: int = 0,
+                  batch_rows: int | None = None) -> None:
+    """Rewrite one list column value of row `row` in an Arrow IPC file, in place (record
+    batches of `batch_rows` rows; one batch by default)."""
+    table = read_shard(path)
+    values = table.column(column).to_pylist()
+    values[row] = change(values[row])
+    index = table.schema.get_field_index(column)
+    table = table.set_column(index, table.schema.field(column),
+                             pa.array(values, table.schema.field(column).type))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+
+
+def finished_train_runs(root: Path) -> list[Path]:
+    """Folders under `root` that a finished `train` wrote (MANIFEST.json of stage train)."""
+    found = []
+    for manifest in Path(root).rglob("MANIFEST.json"):
+        if json.loads(manifest.read_text()).get("stage") == "train":
+            found.append(manifest.parent)
+    return found
+
+
+def image_ids_of(manifest_dir: Path, split: str, owner: str = "product") -> set[str]:
+    manifest = Manifest(manifest_dir)
+    table = manifest.products if owner == "product" else manifest.reviews
+    column = "product_id" if owner == "product" else "review_id"
+    owners = set(table.loc[table["split"] == split, column])
+    images = manifest.images
+    return set(images.loc[images["item_id"].isin(owners), "image_id"])
+
+
+def train_args(stores: dict, tmp: Path, **replace) -> list[str]:
+    """`train` on the stores (a store given in `replace` instead, None for none), small model."""
+    chosen = {**{k: stores[k] for k in ("manifest", "rois", "text", "probes")}, **replace}
+    args = ["train", "--cache-dir", str(tmp / "cache"), "--device", "cpu", "--num-workers", "0"]
+    for role, path in chosen.items():
+        if path is not None:
+            args += [f"--{role}", str(path)]
+    for setting in SMALL:
+        args += ["--set", setting]
+    return args
+
+
+def nan_rois(split: str):
+    def build(stores, tmp):
+        bad = image_ids_of(stores["manifest"], split)
+        rois = write_roi_store(tmp / "rois", stores["manifest"], dim=8, feature_fn=lambda i, n: (
+            np.full((n, 8), np.nan) if i in bad else np.random.default_rng(0).normal(size=(n, 8))))
+        return train_args(stores, tmp, rois=rois)
+    return build
+
+
+def partial_probes(stores, tmp):
+    reviews = Manifest(stores["manifest"]).reviews["review_id"].tolist()
+    probes = write_probe_store(tmp / "probes", stores["manifest"], skip=reviews[::2])
+    return train_args(stores, tmp, probes=probes)
+
+
+def partial_rois(stores, tmp):
+    rois = write_roi_store(tmp / "rois", stores["manifest"], dim=8,
+                           skip=sorted(image_ids_of(stores["manifest"], "train", "review")))
+    return train_args(stores, tmp, rois=rois)
+
+
+def jsonl(rows):
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+GOOD_ROWS = [{"product_id": "P1", "review_id": f"R{i}", "label": i % 3, "score": 0.1 * i}
+             for i in range(4)]

@@ -1,0 +1,188 @@
+"""Bad images, weights and stage folders walked through the region stages (extract-rois,
+merge-rois, import-rois; the table promises: see bad_input_table), and the region store's
+own refusals."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bad_input_table import Case, params, release, run_case
+from mrhp_prep.cli import cli
+from rois_support import FAST, tiny, write_photos
+
+
+def _rois_argv(tmp, *extra):
+    return ["extract-rois", "--images", str(tmp / "images"), "--out", str(tmp / "out"),
+            *tiny(**FAST), *extra]
+
+
+def detector_nan_weights(tmp):
+    write_photos(tmp / "images", names=("coffee",))
+    weights = torch.zeros(8, 4)
+    weights[3, 2] = float("nan")
+    torch.save({"model": {"roi_heads.box_predictor.cls_score.weight": weights,
+                          "backbone.stem.conv1.weight": torch.ones(2)}}, tmp / "w.pth")
+    argv = _rois_argv(tmp)
+    argv[argv.index("random")] = str(tmp / "w.pth")
+    return argv
+
+
+def symlink_loop_and_long_name(tmp):
+    write_photos(tmp / "images", names=("coffee",))
+    os.symlink("loop-b.jpg", tmp / "images" / "loop-a.jpg")
+    os.symlink("loop-a.jpg", tmp / "images" / "loop-b.jpg")
+    # A link whose target has a 300-character name: stat() fails with ENAMETOOLONG.
+    os.symlink("n" * 300 + ".jpg", tmp / "images" / "long-target.jpg")
+    return _rois_argv(tmp)
+
+
+def decompression_bomb(tmp):
+    from test_rois_decode import _png_header_only
+
+    write_photos(tmp / "images", names=("coffee",))
+    (tmp / "images" / "bomb.png").write_bytes(_png_header_only(15000, 15000))
+    return _rois_argv(tmp)
+
+
+def five_thousand_char_ids(tmp):
+    from mrhp_prep.data.ingest import ingest
+    from mrhp_prep.data.manifest import image_relpath
+
+    long_id = "R" * 5000
+
+    def mutate(tables):
+        tables["prd", "train"][0]["img_url"] = ["http://shop.invalid/p.jpg"]
+        tables["rvw", "train"][0].update(review_id=long_id, img_url=["http://shop.invalid/r.jpg"])
+        tables["rel", "train"][0]["review_id"] = long_id
+    raw = release(tmp, mutate)
+    manifest = ingest(raw, dataset="amazon", category="electronics", cache_dir=tmp / "in").path
+    photo_path = tmp / "images" / image_relpath("train", "prd", "P00", 0)
+    write_photos(photo_path.parent, names=("coffee",))
+    (photo_path.parent / "coffee.jpg").rename(photo_path)
+    return ["extract-rois", "--manifest", str(manifest), "--images-root", str(tmp / "images"),
+            "--out", str(tmp / "out"), *tiny(**FAST)]
+
+
+def imported_nan_features(tmp):
+    source = tmp / "feats"
+    source.mkdir()
+    for name, value in (("good", 0.5), ("poisoned", np.nan)):
+        features = np.full((3, 8), 0.25, dtype=np.float32)
+        features[1, 2] = value
+        np.savez(source / f"{name}.npz", x=features, bbox=np.ones((3, 4), np.float32),
+                 image_h=10, image_w=10)
+    return ["import-rois", str(source), "--format", "npz", "--out", str(tmp / "out")]
+
+
+def weights_not_a_checkpoint(tmp):
+    write_photos(tmp / "images", names=("coffee",))
+    (tmp / "w.pth").write_text("this is not a checkpoint\n")
+    argv = _rois_argv(tmp)
+    argv[argv.index("random")] = str(tmp / "w.pth")
+    return argv
+
+
+def rois_from_an_ingest_folder(tmp):
+    from mrhp_prep.data.ingest import ingest
+
+    manifest = ingest(release(tmp), dataset="amazon", category="electronics",
+                      cache_dir=tmp / "in").path
+    return ["merge-rois", str(manifest), "--out", str(tmp / "out")]
+
+
+CASES = [
+    Case("extract-rois: a text file as weights", weights_not_a_checkpoint,
+         refused=("w.pth", "weights-only")),
+    Case("merge-rois: an ingest folder as a shard", rois_from_an_ingest_folder,
+         refused=("ingest", "extract-rois")),
+    Case("extract-rois: NaN detector weights", detector_nan_weights,
+         refused=("roi_heads.box_predictor.cls_score.weight", "NaN")),
+    Case("extract-rois: symlink loop", symlink_loop_and_long_name,
+         listed=("loop-a.jpg", "long-target.jpg"),
+         slow=True),
+    Case("extract-rois: 15000 x 15000 PNG", decompression_bomb, listed=("bomb.png",), slow=True),
+    Case("import-rois: NaN features in one file", imported_nan_features,
+         listed=("poisoned.jpg",)),
+    Case("extract-rois: a 5000-character id (name too long)", five_thousand_char_ids,
+         listed=("R" * 5000 + "/pic_0.jpg",), slow=True),
+]
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_bad_input(case, runner, tmp_path):
+    run_case(runner, case, tmp_path)
+
+
+# --- promises beside the table ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_refused_extraction_leaves_its_out_folder_usable(runner, tmp_path):
+    refused = runner.invoke(cli, detector_nan_weights(tmp_path))
+    assert refused.exit_code == 3 and not (tmp_path / "out").exists(), refused.output
+    again = runner.invoke(cli, _rois_argv(tmp_path))
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "out" / "MANIFEST.json").is_file()
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_at_once(tmp_path):
+    from mrhp_prep.cache import open_stage
+    from mrhp_prep.errors import InputError
+
+    def start():
+        return open_stage("extract-rois", dataset="d", settings={"a": 1}, inputs={},
+                          format_version=1, out=tmp_path / "out")
+    first, second = start(), start()
+    with first.exclusive():
+        with pytest.raises(InputError, match="another run is computing into"):
+            with second.exclusive():
+                pass
+    with second.exclusive():  # free again once the first is done
+        pass
+
+
+def test_part_files_of_two_runs_suggest_force(tmp_path):
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision.store import ImageRegions, consolidate, write_store
+
+    def regions():
+        return ImageRegions("a.jpg", 10, 10, np.zeros((1, 4), np.float16),
+                            np.zeros((1, 4), np.float32), np.zeros(1, np.int32),
+                            np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.float32))
+    parts = [write_store(tmp_path / f"part-{i}.h5", [regions()], feature_dim=4) for i in range(2)]
+    with pytest.raises(InputError, match="--force"):
+        consolidate(parts, tmp_path / "rois.h5", attrs={}, feature_dim=4)
+
+
+def test_the_decompression_bomb_limit_is_pillows():
+    from PIL import Image
+
+    from mrhp_prep.vision.commands import extract_rois
+    from mrhp_prep.vision.decode import DEFAULT_MAX_PIXELS
+
+    pillow_refuses_above = 2 * Image.MAX_IMAGE_PIXELS
+    assert DEFAULT_MAX_PIXELS == pillow_refuses_above
+    option = next(p for p in extract_rois.params if p.name == "max_image_pixels")
+    assert option.default == pillow_refuses_above
+
+
+def test_regions_with_nan_from_the_detector_are_listed_not_stored():
+    from mrhp_prep.vision.extract import _finite_only
+    from mrhp_prep.vision.store import ImageRegions
+
+    def regions(image_id, value):
+        features = np.ones((2, 4), np.float16)
+        features[1, 3] = value
+        return ImageRegions(image_id, 10, 10, features, np.zeros((2, 4), np.float32),
+                            np.zeros(2, np.int32), np.ones(2, np.float32), np.zeros(2, np.int32),
+                            np.ones(2, np.float32))
+    samples = [{"path": "a.jpg"}, {"path": "b.jpg"}, {"path": "c.jpg"}]
+    failures: list[dict] = []
+    kept = _finite_only(samples, [regions("a", 1.0), regions("b", np.inf), regions("c", np.nan)],
+                        failures)
+    assert [r.image_id for r in kept] == ["a"]
+    assert [(f["item"], f["reason"], f["path"]) for f in failures] == [
+        ("b", "non-finite", "b.jpg"), ("c", "non-finite", "c.jpg")]
