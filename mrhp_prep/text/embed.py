@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
-from .parallel import ChunkResult, ChunkTokenizer, add_stats, default_workers, tokenize_chunk
+from .parallel import (ChunkResult, ChunkTokenizer, add_stats, count_chunk, default_workers,
+                       tokenize_chunk)
 from .tokenize import TextStats
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,12 @@ def _count_train_tokens(chunker: ChunkTokenizer, items: FieldItems) -> Counter:
     counts: Counter = Counter()
     train = items.select([s == "train" for s in items.splits])
     bar = progress(total=len(train.ids), desc=f"vocabulary ({items.name})", unit="text")
-    for chunk in chunker.map(_text_chunks(train, 0, len(train.ids))):
-        for result in chunk.tokenized:
-            counts.update(result.tokens)
-        bar.update(len(chunk.kept) + len(chunk.failures))
+    chunks = _text_chunks(train, 0, len(train.ids))
+    # Chunks come back in order, so the counts are the same, key order included.
+    for part, (texts, _) in zip(chunker.map(chunks, count_chunk),
+                                _text_chunks(train, 0, len(train.ids))):
+        counts.update(part)
+        bar.update(len(texts))
     bar.close()
     return counts
 
