@@ -105,8 +105,8 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
                force: bool = False, workers: int | None = None) -> StageRun:
     """Run the stage; returns the finished `StageRun` (its MANIFEST.json holds the counts).
 
-    `workers`: tokenizer processes in static mode (None: the cores this process may use,
-    less one); the output is the same for any number."""
+    `workers`: tokenizer processes in static mode (None: the cores this process may use);
+    the output is the same for any number."""
     if mode not in MODES:
         raise InputError(f"unknown mode '{mode}'", field="--mode", hint=f"one of {MODES}")
     if max_length < 1 or rows_per_shard < 1 or batch_size < 1:
