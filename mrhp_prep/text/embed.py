@@ -278,7 +278,7 @@ def _static_with(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fi
         schema = shard_schema("static", None, metadata)
 
         def encode(results_chunk, vocab=vocab):
-            return [vocab.ids(r.tokens) for r in results_chunk]
+            return vocab.ids_array([token for r in results_chunk for token in r.tokens])
 
         results[name] = _write_field(run, mine[name], chunker, schema, encode,
                                      unk_id=UNK_ID)
@@ -353,8 +353,8 @@ def _write_field(run: StageRun, items: FieldItems, chunker: ChunkTokenizer, sche
                 token_ids = encode(chunk.tokenized)
                 counts.rows += len(kept_ids)
                 counts.tokens += sum(len(t) for t in chunk.tokenized)
-                if unk_id is not None:
-                    counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
+                if unk_id is not None:      # static mode: all rows' ids in one array
+                    counts.unk_tokens += int(np.count_nonzero(token_ids == unk_id))
                 bar.update(len(ids))
                 yield record_batch(schema, kept_ids, chunk.tokenized, token_ids=token_ids)
 
