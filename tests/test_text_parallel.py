@@ -74,3 +74,28 @@ def test_two_workers_write_the_same_stage_output_as_one(sample_manifest, tmp_pat
     assert first["fields"] == second["fields"]
     assert first["counts"]["review_empty_texts"] >= 1
     assert first["fields"]["review"]["examples"]["cleaned"]
+
+
+def test_token_counts_from_workers_are_the_counts_of_the_tokens():
+    import spacy
+
+    from mrhp_prep.text.parallel import count_chunk
+
+    texts = [f"It's a Kettle, number {k}!  It boils.\n{'Word ' * (k * 9)}" for k in range(30)]
+    ids = [f"r{k}" for k in range(30)]
+    chunks = [(texts[k:k + 4], ids[k:k + 4]) for k in range(0, 30, 4)]
+    # By hand: spaCy's non-space tokens, lower-cased, the first 128 of each text.
+    blank = spacy.blank("en").tokenizer
+    expected: dict = {}
+    assert max(sum(not t.is_space for t in blank(text)) for text in texts) > 128
+    for text in texts:
+        for token in [t.text.lower() for t in blank(text) if not t.is_space][:128]:
+            expected[token] = expected.get(token, 0) + 1
+    with ChunkTokenizer(SpacyTokenizer("en", max_length=128), workers=2) as chunker:
+        parts = list(chunker.map(iter(chunks), count_chunk))
+        assert chunker._pool is not None
+    total: dict = {}
+    for part in parts:
+        for token, count in part.items():
+            total[token] = total.get(token, 0) + count
+    assert total == expected and list(total) == list(expected)   # first-seen order too

@@ -255,6 +255,11 @@ def test_vocabulary_fit_order_and_round_trip(tmp_path):
     vocab = Vocabulary.fit(counts, min_freq=5)
     assert vocab.tokens == ["<pad>", "<unk>", "the", "line\u2028sep", "cup", "mug"]
     assert vocab.ids(["cup", "rare", "the"]) == [4, 1, 2]
+    # The Arrow lookup: the same ids (by hand: cup 4, unknown 1, the 2, "line\u2028sep" 3),
+    # as int32, for tokens differing only in case or normalisation too.
+    found = vocab.ids_array(["cup", "rare", "the", "line\u2028sep", "Cup", "cup\u0301", "mug"])
+    assert found.dtype == np.int32 and found.tolist() == [4, 1, 2, 3, 1, 1, 5]
+    assert vocab.ids_array([]).tolist() == []
     vocab.save(tmp_path / "v.txt")
     assert Vocabulary.load(tmp_path / "v.txt") == vocab
     with pytest.raises(ValueError, match="line break"):

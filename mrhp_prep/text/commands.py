@@ -51,7 +51,7 @@ def _percent(part: float) -> str:
               help="features: texts per forward pass (batches are sorted by length).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="static: tokenizer processes (the output is the same for any number) "
-                   "[default: the cores this process may use, less one].")
+                   "[default: the cores this process may use].")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=5000,
               help="Rows per Arrow shard file (the last one may be shorter).")
 @shard_options

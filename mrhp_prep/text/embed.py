@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
-from .parallel import ChunkResult, ChunkTokenizer, add_stats, default_workers, tokenize_chunk
+from .parallel import (ChunkResult, ChunkTokenizer, add_stats, count_chunk, default_workers,
+                       tokenize_chunk)
 from .tokenize import TextStats
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,8 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
                force: bool = False, workers: int | None = None) -> StageRun:
     """Run the stage; returns the finished `StageRun` (its MANIFEST.json holds the counts).
 
-    `workers`: tokenizer processes in static mode (None: the cores this process may use,
-    less one); the output is the same for any number."""
+    `workers`: tokenizer processes in static mode (None: the cores this process may use);
+    the output is the same for any number."""
     if mode not in MODES:
         raise InputError(f"unknown mode '{mode}'", field="--mode", hint=f"one of {MODES}")
     if max_length < 1 or rows_per_shard < 1 or batch_size < 1:
@@ -205,10 +206,12 @@ def _count_train_tokens(chunker: ChunkTokenizer, items: FieldItems) -> Counter:
     counts: Counter = Counter()
     train = items.select([s == "train" for s in items.splits])
     bar = progress(total=len(train.ids), desc=f"vocabulary ({items.name})", unit="text")
-    for chunk in chunker.map(_text_chunks(train, 0, len(train.ids))):
-        for result in chunk.tokenized:
-            counts.update(result.tokens)
-        bar.update(len(chunk.kept) + len(chunk.failures))
+    chunks = _text_chunks(train, 0, len(train.ids))
+    # Chunks come back in order, so the counts are the same, key order included.
+    for part, (texts, _) in zip(chunker.map(chunks, count_chunk),
+                                _text_chunks(train, 0, len(train.ids))):
+        counts.update(part)
+        bar.update(len(texts))
     bar.close()
     return counts
 
@@ -275,7 +278,7 @@ def _static_with(run: StageRun, items: dict[str, FieldItems], mine: dict[str, Fi
         schema = shard_schema("static", None, metadata)
 
         def encode(results_chunk, vocab=vocab):
-            return [vocab.ids(r.tokens) for r in results_chunk]
+            return vocab.ids_array([token for r in results_chunk for token in r.tokens])
 
         results[name] = _write_field(run, mine[name], chunker, schema, encode,
                                      unk_id=UNK_ID)
@@ -350,8 +353,8 @@ def _write_field(run: StageRun, items: FieldItems, chunker: ChunkTokenizer, sche
                 token_ids = encode(chunk.tokenized)
                 counts.rows += len(kept_ids)
                 counts.tokens += sum(len(t) for t in chunk.tokenized)
-                if unk_id is not None:
-                    counts.unk_tokens += sum(row.count(unk_id) for row in token_ids)
+                if unk_id is not None:      # static mode: all rows' ids in one array
+                    counts.unk_tokens += int(np.count_nonzero(token_ids == unk_id))
                 bar.update(len(ids))
                 yield record_batch(schema, kept_ids, chunk.tokenized, token_ids=token_ids)
 

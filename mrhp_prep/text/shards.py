@@ -60,7 +60,8 @@ def _int_lists(rows: Sequence[Sequence[int]], lengths, value_type) -> pa.Array:
 def record_batch(schema: pa.Schema, ids: Sequence[str], tokenized: Sequence,
                  token_ids: Sequence[Sequence[int]] | None = None,
                  features: Sequence[np.ndarray] | None = None) -> pa.RecordBatch:
-    """One batch of rows; `tokenized` holds `TokenizedText`s, `features` [n_i, D] float16."""
+    """One batch of rows; `tokenized` holds `TokenizedText`s, `features` [n_i, D] float16;
+    `token_ids` one list per row, or all rows' ids as one int32 array."""
     lengths = [len(t.tokens) for t in tokenized]
     tokens = pa.ListArray.from_arrays(
         _offsets(lengths), pa.array([tok for t in tokenized for tok in t.tokens], pa.string()))
@@ -68,7 +69,10 @@ def record_batch(schema: pa.Schema, ids: Sequence[str], tokenized: Sequence,
                "token_start": _int_lists([t.starts for t in tokenized], lengths, pa.int32()),
                "token_end": _int_lists([t.ends for t in tokenized], lengths, pa.int32())}
     names = schema.names
-    if "token_ids" in names:
+    if "token_ids" in names and isinstance(token_ids, np.ndarray):
+        columns["token_ids"] = pa.ListArray.from_arrays(
+            _offsets(lengths), pa.array(token_ids.astype(np.int32, copy=False), pa.int32()))
+    elif "token_ids" in names:
         columns["token_ids"] = _int_lists(token_ids, lengths, pa.int32())
     if "attention_mask" in names:
         columns["attention_mask"] = pa.ListArray.from_arrays(

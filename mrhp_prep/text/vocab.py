@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from ..atomic import atomic_path
 
 PAD, UNK = "<pad>", "<unk>"
@@ -30,6 +32,7 @@ class Vocabulary:
         self.index = {token: i for i, token in enumerate(self.tokens)}
         if len(self.index) != len(self.tokens):
             raise ValueError("a vocabulary lists each token once")
+        self._arrow_tokens = None
 
     @classmethod
     def fit(cls, counts: Counter, min_freq: int = 5) -> "Vocabulary":
@@ -47,6 +50,17 @@ class Vocabulary:
     def ids(self, tokens: Iterable[str]) -> list[int]:
         get = self.index.get
         return [get(t, UNK_ID) for t in tokens]
+
+    def ids_array(self, tokens: list[str]) -> np.ndarray:
+        """`ids(tokens)` as int32, looked up in Arrow's hash table rather than token by
+        token in Python (several times faster on the tens of thousands of a text chunk)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._arrow_tokens is None:
+            self._arrow_tokens = pa.array(self.tokens, pa.string())
+        found = pc.index_in(pa.array(tokens, pa.string()), value_set=self._arrow_tokens)
+        return found.fill_null(UNK_ID).to_numpy(zero_copy_only=False).astype(np.int32)
 
     def save(self, path: str | Path) -> None:
         """Write one token per line, atomically."""
