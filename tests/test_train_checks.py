@@ -60,6 +60,11 @@ def test_a_config_file_is_typed_too(tmp_path):
     ("train.plateau_factor=1", ("train.plateau_factor", "< 1")),
     ("data.max_text_tokens=0", ("data.max_text_tokens", ">= 1")),
     ("model.text_hidden=0", ("model.text_hidden", ">= 1")),
+    # settings that take a word or a number refuse other words
+    ("model.probe_beta=abc", ("model.probe_beta", "learned or a finite number")),
+    ("model.probe_beta=2", ("model.probe_beta", "<= 1")),
+    ("loss.margin=wide", ("loss.margin", "label-gap")),
+    ("model.relevance_threshold=nan", ("model.relevance_threshold", "auto or a finite")),
 ])
 def test_bad_values_name_the_key_and_what_is_expected(override, words):
     with pytest.raises(InputError) as caught:
@@ -86,19 +91,6 @@ def test_every_default_and_preset_is_in_range(model):
 def test_word_or_number_settings(override, key, expected):
     config = resolve_config("sancl", overrides=[override])
     assert config[key[0]][key[1]] == expected
-
-
-@pytest.mark.parametrize("override, words", [
-    ("model.probe_beta=abc", ("model.probe_beta", "learned or a finite number")),
-    ("model.probe_beta=2", ("model.probe_beta", "<= 1")),
-    ("loss.margin=wide", ("loss.margin", "label-gap")),
-    ("model.relevance_threshold=nan", ("model.relevance_threshold", "auto or a finite")),
-])
-def test_word_or_number_settings_refuse_other_words(override, words):
-    with pytest.raises(InputError) as caught:
-        resolve_config("sancl", overrides=[override])
-    for word in words:
-        assert word in str(caught.value)
 
 
 def test_number_or_null_settings():
