@@ -5,8 +5,11 @@ loop, one image per forward under no_grad, choose regions with one NMS per class
 calls), write one compressed .npz.
 
 Ours: decoding and resizing in DataLoader worker processes overlapping the model, images
-batched by shape, inference_mode, regions chosen with one NMS over confident
-(proposal, class) pairs, results packed into HDF5 part files.
+batched by shape, inference_mode, frozen norms folded into the convolutions and
+channels-last layout (`--kernels fused`, the default), regions chosen with one NMS over
+confident (proposal, class) pairs, results packed into HDF5 part files. `--kernels
+reference` (the earlier systems' order of arithmetic) is timed too, to show what each part
+is worth.
 
 Both run the real ResNet-101 bottom-up-attention model (random weights: speed does not
 depend on their values, except that untrained class scores send our region choice to its
@@ -21,6 +24,7 @@ shared machine), medians of --repeats, and the ratios.
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import statistics
 import sys
@@ -40,6 +44,7 @@ from mrhp_prep.vision.nms import caffe_nms  # noqa: E402
 from mrhp_prep.vision.resize import resize_like_opencv, resize_scale  # noqa: E402
 from mrhp_prep.vision.extract import Runner  # noqa: E402
 from mrhp_prep.vision.images import ImageDataset, ImageSettings, ShapeBatcher  # noqa: E402
+from mrhp_prep.vision.kernels import prepare_kernels  # noqa: E402
 from mrhp_prep.vision.loader import _identity_collate  # noqa: E402
 from mrhp_prep.vision.store import write_store  # noqa: E402
 
@@ -144,7 +149,7 @@ def time_region_choice(repeats: int) -> None:
 # --- ours ---------------------------------------------------------------------------------
 
 def run_ours(model: BUTDDetector, paths: list[Path], out: Path, batch_size: int, workers: int,
-             precision: str) -> tuple[float, float]:
+             precision: str, channels_last: bool) -> tuple[float, float]:
     from torch.utils.data import DataLoader
 
     started, cpu = time.perf_counter(), cpu_seconds()
@@ -152,7 +157,7 @@ def run_ours(model: BUTDDetector, paths: list[Path], out: Path, batch_size: int,
                            max_size=config_max_size, image_settings=ImageSettings())
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         collate_fn=_identity_collate, prefetch_factor=4 if workers else None)
-    runner = Runner(model, torch.device("cpu"), precision, np.float16)
+    runner = Runner(model, torch.device("cpu"), precision, np.float16, channels_last)
     batcher = ShapeBatcher(batch_size)
     regions = []
     for chunk in loader:
@@ -185,19 +190,25 @@ def main() -> None:
     config = BUTDConfig(rpn_post_nms_top_n=proposals)
     model = BUTDDetector(config).eval()
     init_random(model, seed=0)
+    fused = copy.deepcopy(model)
+    channels_last = prepare_kernels(fused, "fused")
+    # side -> (model, precision, channels-last input)
+    ours = {"ours reference kernels": (model, "fp32", False),
+            "ours": (fused, "fp32", channels_last)}
+    if args.bf16:
+        ours["ours bf16"] = (fused, "bf16", channels_last)
     print(f"extract-rois benchmark: {args.images} photos (longer side {longest} px), resized "
           f"to {config_min_size}/{config_max_size}, {proposals} proposals, ResNet-101 C4, "
           f"CPU threads {torch.get_num_threads()}, median of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_photos(tmp, args.images, longest)
-        sides = {"earlier": [], "ours": []}
-        if args.bf16:
-            sides["ours bf16"] = []
+        sides = {"earlier": [], **{side: [] for side in ours}}
         cpu_per_image = {side: [] for side in sides}
         # One warm-up image each so that one-off allocations are not timed.
         run_earlier(model, paths[:1], tmp)
-        run_ours(model, paths[:1], tmp, 1, 0, "fp32")
+        for net, precision, layout in ours.values():
+            run_ours(net, paths[:1], tmp, 1, 0, precision, layout)
         for repeat in range(args.repeats):
             for side in sides:
                 out = tmp / f"{side.replace(' ', '_')}-{repeat}"
@@ -205,11 +216,12 @@ def main() -> None:
                 if side == "earlier":
                     seconds, cpu = run_earlier(model, paths, out)
                 else:
-                    seconds, cpu = run_ours(model, paths, out, args.batch_size, args.workers,
-                                            "bf16" if "bf16" in side else "fp32")
+                    net, precision, layout = ours[side]
+                    seconds, cpu = run_ours(net, paths, out, args.batch_size, args.workers,
+                                            precision, layout)
                 sides[side].append(args.images / seconds)
                 cpu_per_image[side].append(cpu / args.images)
-                print(f"  repeat {repeat + 1}: {side:10s} {args.images / seconds:6.2f} images/s"
+                print(f"  repeat {repeat + 1}: {side:22s} {args.images / seconds:6.2f} images/s"
                       f"  {cpu / args.images:6.2f} CPU s/image", flush=True)
     time_region_choice(args.repeats)
     earlier = statistics.median(sides["earlier"])

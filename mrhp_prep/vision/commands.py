@@ -66,6 +66,12 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 reproduces the reference extractor (TF32 off on GPUs). fp16 / bf16 "
                    "autocast (auto = fp16 on a GPU) is faster but not identical; see the docs.")
+@click.option("--kernels", type=click.Choice(["fused", "reference"]), default="fused",
+              show_default=True,
+              help="fused: frozen batch norms folded into the convolutions, channels-last "
+                   "layout (faster; float32 rounding differs by ~1e-6, same stored regions "
+                   "in the measurements in the docs). reference: convolution then norm, NCHW, "
+                   "the reference extractor's order of arithmetic.")
 @device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")
@@ -89,7 +95,7 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 @stage_options
 def extract_rois(manifest, images_root, images, model, weights, seed, backend, min_size,
                  max_size, nms_thresh, conf_thresh, min_boxes, max_boxes, rpn_pre_nms_top_n,
-                 rpn_post_nms_top_n, feature_dtype, precision, device, batch_size, workers,
+                 rpn_post_nms_top_n, feature_dtype, precision, kernels, device, batch_size, workers,
                  decode, max_padding, part_size, min_image_side, max_image_pixels, num_shards,
                  shard_index, out,
                  cache_dir, force):
@@ -114,7 +120,7 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
         feature_dtype=feature_dtype, precision=precision,
         run_options=RunOptions(batch_size=batch_size, workers=workers, device=device,
                                part_size=part_size, max_padding=max_padding,
-                               decode=decode),
+                               decode=decode, kernels=kernels),
         num_shards=num_shards, shard_index=shard_index, out=out, cache_dir=cache_dir,
         force=force)
     info = run.manifest()

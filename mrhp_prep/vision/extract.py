@@ -37,7 +37,7 @@ STAGE = "extract-rois"
 
 @dataclass
 class RunOptions:
-    """How to run; only `max_padding` changes the output (it enters the fingerprint)."""
+    """How to run; `max_padding` and `kernels` change the output (they enter the fingerprint)."""
 
     batch_size: int | None = None        # None: 8 on CUDA, 1 on CPU
     workers: int | None = None           # None: up to 8 on CUDA, 1 on CPU
@@ -47,6 +47,7 @@ class RunOptions:
     # reference does); above 1, mixed shapes are zero-padded, which changes their features.
     max_padding: float = 1.0
     decode: str = "cpu"                  # cpu (exact), gpu or auto (see loader.py)
+    kernels: str = "fused"               # fused or reference arithmetic order (kernels.py)
 
 
 # --- the model on a device ------------------------------------------------------------------
@@ -59,6 +60,7 @@ class Runner:
     device: "object"
     precision: str
     feature_dtype: np.dtype
+    channels_last: bool = False          # pass images channels-last (see kernels.py)
 
     def autocast(self):
         import torch
@@ -81,7 +83,7 @@ class Runner:
         for i, sample in enumerate(samples):
             image = sample["image"].to(device, non_blocking=non_blocking)
             batch[i, :, : heights[i], : widths[i]] = model.normalize(image[None])[0]
-        if device.type == "cuda":
+        if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         image_sizes = torch.tensor(list(zip(heights, widths)), device=device)
         scales = torch.tensor([s["scale"] for s in samples], device=device, dtype=torch.float32)
@@ -174,7 +176,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     identity = weights_identity(detector.weights, detector.seed)
     settings = {**asdict(detector), "weights": identity, **asdict(image_settings),
                 "feature_dtype": feature_dtype, "precision": precision,
-                "max_padding": run_options.max_padding,
+                "max_padding": run_options.max_padding, "kernels": run_options.kernels,
                 "num_shards": num_shards, "shard_index": shard_index}
     if detector.weights != "random":
         del settings["seed"]  # the seed only matters for random weights
@@ -210,15 +212,13 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
 def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
                    precision, device, run_options: RunOptions, identity: str, settings: dict,
                    progress_bar: bool, decoder: str = "cpu") -> None:
-    import torch
-
     from ..options import progress
+    from .kernels import prepare_kernels
 
     model, _ = build_detector(detector)
     model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    runner = Runner(model, device, precision, dtype)
+    channels_last = prepare_kernels(model, run_options.kernels)
+    runner = Runner(model, device, precision, dtype, channels_last)
     cuda = device.type == "cuda"
     # On a CPU the convolutions are already as wide as the cores; batching only adds padding.
     batch_size = run_options.batch_size or (8 if cuda else 1)

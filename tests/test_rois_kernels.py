@@ -1,0 +1,137 @@
+"""`--kernels fused`: frozen norms folded into the convolutions, channels-last layout.
+
+The oracle for a folded block is the definition of the frozen norm written out here in
+float64; the whole detector is compared with its unfolded self on real photographs, with
+norm statistics far from the identity so that folding has something to change.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.nn import functional as F
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from mrhp_prep.cli import cli
+from mrhp_prep.vision.backbone import ConvNorm
+from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector
+from mrhp_prep.vision.checkpoints import init_random
+from mrhp_prep.vision.extract import Runner
+from mrhp_prep.vision.images import ImageDataset, ImageSettings
+from mrhp_prep.vision.kernels import fold_frozen_norms, prepare_kernels
+from mrhp_prep.vision.store import RoiStore
+from rois_support import FAST, tiny, write_photos
+
+
+def _perturb_norms(model: torch.nn.Module, seed: int) -> None:
+    """Norm statistics like a trained network's: scales, shifts, means and variances all
+    away from 1 and 0 (init_random leaves most of them at the identity)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                channels = module.weight.shape[0]
+                module.weight.mul_(torch.rand(channels, generator=generator) * 0.4 + 0.8)
+                module.bias.add_(torch.randn(channels, generator=generator) * 0.1)
+                module.running_mean.add_(torch.randn(channels, generator=generator) * 0.1)
+                module.running_var.mul_(torch.rand(channels, generator=generator) * 0.45 + 0.8)
+
+
+@pytest.mark.parametrize("stride,dilation,kernel", [(1, 1, 1), (2, 1, 1), (1, 2, 3), (2, 1, 7)])
+def test_folded_block_equals_convolution_then_frozen_norm(stride, dilation, kernel):
+    block = ConvNorm(16, 24, kernel, stride=stride, padding=dilation * (kernel // 2),
+                     dilation=dilation)
+    generator = torch.Generator().manual_seed(kernel + stride)
+    with torch.no_grad():
+        block.conv.weight.normal_(0, 0.2, generator=generator)
+    _perturb_norms(block, seed=3)
+    norm = block.norm
+    x = torch.randn(2, 16, 19, 23, generator=generator)
+    # The frozen norm by its definition, in float64: (y - mean) / sqrt(var + eps) * w + b.
+    y = F.conv2d(x.double(), block.conv.weight.double(), stride=stride,
+                 padding=dilation * (kernel // 2), dilation=dilation)
+    expected = ((y - norm.running_mean.double().view(1, -1, 1, 1))
+                / (norm.running_var.double().view(1, -1, 1, 1) + norm.eps).sqrt()
+                * norm.weight.double().view(1, -1, 1, 1) + norm.bias.double().view(1, -1, 1, 1))
+    assert fold_frozen_norms(block) == 1
+    assert isinstance(block.norm, torch.nn.Identity) and block.conv.bias is not None
+    with torch.no_grad():
+        got = block(x).double()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert fold_frozen_norms(block) == 0          # folding twice would scale twice
+
+
+@pytest.fixture(scope="module")
+def detectors():
+    model = BUTDDetector(BUTDConfig(rpn_post_nms_top_n=12)).eval()
+    init_random(model, seed=0)
+    _perturb_norms(model, seed=1)
+    # Peaked class scores, as a trained model's are: untrained ones are so nearly uniform
+    # that rounding at 1e-7 reorders near-equal confidences (measured in the docs).
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.mul_(5)
+        model.roi_heads.attribute_predictor.attr_score.weight.mul_(5)
+    fused = copy.deepcopy(model)
+    return model, fused, prepare_kernels(fused, "fused")
+
+
+def test_fused_detector_stores_the_same_regions(detectors, tmp_path):
+    model, fused, channels_last = detectors
+    assert channels_last
+    assert fused.backbone.res4[0].conv1.conv.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    paths = write_photos(tmp_path, names=("astronaut", "coffee", "rocket", "camera"))
+    dataset = ImageDataset([(name, path) for name, path in paths.items()], min_size=96,
+                           max_size=160, image_settings=ImageSettings())
+    reference = Runner(model, torch.device("cpu"), "fp32", np.float32)
+    faster = Runner(fused, torch.device("cpu"), "fp32", np.float32, channels_last)
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        a, b = reference.run([sample])[0], faster.run([sample])[0]
+        assert a.count == b.count, sample["image_id"]
+        np.testing.assert_array_equal(a.object_id, b.object_id)
+        np.testing.assert_array_equal(a.attr_id, b.attr_id)
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
+        np.testing.assert_allclose(b.features, a.features, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b.object_conf, a.object_conf, rtol=1e-4)
+        assert np.ptp(a.object_conf) > 0.01      # the scores are not a near-uniform tie
+
+
+def test_reference_kernels_leave_the_model_as_loaded(detectors):
+    model = detectors[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert prepare_kernels(model, "reference") is False
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert isinstance(model.backbone.stem.conv1.norm, FrozenBatchNorm2d)
+    with pytest.raises(ValueError, match="kernels"):
+        prepare_kernels(model, "fast")
+
+
+def test_kernels_choice_is_stored_and_separates_caches(tmp_path):
+    photos = tmp_path / "photos"
+    write_photos(photos, names=("coffee", "rocket"))
+    runner = CliRunner()
+    folders = {}
+    for kernels in ("fused", "reference"):
+        result = runner.invoke(cli, ["extract-rois", "--images", str(photos), "--cache-dir",
+                                     str(tmp_path / "cache"), "--kernels", kernels,
+                                     *tiny(**FAST)])
+        assert result.exit_code == 0, result.output
+        folders[kernels] = Path(result.stdout.strip().splitlines()[-1])
+    assert folders["fused"] != folders["reference"]
+    with RoiStore(folders["fused"]) as fused, RoiStore(folders["reference"]) as reference:
+        assert fused.attrs["settings"]["kernels"] == "fused"
+        assert reference.attrs["settings"]["kernels"] == "reference"
+        for image_id in ("coffee.jpg", "rocket.jpg"):
+            a, b = reference.image(image_id), fused.image(image_id)
+            np.testing.assert_array_equal(np.asarray(a["object_id"]), np.asarray(b["object_id"]))
+            np.testing.assert_allclose(np.asarray(b["boxes"]), np.asarray(a["boxes"]), atol=1e-3)
+    bad = runner.invoke(cli, ["extract-rois", "--images", str(photos), "--kernels", "fast"])
+    assert bad.exit_code == 2 and "fused" in bad.output
