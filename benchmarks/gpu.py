@@ -228,7 +228,9 @@ def bench_extract(device: torch.device, sizes: Sizes, folder: Path, workers: int
     model, _ = build_detector(detector)
     exact_model = model.to(device)
     model = copy.deepcopy(exact_model)
-    channels_last = prepare_kernels(model, RunOptions().kernels)
+    # kernels -> whether that model takes channels-last input, as the stage sets it up
+    layouts = {"reference": prepare_kernels(exact_model, "reference", device),
+               RunOptions().kernels: prepare_kernels(model, RunOptions().kernels, device)}
     cuda = device.type == "cuda"
     precisions = ("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16")
     decoders = ("gpu", "cpu") if cuda else ("cpu",)
@@ -236,7 +238,7 @@ def bench_extract(device: torch.device, sizes: Sizes, folder: Path, workers: int
     rows, kept = [], {}
 
     def measure(net, kernels: str, batch_size: int, precision: str, decoder: str):
-        layout = kernels == "fused" and channels_last
+        layout = layouts[kernels]
         # one untimed pass over a few images first: kernels chosen, memory pools grown
         run_extract(net, items[:batch_size], device, sizes=sizes, batch_size=batch_size,
                     precision=precision, decoder="cpu", workers=0,

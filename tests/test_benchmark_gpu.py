@@ -47,7 +47,8 @@ def test_small_cpu_run_writes_finite_figures_for_every_stage(tmp_path):
     for agree in (fp32, bf16):
         assert 0 <= agree["same_count_share"] <= 1 and 0 <= agree["mean_best_iou"] <= 1
         assert _finite(agree["feature_max_rel_diff"])
-    # fused kernels in fp32 change float32 rounding only: the same regions
+    # Fused kernels in fp32 change float32 rounding only. At --small sizes every one of the
+    # 4 proposals is stored, and boxes are matched by overlap, so no near-tie can reorder.
     assert fp32["same_count_share"] == 1 and fp32["mean_best_iou"] > 0.999
 
     embed = result["embed_text"]

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mrhp_prep.cli import cli
+from mrhp_prep.errors import InputError
 from mrhp_prep.vision.backbone import ConvNorm
 from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector
 from mrhp_prep.vision.checkpoints import init_random
@@ -110,11 +111,18 @@ def test_reference_kernels_leave_the_model_as_loaded(detectors):
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert isinstance(model.backbone.stem.conv1.norm, FrozenBatchNorm2d)
-    with pytest.raises(ValueError, match="kernels"):
+    with pytest.raises(InputError, match="kernels"):
         prepare_kernels(model, "fast")
 
 
-def test_kernels_choice_is_stored_and_separates_caches(tmp_path):
+def test_models_without_frozen_norms_run_as_they_are_on_a_cpu():
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    weight = plain[0].weight.detach().clone()
+    assert prepare_kernels(plain, "fused", torch.device("cpu")) is False
+    assert torch.equal(plain[0].weight, weight) and plain[0].weight.is_contiguous()
+
+
+def test_fused_kernels_are_used_by_the_stage_and_stored(tmp_path):
     photos = tmp_path / "photos"
     write_photos(photos, names=("coffee", "rocket"))
     runner = CliRunner()
@@ -122,16 +130,33 @@ def test_kernels_choice_is_stored_and_separates_caches(tmp_path):
     for kernels in ("fused", "reference"):
         result = runner.invoke(cli, ["extract-rois", "--images", str(photos), "--cache-dir",
                                      str(tmp_path / "cache"), "--kernels", kernels,
-                                     *tiny(**FAST)])
+                                     "--dtype", "float32", *tiny(**FAST)])
         assert result.exit_code == 0, result.output
         folders[kernels] = Path(result.stdout.strip().splitlines()[-1])
     assert folders["fused"] != folders["reference"]
     with RoiStore(folders["fused"]) as fused, RoiStore(folders["reference"]) as reference:
         assert fused.attrs["settings"]["kernels"] == "fused"
-        assert reference.attrs["settings"]["kernels"] == "reference"
+        # the reference order is how stores were always computed: same fingerprint as before
+        assert "kernels" not in reference.attrs["settings"]
         for image_id in ("coffee.jpg", "rocket.jpg"):
             a, b = reference.image(image_id), fused.image(image_id)
             np.testing.assert_array_equal(np.asarray(a["object_id"]), np.asarray(b["object_id"]))
             np.testing.assert_allclose(np.asarray(b["boxes"]), np.asarray(a["boxes"]), atol=1e-3)
+            features_a, features_b = np.asarray(a["features"]), np.asarray(b["features"])
+            np.testing.assert_allclose(features_b, features_a, rtol=1e-4, atol=1e-5)
+            # other float32 rounding: the fused convolutions really ran
+            assert not np.array_equal(features_a, features_b)
     bad = runner.invoke(cli, ["extract-rois", "--images", str(photos), "--kernels", "fast"])
     assert bad.exit_code == 2 and "fused" in bad.output
+
+
+def test_unknown_kernels_are_refused_before_any_folder_is_made(tmp_path):
+    from mrhp_prep.vision.extract import RunOptions, extract_rois
+    from mrhp_prep.vision.models import DetectorSettings
+
+    photos = tmp_path / "photos"
+    write_photos(photos, names=("coffee",))
+    with pytest.raises(InputError, match="kernels"):
+        extract_rois(images=str(photos), detector=DetectorSettings(weights="random"),
+                     run_options=RunOptions(kernels="fast"), cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()

@@ -69,9 +69,10 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 @click.option("--kernels", type=click.Choice(["fused", "reference"]), default="fused",
               show_default=True,
               help="fused: frozen batch norms folded into the convolutions, channels-last "
-                   "layout (faster; float32 rounding differs by ~1e-6, same stored regions "
-                   "in the measurements in the docs). reference: convolution then norm, NCHW, "
-                   "the reference extractor's order of arithmetic.")
+                   "layout (faster; in fp32 the rounding differs by ~1e-6 and the stored "
+                   "regions were the same in the measurements in the docs). reference: "
+                   "convolution then norm, NCHW on a CPU, the reference extractor's order of "
+                   "arithmetic.")
 @device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per forward pass [default: 8 on CUDA, 1 on CPU].")

@@ -170,16 +170,22 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     device = resolve_device(run_options.device)
     precision = resolve_precision(precision, device)
     decoder = resolve_decoder(run_options.decode, device)
+    from .kernels import changes_arithmetic, check_kernels
+
+    check_kernels(run_options.kernels)
     if detector.weights != "random" and not Path(detector.weights).is_file():
         raise InputError("weights file not found", file=detector.weights,
                          hint="pass a checkpoint path, or --weights random for a smoke run")
     identity = weights_identity(detector.weights, detector.seed)
     settings = {**asdict(detector), "weights": identity, **asdict(image_settings),
                 "feature_dtype": feature_dtype, "precision": precision,
-                "max_padding": run_options.max_padding, "kernels": run_options.kernels,
+                "max_padding": run_options.max_padding,
                 "num_shards": num_shards, "shard_index": shard_index}
     if detector.weights != "random":
         del settings["seed"]  # the seed only matters for random weights
+    if changes_arithmetic(run_options.kernels, detector.model):
+        # Stores computed in the reference order keep the fingerprint they always had.
+        settings["kernels"] = run_options.kernels
     if decoder == "gpu":
         # nvJPEG's pixels may differ slightly from Pillow's; Pillow-decoded stores keep the
         # fingerprint they always had.
@@ -217,7 +223,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
 
     model, _ = build_detector(detector)
     model = model.to(device)
-    channels_last = prepare_kernels(model, run_options.kernels)
+    channels_last = prepare_kernels(model, run_options.kernels, device)
     runner = Runner(model, device, precision, dtype, channels_last)
     cuda = device.type == "cuda"
     # On a CPU the convolutions are already as wide as the cores; batching only adds padding.
