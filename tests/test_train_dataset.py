@@ -146,6 +146,31 @@ def test_workers_give_the_same_batches(stores):
             assert torch.equal(a[key], b[key])
 
 
+def test_shared_product_images_reach_the_model_as_one_row_per_review(stores):
+    sources = _sources(stores)
+    dataset = ReviewDataset(sources, sources.split("train"), DataConfig())
+    # Rows of three products, interleaved, in the order a sampler could give them.
+    by_product: dict[int, list[int]] = {}
+    for index in range(len(dataset)):
+        by_product.setdefault(dataset[index]["product_index"], []).append(index)
+    groups = [rows for rows in by_product.values() if len(rows) >= 2][:3]
+    assert len(groups) == 3
+    order = [groups[0][0], groups[1][0], groups[0][1], groups[2][0], groups[1][1], groups[2][1]]
+    per_row = Collate(DataConfig())([dataset[i] for i in order])
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[order], num_workers=1,
+                                         collate_fn=Collate(DataConfig(), share_products=True))
+    (shared,) = list(loader)
+    # Sent from the worker: each product's RoI features once, and which one each row uses.
+    assert shared["product_image"].shape[0] == 3
+    assert shared["product_slot"].tolist() == [0, 1, 0, 2, 1, 2]
+    assert shared["product_image"].numel() * 2 == per_row["product_image"].numel()
+    expected = to_device(per_row, torch.device("cpu"))
+    got = to_device(shared, torch.device("cpu"))
+    assert got.keys() == expected.keys() and "product_slot" not in got
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+
+
 def test_missing_text_rows_are_left_out_and_reported(sample_manifest, tmp_path):
     text = write_text_store(tmp_path / "text", sample_manifest, dim=4)
     # drop one review from the second review shard

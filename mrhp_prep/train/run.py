@@ -264,7 +264,8 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     torch_device = pick_device(device, Distributed())
     model.to(torch_device)
     data_config = DataConfig.from_config(config["data"])
-    frame = score_reviews(model, ReviewDataset(sources, table, data_config), Collate(data_config),
+    collate = Collate(data_config, share_products=True)
+    frame = score_reviews(model, ReviewDataset(sources, table, data_config), collate,
                           torch_device, batch_rows or int(config["train"]["eval_batch_size"]),
                           amp=amp_settings(torch_device, config["train"]["amp"]))
     check_scores(frame, f"products scored with {weights}")

@@ -25,7 +25,7 @@ from ..options import progress
 from . import checkpoints
 from .checks import (check_batch, check_losses, check_scores, finite_inputs,
                      load_checkpoint_state)
-from .dataset import Collate, DataConfig, ReviewDataset, SplitTable
+from .dataset import PER_PRODUCT_KEYS, Collate, DataConfig, ReviewDataset, SplitTable
 from .distributed import Distributed
 from .losses import group_hinge_loss
 from .metrics import METRICS, evaluate_rankings, rank_within_products
@@ -89,12 +89,17 @@ def amp_settings(device: torch.device, amp: str | bool) -> tuple[bool, torch.dty
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch on `device`, stored float16 features widened to float32 there."""
+    """The batch on `device`, stored float16 features widened to float32 there, and
+    per-product entries (`Collate(share_products=True)`) given one row per review again."""
     non_blocking = device.type == "cuda"
     moved = {}
     for key, value in batch.items():
         value = value.to(device, non_blocking=non_blocking)
         moved[key] = value.float() if value.dtype == torch.float16 else value
+    slots = moved.pop("product_slot", None)
+    if slots is not None:
+        for key in PER_PRODUCT_KEYS:
+            moved[key] = moved[key].index_select(0, slots)
     return moved
 
 
@@ -189,7 +194,7 @@ class Trainer:
                 f"at least {self.sampling.min_label_gap} (or too few groups for "
                 f"{self.distributed.world_size} processes)", field="sampling",
                 hint="check the labels (ingest --labels), or use --set sampling.scheme=pairs")
-        self.collate = Collate(self.data_config)
+        self.collate = Collate(self.data_config, share_products=True)
         self.loader = DataLoader(train_set, batch_sampler=self.sampler, collate_fn=self.collate,
                                  num_workers=num_workers, pin_memory=device.type == "cuda",
                                  persistent_workers=num_workers > 0,
