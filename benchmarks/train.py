@@ -248,8 +248,13 @@ def measure_model(name: str, stores: dict, device: torch.device, steps: int, rep
             rates.append(steps / total)
             shares.append(waited / total)
             token_rates.append(tokens / total)
-    # The data path alone, with the same workers: the most steps/s it could feed. Whole
-    # epochs: workers left holding batches of a broken-off epoch abort at exit.
+    # The data path alone, with the same workers: the most steps/s it could feed. One
+    # untimed epoch first resets the workers from the broken-off training epoch; then whole
+    # epochs, since workers left holding batches of a broken-off epoch abort at exit.
+    trainer.sampler.set_epoch(epoch)
+    epoch += 1
+    for _ in trainer.loader:
+        pass
     loaded, tick = 0, time.perf_counter()
     while loaded < max(4 * steps, 100):
         trainer.sampler.set_epoch(epoch)
