@@ -46,6 +46,38 @@ def test_results_cross_processes_unchanged_with_and_without_ids():
         assert again.stats.truncated == 1 and again.stats.empty == 1
 
 
+def test_workers_build_record_batches_with_the_encoder_shared_after_they_started():
+    from mrhp_prep.text.parallel import BatchEncoder, count_chunk, encode_chunk
+    from mrhp_prep.text.shards import shard_schema
+
+    tokenizer = SpacyTokenizer("en")
+    texts = [f"kettle {k} boils fast, {'very ' * (k % 4)}quiet" for k in range(30)]
+    ids = [f"r{k}" for k in range(30)]
+    chunks = [(texts[k:k + 6], ids[k:k + 6]) for k in range(0, 30, 6)]
+    vocab = {"kettle": 2, "boils": 3, "fast": 4}     # everything else: 1, the unknown id
+
+    def encode(tokenized):
+        return np.asarray([vocab.get(t, 1) for text in tokenized for t in text.tokens],
+                          np.int64)
+
+    schema = shard_schema("static", None, {"mode": "static"})
+    with ChunkTokenizer(tokenizer, workers=2) as chunker:
+        list(chunker.map(iter(chunks), count_chunk))   # workers forked before the encoder
+        chunker.share(BatchEncoder(schema, encode, unk_id=1))
+        encoded = list(chunker.map(iter(chunks), encode_chunk))
+        assert chunker._pool is not None
+    rows = [row for chunk in encoded for row in chunk.batch.to_pylist()]
+    assert [row["id"] for row in rows] == ids
+    alone = [t for chunk in chunks for t in tokenize_chunk(tokenizer, *chunk).tokenized]
+    for row, tokenized in zip(rows, alone):
+        assert row["tokens"] == tokenized.tokens and row["token_start"] == tokenized.starts
+        # token ids by the rule written out above
+        assert row["token_ids"] == [vocab.get(t, 1) for t in row["tokens"]]
+    assert sum(c.unk_tokens for c in encoded) == sum(
+        t not in vocab for row in rows for t in row["tokens"])
+    assert sum(c.rows for c in encoded) == 30
+
+
 @pytest.mark.slow
 def test_two_workers_write_the_same_stage_output_as_one(sample_manifest, tmp_path, monkeypatch):
     # Odd texts too, so the counts and example ids of the summary are compared as well.

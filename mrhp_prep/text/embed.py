@@ -32,8 +32,8 @@ from ..errors import InputError
 from ..options import progress, resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
-from .parallel import (ChunkResult, ChunkTokenizer, add_stats, count_chunk, default_workers,
-                       tokenize_chunk)
+from .parallel import (BatchEncoder, ChunkResult, ChunkTokenizer, EncodedChunk, add_stats,
+                       count_chunk, default_workers, encode_chunk, tokenize_chunk)
 from .tokenize import TextStats
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ def _record_shard(run: StageRun, name: str, index: int, counts: dict) -> None:
     write_json_atomic(_progress_path(run, name, index), counts)
 
 
-def _record_chunk(run: StageRun, chunk: ChunkResult, stats: TextStats) -> None:
+def _record_chunk(run: StageRun, chunk: ChunkResult | EncodedChunk, stats: TextStats) -> None:
     """A tokenized chunk's counts into `stats`, its failed items into the run's failures."""
     add_stats(stats, chunk.stats)
     for failure in chunk.failures:
@@ -338,7 +338,9 @@ def _write_shards(run: StageRun, items: FieldItems, desc: str, write_one) -> Fie
 
 def _write_field(run: StageRun, items: FieldItems, chunker: ChunkTokenizer, schema, encode,
                  unk_id: int | None = None) -> FieldResult:
-    """Static and ids modes: tokenize and encode in chunks, rows in manifest order."""
+    """Static and ids modes: tokenize, encode and lay out in chunks (in the tokenizer's
+    processes), rows in manifest order."""
+    chunker.share(BatchEncoder(schema, encode, unk_id))
 
     def write_one(path: Path, start: int, stop: int, bar) -> FieldResult:
         counts = FieldResult()
@@ -346,17 +348,15 @@ def _write_field(run: StageRun, items: FieldItems, chunker: ChunkTokenizer, sche
         def batches():
             if start == stop:
                 yield record_batch(schema, [], [], token_ids=[])
-            for chunk, (_, ids) in zip(chunker.map(_text_chunks(items, start, stop)),
+            for chunk, (_, ids) in zip(chunker.map(_text_chunks(items, start, stop),
+                                                   encode_chunk),
                                        _text_chunks(items, start, stop)):
                 _record_chunk(run, chunk, counts.stats)
-                kept_ids = [ids[k] for k in chunk.kept]
-                token_ids = encode(chunk.tokenized)
-                counts.rows += len(kept_ids)
-                counts.tokens += sum(len(t) for t in chunk.tokenized)
-                if unk_id is not None:      # static mode: all rows' ids in one array
-                    counts.unk_tokens += int(np.count_nonzero(token_ids == unk_id))
+                counts.rows += chunk.rows
+                counts.tokens += chunk.tokens
+                counts.unk_tokens += chunk.unk_tokens
                 bar.update(len(ids))
-                yield record_batch(schema, kept_ids, chunk.tokenized, token_ids=token_ids)
+                yield chunk.batch
 
         write_shard(path, schema, batches())
         return counts

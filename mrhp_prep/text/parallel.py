@@ -3,7 +3,8 @@
 spaCy's tokenizer runs on one core; at hundreds of thousands of reviews it is what the static
 mode of `embed-text` waits for. `ChunkTokenizer.map(chunks)` tokenizes chunks of texts in
 `workers` processes and yields their results in the order of the chunks, so the output is
-the same as with one worker. The workers are forked from this process with its loaded
+the same as with one worker. For the shards the workers also encode the tokens and lay
+them out as Arrow record batches (`encode_chunk`), so the writing process only writes. The workers are forked from this process with its loaded
 tokenizer (no second load); where fork is not available the chunks run in this process.
 """
 
@@ -17,7 +18,7 @@ import sys
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -38,8 +39,7 @@ def available_cores() -> int:
 
 def default_workers() -> int:
     """Tokenizer processes when none are asked for: the available cores. The main process,
-    which encodes and writes what they send, runs beside them; on two cores two workers
-    measured 1.4x faster end to end than tokenizing in the main process."""
+    which writes the record batches they send, runs beside them."""
     return available_cores()
 
 
@@ -115,6 +115,47 @@ def count_chunk(tokenizer, texts: list, ids: list[str]) -> Counter:
     return counts
 
 
+@dataclass(frozen=True)
+class BatchEncoder:
+    """How a chunk's tokens become rows of a shard: `encode(tokenized)` gives the token ids
+    (one array for all rows in static mode), `schema` the shard's columns, `unk_id` the id
+    counted as unknown (static mode) or None."""
+
+    schema: object
+    encode: Callable
+    unk_id: int | None = None
+
+
+@dataclass
+class EncodedChunk:
+    """A chunk tokenized, encoded and laid out as one Arrow record batch where it was
+    tokenized: only the batch and the counts travel back to the writing process."""
+
+    batch: object                # pyarrow.RecordBatch in the shard's schema
+    rows: int
+    tokens: int
+    unk_tokens: int
+    failures: list[dict]
+    stats: TextStats
+
+
+def encode_chunk(tokenizer, texts: list, ids: list[str]) -> EncodedChunk:
+    """Tokenize a chunk and build its record batch with the `BatchEncoder` given to
+    `ChunkTokenizer.share`."""
+    from .shards import record_batch
+
+    encoder: BatchEncoder = _WORKER_STATE
+    chunk = tokenize_chunk(tokenizer, texts, ids)
+    token_ids = encoder.encode(chunk.tokenized)
+    unknown = (int(np.count_nonzero(token_ids == encoder.unk_id))
+               if encoder.unk_id is not None else 0)
+    kept_ids = [ids[k] for k in chunk.kept]
+    return EncodedChunk(record_batch(encoder.schema, kept_ids, chunk.tokenized,
+                                     token_ids=token_ids),
+                        rows=len(kept_ids), tokens=sum(len(t) for t in chunk.tokenized),
+                        unk_tokens=unknown, failures=chunk.failures, stats=chunk.stats)
+
+
 def add_stats(total: TextStats, part: TextStats) -> None:
     """Add a chunk's counts to `total`; example ids keep their order (chunks come in order)."""
     for key in ("texts", "empty", "cleaned", "truncated"):
@@ -125,6 +166,7 @@ def add_stats(total: TextStats, part: TextStats) -> None:
 
 
 _WORKER_TOKENIZER = None
+_WORKER_STATE = None        # what `share` gave the tasks (a BatchEncoder for encode_chunk)
 
 
 def _run_in_worker(task, texts: list, ids: list[str]):
@@ -133,7 +175,8 @@ def _run_in_worker(task, texts: list, ids: list[str]):
 
 class ChunkTokenizer:
     """`map(chunks)`: `(texts, ids)` chunks -> ChunkResult per chunk, in order;
-    `map(chunks, count_chunk)`: their token counts instead.
+    `map(chunks, count_chunk)`: their token counts instead; after `share(BatchEncoder)`,
+    `map(chunks, encode_chunk)`: their record batches.
 
     With `workers > 1` at most `2 * workers` chunks are in flight, so memory stays bounded
     however many chunks there are. Use as a context manager (the processes end on exit).
@@ -180,10 +223,20 @@ class ChunkTokenizer:
         while pending:
             yield pending.popleft().result()
 
+    def share(self, state) -> None:
+        """Give the tasks `state` (encode_chunk reads a BatchEncoder). Worker processes see
+        only what existed when they were forked, so a running pool is stopped and the next
+        `map` forks fresh ones."""
+        global _WORKER_STATE
+        self.close()
+        _WORKER_STATE = state
+
     def close(self) -> None:
+        global _WORKER_STATE
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        _WORKER_STATE = None
 
     def __enter__(self) -> "ChunkTokenizer":
         return self
