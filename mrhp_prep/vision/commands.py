@@ -96,10 +96,9 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 @stage_options
 def extract_rois(manifest, images_root, images, model, weights, seed, backend, min_size,
                  max_size, nms_thresh, conf_thresh, min_boxes, max_boxes, rpn_pre_nms_top_n,
-                 rpn_post_nms_top_n, feature_dtype, precision, kernels, device, batch_size, workers,
-                 decode, max_padding, part_size, min_image_side, max_image_pixels, num_shards,
-                 shard_index, out,
-                 cache_dir, force):
+                 rpn_post_nms_top_n, feature_dtype, precision, kernels, device, batch_size,
+                 workers, decode, max_padding, part_size, min_image_side, max_image_pixels,
+                 num_shards, shard_index, out, cache_dir, force):
     """Detect regions in images and store their features in one packed HDF5 file (rois.h5).
 
     Example: mrhp-prep extract-rois --manifest cache/sample/ingest/<fp>
