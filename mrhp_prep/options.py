@@ -193,11 +193,18 @@ def resolve_device(name: str):
     return device
 
 
+def require_choice(value: str, choices, *, what: str, option: str) -> str:
+    """`value` if it is one of `choices`, else an InputError naming the option (for values
+    that reach a stage from Python or a pipeline file rather than through click)."""
+    if value not in choices:
+        raise InputError(f"unknown {what} {value!r}", field=option,
+                         hint=f"one of {', '.join(choices)}")
+    return value
+
+
 def resolve_precision(precision: str, device) -> str:
     """"auto" becomes fp16 on a CUDA device and fp32 elsewhere; other values stay."""
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}", field="--precision",
-                         hint=f"one of {', '.join(PRECISIONS)}")
+    require_choice(precision, PRECISIONS, what="precision", option="--precision")
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return precision

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..errors import InputError
+from ..options import require_choice
 from .backbone import ConvNorm
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,7 @@ def fold_frozen_norms(model: nn.Module) -> int:
 
 
 def check_kernels(kernels: str) -> str:
-    if kernels not in KERNELS:
-        raise InputError(f"unknown kernels {kernels!r}", field="--kernels",
-                         hint=f"one of {', '.join(KERNELS)}")
-    return kernels
+    return require_choice(kernels, KERNELS, what="kernels", option="--kernels")
 
 
 def changes_arithmetic(kernels: str, model_name: str) -> bool:

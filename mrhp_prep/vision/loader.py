@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import InputError
+from ..options import require_choice
 
 DECODERS = ("auto", "cpu", "gpu")
 
@@ -116,9 +117,7 @@ def gpu_decodable(header: JpegHeader | None, *, min_side: int, max_pixels: int) 
 
 def resolve_decoder(decoder: str, device) -> str:
     """"auto" -> "gpu" on a CUDA device, "cpu" elsewhere; "gpu" needs a CUDA device."""
-    if decoder not in DECODERS:
-        raise InputError(f"unknown decoder {decoder!r}", field="--decode",
-                         hint=f"one of {', '.join(DECODERS)}")
+    require_choice(decoder, DECODERS, what="decoder", option="--decode")
     if decoder == "auto":
         return "gpu" if device.type == "cuda" else "cpu"
     if decoder == "gpu" and device.type != "cuda":
