@@ -53,11 +53,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from feature_stores import (write_probe_store, write_raw_release, write_roi_store,  # noqa: E402
                             write_text_store)
 from mrhp_prep.data.ingest import ingest  # noqa: E402
-from mrhp_prep.train.config import resolve_config  # noqa: E402
-from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset  # noqa: E402
+from mrhp_prep.train.settings.config import resolve_config  # noqa: E402
+from mrhp_prep.train.data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset  # noqa: E402
 from mrhp_prep.train.models import MODELS, build_model  # noqa: E402
-from mrhp_prep.train.sampling import GroupBatchSampler, SamplingConfig  # noqa: E402
-from mrhp_prep.train.trainer import Trainer  # noqa: E402
+from mrhp_prep.train.data.sampling import GroupBatchSampler, SamplingConfig  # noqa: E402
+from mrhp_prep.train.loop.trainer import Trainer  # noqa: E402
 
 # Parameter counts the papers report (without embedding tables); add a model's figure here.
 # The MCL and MM-SS papers give none; MCR, the model MCL extends, has 2.63 M (SANCL paper).

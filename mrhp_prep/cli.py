@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "train": "mrhp_prep.train.commands:train",
     "evaluate": "mrhp_prep.train.commands:evaluate",
     "predict": "mrhp_prep.train.commands:predict",
-    "compare": "mrhp_prep.train.compare_report:compare_command",
+    "compare": "mrhp_prep.train.report.compare_report:compare_command",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from feature_stores import write_probe_store, write_roi_store
-from mrhp_prep.train.dataset import FeatureSources
+from mrhp_prep.train.data.dataset import FeatureSources
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8"]
 

@@ -78,9 +78,9 @@ def test_predict_refuses_product_with_split(tiny_run):
 def test_predict_refuses_a_checkpoint_of_another_model(tiny_run, stores, tmp_path):
     import torch
 
-    from mrhp_prep.train import checkpoints
-    from mrhp_prep.train.config import resolve_config
-    from mrhp_prep.train.dataset import FeatureSources
+    from mrhp_prep.train.loop import checkpoints
+    from mrhp_prep.train.settings.config import resolve_config
+    from mrhp_prep.train.data.dataset import FeatureSources
     from mrhp_prep.train.models import build_model
 
     run = copy_store(tiny_run, tmp_path / "run")

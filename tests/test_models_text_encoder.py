@@ -15,8 +15,8 @@ import torch
 
 from finetune_fixtures import SMALL, ids_sources, ids_stores, layer_of, minilm_path  # noqa: F401
 from mrhp_prep.errors import InputError
-from mrhp_prep.train import checkpoints
-from mrhp_prep.train.config import resolve_config
+from mrhp_prep.train.loop import checkpoints
+from mrhp_prep.train.settings.config import resolve_config
 from mrhp_prep.train.models import build_model
 from mrhp_prep.train.models.text_encoder import FineTunedEncoder
 from train_fixtures import one_torch_thread  # noqa: F401
@@ -68,7 +68,7 @@ def test_a_text_cut_by_max_text_tokens_keeps_its_closing_token(ids_stores, minil
     own truncation to that length ([CLS] ... [SEP]), not a text without its [SEP]."""
     from transformers import AutoTokenizer
 
-    from mrhp_prep.train.dataset import DataConfig, ReviewDataset
+    from mrhp_prep.train.data.dataset import DataConfig, ReviewDataset
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     sources = ids_sources(ids_stores)

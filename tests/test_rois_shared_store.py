@@ -9,7 +9,7 @@ from feature_stores import write_roi_store
 from mrhp_prep.data.ingest import ingest
 from mrhp_prep.data.manifest import Manifest
 from mrhp_prep.data.sample import SAMPLE_RAW
-from mrhp_prep.train.dataset import FeatureSources
+from mrhp_prep.train.data.dataset import FeatureSources
 
 
 def test_store_of_the_raw_manifest_serves_the_graded_one(tmp_path):

@@ -12,11 +12,11 @@ import torch
 import yaml
 
 from mrhp_prep.errors import InputError
-from mrhp_prep.train.checks import (NonFiniteError, check_batch, check_losses, check_scores,
-                                    finite_inputs)
-from mrhp_prep.train.config import model_defaults, resolve_config
-from mrhp_prep.train.option_conflicts import check_predict_selection, check_resume_options
-from mrhp_prep.train.setting_types import convert_setting
+from mrhp_prep.train.data.checks import NonFiniteError
+from mrhp_prep.train.loop.guards import check_batch, check_losses, check_scores, finite_inputs
+from mrhp_prep.train.settings.config import model_defaults, resolve_config
+from mrhp_prep.train.settings.option_conflicts import check_predict_selection, check_resume_options
+from mrhp_prep.train.settings.setting_types import convert_setting
 
 
 @pytest.mark.parametrize("override, key, expected", [

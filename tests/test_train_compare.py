@@ -18,10 +18,11 @@ from mrhp_prep import __version__
 from mrhp_prep.cli import cli
 from mrhp_prep.data.ingest import ingest
 from mrhp_prep.errors import InputError
-from mrhp_prep.train.metrics import evaluate_rankings, read_predictions
-from mrhp_prep.train.papers import PAPER_METRICS, PAPERS, paper_results
-from mrhp_prep.train.provenance import write_strict_json
-from mrhp_prep.train.seeds import job_seeds, parse_seeds
+from mrhp_prep.train.report.metrics import evaluate_rankings
+from mrhp_prep.train.report.predictions import read_predictions
+from mrhp_prep.train.report.papers import PAPER_METRICS, PAPERS, paper_results
+from mrhp_prep.train.loop.provenance import write_strict_json
+from mrhp_prep.train.loop.seeds import job_seeds, parse_seeds
 from train_fixtures import one_torch_thread  # noqa: F401
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8",
@@ -208,7 +209,7 @@ def test_compare_sets_groups_beside_the_paper(seeded, runner, tmp_path):
 def test_runs_from_other_encoder_weights_are_not_seeds_of_one_group(seeded, tmp_path):
     import shutil
 
-    from mrhp_prep.train.compare import group_runs, load_run
+    from mrhp_prep.train.report.compare import group_runs, load_run
 
     runs = []
     for i, (run, weights) in enumerate(zip(seeded["folders"]["slow"], ("a" * 64, "b" * 64))):
@@ -274,8 +275,8 @@ def test_papers_file_loads_and_every_entry_names_its_table():
     ("mmss", ["model.subtasks=[]", "model.interaction_modeling=false"], False, "w/o module (b)"),
 ])
 def test_a_runs_variant_is_named_as_the_papers_tables_name_it(model, settings, probes, variant):
-    from mrhp_prep.train.config import resolve_config
-    from mrhp_prep.train.papers import variant_of
+    from mrhp_prep.train.settings.config import resolve_config
+    from mrhp_prep.train.report.papers import variant_of
 
     config = resolve_config(model, overrides=settings)
     assert variant_of(config, probes) == variant

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from mrhp_prep.errors import InputError
-from mrhp_prep.train.config import resolve_config
+from mrhp_prep.train.settings.config import resolve_config
 
 
 def test_defaults_are_the_papers_table_5_home_column():

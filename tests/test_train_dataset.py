@@ -10,9 +10,9 @@ import torch
 from feature_stores import (stores_for, tokenize, write_probe_store, write_roi_store,
                             write_text_store)
 from mrhp_prep.errors import InputError
-from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
-from mrhp_prep.train.stores import ProbeShards, RoiFeatures, token_probe_mask
-from mrhp_prep.train.trainer import to_device
+from mrhp_prep.train.data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.data.stores import ProbeShards, RoiFeatures, token_probe_mask
+from mrhp_prep.train.loop.trainer import to_device
 from train_fixtures import one_torch_thread  # noqa: F401
 
 MISSING_IMAGE = "B00SAMP001-0/pic_0.jpg"

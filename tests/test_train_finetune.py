@@ -18,8 +18,8 @@ import torch
 from feature_stores import planted_release, write_text_store
 from finetune_fixtures import SMALL, ids_sources, ids_stores, layer_of, minilm_path  # noqa: F401
 from mrhp_prep.errors import InputError
-from mrhp_prep.train import checkpoints
-from mrhp_prep.train.config import resolve_config
+from mrhp_prep.train.loop import checkpoints
+from mrhp_prep.train.settings.config import resolve_config
 from mrhp_prep.train.run import predict, train
 from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
                             one_torch_thread, sample_stores)
@@ -241,8 +241,8 @@ def test_torchrun_two_gloo_processes_fine_tune(ids_stores, minilm_path, tmp_path
 
 def test_compare_puts_a_fine_tuned_run_beside_the_papers_bert_rows(ids_stores, tmp_path):
     """An ids store is a transformer (MM-SS's and SANCL+BERT's setting), never word vectors."""
-    from mrhp_prep.train.compare import _describe
-    from mrhp_prep.train.papers import paper_row
+    from mrhp_prep.train.report.compare import _describe
+    from mrhp_prep.train.report.papers import paper_row
 
     config = resolve_config("mmss", text_mode="ids")
     described = _describe(config, {k: str(v) for k, v in ids_stores.items()})

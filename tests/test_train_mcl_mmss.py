@@ -14,9 +14,9 @@ import yaml
 
 from feature_stores import stores_for, write_text_store
 from mrhp_prep.cli import cli
-from mrhp_prep.train import checkpoints
-from mrhp_prep.train.dataset import FeatureSources
-from mrhp_prep.train.metrics import read_predictions
+from mrhp_prep.train.loop import checkpoints
+from mrhp_prep.train.data.dataset import FeatureSources
+from mrhp_prep.train.report.predictions import read_predictions
 from mrhp_prep.train.models.mmss import SUBTASKS
 from mrhp_prep.train.run import predict
 from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrhp_prep.train.metrics import (evaluate_rankings, paired_t_test, paired_test,
-                                     product_metrics, rank_within_products, read_predictions)
+from mrhp_prep.train.report.metrics import (evaluate_rankings, paired_t_test, paired_test,
+                                            product_metrics, rank_within_products)
+from mrhp_prep.train.report.predictions import read_predictions
 
 LN = math.log
 

@@ -15,9 +15,10 @@ from feature_stores import planted_release, stores_for, write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.data.ingest import ingest
 from mrhp_prep.errors import InputError
-from mrhp_prep.train import checkpoints
-from mrhp_prep.train.dataset import FeatureSources
-from mrhp_prep.train.metrics import evaluate_rankings, read_predictions
+from mrhp_prep.train.loop import checkpoints
+from mrhp_prep.train.data.dataset import FeatureSources
+from mrhp_prep.train.report.metrics import evaluate_rankings
+from mrhp_prep.train.report.predictions import read_predictions
 from mrhp_prep.train.run import predict, train
 from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
                             one_torch_thread, sample_stores)

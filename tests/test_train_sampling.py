@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mrhp_prep.train.losses import group_hinge_loss
-from mrhp_prep.train.sampling import (GroupBatchSampler, SamplingConfig, evaluation_batches,
-                                      label_weights, sample_groups)
+from mrhp_prep.train.models.losses import group_hinge_loss
+from mrhp_prep.train.data.sampling import (GroupBatchSampler, SamplingConfig, evaluation_batches,
+                                           label_weights, sample_groups)
 
 # two products: labels 4,3,2,1,0,0 and 2,2,1
 LABELS = np.array([4, 3, 2, 1, 0, 0, 2, 2, 1], dtype=np.float32)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from mrhp_prep.train.config import resolve_config
-from mrhp_prep.train.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.settings.config import resolve_config
+from mrhp_prep.train.data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from mrhp_prep.train.models import build_model
 from mrhp_prep.train.models.base import ModelInputs
 from mrhp_prep.train.models.layers import SelfAttention
 from mrhp_prep.train.models.sancl import info_nce
-from mrhp_prep.train.trainer import Trainer, to_device
+from mrhp_prep.train.loop.trainer import Trainer, to_device
 from train_fixtures import one_torch_thread, sample_stores  # noqa: F401
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8",

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from feature_stores import stores_for
-from mrhp_prep.train.config import resolve_config
-from mrhp_prep.train.dataset import DataConfig, FeatureSources, ReviewDataset
+from mrhp_prep.train.settings.config import resolve_config
+from mrhp_prep.train.data.dataset import DataConfig, FeatureSources, ReviewDataset
 from mrhp_prep.train.models import build_model
-from mrhp_prep.train.trainer import Trainer
+from mrhp_prep.train.loop.trainer import Trainer
 
 
 @contextlib.contextmanager

@@ -63,7 +63,7 @@ def train(**options):
 
     Example: mrhp-prep train --manifest M --rois R --text T --probes P --set train.epochs=10
     """
-    from .option_conflicts import check_resume_options, given_options
+    from .settings.option_conflicts import check_resume_options, given_options
     from .run import train as run_train
 
     if options["resume"] and options["seeds"] is not None:
@@ -83,7 +83,7 @@ def train(**options):
     seeds, seed_index = options.pop("seeds"), options.pop("seed_index")
     if seeds is None:
         return _report_train(run_train(overrides=overrides, **options))
-    from .seeds import job_seeds, parse_seeds
+    from .loop.seeds import job_seeds, parse_seeds
 
     out, paths = options.pop("out"), []
     chosen = job_seeds(parse_seeds(seeds), seed_index)
@@ -150,7 +150,8 @@ def evaluate(predictions, threshold, compare, output):
     Example: mrhp-prep evaluate runs/x/predictions-test.jsonl --threshold 1
     """
     from ..atomic import write_json_atomic
-    from .metrics import evaluate_rankings, paired_t_test, read_predictions
+    from .report.metrics import evaluate_rankings, paired_t_test
+    from .report.predictions import read_predictions
 
     first = evaluate_rankings(read_predictions(predictions), threshold)
     result = first.summary()
@@ -189,7 +190,7 @@ def predict(run_dir, products, split, manifest, text, rois, probes, checkpoint, 
     Example: mrhp-prep predict --run RUN --manifest NEW --text NEW_TEXT --rois NEW_ROIS
     --probes NEW_PROBES --product B00X1
     """
-    from .option_conflicts import check_predict_selection
+    from .settings.option_conflicts import check_predict_selection
     from .run import predict as run_predict
 
     check_predict_selection(products, split)

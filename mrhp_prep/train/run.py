@@ -32,16 +32,19 @@ from ..atomic import atomic_path
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
-from .checks import check_ids_fit_encoder, check_labels, check_scores, load_checkpoint_for
-from .config import fingerprint_settings, flatten, model_defaults, resolve_config
-from .coverage import coverage_summary, require_full_coverage, store_coverage
-from .dataset import Collate, DataConfig, FeatureSources, ReviewDataset
-from .distributed import Distributed, pick_device
-from .metrics import evaluate_rankings, metrics_table
+from .data.checks import check_ids_fit_encoder, check_labels
+from .loop.guards import check_scores
+from .loop.checkpoints import load_checkpoint_for
+from .settings.config import fingerprint_settings, flatten, model_defaults, resolve_config
+from .data.coverage import coverage_summary, require_full_coverage, store_coverage
+from .data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
+from .loop.distributed import Distributed, pick_device
+from .report.metrics import evaluate_rankings, metrics_table
 from .models import build_model
-from .outputs import plot_curves, plot_scores, write_predictions
-from .provenance import run_record, write_strict_json
-from .trainer import Trainer, amp_settings, score_reviews
+from .report.plots import plot_curves, plot_scores
+from .report.predictions import write_predictions
+from .loop.provenance import run_record, write_strict_json
+from .loop.trainer import Trainer, amp_settings, score_reviews
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +246,7 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     probes = (_absolute(probes) or trained["probes"]) if trained["probes"] else None
     vocabularies, vectors = None, None
     if text and text != trained["text"] and FeatureSources.peek_text_mode(text) == "static":
-        from .stores import TextShards
+        from .data.stores import TextShards
 
         training = {f: TextShards(trained["text"], f) for f in ("product", "review")}
         vocabularies = {f: s.vocab for f, s in training.items()}

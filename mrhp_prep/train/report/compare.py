@@ -22,13 +22,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..cache import MANIFEST_NAME, MARKER_NAME, read_manifest
-from ..errors import InputError
-from .metrics import RankingReport, evaluate_rankings, read_predictions
+from ...cache import MANIFEST_NAME, MARKER_NAME, read_manifest
+from ...errors import InputError
+from .metrics import RankingReport, evaluate_rankings
+from .predictions import read_predictions
 from .metrics import paired_test as t_test
 from .papers import PAPER_METRICS, variant_of
-from .config import flatten
-from .run import read_run_config
+from ..settings.config import flatten
+from ..run import read_run_config
 
 SPLITS = ("dev", "test")
 MIN_SEEDS_FOR_SEED_TEST = 3
@@ -98,8 +99,8 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
 def _describe(config: dict, inputs: dict) -> dict:
     """model, dataset, category, setting, text mode and the papers' name of its variant
     (None where unknown)."""
-    from ..data.manifest import Manifest
-    from .dataset import FeatureSources
+    from ...data.manifest import Manifest
+    from ..data.dataset import FeatureSources
 
     dataset = category = text = None
     try:

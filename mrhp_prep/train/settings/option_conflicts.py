@@ -30,7 +30,7 @@ def given_options(ctx: click.Context, names) -> dict[str, Any]:
 
 def check_resume_options(resume: str, given: Mapping[str, Any]) -> None:
     """Refuse `given` options (name -> value) that disagree with the run in `resume`."""
-    from .run import read_run_config
+    from ..run import read_run_config
 
     config = read_run_config(resume)
     inputs = config.get("inputs", {})

@@ -14,11 +14,11 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from ..errors import InputError
-from .metrics import METRICS
-from .models import default_config_path
+from ...errors import InputError
+from ..report.metrics import METRICS
+from ..models import default_config_path
 from .setting_types import check_range, convert_setting
-from .models.text_encoder import resolve_encoder_settings
+from ..models.text_encoder import resolve_encoder_settings
 
 SECTIONS = ("model", "data", "sampling", "loss", "train")
 

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.manifest import Manifest
-from ..errors import InputError
+from ...data.manifest import Manifest
+from ...errors import InputError
 from .checks import check_text_sources
-from .models.base import ModelInputs
+from ..models.base import ModelInputs
 from .stores import ProbeShards, RoiFeatures, TextShards, token_probe_mask
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .. import __version__
-from ..atomic import write_json_atomic
-from .config import fingerprint_settings
+from ... import __version__
+from ...atomic import write_json_atomic
+from ..settings.config import fingerprint_settings
 
 
 def run_record(config: Mapping, run, model=None) -> dict:
@@ -23,7 +23,7 @@ def run_record(config: Mapping, run, model=None) -> dict:
               "fingerprint": run.fingerprint, "input_fingerprints": dict(run.inputs),
               "config": fingerprint_settings(config)}
     if model is not None:
-        from .models.text_encoder import FineTunedEncoder
+        from ..models.text_encoder import FineTunedEncoder
 
         bases = {name: module.get_extra_state() for name, module in model.named_modules()
                  if isinstance(module, FineTunedEncoder)}

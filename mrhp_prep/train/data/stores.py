@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..cache import MANIFEST_NAME, read_manifest
-from ..errors import InputError
+from ...cache import MANIFEST_NAME, read_manifest
+from ...errors import InputError
 
 
 def _stage_folder(path: str | os.PathLike, stage: str, file_name: str | None = None) -> tuple[Path, dict]:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ..cache import FAILURES_NAME
-from ..errors import InputError
+from ...cache import FAILURES_NAME
+from ...errors import InputError
 
 WHAT_WRITES = {"text": "embed-text", "rois": "extract-rois", "probes": "probe-masks"}
 

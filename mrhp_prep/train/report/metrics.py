@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
 
 METRICS = ("map", "ndcg@3", "ndcg@5", "mrr")
-PREDICTION_COLUMNS = ("product_id", "review_id", "label", "score")
 
 
 def ranking_order(scores: np.ndarray) -> np.ndarray:
@@ -156,47 +153,6 @@ def paired_t_test(a: RankingReport, b: RankingReport,
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """A predictions file (JSONL, CSV or Parquet) with product_id, review_id, label, score."""
-    from .checks import check_prediction_rows
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix in {".jsonl", ".json", ".ndjson"}:
-            frame = pd.read_json(path, lines=suffix != ".json", dtype={"product_id": str,
-                                                                        "review_id": str})
-        elif suffix in {".csv", ".tsv"}:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",",
-                                dtype={"product_id": str, "review_id": str})
-        elif suffix in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)
-        else:
-            raise InputError(f"unknown file type '{suffix}'", file=str(path),
-                             hint="give a .jsonl, .csv or .parquet file")
-    except InputError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read the predictions: {exc}", file=str(path)) from exc
-    check_prediction_rows(frame, str(path))   # empty, null ids, inf, repeated reviews
-    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", file=str(path),
-                         field=missing[0], hint="the file needs product_id, review_id, label "
-                                                "and score columns")
-    for column in ("label", "score"):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy())
-        if len(bad):
-            raise InputError(f"not a number: {frame[column].iloc[bad[0]]!r}", file=str(path),
-                             row=int(bad[0]), field=column,
-                             hint="every row needs a numeric label and score")
-        frame[column] = values.astype(np.float64)
-    frame["product_id"] = frame["product_id"].astype(str)
-    frame["review_id"] = frame["review_id"].astype(str)
-    return frame
 
 
 def metrics_table(summaries: Mapping[str, Mapping]) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from ..errors import InputError
-from ..shards import resolve_shard
+from ...errors import InputError
+from ...shards import resolve_shard
 
 ARRAY_VARIABLES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
 

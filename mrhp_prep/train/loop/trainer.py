@@ -20,18 +20,18 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import InputError
-from ..options import progress
+from ...errors import InputError
+from ...options import progress
 from . import checkpoints
-from .checks import (check_batch, check_losses, check_scores, finite_inputs,
-                     load_checkpoint_state)
-from .dataset import PER_PRODUCT_KEYS, Collate, DataConfig, ReviewDataset, SplitTable
+from .guards import check_batch, check_losses, check_scores, finite_inputs
+from .checkpoints import load_checkpoint_state
+from ..data.dataset import PER_PRODUCT_KEYS, Collate, DataConfig, ReviewDataset, SplitTable
 from .distributed import Distributed
-from .losses import group_hinge_loss
-from .metrics import METRICS, evaluate_rankings, rank_within_products
-from .models.base import RankingModel
-from .models.text_encoder import parameter_groups
-from .sampling import GroupBatchSampler, SamplingConfig, evaluation_batches
+from ..models.losses import group_hinge_loss
+from ..report.metrics import METRICS, evaluate_rankings, rank_within_products
+from ..models.base import RankingModel
+from ..models.text_encoder import parameter_groups
+from ..data.sampling import GroupBatchSampler, SamplingConfig, evaluation_batches
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import InputError
+from ...errors import InputError
 
 RESULTS_FILE = Path(__file__).with_name("paper_results.yaml")
 PAPERS = ("sancl", "mcl", "mmss")

@@ -1,27 +1,15 @@
-"""Files of a run folder besides the checkpoints: predictions, curves and score plots."""
+"""The pictures of a run folder: training curves and score distributions (PNG)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path
+from ...atomic import atomic_path
 from .metrics import METRICS
-
-
-def write_predictions(path: Path, frame: pd.DataFrame) -> None:
-    """JSON lines: product_id, review_id, label, score, rank (label as an int when it is one)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for row in frame.itertuples(index=False):
-            label = row.label
-            label = int(label) if float(label).is_integer() else float(label)
-            handle.write(json.dumps({"product_id": row.product_id, "review_id": row.review_id,
-                                     "label": label, "score": float(row.score),
-                                     "rank": int(row.rank)}, allow_nan=False) + "\n")
 
 
 def plot_curves(path: Path, history: Sequence[dict], monitor: str, best_epoch: int) -> None:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
-from ..errors import InputError
+from ...atomic import atomic_path
+from ...errors import InputError
 
 FORMAT_VERSION = 1
 
@@ -26,7 +26,7 @@ def frozen_embedding_keys(model: nn.Module) -> set[str]:
     """State-dict keys of static-vector tables that do not train. The embeddings inside a
     fine-tuned text encoder are not among them: `model.encoder_checkpoint` decides for those
     (`full` keeps them), see `frozen_encoder_keys`."""
-    from .models.text_encoder import text_encoders
+    from ..models.text_encoder import text_encoders
 
     encoders = tuple(text_encoders(model))
     keys = set()
@@ -39,7 +39,7 @@ def frozen_embedding_keys(model: nn.Module) -> set[str]:
 
 def restored_elsewhere(model: nn.Module) -> set[str]:
     """State-dict keys that checkpoints leave out (frozen embeddings, frozen encoder layers)."""
-    from .models.text_encoder import frozen_encoder_keys
+    from ..models.text_encoder import frozen_encoder_keys
 
     return frozen_embedding_keys(model) | frozen_encoder_keys(model)
 
@@ -115,3 +115,21 @@ def load(path: Path) -> dict:
         raise InputError(f"checkpoint format {found!r}, this version reads {FORMAT_VERSION}",
                          file=str(path), field="format_version", hint=hint)
     return payload
+
+
+def load_checkpoint_for(model: torch.nn.Module, path, model_name: str) -> None:
+    """Load a checkpoint's weights into `model`, refusing one of another model or shape."""
+    load_checkpoint_state(model, load(path), path, model_name)
+
+
+def load_checkpoint_state(model: torch.nn.Module, payload: dict, path, model_name: str) -> None:
+    """Load the weights of a read checkpoint `payload` (from `path`) into `model`; a payload
+    of another model or shape is an InputError naming the file."""
+    try:
+        load_model_state(model, payload["model"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the checkpoint does not fit the run's {model_name} model: {detail}",
+                         file=str(path), field="model",
+                         hint="use a checkpoint this run wrote (best, last or epoch-NNN), or "
+                              "pass the run folder the checkpoint belongs to") from exc

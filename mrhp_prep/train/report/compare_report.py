@@ -10,8 +10,8 @@ import click
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path
-from ..options import report
+from ...atomic import atomic_path
+from ...options import report
 from .compare import SPLITS, Group, compare_groups, find_runs, group_runs, load_run
 from .papers import PAPER_METRICS, PAPERS, paper_row
 
@@ -151,7 +151,7 @@ def compare(paths: Sequence[str | Path], out: str | Path, split: str = "test",
 @click.option("--paper", type=click.Choice(PAPERS), default=None,
               help="Set each group beside this paper's figure for its dataset, category, "
                    "setting, text features and variant (the full model or an ablation of the "
-                   "paper's tables; mrhp_prep/train/paper_results.yaml). Test split only: "
+                   "paper's tables; mrhp_prep/train/report/paper_results.yaml). Test split only: "
                    "the papers report test-set figures.")
 @click.option("--out", type=click.Path(file_okay=False), default="compare",
               help="Folder for compare.csv, compare-tests.csv, compare.md and compare.png.")

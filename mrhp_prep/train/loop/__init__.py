@@ -1,0 +1,1 @@
+"""The training loop: trainer, checkpoints, distributed runs, seeds, in-loop guards."""

@@ -1,0 +1,1 @@
+"""Reporting: metrics, the predictions file, the run's pictures, compare and the papers."""

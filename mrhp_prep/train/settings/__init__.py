@@ -1,0 +1,1 @@
+"""The training config: model defaults, presets, overrides, their types and ranges."""
