@@ -103,3 +103,38 @@ def report_command(run_dir, split, max_products, max_reviews, max_thumbnails, to
         rows[f"left out: {what}"] = count
     report("report finished", rows, result.path)
     return str(result.path)
+
+
+@click.command("show-probes")
+@click.option("--probes", required=True, type=_FOLDER, help="A probe-masks output folder.")
+@click.option("--manifest", type=_FOLDER, default=None,
+              help="The ingest output the masks were made from [default: the one the "
+                   "probe-masks run records].")
+@click.option("--product", "products", multiple=True,
+              help="Show this product (repeatable) [default: every product, in manifest order].")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default=None,
+              help="Only the products of this split.")
+@click.option("--max-products", type=click.IntRange(min=0), default=50,
+              help="Products on the page.")
+@click.option("--max-reviews", type=click.IntRange(min=1), default=50,
+              help="Reviews shown per product.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of PROBES/probes.html.")
+def show_probes(probes, manifest, products, split, max_products, max_reviews, out):
+    """Write one self-contained HTML page with the probe masks highlighted in the review
+    texts, to check them before training (no run needed).
+
+    Example: mrhp-prep show-probes --probes cache/sample/probe-masks/<fp> --split test
+    """
+    from .probes_page import ProbesPageSettings, write_probes_page
+
+    settings = ProbesPageSettings(products=products, split=split, max_products=max_products,
+                                  max_reviews=max_reviews)
+    result = write_probes_page(probes, manifest, settings, out)
+    rows = {"products": f"{result.products_shown} of {result.products_total} shown",
+            **result.summary,
+            "seconds": f"{result.seconds:.1f}"}
+    for what, count in result.left_out.items():
+        rows[f"left out: {what}"] = count
+    report("show-probes finished", rows, result.path)
+    return str(result.path)
