@@ -17,7 +17,7 @@ from mrhp_prep.views.class_names import (ATTRIBUTES_FILE, OBJECTS_FILE, ClassNam
                                          names_for_store, visual_genome)
 from mrhp_prep.views.draw import PALETTE
 from mrhp_prep.vision.store import RoiStore
-from views_support import (ATTR_ID, BY_CONFIDENCE, OBJECT_CONF, OBJECT_ID, write_view_store)
+from views_support import ATTR_ID, BY_CONFIDENCE, OBJECT_CONF, OBJECT_ID, write_view_store
 
 IMAGE = "B00SAMP007/pic_0.jpg"
 
@@ -114,8 +114,8 @@ def _edge_hits(pixels: np.ndarray, box: np.ndarray, colour, window: int = 2) -> 
         for px, py, horizontal in ((x, y1, True), (x, y2, True), (x1, y, False), (x2, y, False)):
             found = False
             for d in range(-window, window + 1):
-                cx = int(round(px)) + (0 if horizontal else d)
-                cy = int(round(py)) + (d if horizontal else 0)
+                cx = round(px) + (0 if horizontal else d)
+                cy = round(py) + (d if horizontal else 0)
                 if 0 <= cx < width and 0 <= cy < height and tuple(pixels[cy, cx]) == colour:
                     found = True
                     break

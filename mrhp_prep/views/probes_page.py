@@ -107,11 +107,11 @@ def write_probes_page(probes: str | Path, manifest: str | Path | None = None,
     info = read_manifest(masks.folder)
     body = "\n".join([
         "<h1>Probe masks</h1>",
-        f"<p><code>{esc(masks.folder.resolve())}</code> over the manifest "
-        f"<code>{esc(loaded.path.resolve())}</code></p>",
-        "<p>Highlighted: the sentences the mask marks (character offsets into the manifest's "
-        "text). Products in manifest order"
-        + (f", split {esc(settings.split)}" if settings.split else "") + ".</p>",
+        (f"<p><code>{esc(masks.folder.resolve())}</code> over the manifest "
+         f"<code>{esc(loaded.path.resolve())}</code></p>"),
+        ("<p>Highlighted: the sentences the mask marks (character offsets into the manifest's "
+         "text). Products in manifest order"
+         + (f", split {esc(settings.split)}" if settings.split else "") + ".</p>"),
         "<h2>Summary</h2>" + table(["", "count"], list(summary.items()), numeric=[1]),
         "<h2>Settings of the probe-masks run</h2>"
         + table(["setting", "value"], sorted((info.get("settings") or {}).items())),
