@@ -28,3 +28,12 @@ def sample_manifest(tmp_path_factory) -> Path:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def views_run(tmp_path_factory) -> dict:
+    """A small finished training run with photos, regions and probe masks, for the views
+    (see tests/views_support.py)."""
+    from views_support import make_planted_run
+
+    return make_planted_run(tmp_path_factory.mktemp("views"))

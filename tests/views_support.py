@@ -132,3 +132,33 @@ class Page(html.parser.HTMLParser):
     def handle_data(self, data):
         if self._in_text:
             self.review_text[self._review] += data
+
+
+# Probe masks written out by hand for two test reviews of the planted release: (start, end,
+# marked) character offsets into the review's text.
+HAND_MASKS = {"PTE000-0": [(0, 10, True), (10, 21, False), (21, 30, True)],
+              "PTE001-3": [(4, 17, True)]}
+
+
+def make_planted_run(root: Path) -> dict[str, Path]:
+    """A finished SANCL run (one epoch, tiny) on a planted release with 12 test products:
+    real photographs, a RoI store with BOX_FRACTIONS regions, static text vectors and probe
+    masks (HAND_MASKS for two reviews). Returns {manifest, images, rois, text, probes, run}."""
+    from feature_stores import planted_release, write_probe_store, write_text_store
+    from mrhp_prep.data.ingest import ingest
+    from mrhp_prep.train.run import train
+
+    raw = planted_release(root / "raw", products_per_split=(6, 2, 12), reviews_per_product=6,
+                          seed=5)
+    manifest = ingest(raw, dataset="amazon", category="home", labels="raw", name="planted",
+                      cache_dir=root / "cache").path
+    images = write_photos_for(manifest, root / "images")
+    rois = write_view_store(root / "rois", manifest, images)
+    text = write_text_store(root / "text", manifest, dim=8)
+    probes = write_probe_store(root / "probes", manifest, spans=HAND_MASKS)
+    result = train(manifest=manifest, rois=rois, text=text, probes=probes, model="sancl",
+                   overrides=["train.epochs=1", "model.text_hidden=8", "model.image_hidden=8",
+                              "model.shared_hidden=8"],
+                   out=root / "run", num_workers=0, show_progress=False, device="cpu")
+    return {"manifest": manifest, "images": images, "rois": rois, "text": text,
+            "probes": probes, "run": result.path}
