@@ -131,7 +131,7 @@ class Browser:
 
     @classmethod
     def start(cls, profile: Path, width: int = 1200, height: int = 1600,
-              timeout: float = 60.0) -> "Browser":
+              timeout: float = 60.0) -> Browser:
         """Start Chromium with a new empty profile folder and attach to its blank page."""
         executable = chromium_path()
         if executable is None:
@@ -239,7 +239,7 @@ class Browser:
         finally:
             _stop(self.process)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:
