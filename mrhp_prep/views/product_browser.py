@@ -59,14 +59,17 @@ class ProductBrowser:
         if manifest is not None:
             self.products = manifest.products.set_index("product_id")
             self.reviews = manifest.reviews.set_index("review_id")
-            images = manifest.images
-            self.photos = {key: group.sort_values("k")["image_id"].tolist()
-                           for key, group in images.groupby(["role", "item_id"], sort=False)}
+            # one pass over the image table: a groupby would build a frame per item (tens
+            # of thousands at Amazon scale) where only the shown ones are needed
+            images = manifest.images.sort_values(["role", "item_id", "k"], kind="stable")
+            self.photos: dict[tuple[str, str], list[str]] = {}
+            for role, item, image_id in zip(images["role"], images["item_id"],
+                                            images["image_id"]):
+                self.photos.setdefault((role, item), []).append(image_id)
         else:
             self.products = self.reviews = None
             self.photos = {}
-        self.by_product = {pid: rows for pid, rows in
-                           inputs.predictions.groupby("product_id", sort=False)}
+        self.rows_of = inputs.predictions.groupby("product_id", sort=False).indices
 
     def html(self, ordered: pd.DataFrame) -> tuple[str, str]:
         """(table of contents, product sections) for the products of `ordered` (worst first),
@@ -106,7 +109,7 @@ class ProductBrowser:
                 f"<p class=\"scores\">{esc(scores)}</p>"
                 + (f"<p class=\"product-text\">{esc(text)}</p>" if text else "")
                 + "</div></div>")
-        reviews = self._reviews(self.by_product[product_id])
+        reviews = self._reviews(self.inputs.predictions.iloc[self.rows_of[product_id]])
         return (f"<section class=\"product\" id=\"{anchor}\" data-product-id=\"{esc(product_id)}\" "
                 f"data-position=\"{position}\">{head}{reviews}</section>")
 
