@@ -167,11 +167,14 @@ def test_an_unfinished_run_is_refused_clearly(views_run, tmp_path, runner):
 def test_report_defaults_to_the_run_folder(views_run, tmp_path, runner):
     run = tmp_path / "run"
     shutil.copytree(views_run["run"], run)
-    result = runner.invoke(cli, ["report", str(run), "--max-products", "1",
-                                 "--max-thumbnails", "0"])
+    settings = tmp_path / "report.yaml"
+    settings.write_text("max-products: 1\nmax_thumbnails: 0\n")
+    result = runner.invoke(cli, ["report", str(run), "--config", str(settings),
+                                 "--max-products", "2"])          # the command line wins
     assert result.exit_code == 0, result.output
-    assert (run / "report.html").is_file()
-    assert Page((run / "report.html").read_text()).products
+    assert result.stdout.strip().splitlines()[-1] == str(run / "report.html")
+    text = (run / "report.html").read_text()
+    assert len(Page(text).products) == 2 and "data:image/jpeg" not in text
 
 
 def test_a_score_that_is_not_a_number_never_reaches_the_plot():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ..options import report
+from ..options import config_option, report
 
 _FOLDER = click.Path(exists=True, file_okay=False)
 
@@ -36,6 +36,7 @@ _FOLDER = click.Path(exists=True, file_okay=False)
 @click.option("--out", type=click.Path(), default=None,
               help="A .png file (one image) or a folder [default: the current folder, one "
                    "ID-rois.png per image].")
+@config_option
 def show_rois(rois, image_ids, products, reviews, manifest, images_root, top, naming,
               max_side, out):
     """Draw an image's stored regions on the photograph: one PNG per image, each box
@@ -80,6 +81,7 @@ def show_rois(rois, image_ids, products, reviews, manifest, images_root, top, na
               help="Region labels (see show-rois --help).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of RUN/report.html.")
+@config_option
 def report_command(run_dir, split, max_products, max_reviews, max_thumbnails, top_regions,
                    thumbnail_size, images_root, naming, out):
     """Write RUN/report.html: one self-contained page (no script, nothing fetched) with the
@@ -120,6 +122,7 @@ def report_command(run_dir, split, max_products, max_reviews, max_thumbnails, to
               help="Reviews shown per product.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of PROBES/probes.html.")
+@config_option
 def show_probes(probes, manifest, products, split, max_products, max_reviews, out):
     """Write one self-contained HTML page with the probe masks highlighted in the review
     texts, to check them before training (no run needed).
