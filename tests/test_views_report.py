@@ -184,3 +184,21 @@ def test_a_score_that_is_not_a_number_never_reaches_the_plot():
                           "map": [0.5, 0.4]})
     with pytest.raises(InputError, match="product 'b'"):
         per_product_histogram(frame, "test", "predictions-test.jsonl")
+
+
+def test_a_text_only_run_without_probes_shows_plain_photos(views_run, tmp_path):
+    import yaml
+
+    from mrhp_prep.views.report import ReportSettings, write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(views_run["run"], run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["inputs"].update(rois=None, probes=None)         # as a text-only run records it
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = write_report(run, ReportSettings(images_root=views_run["images"], max_products=2))
+    text = result.path.read_text()
+    page = Page(text)
+    assert "trained without region features" in text and "without probe masks" in text
+    assert not any(page.marks.values())
+    assert result.thumbnails > 0 and "<ol>" not in text.split('id="products"')[1]

@@ -116,7 +116,10 @@ def write_report(run_dir: str | Path, settings: ReportSettings | None = None,
     names = names_for_store(store.attrs, store.format_version, settings.naming) if store else None
     root = settings.images_root or (store_inputs(inputs["rois"]).images_root
                                     if inputs.get("rois") else None)
-    if root is None:
+    if not inputs.get("rois"):
+        notes.append("The run was trained without region features (text-only): photos are "
+                     "shown without regions, and only with --images-root.")
+    elif root is None:
         notes.append("No images root is known (the RoI store does not record one): photos are "
                      "left out. Pass --images-root to show them.")
     thumbnails = Thumbnails(ImageFiles(root, manifest), store, names, settings.max_thumbnails,
