@@ -29,6 +29,7 @@ from pathlib import Path
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-default-apps", "--disable-extensions", "--mute-audio",
+         "--disable-dev-shm-usage",
          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
 
 
