@@ -109,6 +109,9 @@ class StageRun:
     complete: bool = False
     failures: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # role -> absolute path of each input, recorded so that readers (the views) can find
+    # e.g. the images a store was made from; not part of the fingerprint
+    input_paths: dict = field(default_factory=dict)
 
     def add_failure(self, item: str, reason: str, **details: Any) -> None:
         """Record one item (an id, a file, a row) that could not be processed, and why."""
@@ -160,6 +163,7 @@ class StageRun:
             "format_version": self.format_version,
             "settings": self.settings,
             "inputs": self.inputs,
+            "input_paths": self.input_paths,
             "counts": dict(counts),
             "num_failures": len(self.failures),
             "failures_file": FAILURES_NAME,
@@ -185,6 +189,7 @@ def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
     A finished folder comes back with `complete=True` unless `force` is set, which clears it.
     """
     input_fps = {role: path_fingerprint(p) for role, p in inputs.items() if p is not None}
+    input_paths = {role: str(Path(p).resolve()) for role, p in inputs.items() if p is not None}
     settings = json.loads(_canonical(settings))
     fp = fingerprint(stage, settings, input_fps, format_version)
     path = Path(out) if out is not None else Path(cache_dir) / _safe_name(dataset) / stage / fp
@@ -199,7 +204,8 @@ def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
     if (path / MANIFEST_NAME).exists():
         found = read_manifest(path)
         if found.get("fingerprint") == fp:
-            return StageRun(stage, path, fp, settings, input_fps, format_version, complete=True)
+            return StageRun(stage, path, fp, settings, input_fps, format_version, complete=True,
+                            input_paths=input_paths)
         raise InputError(
             f"{path} holds the finished output of another computation "
             f"({found.get('stage')}, fingerprint {found.get('fingerprint')}, not {fp})",
@@ -218,7 +224,18 @@ def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
     path.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, {"stage": stage, "fingerprint": fp, "settings": settings,
                                "inputs": input_fps, "format_version": format_version})
-    return StageRun(stage, path, fp, settings, input_fps, format_version)
+    return StageRun(stage, path, fp, settings, input_fps, format_version,
+                    input_paths=input_paths)
+
+
+def recorded_input(folder: str | os.PathLike, role: str) -> Path | None:
+    """Where the finished stage in `folder` read its input `role` from (as MANIFEST.json
+    records it), or None: not recorded (an older folder), or no longer there."""
+    try:
+        recorded = read_manifest(folder).get("input_paths", {}).get(role)
+    except (InputError, OSError, ValueError):
+        return None
+    return Path(recorded) if recorded and Path(recorded).exists() else None
 
 
 def read_manifest(path: str | os.PathLike, stage: str | None = None) -> dict:

@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "evaluate": "mrhp_prep.train.commands:evaluate",
     "predict": "mrhp_prep.train.commands:predict",
     "compare": "mrhp_prep.train.report.compare_report:compare_command",
+    "show-rois": "mrhp_prep.views.commands:show_rois",
+    "show-probes": "mrhp_prep.views.commands:show_probes",
+    "report": "mrhp_prep.views.commands:report_command",
 }
 
 

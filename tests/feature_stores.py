@@ -112,9 +112,11 @@ def write_text_store(folder: Path, manifest_dir: Path, *, mode: str = "static", 
 
 def write_probe_store(folder: Path, manifest_dir: Path,
                       marked: Callable[[str, str], bool] | None = None,
-                      skip: Sequence[str] = ()) -> Path:
+                      skip: Sequence[str] = (),
+                      spans: dict[str, list[tuple[int, int, bool]]] | None = None) -> Path:
     """A probe-masks output: sentences split on . ! ?, a sentence marked when it mentions a
-    word (4+ letters) of the product name, or by `marked(sentence, product_name)`."""
+    word (4+ letters) of the product name, or by `marked(sentence, product_name)`. A review
+    in `spans` gets exactly those (start, end, marked) sentences instead."""
     manifest = Manifest(manifest_dir)
     names = dict(zip(manifest.products["product_id"], manifest.products["name"]))
     run = open_stage("probe-masks", dataset=manifest.name, settings={"fixture": True},
@@ -126,9 +128,12 @@ def write_probe_store(folder: Path, manifest_dir: Path,
             continue
         name = names[review.product_id]
         core = [w for w, _, _ in tokenize(name) if len(w) >= 4]
-        spans = [(m.start(), m.end()) for m in SENTENCE.finditer(review.text) if m.group().strip()]
-        flags = []
-        for start, end in spans:
+        given = (spans or {}).get(review.review_id)
+        sentences = ([(start, end) for start, end, _ in given] if given is not None else
+                     [(m.start(), m.end()) for m in SENTENCE.finditer(review.text)
+                      if m.group().strip()])
+        flags = [bool(flag) for _, _, flag in given] if given is not None else []
+        for start, end in sentences if given is None else ():
             sentence = review.text[start:end]
             if marked is not None:
                 flags.append(bool(marked(sentence, name)))
@@ -136,8 +141,8 @@ def write_probe_store(folder: Path, manifest_dir: Path,
                 words = {w for w, _, _ in tokenize(sentence)}
                 flags.append(any(w in words for w in core))
         rows["review_id"].append(review.review_id)
-        rows["sentence_start"].append([s for s, _ in spans])
-        rows["sentence_end"].append([e for _, e in spans])
+        rows["sentence_start"].append([s for s, _ in sentences])
+        rows["sentence_end"].append([e for _, e in sentences])
         rows["sentence_mask"].append(flags)
         rows["mention_start"].append([])
         rows["mention_end"].append([])

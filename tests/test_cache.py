@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from mrhp_prep.cache import MANIFEST_NAME, fingerprint, open_stage, path_fingerprint, read_manifest
+from mrhp_prep.cache import (MANIFEST_NAME, fingerprint, open_stage, path_fingerprint, read_manifest,
+                             recorded_input)
 from mrhp_prep.errors import InputError
 from mrhp_prep.shards import resolve_shard, shard_of
 
@@ -39,6 +40,17 @@ def test_finished_run_is_reused_and_changed_input_is_not(tmp_path):
     changed = _open(tmp_path)
     assert changed.path != run.path and not changed.complete
     assert _open(tmp_path, settings={"a": 2}).path not in {run.path, changed.path}
+
+
+def test_finished_folder_records_where_its_inputs_were(tmp_path):
+    run = _open(tmp_path)
+    assert recorded_input(run.path, "source") is None          # not finished yet
+    run.finish({"items": 1})
+    assert read_manifest(run.path)["input_paths"] == {"source": str((tmp_path / "input.txt").resolve())}
+    assert recorded_input(run.path, "source") == (tmp_path / "input.txt").resolve()
+    assert recorded_input(run.path, "other") is None
+    (tmp_path / "input.txt").unlink()                          # moved away: not offered
+    assert recorded_input(run.path, "source") is None
 
 
 def test_unfinished_folder_is_resumed_but_never_read(tmp_path):

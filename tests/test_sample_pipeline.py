@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_sample_pipeline_runs_end_to_end_and_reuses_its_cache(tmp_path):
-    script = Path(sys.executable).with_name("mrhp-prep")
-    command = [str(script), "run", str(REPO / "pipelines" / "sample.yaml"),
-               "--cache-dir", str(tmp_path)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+def test_sample_pipeline_runs_end_to_end_and_reuses_its_cache(sample_pipeline):
+    command, first = sample_pipeline["command"], sample_pipeline["result"]
     assert first.returncode == 0, first.stderr[-3000:]
 
-    stages = {p.parent.name: p for p in (tmp_path / "sample").glob("*/*") if (p / "MANIFEST.json").is_file()}
+    stages = sample_pipeline["stages"]
     assert set(stages) == {"ingest", "extract-rois", "embed-text", "probe-masks", "train"}
     manifest = stages["ingest"]
     images = pd.read_parquet(manifest / "images.parquet")
