@@ -315,3 +315,47 @@ def test_two_processes_share_one_pseudo_label_state(tmp_path):
             if value.dim() and value.shape[0] == expected["known"].shape[0]:
                 value, got[name] = value[:rows], got[name][:rows]
             assert torch.allclose(got[name].double(), value.double(), atol=1e-5), (rank, name)
+
+
+def test_an_inactive_subtasks_log_variance_stays_bit_identical_through_adam_steps():
+    """With momentum from earlier active steps, Adam would move one shared log sigma^2 tensor
+    in every entry (about lr a step); each task's own parameter takes no step at all while its
+    loss is identically zero (here p_v r_v: a batch without images)."""
+    model = build(pseudo_label_timing="same-epoch")
+    with_images, without = make_batch(), make_batch(missing_images="all")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+    def step(batch):
+        loss = total_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model(with_images)
+    model.on_epoch_end(0)
+    for _ in range(3):                                 # epoch 2: every task active
+        step(with_images)
+    assert all(float(optimizer.state[model.log_variance[s]]["exp_avg"]) != 0
+               for s in model.subtasks)
+    frozen = model.log_variance["pvrv"].detach().clone()
+    moving = model.log_variance["ptrt"].detach().clone()
+    for _ in range(5):                                 # p_v r_v has no row with inputs
+        step(without)
+        assert torch.equal(model.log_variance["pvrv"].detach(), frozen)
+    assert not torch.equal(model.log_variance["ptrt"].detach(), moving)
+
+
+def test_checkpoints_of_one_log_variance_tensor_still_load(tmp_path):
+    """An earlier version kept log sigma^2 as one [S] tensor and had no previous_label."""
+    model = build("features")
+    batch = make_batch("features")
+    model(batch)
+    model.on_epoch_end(0)
+    state = model.state_dict()
+    old = {k: v for k, v in state.items()
+           if not k.startswith("log_variance.") and k != "state.previous_label"}
+    old["log_variance"] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    restored = build("features")
+    restored.load_state_dict(old)
+    assert restored.log_variances().tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert torch.equal(restored.state.previous_label, restored.state.pseudo_label)

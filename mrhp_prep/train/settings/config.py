@@ -76,8 +76,8 @@ def protocol_of(config: Mapping) -> str:
     """Which protocol a resolved config follows, read from its settings (not from its label,
     which --set can contradict): `paper`, `released`, or `paper except KEY, ...` /
     `released except KEY, ...` naming the keys of the model's released protocol that do not
-    hold the named protocol's value. A key whose default is `auto` holds the paper's value
-    whenever it differs from the released one."""
+    hold the named protocol's value. A key whose default is `auto` (resolved from the data)
+    never counts against the paper: MCL's helpful threshold is the released one on Amazon."""
     name = config["model"]["name"]
     released = model_protocols(name).get("released")
     if not released:
@@ -86,9 +86,7 @@ def protocol_of(config: Mapping) -> str:
     defaults = dict(flatten(model_defaults(name)[0]))
 
     def holds_paper(key: str) -> bool:
-        if defaults.get(key) == "auto":
-            return flat.get(key) != released[key]
-        return flat.get(key) == defaults.get(key)
+        return defaults.get(key) == "auto" or flat.get(key) == defaults.get(key)
 
     off_released = [key for key, value in released.items() if flat.get(key) != value]
     off_paper = [key for key in released if not holds_paper(key)]
