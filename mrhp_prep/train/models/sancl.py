@@ -139,11 +139,13 @@ class SANCL(RankingModel):
         self.text_cross_attention = ProductAwareAttention(text_hidden)
         if self.use_images:
             def encoder() -> RoiImageEncoder:
+                # the defaults of configs/sancl.yaml, for a run folder made before these keys
                 return RoiImageEncoder(
-                    int(inputs.image_dim), image_hidden, int(config["image_layers"]),
-                    int(config["image_heads"]), int(config["image_ffn_dim"]),
-                    float(config["image_dropout"]), float(config["image_attention_dropout"]),
-                    float(config["image_relu_dropout"]))
+                    int(inputs.image_dim), image_hidden, int(config.get("image_layers", 3)),
+                    int(config.get("image_heads", 4)), int(config.get("image_ffn_dim", 512)),
+                    float(config.get("image_dropout", 0.5)),
+                    float(config.get("image_attention_dropout", 0.3)),
+                    float(config.get("image_relu_dropout", 0.3)))
 
             if image_encoders == "shared":
                 self.image_encoder = encoder()
