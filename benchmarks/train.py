@@ -61,6 +61,8 @@ from mrhp_prep.train.loop.trainer import Trainer  # noqa: E402
 
 # Parameter counts the papers report (without embedding tables); add a model's figure here.
 # The MCL and MM-SS papers give none; MCR, the model MCL extends, has 2.63 M (SANCL paper).
+# SANCL's 1.41 M is its released model's count (`--set model.architecture=released` gives it
+# exactly at 300-d; the paper's equations give 1.30 M): docs/fidelity.md.
 PAPER_PARAMETERS = {"sancl": 1.41e6}
 
 

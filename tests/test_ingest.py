@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mrhp_prep.cli import cli
-from mrhp_prep.data.cells import image_urls
+from mrhp_prep.data.cells import image_urls, review_year
 from mrhp_prep.data.ingest import grade_votes, ingest
 from mrhp_prep.data.manifest import Manifest, path_component
 from mrhp_prep.errors import InputError
@@ -100,6 +100,54 @@ def test_graded_labels_follow_sancl_and_drop_zero_votes(tmp_path):
     assert "P00-0" not in reviews.index  # 0 votes
     assert reviews.loc["P01-2", "upvotes"] == 4 and reviews.loc["P01-2", "label"] == 2
     assert manifest.info["counts"]["dropped_zero_vote_reviews"] == 3
+
+
+def test_review_years_in_the_release_formats():
+    assert [review_year(v) for v in ("2017-01-10", "09 1, 2016", "12 31, 2015", "2016",
+                                     "2016-03-04T10:00:00")] == [2017, 2016, 2015, 2016, 2016]
+    assert [review_year(v) for v in (None, "", "last week", "1458000000")] == [None] * 4
+
+
+def test_min_review_year_leaves_out_older_reviews_as_sancls_reader(tmp_path, runner):
+    """SANCL's Amazon reader: graded labels, 0-vote reviews and reviews of 2015 or earlier
+    left out (`--labels graded --min-review-year 2016`); dates in the release's own form."""
+    tables = default_tables()
+    tables["rvw", "train"][1]["time"] = "12 31, 2015"     # P00-1, 1 vote
+    tables["rvw", "train"][4]["time"] = "01 2, 2016"      # P01-1, 3 votes
+    tables["rvw", "test"][5]["time"] = "2014-06-01"       # P21-2, 4 votes
+    raw = write_release(tmp_path / "raw", tables)
+    result = runner.invoke(cli, ["ingest", str(raw), "--dataset", "amazon", "--category",
+                                 "electronics", "--labels", "graded", "--min-review-year", "2016",
+                                 "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    manifest = Manifest(result.stdout.strip().splitlines()[-1])
+    kept = set(manifest.reviews["review_id"])
+    assert {"P00-1", "P21-2"}.isdisjoint(kept) and "P01-1" in kept
+    assert "P00-0" not in kept                            # 0 votes, as before
+    counts = manifest.info["counts"]
+    assert (counts["dropped_reviews_before_year"], counts["dropped_zero_vote_reviews"]) == (2, 3)
+    assert manifest.info["settings"]["min_review_year"] == 2016
+    assert not (Path(manifest.path) / "failures.jsonl").read_text().strip()
+    assert "2 review(s) left out" in result.output
+    # without the option the fingerprint (and manifest) of earlier runs is unchanged
+    plain = _ingest(raw, tmp_path, labels="graded")
+    assert "min_review_year" not in plain.info["settings"]
+    assert {"P00-1", "P21-2"} <= set(plain.reviews["review_id"])
+
+
+def test_min_review_year_needs_readable_dates(tmp_path):
+    tables = default_tables()
+    tables["rvw", "dev"][2]["time"] = "sometime"
+    raw = write_release(tmp_path / "raw", tables)
+    with pytest.raises(InputError, match="no readable date") as error:
+        _ingest(raw, tmp_path, min_review_year=2016)
+    assert "Electronics.rvw.dev" in str(error.value)
+    for rows in tables.values():
+        for row in rows:
+            row.pop("time", None)
+    undated = write_release(tmp_path / "undated", tables)
+    with pytest.raises(InputError, match="no 'time' column"):
+        _ingest(undated, tmp_path, min_review_year=2016)
 
 
 def test_label_policy_warning_when_raw_counts_look_ungraded(tmp_path, caplog):

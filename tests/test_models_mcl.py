@@ -123,22 +123,50 @@ def test_unknown_option_is_refused_with_the_known_ones_listed():
 
 
 def test_pair_similarities_follow_the_positive_and_negative_definition():
+    """Eq. 32: positives (t1_i, t2_i); negatives every (t1_j, t2_k), j != k, with both
+    modalities present: rows 0 and 1 (one product) are a negative pair too, as in the paper
+    ("modalities of distinct ones") and the released code."""
     torch.manual_seed(1)
     first, second = torch.randn(5, 7), torch.randn(5, 7)
     first_present = torch.tensor([True, True, True, False, True])
     second_present = torch.tensor([True, False, True, True, True])
-    products = torch.tensor([0, 0, 1, 2, 3])
     positive, negative = contrastive_pair_similarities(first, first_present, second,
-                                                       second_present, products)
+                                                       second_present)
     cos = torch.nn.functional.cosine_similarity
     expected_positive = [cos(first[i], second[i], dim=0) for i in range(5)
                          if first_present[i] and second_present[i]]
     expected_negative = [cos(first[j], second[k], dim=0)
                          for j, k in itertools.product(range(5), range(5))
-                         if j != k and products[j] != products[k]
-                         and first_present[j] and second_present[k]]
+                         if j != k and first_present[j] and second_present[k]]
+    assert len(expected_negative) == 4 * 4 - 3          # 4 rows x 4 rows present, j != k
     assert torch.allclose(positive, torch.stack(expected_positive), atol=1e-6)
     assert torch.allclose(negative, torch.stack(expected_negative), atol=1e-6)
+    # the same-product pair (row 1, row 0) is among the negatives
+    assert any(torch.isclose(negative, cos(first[1], second[0], dim=0)).tolist())
+
+
+def test_same_product_pairs_are_negatives_in_the_model_loss():
+    """Two helpful rows of one product: dropping the other rows leaves only same-product
+    negatives, and the loss still counts them (it is not the positives' term alone)."""
+    model = build(relevance_threshold=1.0).eval()
+    batch = make_batch(missing_images="none")
+    same_product = (batch["product_index"] == batch["product_index"][0]) & (batch["label"] > 1)
+    assert int(same_product.sum()) >= 2
+    rows = torch.nonzero(same_product).squeeze(1)
+    one_product = {k: v[rows] for k, v in batch.items()}
+    features = model.encode(one_product)
+    names = ("product_text", "review_text", "product_image", "review_image")
+    pooled = {n: torch.stack([features[n][i][features[f"{n}_mask"][i]].max(dim=0).values
+                              for i in range(len(rows))]) for n in names}
+    cos = torch.nn.functional.cosine_similarity
+    positives_only = 0.0
+    for a, b in itertools.combinations(names, 2):
+        for j in range(len(rows)):
+            sim = cos(pooled[a][j], pooled[b][j], dim=0).item()
+            positives_only -= max(2.0 - sim, 0.0) * sim
+    with_negatives = model(one_product).aux_loss.item()
+    assert with_negatives != pytest.approx(positives_only, abs=1e-4)
+    assert with_negatives > positives_only    # each negative adds [sim]_+ * sim >= 0
 
 
 def test_theorem_1_adaptive_loss_equals_its_hyperspherical_form_up_to_c():
@@ -205,7 +233,7 @@ def test_model_contrastive_loss_is_equation_33_over_the_six_modality_pairs():
                 sim = cos(t1, t2, dim=0).item()
                 if j == k:
                     expected -= max(2.0 - sim, 0.0) * sim
-                elif batch["product_index"][j] != batch["product_index"][k]:
+                else:                          # any two distinct rows, same product or not
                     expected += max(sim - 0.0, 0.0) * sim
     assert model(batch).aux_loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
 

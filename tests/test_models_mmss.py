@@ -22,6 +22,8 @@ def test_forward_shapes_in_training_and_eval(text):
     out = model(batch)
     assert out.score.shape == (ROWS,) and out.aux_loss is None     # epoch 1: y_s = y_g, W = 0
     model.on_epoch_end(0)
+    assert model(batch).aux_loss is None          # epoch 2 trains on y_s^(1) = y_g (next-epoch)
+    model.on_epoch_end(1)
     assert model(batch).aux_loss.shape == ()
     parts = model.represent(batch)
     assert parts["global_repr"].shape == (ROWS, 8)
@@ -36,7 +38,7 @@ def test_forward_shapes_in_training_and_eval(text):
 def test_items_without_images_give_finite_scores_losses_and_gradients(text, missing):
     model = build(text)
     batch = make_batch(text, missing_images=missing)
-    for epoch in range(3):                 # run into epochs with anchors and observations
+    for epoch in range(4):                 # run into epochs with anchors and observations
         loss = total_loss(model, batch)
         loss.backward()
         model.on_epoch_end(epoch)
@@ -66,19 +68,21 @@ def test_uncertainty_weighting_is_equation_15():
 
 
 def test_model_aux_loss_is_the_weighted_l1_of_equation_14_under_equation_15():
-    model = build(name="mmss")           # the registry passes the model's name along
+    # the registry passes the model's name along; same-epoch: epoch 2 trains on y_s^(2)
+    model = build(name="mmss", pseudo_label_timing="same-epoch")
     batch = make_batch()
     index = batch["review_index"]
     model(batch)
     model.on_epoch_end(0)
     with torch.no_grad():
-        model.log_variance.copy_(torch.tensor([0.2, -0.3, 0.0, 0.5, -0.1]))
+        for name, value in zip(model.subtasks, [0.2, -0.3, 0.0, 0.5, -0.1]):
+            model.log_variance[name].fill_(value)
     out = model(batch)                                # epoch 2: pseudo labels now differ from y_g
     pseudo = model.state.pseudo_label[index].clone()
     subtask_score = model.represent(batch)["subtask_score"].detach()
     label = batch["label"]
     valid = torch.from_numpy(interaction_inputs_present(batch))
-    sigma = torch.exp(model.log_variance.detach() / 2)
+    sigma = torch.exp(model.log_variances() / 2)
     expected = 0.0
     for j in range(5):               # each task averages over the rows that have its inputs
         rows = valid[:, j]
@@ -121,7 +125,7 @@ def test_a_few_adam_steps_lower_the_total_loss(text, ablation):
     if model.subtasks:
         last = epochs[-1]
         assert last[-1] < last[0] - 0.05, last
-        assert model.log_variance.shape == (len(model.subtasks),)
+        assert model.log_variances().shape == (len(model.subtasks),)
         assert model.state.pseudo_label.shape == (20, len(model.subtasks))
     else:
         assert epochs[-1][-1] < epochs[0][0] - 0.1, epochs
@@ -311,3 +315,47 @@ def test_two_processes_share_one_pseudo_label_state(tmp_path):
             if value.dim() and value.shape[0] == expected["known"].shape[0]:
                 value, got[name] = value[:rows], got[name][:rows]
             assert torch.allclose(got[name].double(), value.double(), atol=1e-5), (rank, name)
+
+
+def test_an_inactive_subtasks_log_variance_stays_bit_identical_through_adam_steps():
+    """With momentum from earlier active steps, Adam would move one shared log sigma^2 tensor
+    in every entry (about lr a step); each task's own parameter takes no step at all while its
+    loss is identically zero (here p_v r_v: a batch without images)."""
+    model = build(pseudo_label_timing="same-epoch")
+    with_images, without = make_batch(), make_batch(missing_images="all")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+    def step(batch):
+        loss = total_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model(with_images)
+    model.on_epoch_end(0)
+    for _ in range(3):                                 # epoch 2: every task active
+        step(with_images)
+    assert all(float(optimizer.state[model.log_variance[s]]["exp_avg"]) != 0
+               for s in model.subtasks)
+    frozen = model.log_variance["pvrv"].detach().clone()
+    moving = model.log_variance["ptrt"].detach().clone()
+    for _ in range(5):                                 # p_v r_v has no row with inputs
+        step(without)
+        assert torch.equal(model.log_variance["pvrv"].detach(), frozen)
+    assert not torch.equal(model.log_variance["ptrt"].detach(), moving)
+
+
+def test_checkpoints_of_one_log_variance_tensor_still_load(tmp_path):
+    """An earlier version kept log sigma^2 as one [S] tensor and had no previous_label."""
+    model = build("features")
+    batch = make_batch("features")
+    model(batch)
+    model.on_epoch_end(0)
+    state = model.state_dict()
+    old = {k: v for k, v in state.items()
+           if not k.startswith("log_variance.") and k != "state.previous_label"}
+    old["log_variance"] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    restored = build("features")
+    restored.load_state_dict(old)
+    assert restored.log_variances().tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert torch.equal(restored.state.previous_label, restored.state.pseudo_label)

@@ -31,10 +31,11 @@ def numpy_distance(reprs, anchor, precision, scale):
 
 
 def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equations_11_12():
-    """y_s^(1) = y_g; from epoch 2 on, the review's first batch of epoch i trains on
+    """y_s^(1) = y_g; from epoch 2 on, the review's first batch of epoch i computes
     y_s^(i) = beta y_hat_s^(i) + (1 - beta) y_s^(i-1), beta = 2 / (i + 1), with the observation
-    from the previous epoch's anchors (eq. 17-21 written out in numpy here)."""
-    model = build("features")
+    from the previous epoch's anchors (eq. 17-21 written out in numpy here); with
+    `same-epoch` timing that batch already trains on it."""
+    model = build("features", pseudo_label_timing="same-epoch")
     batch = make_batch("features")                    # some rows lack product and review images
     label = batch["label"].numpy().astype(np.float64)
     index = batch["review_index"]
@@ -101,8 +102,9 @@ def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equations_11_12
 
 
 def test_no_subtask_weight_moves_while_its_loss_is_identically_zero():
-    """Epoch 1 (W = 0 everywhere): Adam with weight decay leaves every subtask parameter,
-    log sigma^2 included, exactly as it was, while the rest of the model trains; epoch 2's
+    """Epochs 1 and 2 (targets y_s = y_g, W = 0 everywhere: the default `next-epoch` timing
+    trains epoch 2 on y_s^(1)): Adam with weight decay leaves every subtask parameter,
+    log sigma^2 included, exactly as it was, while the rest of the model trains; epoch 3's
     first step moves them."""
     model = build()
     batch = make_batch()
@@ -124,13 +126,19 @@ def test_no_subtask_weight_moves_while_its_loss_is_identically_zero():
         assert torch.equal(params[name], before[name]), name
     assert not torch.equal(params["global_scorer.weight"], before["global_scorer.weight"])
     model.on_epoch_end(0)
-    step()                                            # epoch 2: y_s^(2) != y_g, W > 0
+    for _ in range(3):
+        step()                                        # epoch 2: labels move, targets do not
+    assert (model.state.pseudo_label[batch["review_index"]] != batch["label"][:, None]).any()
+    for name in subtask_names:
+        assert torch.equal(params[name], before[name]), name
+    model.on_epoch_end(1)
+    step()                                            # epoch 3: targets y_s^(2) != y_g, W > 0
     for name in subtask_names:
         assert not torch.equal(params[name], before[name]), name
 
 
 def test_a_task_without_inputs_in_the_batch_keeps_its_head_out_of_the_graph():
-    model = build(images=False)
+    model = build(images=False, pseudo_label_timing="same-epoch")
     batch = without_images(make_batch())
     model(batch)
     model.on_epoch_end(0)
@@ -138,7 +146,8 @@ def test_a_task_without_inputs_in_the_batch_keeps_its_head_out_of_the_graph():
     out.aux_loss.backward()
     assert model.subtask_heads["pvrv"][0].weight.grad is None
     assert model.subtask_heads["ptrt"][0].weight.grad is not None
-    assert model.log_variance.grad[SUBTASKS.index("pvrv")] == 0
+    assert model.log_variance["pvrv"].grad is None    # not even a zero: no Adam step at all
+    assert model.log_variance["ptrt"].grad is not None
 
 
 def test_a_constant_representation_gets_no_anchor_and_no_observations():

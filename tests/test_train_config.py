@@ -16,7 +16,7 @@ def test_defaults_are_the_papers_table_5_home_column():
     assert (model["embedding_dropout"], model["kappa"], train["lr"]) == (0.2, 0.1, 1e-4)
     assert train["batch_size"] == 32 and config["preset"] == "none"
     assert config["sampling"] == {"scheme": "groups", "negatives": 7, "min_label_gap": 2,
-                                  "weighted": True}
+                                  "weighted": True, "resample": True}
     assert config["loss"]["margin"] == "label-gap"
 
 

@@ -17,6 +17,11 @@ _BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 # A lone UTF-16 surrogate ("\ud800" in the JSON) is not Unicode: no file format can store it.
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 _MAX_VOTES = 2**63 - 1  # the int64 column of reviews.parquet
+# Review dates: ISO ("2017-01-10"), Amazon's reviewTime ("09 1, 2016": the year after the
+# last comma, as SANCL's reader takes it) or a bare year.
+_ISO_DATE = re.compile(r"^(\d{4})-\d{1,2}-\d{1,2}(?:[T ].*)?$")
+_COMMA_YEAR = re.compile(r",\s*(\d{4})$")
+_BARE_YEAR = re.compile(r"^(\d{4})$")
 
 
 def cell_text(value: object) -> str:
@@ -64,6 +69,17 @@ def vote_count(value: object) -> int | None:
         value = int(value.strip())
     if isinstance(value, int) and 0 <= value <= _MAX_VOTES:
         return value
+    return None
+
+
+def review_year(value: object) -> int | None:
+    """The year of a review's `time` cell ("2017-01-10", "09 1, 2016" or "2016"); None when
+    the cell is empty or in none of these forms."""
+    text = cell_text(value)
+    for pattern in (_ISO_DATE, _COMMA_YEAR, _BARE_YEAR):
+        match = pattern.search(text)
+        if match:
+            return int(match.group(1))
     return None
 
 

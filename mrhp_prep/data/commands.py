@@ -16,6 +16,9 @@ from ..options import report, stage_options
 @click.option("--labels", type=click.Choice(["raw", "graded"]), default="raw",
               help="raw: upvotes as stored (MCR, MCL). graded: SANCL's 0-4 grading of vote "
                    "counts, 0-vote reviews dropped.")
+@click.option("--min-review-year", type=click.IntRange(min=1), default=None, metavar="YEAR",
+              help="Leave out reviews dated before YEAR (their 'time'; Amazon only). SANCL's "
+                   "reader keeps 2016 and later: --labels graded --min-review-year 2016.")
 @click.option("--product-text", type=click.Choice(["auto", "name+description", "name"]),
               default="auto", help="Product text; auto = name + description, name only for "
                                    "Lazada clothing.")
@@ -24,8 +27,8 @@ from ..options import report, stage_options
                    "them in failures.jsonl.")
 @click.option("--name", default=None, help="Dataset name in the cache (default DATASET-CATEGORY).")
 @stage_options
-def ingest(raw_dir, dataset, category, labels, product_text, on_error, name, out, cache_dir,
-           force):
+def ingest(raw_dir, dataset, category, labels, min_review_year, product_text, on_error, name,
+           out, cache_dir, force):
     """Read one category of the raw MRHP release (RAW_DIR) into a manifest.
 
     Reads {category}.{prd,rvw,rel}.{train,dev,test} and writes products.parquet,
@@ -37,12 +40,15 @@ def ingest(raw_dir, dataset, category, labels, product_text, on_error, name, out
 
     run = run_ingest(raw_dir, dataset=dataset, category=category, labels=labels,
                      product_text=product_text, on_error=on_error, name=name, out=out,
-                     cache_dir=cache_dir, force=force)
+                     cache_dir=cache_dir, force=force, min_review_year=min_review_year)
     info = run.manifest()
     counts = info["counts"]
     rows = {"products": counts["products"], "reviews": counts["reviews"],
             "images": counts["images"], "labels": f"{info['label_range']} ({labels})",
             "skipped rows": f"{counts['skipped_rows']} (see failures.jsonl)"}
+    if min_review_year is not None:
+        rows["dated before"] = (f"{min_review_year}: {counts['dropped_reviews_before_year']} "
+                                "review(s) left out")
     if counts.get("cells_with_lone_surrogates"):
         rows["invalid text"] = (f"{counts['cells_with_lone_surrogates']} cell(s) held lone "
                                 "UTF-16 surrogates, replaced by U+FFFD")

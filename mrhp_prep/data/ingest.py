@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path
 from ..cache import StageRun, file_sha256, open_stage
 from ..errors import InputError
-from .cells import cell_text, count_surrogates, image_urls, valid_id, vote_count
+from .cells import cell_text, count_surrogates, image_urls, review_year, valid_id, vote_count
 from .manifest import (FORMAT_VERSION, IMAGE_SCHEMA, PRODUCT_SCHEMA, REVIEW_SCHEMA,
                        image_relpath)
 from .raw_files import ROW_KEY, SPLITS, find_release_files, read_table
@@ -86,14 +86,19 @@ def _check_columns(frame: pd.DataFrame, kind: str, path: Path) -> None:
 
 
 def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, product_text: str,
-                   on_error: str) -> tuple[dict[str, pd.DataFrame], Problems, dict]:
-    """Read, check and join the nine files of one category. Returns tables, problems, stats."""
+                   on_error: str, min_review_year: int | None = None
+                   ) -> tuple[dict[str, pd.DataFrame], Problems, dict]:
+    """Read, check and join the nine files of one category. Returns tables, problems, stats.
+
+    With `min_review_year`, reviews dated before that year (their `time` cell) are left out
+    and counted, as SANCL's Amazon reader drops reviews of 2015 and earlier."""
     files = find_release_files(raw_dir, category)
     problems = Problems()
     products, reviews, images = [], [], []
     seen_products: dict[str, str] = {}
     seen_reviews: dict[str, str] = {}
     dropped_zero_votes = 0
+    dropped_before_year = 0
     surrogate_cells = 0
     use_description = product_text == "name+description" or (
         product_text == "auto" and not (dataset == "lazada" and category == "clothing"))
@@ -104,6 +109,11 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
             tables[kind] = read_table(files[kind, split])
             _check_columns(tables[kind], kind, files[kind, split])
         prd_path, rvw_path, rel_path = (files[k, split] for k in ("prd", "rvw", "rel"))
+        if min_review_year is not None and "time" not in tables["rvw"].columns:
+            raise InputError("--min-review-year needs each review's date, and this file has no "
+                             "'time' column", file=str(rvw_path), field="time",
+                             hint="leave --min-review-year out (the Lazada release has no "
+                                  "review dates)")
 
         split_products: dict[str, dict] = {}
         for row in tables["prd"].to_dict("records"):
@@ -157,6 +167,19 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
                 continue
             seen_reviews[rid] = f"{rvw_path.name} row {row[ROW_KEY]}"
             time_value = row.get("time")
+            if min_review_year is not None:
+                year = review_year(time_value)
+                if year is None:
+                    rejected.add(rid)
+                    shown = cell_text(time_value)
+                    problems.add(rvw_path, row[ROW_KEY], "time",
+                                 f"review '{rid}' has no readable date ({shown!r:.40}), which "
+                                 "--min-review-year needs", item=rid)
+                    continue
+                if year < min_review_year:
+                    rejected.add(rid)        # left out by policy, not a problem
+                    dropped_before_year += 1
+                    continue
             split_reviews[rid] = {
                 "review_id": rid, "product_id": pid, "split": split,
                 "title": cell_text(row.get("title")), "content": content, "text": content,
@@ -216,6 +239,7 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
     review_counts = Counter(r["product_id"] for r in reviews)
     no_reviews = [p["product_id"] for p in products if review_counts[p["product_id"]] == 0]
     stats = {"dropped_zero_vote_reviews": dropped_zero_votes,
+             "dropped_reviews_before_year": dropped_before_year,
              "products_without_reviews": len(no_reviews),
              # Lone UTF-16 surrogates in text cells, each replaced by U+FFFD.
              "cells_with_lone_surrogates": surrogate_cells,
@@ -260,8 +284,10 @@ def label_policy_warning(labels: str, upvotes: pd.Series) -> str | None:
 def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "raw",
            product_text: str = "auto", on_error: str = "fail", name: str | None = None,
            out: str | Path | None = None, cache_dir: str | Path = "cache",
-           force: bool = False) -> StageRun:
-    """Run the ingest stage; returns the finished StageRun (already finished runs are reused)."""
+           force: bool = False, min_review_year: int | None = None) -> StageRun:
+    """Run the ingest stage; returns the finished StageRun (already finished runs are reused).
+
+    `min_review_year` leaves out reviews dated before that year (SANCL's reader: 2016)."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise InputError("no such folder", file=str(raw_dir),
@@ -269,6 +295,8 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
     dataset_name = name or f"{dataset}-{category}"
     settings = {"dataset": dataset, "category": category, "labels": labels,
                 "product_text": product_text, "on_error": on_error}
+    if min_review_year is not None:     # only when set: earlier manifests keep their fingerprint
+        settings["min_review_year"] = int(min_review_year)
     run = open_stage("ingest", dataset=dataset_name, settings=settings,
                      inputs={"raw": raw_dir}, format_version=FORMAT_VERSION, out=out,
                      cache_dir=cache_dir, force=force)
@@ -277,7 +305,7 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
         return run
     try:
         tables, problems, stats = build_manifest(raw_dir, dataset, category, labels,
-                                                 product_text, on_error)
+                                                 product_text, on_error, min_review_year)
     except InputError:
         run.discard()  # a refused release leaves no folder behind
         raise

@@ -1,7 +1,8 @@
 """Training over the cached features: `train`, `evaluate`, `predict` and `compare`.
 
 - `run.py`: the stage itself (`train`, `predict`): opens the stores, builds the model, runs the
-  loop and writes the run folder; `commands.py` is its command line.
+  loop and writes the run folder; `commands.py` is its command line; `dry_run.py` is
+  `train --dry-run` (the config and the model's parameters, nothing written).
 - `data/`: the data side: the stores joined by id (`stores`), the review dataset and batches
   (`dataset`), pair and group sampling (`sampling`), store coverage and input checks.
 - `models/`: SANCL, MCL and MM-SS, their layers, losses and the text encoder they fine-tune.

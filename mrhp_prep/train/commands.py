@@ -29,6 +29,11 @@ _FOLDER = click.Path(exists=True, file_okay=False)
 @click.option("--preset", default="auto",
               help="A column of the paper's hyperparameter tables (e.g. glove-electronics, "
                    "bert-home); auto = from the category and text mode; none = defaults.")
+@click.option("--protocol", type=click.Choice(["paper", "released"]), default="paper",
+              show_default=True,
+              help="The training choices the paper leaves open: paper (this project's "
+                   "documented defaults) or released (as the model's released code makes them; "
+                   "stacks on --preset). See docs/fidelity.md.")
 @click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set train.epochs=5 (repeatable; wins over "
                    "--config and --preset).")
@@ -52,6 +57,9 @@ _FOLDER = click.Path(exists=True, file_okay=False)
 @click.option("--seeds", default=None, metavar="LIST",
               help="One run per seed (train.seed), e.g. 1-5 or 1,2,3,4,5; in a job array each "
                    "task trains one of them. With --out, seed N goes to OUT/seed-N.")
+@click.option("--dry-run", is_flag=True,
+              help="Resolve the config and build the model from the stores, print the effective "
+                   "config and the parameters per submodule, and write nothing.")
 @click.option("--seed-index", type=click.IntRange(min=0), default=None,
               help="Train only the seed at this position of --seeds (default: "
                    "SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX; outside an array, all).")
@@ -74,13 +82,15 @@ def train(**options):
     if options["resume"]:
         check_resume_options(options["resume"], given_options(
             click.get_current_context(),
-            ("model", "manifest", "rois", "text", "probes", "config_file", "preset", "set",
-             "allow_partial", "force")))
+            ("model", "manifest", "rois", "text", "probes", "config_file", "preset", "protocol",
+             "set", "allow_partial", "force")))
     # "--set" arrives as the parameter "set" (the name pipelines use too)
     overrides = list(options.pop("set"))
     if options.pop("allow_partial"):
         overrides.append("data.allow_partial=true")
     seeds, seed_index = options.pop("seeds"), options.pop("seed_index")
+    if options.pop("dry_run"):
+        return _dry_run(options, overrides, seeds)
     if seeds is None:
         return _report_train(run_train(overrides=overrides, **options))
     from .loop.seeds import job_seeds, parse_seeds
@@ -93,6 +103,21 @@ def train(**options):
                            keep_process_group=seed != chosen[-1], **options)
         paths.append(_report_train(result))
     return paths[-1]
+
+
+def _dry_run(options: dict, overrides: list[str], seeds: str | None) -> None:
+    """Print what `train` would build (the first seed's config with --seeds); writes nothing."""
+    from .dry_run import dry_run
+
+    if seeds is not None:
+        from .loop.seeds import parse_seeds
+
+        overrides = [*overrides, f"train.seed={parse_seeds(seeds)[0]}"]
+    click.echo(dry_run(manifest=options["manifest"], rois=options["rois"], text=options["text"],
+                       probes=options["probes"], model=options["model"],
+                       config_file=options["config_file"], preset=options["preset"],
+                       protocol=options["protocol"], overrides=overrides,
+                       resume=options["resume"]), nl=False)
 
 
 def _report_train(result) -> str:

@@ -3,6 +3,7 @@
 A run folder (`cache/<dataset>/train/<fingerprint>/` by default) holds:
 
     config.yaml               the resolved config, with the input folders under `inputs:`
+    model.txt                 parameters per submodule (trainable, frozen, embedding tables)
     checkpoints/              last.pt (resume), best.pt, epoch-NNN.pt
     metrics.json              dev and test metrics of the best epoch, product counts, epochs,
                               the seed, package version, input fingerprints and config
@@ -41,6 +42,7 @@ from .data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from .loop.distributed import Distributed, pick_device
 from .report.metrics import evaluate_rankings, metrics_table
 from .models import build_model
+from .report.parameters import parameter_table
 from .report.plots import plot_curves, plot_scores
 from .report.predictions import write_predictions
 from .loop.provenance import run_record, write_strict_json
@@ -102,7 +104,7 @@ def _discard_if_untrained(run: StageRun | None) -> None:
 def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
           text: str | Path | None = None, probes: str | Path | None = None,
           model: str = "sancl", config_file: str | Path | None = None, preset: str = "auto",
-          overrides: Iterable[str] = (), out: str | Path | None = None,
+          protocol: str = "paper", overrides: Iterable[str] = (), out: str | Path | None = None,
           cache_dir: str | Path = "cache", force: bool = False, resume: str | Path | None = None,
           device: str = "auto", num_workers: int = 0, show_progress: bool = True,
           keep_process_group: bool = False) -> TrainResult:
@@ -126,7 +128,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     if resume is None:
         text_mode = FeatureSources.peek_text_mode(text) if text else None
         config = resolve_config(model, config_file=config_file, preset=preset,
-                                overrides=overrides, text_mode=text_mode,
+                                protocol=protocol, overrides=overrides, text_mode=text_mode,
                                 category=manifest_info.info["settings"].get("category"),
                                 relevance_threshold=manifest_info.relevance_threshold)
     run: StageRun | None = None
@@ -166,6 +168,9 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     except InputError:
         _discard_if_untrained(run)
         raise
+    if distributed.is_main:     # the parameters per submodule, as `train --dry-run` prints them
+        with atomic_path(path / "model.txt") as tmp:
+            tmp.write_text(parameter_table(built))
     torch_device = pick_device(device, distributed)
     threshold = manifest_info.relevance_threshold
     trainer = Trainer(built, splits["train"], splits["dev"], config, path, device=torch_device,

@@ -36,10 +36,12 @@ class DataConfig:
     max_image_rows: int = 128       # ... and an item's concatenated RoIs cut at this many
     max_text_tokens: int = 128      # tokens kept per text
     allow_partial: bool = False     # stores may cover only part of the manifest (coverage.py)
+    dev_set: str = "full"           # full | sampled: the dev rows that choose the best epoch
 
     @classmethod
     def from_config(cls, section: Mapping) -> "DataConfig":
-        return cls(**{k: bool(v) if k == "allow_partial" else int(v) for k, v in section.items()})
+        kinds = {"allow_partial": bool, "dev_set": str}
+        return cls(**{k: kinds.get(k, int)(v) for k, v in section.items()})
 
 
 class FeatureSources:
@@ -202,6 +204,20 @@ class SplitTable:
 
     def __len__(self) -> int:
         return len(self.review_ids)
+
+    def subset(self, rows: np.ndarray, name: str) -> "SplitTable":
+        """The table of `rows` (indices into this one, grouped by product; a row may come
+        twice): the same products list, so `product_index` and `product_text` still agree."""
+        rows = np.asarray(rows, dtype=np.int64)
+
+        def pick(array):
+            return None if array is None else array[rows]
+
+        return SplitTable(name=name, review_ids=self.review_ids[rows],
+                          product_ids=self.product_ids[rows], labels=self.labels[rows],
+                          product_index=self.product_index[rows], products=self.products,
+                          review_text=pick(self.review_text), product_text=self.product_text,
+                          probe=pick(self.probe))
 
     def rows_by_product(self) -> list[np.ndarray]:
         """Row indices of each product, in `products` order."""

@@ -9,9 +9,15 @@ Training batches are made of groups of one positive and K negatives of the same 
 - `pairs` (the papers' plain pairwise hinge): K = 1 negative drawn uniformly among the
   product's reviews with a lower label (gap 1); batch = 16 pairs = 32 rows.
 
+With `resample: false` (the released SANCL configs: one pre-sampled pair file) the groups are
+drawn once, as epoch 0 draws them, and only their order changes from epoch to epoch.
+
 A plan depends only on (seed, epoch), so a resumed run replays the same batches, and under
 DDP rank r takes every world_size-th batch (the last incomplete round is dropped so every
 rank runs the same number of steps).
+
+`sampled_dev_rows` builds the released SANCL dev set: pairs drawn once from the dev split, on
+which the dev metrics that pick the best epoch are computed (`data.dev_set: sampled`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class SamplingConfig:
     negatives: int = 7          # groups: K negatives per positive
     min_label_gap: int = 2      # groups: a negative's label is at most the positive's minus this
     weighted: bool = True       # groups: weight negatives by 1 - (share of their label)
+    resample: bool = True       # new groups each epoch; False: epoch 0's groups every epoch
 
     @classmethod
     def from_config(cls, section: Mapping) -> "SamplingConfig":
@@ -38,7 +45,8 @@ class SamplingConfig:
         if config.scheme not in {"groups", "pairs"}:
             raise ValueError(f"sampling.scheme must be groups or pairs, not {config.scheme!r}")
         if config.scheme == "pairs":
-            return cls(scheme="pairs", negatives=1, min_label_gap=1, weighted=False)
+            return cls(scheme="pairs", negatives=1, min_label_gap=1, weighted=False,
+                       resample=config.resample)
         if config.negatives < 1 or config.min_label_gap < 1:
             raise ValueError("sampling.negatives and sampling.min_label_gap must be >= 1")
         return config
@@ -104,8 +112,11 @@ class GroupBatchSampler(torch.utils.data.Sampler):
         """All batches of an epoch for this rank: each [groups_per_batch * (1 + K)] rows."""
         if self._plan is not None and self._plan[0] == epoch:
             return self._plan[1]
-        rng = np.random.default_rng([self.seed, epoch])
+        draw = epoch if self.config.resample else 0
+        rng = np.random.default_rng([self.seed, draw])
         groups = sample_groups(self.labels, self.rows_by_product, self.config, rng)
+        if draw != epoch:       # the same groups, this epoch's order
+            rng = np.random.default_rng([self.seed, epoch])
         groups = groups[rng.permutation(len(groups))]
         batches = [groups[i:i + self.groups_per_batch].reshape(-1)
                    for i in range(0, len(groups), self.groups_per_batch)]
@@ -119,6 +130,42 @@ class GroupBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.plan(self.epoch)) - self.start
+
+
+DEV_POSITIVES = 3      # the released SANCL eval config: max_pos_samples
+DEV_NEGATIVES = 5      # ... and num_neg
+
+
+def sampled_dev_rows(labels: np.ndarray, rows_by_product: list[np.ndarray], seed: int,
+                     positives: int = DEV_POSITIVES, negatives: int = DEV_NEGATIVES,
+                     weighted: bool = True) -> np.ndarray:
+    """Row indices of the released SANCL dev set, grouped by product (rows repeat).
+
+    Per product, for every label level but its lowest: `positives` reviews of that level drawn
+    with replacement, each followed by `negatives` reviews with a lower label, drawn with
+    replacement, weighted by 1 - (share of their label in the split). A product whose reviews
+    all share one label contributes nothing. Drawn once, from (seed, "dev").
+    """
+    rng = np.random.default_rng([seed, 0xDE5])
+    row_weights = None
+    if weighted:
+        weights_of = label_weights(labels)
+        row_weights = np.array([weights_of[float(v)] for v in labels])
+    chosen: list[np.ndarray] = []
+    for rows in rows_by_product:
+        product_labels = labels[rows]
+        for level in np.unique(product_labels)[::-1][:-1]:     # high to low, not the lowest
+            at_level = rows[product_labels == level]
+            lower = rows[product_labels < level]
+            p = None
+            if row_weights is not None and row_weights[lower].sum() > 0:
+                p = row_weights[lower] / row_weights[lower].sum()
+            for row in rng.choice(at_level, size=positives, replace=True):
+                chosen.append(np.concatenate([[row], rng.choice(lower, size=negatives,
+                                                                replace=True, p=p)]))
+    if not chosen:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(chosen).astype(np.int64)
 
 
 def evaluation_batches(rows_by_product: list[np.ndarray], batch_rows: int, rank: int = 0,

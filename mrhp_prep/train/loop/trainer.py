@@ -31,7 +31,8 @@ from ..models.losses import group_hinge_loss
 from ..report.metrics import METRICS, evaluate_rankings, rank_within_products
 from ..models.base import RankingModel
 from ..models.text_encoder import parameter_groups
-from ..data.sampling import GroupBatchSampler, SamplingConfig, evaluation_batches
+from ..data.sampling import (GroupBatchSampler, SamplingConfig, evaluation_batches,
+                             sampled_dev_rows)
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,20 @@ def score_reviews(model: RankingModel, dataset: ReviewDataset, collate: Collate,
     return prediction_frame(dataset.table, all_scores)
 
 
+def sampled_dev_set(dev_set: ReviewDataset, seed: int) -> ReviewDataset:
+    """The released SANCL dev set (`data.dev_set: sampled`): pairs drawn once from `dev_set`
+    (`sampling.sampled_dev_rows`); the best epoch is chosen on their metrics."""
+    table = dev_set.table
+    rows = sampled_dev_rows(table.labels, table.rows_by_product(), seed)
+    log.info("dev set: %d sampled rows of %d reviews (data.dev_set: sampled)", len(rows),
+             len(table))
+    return ReviewDataset(dev_set.sources, table.subset(rows, f"{table.name} (sampled pairs)"),
+                         dev_set.config)
+
+
 class Trainer:
-    """Trains `model` on `train_set`, choosing the best epoch on `dev_set`.
+    """Trains `model` on `train_set`, choosing the best epoch on `dev_set` (on pairs sampled
+    from it with `data.dev_set: sampled`).
 
     Files in `run_dir/checkpoints/`: last.pt (everything needed to resume: model, optimizer,
     scheduler, scaler, TrainState, every rank's RNG states), best.pt and epoch-NNN.pt (model
@@ -163,6 +176,8 @@ class Trainer:
         self.data_config = DataConfig.from_config(config["data"])
         self.distributed = distributed or Distributed()
         self.device, self.threshold = device, relevance_threshold
+        if dev_set is not None and self.data_config.dev_set == "sampled":
+            dev_set = sampled_dev_set(dev_set, self.settings.seed)
         self.train_set, self.dev_set = train_set, dev_set
         self.num_workers, self.show_progress = num_workers, show_progress
         self.checkpoint_dir = Path(run_dir) / "checkpoints"

@@ -71,17 +71,18 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.
 
 
 class SelfAttention(nn.Module):
-    """H + A'H with A = softmax(q(H) k(H)^T / sqrt(d)) over the real keys.
+    """H + A'H with A = softmax(q(H) k(H)^T / sqrt(d)) over the real keys (without the
+    1 / sqrt(d) when `scaled` is False).
 
     With token weights m' [B, L], A' = (m'^T m') ⊙ A re-weights every pair (i, j) by
     m'_i m'_j (SANCL's selective attention); without, A' = A.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, scaled: bool = True):
         super().__init__()
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim)
-        self.scale = dim ** -0.5
+        self.scale = dim ** -0.5 if scaled else 1.0
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor,
                 weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,10 +21,11 @@ Prediction" (Nguyen et al., EMNLP 2022), section numbers and equations below ref
 
 Choices where the paper is silent (all options of `MclOptions`):
 - the contrastive pairs are the six pairs of distinct modalities among {h^p, h^r, v^p, v^r};
-  a term involving an image is left out for a row without images; negatives are rows of other
-  products (two rows of one product share its text and images, so they are not "distinct
-  samples"); "helpful" rows are those with label > `relevance_threshold` (the dataset's
-  relevance threshold: 1 on Amazon-MRHP, 0 on Lazada-MRHP; null = every row);
+  a term involving an image is left out for a row without images; the negatives are every
+  pair of two distinct rows of the batch (eq. 32's j != k, "modalities of distinct ones"),
+  rows of the same product included, as the released code has it; "helpful" rows are those
+  with label > `relevance_threshold` (the dataset's relevance threshold: 1 on Amazon-MRHP, 0
+  on Lazada-MRHP; null = every row);
 - sim is the cosine similarity, sums as in eq. 33 (not means), the weights epsilon are not
   detached, so the loss equals its hyperspherical form (Theorem 1) in value and in gradient;
 - SelfAttn is one post-norm transformer layer (4 heads, feed-forward 512); the RoI encoder has
@@ -111,21 +112,22 @@ def hyperspherical_contrastive_loss(positive_sim: torch.Tensor, negative_sim: to
 
 
 def contrastive_pair_similarities(first: torch.Tensor, first_present: torch.Tensor,
-                                  second: torch.Tensor, second_present: torch.Tensor,
-                                  product_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                                  second: torch.Tensor, second_present: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine similarities of positive and negative pairs between two modality vectors.
 
-    first, second [B, d]; *_present [B] bool (the row has that modality); product_index [B].
-    Positive: (first_i, second_i) for rows with both. Negative: (first_j, second_k), j != k,
-    both present, rows of different products. Returns (positive [P], negative [N]).
+    first, second [B, d]; *_present [B] bool (the row has that modality). Positive:
+    (first_i, second_i) for rows with both. Negative: (first_j, second_k) for every j != k with
+    both present, two rows of one product included (eq. 32 and the released code).
+    Returns (positive [P], negative [N]).
     """
     first = nn.functional.normalize(first, dim=-1)
     second = nn.functional.normalize(second, dim=-1)
     sim = first @ second.T                                            # [B, B]
     both = first_present & second_present
     positive = sim.diagonal()[both]
-    other_product = product_index[:, None] != product_index[None, :]
-    negative_mask = other_product & first_present[:, None] & second_present[None, :]
+    distinct = ~torch.eye(len(sim), dtype=torch.bool, device=sim.device)
+    negative_mask = distinct & first_present[:, None] & second_present[None, :]
     return positive, sim[negative_mask]
 
 
@@ -269,12 +271,11 @@ class MclModel(RankingModel):
         names = ("product_text", "review_text", "product_image", "review_image")
         pooled = {n: masked_max(f[n][rows], f[f"{n}_mask"][rows]) for n in names}
         present = {n: f[f"{n}_mask"][rows].any(dim=1) for n in names}
-        products = batch["product_index"][rows]
         total = f["product_text"].new_zeros(())
         for i, first in enumerate(names):
             for second in names[i + 1:]:
                 positive, negative = contrastive_pair_similarities(
-                    pooled[first], present[first], pooled[second], present[second], products)
+                    pooled[first], present[first], pooled[second], present[second])
                 total = total + adaptive_contrastive_loss(
                     positive, negative, options.positive_optimum, options.negative_optimum,
                     options.adaptive_weighting)

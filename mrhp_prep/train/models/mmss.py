@@ -14,22 +14,29 @@ Helpfulness Prediction" (Gong, Jia, Jing); sections and equations below refer to
    Their targets are pseudo labels y_s (SSP-Label, eq. 10-12, appendix eq. 17-21), kept per
    training review in buffers indexed by the batch's `review_index`:
    - y_s^(1) = y_g: the label of every review during epoch 1 (eq. 12, i = 1);
-   - eq. 11-12 as written, with eq. 14 training epoch i on y_s^(i): the first time epoch i >= 2
-     meets a review, the model computes the observation y_hat_s^(i) from the distances of f_g*
-     and f_s* to their anchors (eq. 17-21, below) and sets
-     y_s^(i) = beta * y_hat_s^(i) + (1 - beta) * y_s^(i-1), beta = 2 / (i + 1); this y_s^(i) is
-     the target of that batch and of the review's later batches of the epoch. The first
-     update is therefore in epoch 2, where eq. 12 puts it, and epoch 2 already trains on it;
+   - eq. 11-12: the first time epoch i >= 2 meets a review, the model computes the
+     observation y_hat_s^(i) from the distances of f_g* and f_s* to their anchors (eq. 17-21,
+     below) and sets y_s^(i) = beta * y_hat_s^(i) + (1 - beta) * y_s^(i-1), beta = 2 / (i + 1).
+     When that label first becomes a target is `pseudo_label_timing`:
+     `next-epoch` (default): the batches of epoch i train on y_s^(i-1) and y_s^(i) is first a
+     target in epoch i + 1, as in Self-MM (the paper's ref. [37], which updates a label after
+     the batch's loss) and as eq. 11 words it ("y_hat_s^(i) is the estimated value after the
+     i-th epoch"); the first non-zero subtask loss is therefore in epoch 3.
+     `same-epoch`: y_s^(i) is the target of the batch that computes it and of the review's
+     later batches of epoch i (eq. 14's index i read literally); epoch 2 already trains on it;
    - the subtask loss (eq. 14) per task is mean_rows W * |y_hat_s - y_s| with the sample
      weight W = tanh(|y_s - y_g|), and the five are combined with homoscedastic uncertainty
      (eq. 15): sum_s L_s / (2 sigma_s^2) + log(sigma_1 ... sigma_5), learning
      eta_s = log sigma_s^2. This is the model's `aux_loss`; the trainer adds the pairwise
      ranking loss (eq. 13, 16).
-   - a task whose loss is identically zero in a batch (every W = 0: all of epoch 1, where
-     y_s = y_g, or no row with its inputs) leaves eq. 15 for that batch, uncertainty term
-     included, and its head is kept out of the graph: with W = 0 the log sigma_s term alone
-     would pull sigma_s down step after step and hand the task an inflated weight the epoch
-     its loss switches on. When no task is active the aux loss is None.
+   - a task whose loss is identically zero in a batch (every W = 0: the epochs before the
+     first updated label is a target, where y_s = y_g, or no row with its inputs) leaves
+     eq. 15 for that batch, uncertainty term included, and its head is kept out of the graph:
+     with W = 0 the log sigma_s term alone would pull sigma_s down step after step and hand
+     the task an inflated weight the epoch its loss switches on. Each log sigma_s^2 is a
+     parameter of its own (`log_variance[s]`), so an inactive task's gets no gradient at all
+     and Adam leaves it bit for bit as it was, momentum and weight decay included (one shared
+     tensor would take a step on its momentum). When no task is active the aux loss is None.
 
 SSP-Label as implemented (the paper leaves these open; each is an option):
 - anchor A_k (eq. 17): mean of task k's representation over the training rows of the previous
@@ -76,6 +83,7 @@ from .ssp_label import (PseudoLabelState, anchor_and_precision, ewma_beta,
                         uncertainty_weighted_loss)
 
 SUBTASKS = ("ptrt", "pvrv", "ptrv", "pvrt", "rtrv")
+TIMINGS = ("next-epoch", "same-epoch")
 
 
 @dataclass
@@ -104,6 +112,7 @@ class MmssOptions:
     distance_scale: float | None = None    # s_k of eq. 18; None = the representation's dimension
     covariance_shrinkage: float = 0.1      # rho
     epsilon: float = 1e-6                  # epsilon of eq. 19 and 21
+    pseudo_label_timing: str = "next-epoch"  # or "same-epoch": when y_s^(i) is first a target
 
 
 class MmssModel(RankingModel):
@@ -124,6 +133,12 @@ class MmssModel(RankingModel):
         if unknown or len(set(options.subtasks)) != len(options.subtasks):
             raise InputError(f"subtasks must be distinct names among {list(SUBTASKS)}, "
                              f"got {options.subtasks}", field="model.subtasks")
+        if options.pseudo_label_timing not in TIMINGS:
+            raise InputError(f"pseudo_label_timing must be one of {list(TIMINGS)}, got "
+                             f"'{options.pseudo_label_timing}'",
+                             field="model.pseudo_label_timing",
+                             hint="next-epoch: Self-MM's timing (the default); same-epoch: the "
+                                  "update's own batch trains on it")
         # Keep the paper's order whatever order the config lists them in.
         self.subtasks = [s for s in SUBTASKS if s in options.subtasks]
         if not options.interaction_modeling and self.subtasks:
@@ -160,7 +175,9 @@ class MmssModel(RankingModel):
                              nn.Linear(options.subtask_mlp_hidden, 1))
             for s in self.subtasks})
         if self.subtasks:
-            self.log_variance = nn.Parameter(torch.zeros(len(self.subtasks)))  # log sigma_s^2
+            # log sigma_s^2, one parameter per task: an inactive task's takes no Adam step
+            self.log_variance = nn.ParameterDict(
+                {s: nn.Parameter(torch.zeros(())) for s in self.subtasks})
             self.state = PseudoLabelState(options.num_train_reviews, len(self.subtasks),
                                           options.task_dim)
             # DistributedDataParallel copies rank 0's buffers to every rank before each forward
@@ -264,7 +281,8 @@ class MmssModel(RankingModel):
                      global_repr: torch.Tensor, subtask_repr: torch.Tensor,
                      valid: torch.Tensor) -> torch.Tensor:
         """Eq. 11-12 for epoch i >= 2: y_s^(i) = beta y_hat_s^(i) + (1 - beta) y_s^(i-1) at the
-        review's first batch of the epoch; returns the batch's labels y_s^(i) [B, S].
+        review's first batch of the epoch (the label it replaces is kept in `previous_label`);
+        returns the batch's current labels [B, S].
 
         Only (review, task) pairs with inputs (`valid` [B, S]) and a task with an anchor are
         updated. Runs outside autocast (the distances are float32).
@@ -279,9 +297,20 @@ class MmssModel(RankingModel):
             observation = self.observe(label, global_repr, subtask_repr)
         beta = ewma_beta(epoch)
         updated = beta * observation + (1 - beta) * pseudo_label.float()
+        state.previous_label[index] = torch.where(due, pseudo_label, state.previous_label[index])
         state.pseudo_label[index] = torch.where(due, updated.to(pseudo_label.dtype), pseudo_label)
         state.updated_in[index] = torch.where(due, epoch, state.updated_in[index])
         return state.pseudo_label[index].clone()      # a review twice in the batch: one label
+
+    def _targets(self, index: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """The labels the batch trains on [B, S]: `current` with `same-epoch` timing; with
+        `next-epoch`, a label updated in this epoch is replaced by the one it replaced."""
+        if self.options.pseudo_label_timing == "same-epoch":
+            return current
+        state = self.state
+        epoch = int(state.epochs_done) + 1
+        fresh = state.updated_in[index] == epoch
+        return torch.where(fresh, state.previous_label[index], current)
 
     def _pseudo_labels(self, index: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """y_s [B, S] for the batch's reviews, set to y_g on a review's first sight (eq. 12)."""
@@ -321,7 +350,22 @@ class MmssModel(RankingModel):
         if not active:
             return None, task_losses
         active_losses = torch.stack([task_loss(j, subtask_scores[j]) for j in active])
-        return uncertainty_weighted_loss(active_losses, self.log_variance[active]), task_losses
+        log_variance = torch.stack([self.log_variance[self.subtasks[j]] for j in active])
+        return uncertainty_weighted_loss(active_losses, log_variance), task_losses
+
+    def log_variances(self) -> torch.Tensor:
+        """[S] log sigma_s^2 in the order of `self.subtasks` (a copy, for reading)."""
+        return torch.stack([self.log_variance[s].detach() for s in self.subtasks])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints of earlier versions hold one [S] tensor `log_variance`
+        stacked = state_dict.get(prefix + "log_variance")
+        if isinstance(stacked, torch.Tensor) and self.subtasks and \
+                stacked.shape == (len(self.subtasks),):
+            state_dict.pop(prefix + "log_variance")
+            for j, name in enumerate(self.subtasks):
+                state_dict[f"{prefix}log_variance.{name}"] = stacked[j].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def on_epoch_end(self, epoch: int) -> None:
         """The next epoch's anchors (eq. 17-18) from this epoch's rows; the epoch count.
@@ -360,9 +404,10 @@ class MmssModel(RankingModel):
         global_repr, subtask_repr = out["global_repr"].detach(), out["subtask_repr"].detach()
         pseudo_label = self._ewma_update(index, label, self._pseudo_labels(index, label),
                                          global_repr, subtask_repr, valid)
-        aux, task_losses = self.subtask_loss(out["subtask_scores"], pseudo_label, label, valid)
+        targets = self._targets(index, pseudo_label)
+        aux, task_losses = self.subtask_loss(out["subtask_scores"], targets, label, valid)
         self._record(label, pseudo_label, global_repr, subtask_repr, valid)
         logs = {f"subtask_loss_{s}": float(v) for s, v in zip(self.subtasks, task_losses)}
-        logs["pseudo_label_offset"] = float((pseudo_label - label[:, None]).abs().mean())
+        logs["pseudo_label_offset"] = float((targets - label[:, None]).abs().mean())
         return ModelOutput(score=out["score"], aux_loss=aux, logs=logs)
 

@@ -1,36 +1,49 @@
 """SANCL: probe-based selective attention and multi-domain natural contrastive learning.
 
-From the paper (Han et al., 2022), per review row with its product:
+From the paper (Han et al., COLING 2022), per review row with its product; docs/fidelity.md
+sets every step beside the paper's words and the released code:
 
-1. Text: token vectors (static GloVe-like vectors or frozen BERT features, dropout) run through
-   a uni-directional GRU per field: token states H [L, h] and a sequence state h_seq.
-2. Selective attention on the review text: the probe mask M (1 = token in a sentence that
-   mentions the product) becomes M' = αM + β(1 - M), α = 1, β = sigmoid(W h_seq + b)
-   learned per review (or fixed); self-attention A is re-weighted A' = M'^T M' ⊙ A and added
-   back: H' = H + A'H. The product text gets plain self-attention.
-3. Cross-field attention: review tokens gather the product's tokens (H'' = H' + attention
-   over product tokens); the review is pooled with M' as weights, the product by its mean.
-4. Images: RoI features projected to the image width, self-attention, average pooling over
-   the real RoIs; an item without images gets a learned "no image" vector instead.
-5. Every pooled vector is projected into two shared spaces (inner-instance "ii" and
+1. Text (3.3): token vectors (static GloVe-like vectors, frozen BERT features or a fine-tuned
+   BERT; dropout) run through a uni-directional GRU per field: token states H [L, h] and a
+   sequence state h_seq.
+2. Selective attention on the review text (3.4, eq. 2-7): the probe mask M (1 = token in a
+   sentence that mentions the product) becomes M' = M + β(1 - M), β = sigmoid(W h_seq + b)
+   learned per review (or fixed); A = softmax(q(H) k(H)^T) over the real tokens (no 1/√d, as
+   the released code), A' = M'^T M' ⊙ A, H' = H + A'H. The product text has no
+   self-attention (neither the paper nor the released code gives it one).
+3. Cross-field text attention: review tokens gather the product's tokens (H'' = H' + ...);
+   the review is pooled with M' as weights (eq. 8), the product by its mean.
+4. Images (3.3, 3.4): RoI features through MCR's image encoder (Linear 2048 -> 128, 3
+   pre-norm transformer layers, final LayerNorm; `sancl_layers.RoiImageEncoder`), one
+   encoder for both fields (`image_encoders: shared`, as released; `per-field` gives each
+   its own). Review regions attend over the product's regions ("cross-image attention",
+   padded product regions masked), then average pooling over the real regions. An item
+   without an image pools to zeros (and takes no part in the image contrastive terms).
+5. Every pooled vector goes into two shared spaces (eq. 9: inner-instance "ii" and
    product-review "pr"), one two-layer tanh network per (domain, modality), shared by the
    product and review fields. The score is a linear layer over the review's four projections
-   [S^ii_t, S^pr_t, S^ii_v, S^pr_v] (text-only runs: the two text ones).
+   [S^ii_t, S^pr_t, S^ii_v, S^pr_v] (eq. 14-15; text-only runs: the two text ones).
 6. Auxiliary loss κ (cpc_ii + cpc^t_pr + cpc^v_pr), each an InfoNCE over the batch with
-   φ(a, b) = exp(cos(a, b) / τ): in ii, an instance's text against its own image (products
-   and helpful reviews are positives, unhelpful reviews negatives); in pr, a review against
-   its product's projection of the same modality (helpful reviews positive). "Helpful" is
-   label > relevance_threshold. Each term sums -log share over its positives, as eq. 11-12
-   write it (`contrastive_reduction: sum`); `mean` averages over the positives instead, which
-   divides κ by the batch's number of positives (at least 4 with MCR's groups of 8).
+   φ(a, b) = exp(cos(a, b) / τ) (eq. 10-13): in ii, an instance's text against its own image
+   (products and helpful reviews are positives, unhelpful reviews negatives); in pr, a review
+   against its product's projection of the same modality (helpful reviews positive).
+   "Helpful" is label > relevance_threshold. Each term sums -log share over its positives, as
+   eq. 11-12 write it (`contrastive_reduction: sum`); `mean` averages over the positives.
 
-Config (`model:` section, defaults in configs/sancl.yaml): text_hidden, image_hidden,
-shared_hidden, embedding_dropout, freeze_embeddings, kappa, temperature,
-probe_beta ("learned" or a number), relevance_threshold, contrastive_reduction.
+`architecture: released` adds what the released model has and the paper's equations leave
+out: a predictor (Linear, tanh, Linear) in front of one side of each contrastive score (two per
+domain, `cpc_ii` and `cpc_pr`), and an MLP scorer 8·s -> 128 -> 64 -> 1 over the review's and
+the product's projections instead of eq. 15's linear layer over the review's.
 
-Size: 1,413,122 trainable parameters on 768-d BERT features with images and probes (the
-paper's "1.41M excluding the embedding layer" is this configuration, Table 6); 1,053,698 on
-300-d GloVe vectors (Table 5), whose GRUs are smaller. See docs/models.md.
+Size at GloVe 300-d, images and probes, shared hidden 64: 1,303,682 parameters (paper) and
+1,410,690 (released; the paper's "1.41M excluding the embedding layer" is this count of the
+released model). See docs/fidelity.md.
+
+Config (`model:` section, defaults in configs/sancl.yaml): architecture, text_hidden,
+image_hidden, shared_hidden, embedding_dropout, freeze_embeddings, image_encoders,
+image_layers, image_heads, image_ffn_dim, image_dropout, image_attention_dropout,
+image_relu_dropout, kappa, temperature, probe_beta ("learned" or a number),
+relevance_threshold, contrastive_reduction.
 """
 
 from __future__ import annotations
@@ -41,52 +54,25 @@ from torch import nn
 
 from ...errors import InputError
 from .base import Batch, ModelInputs, ModelOutput, RankingModel
-from .layers import (GRUEncoder, SelfAttention, TokenInput, masked_softmax, require_text,
-                     weighted_mean)
+from .layers import GRUEncoder, SelfAttention, TokenInput, require_text, weighted_mean
+from .sancl_layers import Predictor, ProductAwareAttention, RoiImageEncoder
+
+ARCHITECTURES = ("paper", "released")
+IMAGE_ENCODERS = ("shared", "per-field")
+REDUCTIONS = ("sum", "mean")
+RELEASED_SCORER = (128, 64)     # the released MLP's hidden widths
 
 
-class CrossFieldAttention(nn.Module):
-    """Review tokens attend over product tokens: H'' = H' + softmax_p(relu(Hp W + b) H'^T)^T Hp."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.transform = nn.Linear(dim, dim)
-
-    def forward(self, product: torch.Tensor, product_mask: torch.Tensor, review: torch.Tensor,
-                review_mask: torch.Tensor) -> torch.Tensor:
-        keys = torch.relu(self.transform(product))                       # [B, Lp, h]
-        scores = keys @ review.transpose(1, 2)                            # [B, Lp, Lr]
-        attention = masked_softmax(scores, product_mask[:, :, None], dim=1)
-        gathered = attention.transpose(1, 2).to(product.dtype) @ product  # [B, Lr, h]
-        out = review + gathered
-        return out * review_mask[..., None].to(out.dtype)
-
-
-class ImageEncoder(nn.Module):
-    """RoI features [B, R, Dv] -> [B, d]: projection, self-attention, mean over real RoIs.
-
-    Rows whose mask is all False (no image) get the learned `missing` vector instead.
-    """
-
-    def __init__(self, feature_dim: int, dim: int):
-        super().__init__()
-        self.project = nn.Sequential(nn.Linear(feature_dim, dim), nn.ReLU())
-        self.attention = SelfAttention(dim)
-        self.missing = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, rois: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.attention(self.project(rois), mask)
-        pooled = weighted_mean(h, mask.float())
-        present = mask.any(dim=1)
-        pooled = torch.where(present[:, None], pooled, self.missing.to(pooled.dtype).expand_as(pooled))
-        return pooled, present
+def _choice(config: dict, key: str, choices: tuple, default: str, hint: str) -> str:
+    value = str(config.get(key, default))
+    if value not in choices:
+        raise InputError(f"{key} must be one of {list(choices)}, got '{value}'",
+                         field=f"model.{key}", hint=hint)
+    return value
 
 
 def _projection(in_dim: int, shared: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, shared), nn.Tanh(), nn.Linear(shared, shared))
-
-
-REDUCTIONS = ("sum", "mean")
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, positive: torch.Tensor,
@@ -115,13 +101,16 @@ class SANCL(RankingModel):
     """SANCL over static vectors, frozen features or a fine-tuned transformer, with or without
     RoI features and probes."""
 
-    # every parameter is in every forward's graph (rows without images use `missing` through
-    # torch.where, the product projections feed the contrastive terms and the scores)
-    find_unused_parameters = False
-
     def __init__(self, config: dict, inputs: ModelInputs):
         super().__init__()
         require_text(inputs, "SANCL")
+        self.architecture = _choice(config, "architecture", ARCHITECTURES, "paper",
+                                    "paper: the paper's equations; released: plus the released "
+                                    "model's contrastive predictors and MLP scorer")
+        self.reduction = _choice(config, "contrastive_reduction", REDUCTIONS, "sum",
+                                 "sum is eq. 11-12 of the paper; mean averages over positives")
+        image_encoders = _choice(config, "image_encoders", IMAGE_ENCODERS, "shared",
+                                 "shared: one encoder for both fields (as released)")
         text_hidden = int(config["text_hidden"])
         image_hidden = int(config["image_hidden"])
         shared = int(config["shared_hidden"])
@@ -130,32 +119,58 @@ class SANCL(RankingModel):
         self.kappa = float(config["kappa"])
         self.temperature = float(config["temperature"])
         self.relevance_threshold = float(config["relevance_threshold"])
-        self.reduction = str(config.get("contrastive_reduction", "sum"))
-        if self.reduction not in REDUCTIONS:
-            raise InputError(f"contrastive_reduction must be one of {list(REDUCTIONS)}, got "
-                             f"'{self.reduction}'", field="model.contrastive_reduction",
-                             hint="sum is eq. 11-12 of the paper; mean averages over positives")
         beta = config["probe_beta"]
         self.fixed_beta = None if beta == "learned" else float(beta)
         self.use_probes = inputs.has_probes
         self.use_images = inputs.image_dim is not None
+        released = self.architecture == "released"
+        # paper: every parameter is in every forward's graph (the product projections share
+        # their networks with the review's, which score); released: a predictor misses the
+        # graph in a batch whose contrastive term has no positive
+        self.find_unused_parameters = released
 
         self.product_tokens = TokenInput(inputs, "product", dropout, freeze)
         self.review_tokens = TokenInput(inputs, "review", dropout, freeze)
         self.product_gru = GRUEncoder(inputs.text_dim, text_hidden)
         self.review_gru = GRUEncoder(inputs.text_dim, text_hidden)
-        self.beta = nn.Linear(text_hidden, 1) if self.use_probes and self.fixed_beta is None else None
-        self.review_attention = SelfAttention(text_hidden)
-        self.product_attention = SelfAttention(text_hidden)
-        self.cross_attention = CrossFieldAttention(text_hidden)
+        learned_beta = self.use_probes and self.fixed_beta is None
+        self.beta = nn.Linear(text_hidden, 1) if learned_beta else None
+        self.review_attention = SelfAttention(text_hidden, scaled=False)
+        self.text_cross_attention = ProductAwareAttention(text_hidden)
+        if self.use_images:
+            def encoder() -> RoiImageEncoder:
+                # the defaults of configs/sancl.yaml, for a run folder made before these keys
+                return RoiImageEncoder(
+                    int(inputs.image_dim), image_hidden, int(config.get("image_layers", 3)),
+                    int(config.get("image_heads", 4)), int(config.get("image_ffn_dim", 512)),
+                    float(config.get("image_dropout", 0.5)),
+                    float(config.get("image_attention_dropout", 0.3)),
+                    float(config.get("image_relu_dropout", 0.3)))
+
+            if image_encoders == "shared":
+                self.image_encoder = encoder()
+            else:
+                self.product_image_encoder = encoder()
+                self.review_image_encoder = encoder()
+            self.image_cross_attention = ProductAwareAttention(image_hidden)
         self.project = nn.ModuleDict({"ii_t": _projection(text_hidden, shared),
                                       "pr_t": _projection(text_hidden, shared)})
         if self.use_images:
-            self.review_images = ImageEncoder(inputs.image_dim, image_hidden)
-            self.product_images = ImageEncoder(inputs.image_dim, image_hidden)
             self.project["ii_v"] = _projection(image_hidden, shared)
             self.project["pr_v"] = _projection(image_hidden, shared)
-        self.output = nn.Linear(shared * len(self.project), 1)
+        if released:
+            if self.use_images:
+                self.cpc_ii = nn.ModuleDict({"product": Predictor(shared),
+                                             "review": Predictor(shared)})
+            self.cpc_pr = nn.ModuleDict({"text": Predictor(shared)})
+            if self.use_images:
+                self.cpc_pr["image"] = Predictor(shared)
+            width, (first, second) = 2 * shared * len(self.project), RELEASED_SCORER
+            self.output = nn.Sequential(nn.Linear(width, first), nn.ReLU(),
+                                        nn.Linear(first, second), nn.ReLU(),
+                                        nn.Linear(second, 1))
+        else:
+            self.output = nn.Linear(shared * len(self.project), 1)
 
     def _probe_weights(self, batch: Batch, review_last: torch.Tensor,
                        mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -170,6 +185,27 @@ class SANCL(RankingModel):
             beta = torch.full_like(real[:, :1], self.fixed_beta)
         return (probe + beta * (1 - probe)) * real, beta
 
+    def _encode_images(self, batch: Batch, field: str) -> torch.Tensor:
+        encoder = getattr(self, "image_encoder", None) or getattr(self, f"{field}_image_encoder")
+        return encoder(batch[f"{field}_image"], batch[f"{field}_image_mask"])
+
+    def pooled_images(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """v_p, v_r [B, d_v] (the product's encoded regions averaged; the review's regions
+        after their cross-image attention over the product's, averaged) and has_p, has_r [B]."""
+        product_mask, review_mask = batch["product_image_mask"], batch["review_image_mask"]
+        product = self._encode_images(batch, "product")
+        review = self.image_cross_attention(product, product_mask,
+                                            self._encode_images(batch, "review"), review_mask)
+        return {"v_p": weighted_mean(product, product_mask.float()),
+                "v_r": weighted_mean(review, review_mask.float()),
+                "has_p": product_mask.any(dim=1), "has_r": review_mask.any(dim=1)}
+
+    def _predicted(self, domain: str, side: str, x: torch.Tensor) -> torch.Tensor:
+        """x through the released predictor of (domain, side); unchanged in the paper's model."""
+        if self.architecture != "released":
+            return x
+        return getattr(self, f"cpc_{domain}")[side](x)
+
     def forward(self, batch: Batch) -> ModelOutput:
         product_mask, review_mask = batch["product_text_mask"], batch["review_text_mask"]
         product_tokens = self.product_tokens(batch["product_text"], product_mask)
@@ -179,39 +215,36 @@ class SANCL(RankingModel):
 
         weights, beta = self._probe_weights(batch, review_last, review_mask)
         review = self.review_attention(review, review_mask, weights if beta is not None else None)
-        product = self.product_attention(product, product_mask)
-        review = self.cross_attention(product, product_mask, review, review_mask)
+        review = self.text_cross_attention(product, product_mask, review, review_mask)
         pooled = {"t_r": weighted_mean(review, weights),
                   "t_p": weighted_mean(product, product_mask.float())}
+        modalities = ("t", "v") if self.use_images else ("t",)
         if self.use_images:
-            pooled["v_r"], review_has_image = self.review_images(batch["review_image"],
-                                                                 batch["review_image_mask"])
-            pooled["v_p"], product_has_image = self.product_images(batch["product_image"],
-                                                                   batch["product_image_mask"])
-        space = {}
-        for domain in ("ii", "pr"):
-            for modality in ("t", "v") if self.use_images else ("t",):
-                net = self.project[f"{domain}_{modality}"]
-                for field in ("r", "p"):
-                    space[f"{domain}_{modality}_{field}"] = net(pooled[f"{modality}_{field}"])
-        features = [space["ii_t_r"], space["pr_t_r"]]
-        if self.use_images:
-            features += [space["ii_v_r"], space["pr_v_r"]]
+            pooled.update(self.pooled_images(batch))
+        space = {f"{domain}_{modality}_{field}":
+                 self.project[f"{domain}_{modality}"](pooled[f"{modality}_{field}"])
+                 for domain in ("ii", "pr") for modality in modalities for field in ("r", "p")}
+        fields = ("r", "p") if self.architecture == "released" else ("r",)
+        features = [space[f"{domain}_{modality}_{field}"] for modality in modalities
+                    for field in fields for domain in ("ii", "pr")]
         score = self.output(torch.cat(features, dim=-1)).squeeze(-1)
 
         helpful = batch["label"] > self.relevance_threshold
-        terms = {"cpc_pr_t": info_nce(space["pr_t_r"], space["pr_t_p"], helpful,
-                                      self.temperature, self.reduction)}
+        terms = {"cpc_pr_t": info_nce(space["pr_t_r"],
+                                      self._predicted("pr", "text", space["pr_t_p"]),
+                                      helpful, self.temperature, self.reduction)}
         if self.use_images:
-            both = review_has_image & product_has_image
-            terms["cpc_pr_v"] = info_nce(space["pr_v_r"][both], space["pr_v_p"][both],
-                                         helpful[both], self.temperature, self.reduction)
+            has_p, has_r = pooled["has_p"], pooled["has_r"]
+            both = has_r & has_p
+            terms["cpc_pr_v"] = info_nce(
+                space["pr_v_r"][both], self._predicted("pr", "image", space["pr_v_p"][both]),
+                helpful[both], self.temperature, self.reduction)
             products = _first_of_each(batch["product_index"])
-            products = products[product_has_image[products]]
-            text = torch.cat([space["ii_t_p"][products], space["ii_t_r"][review_has_image]])
-            image = torch.cat([space["ii_v_p"][products], space["ii_v_r"][review_has_image]])
-            positive = torch.cat([torch.ones_like(products, dtype=torch.bool),
-                                  helpful[review_has_image]])
+            products = products[has_p[products]]
+            text = torch.cat([self._predicted("ii", "product", space["ii_t_p"][products]),
+                              self._predicted("ii", "review", space["ii_t_r"][has_r])])
+            image = torch.cat([space["ii_v_p"][products], space["ii_v_r"][has_r]])
+            positive = torch.cat([torch.ones_like(products, dtype=torch.bool), helpful[has_r]])
             terms["cpc_ii"] = info_nce(text, image, positive, self.temperature, self.reduction)
         present = [t for t in terms.values() if t is not None]
         aux = self.kappa * torch.stack(present).sum() if present else score.new_zeros(())

@@ -87,15 +87,17 @@ def anchor_and_precision(weight_total: torch.Tensor, weighted_sum: torch.Tensor,
 
 
 
-PER_REVIEW = ("pseudo_label", "known", "updated_in")
+PER_REVIEW = ("pseudo_label", "previous_label", "known", "updated_in")
 EPOCH_SUMS = ("weight_total", "weighted_sum", "count", "total", "outer")
 
 
 class PseudoLabelState(nn.Module):
     """Per-review pseudo labels and the running statistics of SSP-Label (all buffers).
 
-    Per review (row N = review_index): pseudo_label [N, S], known [N] (seen at least once),
-    updated_in [N, S] (the 1-based epoch of the label's last EWMA update, 0 = none). Per task
+    Per review (row N = review_index): pseudo_label [N, S], previous_label [N, S] (the label
+    the last EWMA update replaced: the target until the next epoch with `next-epoch` timing),
+    known [N] (seen at least once), updated_in [N, S] (the 1-based epoch of the label's last
+    EWMA update, 0 = none). Per task
     (T = 1 + S, the global task first): anchor [T, d], precision [T, d, d], anchor_ready [T],
     and this epoch's running sums for the next anchors. With `capacity` None the per-review
     buffers grow (doubling) to the largest review_index seen, and a checkpoint's size is taken
@@ -107,6 +109,7 @@ class PseudoLabelState(nn.Module):
         self.fixed = capacity is not None
         rows, tasks = capacity or 0, 1 + num_subtasks
         self.register_buffer("pseudo_label", torch.zeros(rows, num_subtasks))
+        self.register_buffer("previous_label", torch.zeros(rows, num_subtasks))
         self.register_buffer("known", torch.zeros(rows, dtype=torch.bool))
         self.register_buffer("updated_in", torch.zeros(rows, num_subtasks, dtype=torch.long))
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))
@@ -146,6 +149,9 @@ class PseudoLabelState(nn.Module):
         incoming = state_dict.get(prefix + "known")
         if not self.fixed and incoming is not None and incoming.shape[0] != self.capacity:
             self._resize(incoming.shape[0])
+        if prefix + "previous_label" not in state_dict and prefix + "pseudo_label" in state_dict:
+            # an earlier version's checkpoint: no update of the current epoch to undo
+            state_dict[prefix + "previous_label"] = state_dict[prefix + "pseudo_label"].clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_epoch(self) -> None:
@@ -154,8 +160,8 @@ class PseudoLabelState(nn.Module):
 
     def all_reduce(self, epoch: int) -> None:
         """Sum this epoch's statistics and agree on the labels over all processes: a label
-        updated in `epoch` comes from the rank(s) that updated it, any other from the ranks
-        that know the review (they hold the same value)."""
+        (and the one it replaced) updated in `epoch` comes from the rank(s) that updated it,
+        any other from the ranks that know the review (they hold the same value)."""
         import torch.distributed as dist
 
         rows = torch.tensor([self.capacity], device=self.known.device)
@@ -165,12 +171,13 @@ class PseudoLabelState(nn.Module):
         for name in EPOCH_SUMS:
             dist.all_reduce(getattr(self, name))
         fresh = (self.updated_in == epoch).to(self.pseudo_label.dtype)              # [N, S]
-        fresh_sum = self.pseudo_label * fresh
         known = self.known.to(self.pseudo_label.dtype)
-        label_sum = self.pseudo_label * known[:, None]
-        for value in (fresh_sum, fresh, label_sum, known):
+        sums = {name: (getattr(self, name) * fresh, getattr(self, name) * known[:, None])
+                for name in ("pseudo_label", "previous_label")}
+        for value in (fresh, known, *(part for pair in sums.values() for part in pair)):
             dist.all_reduce(value)
         dist.all_reduce(self.updated_in, op=dist.ReduceOp.MAX)
         self.known.copy_(known > 0)
-        self.pseudo_label.copy_(torch.where(fresh > 0, fresh_sum / fresh.clamp_min(1.0),
-                                            label_sum / known.clamp_min(1.0)[:, None]))
+        for name, (fresh_sum, known_sum) in sums.items():
+            getattr(self, name).copy_(torch.where(fresh > 0, fresh_sum / fresh.clamp_min(1.0),
+                                                  known_sum / known.clamp_min(1.0)[:, None]))

@@ -28,7 +28,7 @@ from .metrics import RankingReport, evaluate_rankings
 from .predictions import read_predictions
 from .metrics import paired_test as t_test
 from .papers import PAPER_METRICS, variant_of
-from ..settings.config import flatten
+from ..settings.config import flatten, protocol_of
 from ..run import read_run_config
 
 SPLITS = ("dev", "test")
@@ -118,7 +118,17 @@ def _describe(config: dict, inputs: dict) -> dict:
                 {"glove": "static", "bert": "bert-frozen"}.get(family))
     return {"model": config["model"]["name"], "dataset": dataset, "category": category,
             "setting": "multimodal" if inputs.get("rois") else "text-only", "text": text,
-            "variant": variant_of(config, bool(inputs.get("probes")))}
+            "variant": variant_of(config, bool(inputs.get("probes"))),
+            "architecture": config["model"].get("architecture", "paper"),
+            "protocol": _protocol(config)}
+
+
+def _protocol(config: dict) -> str:
+    """The run's protocol read from its settings (an older config lacks some keys: 'paper')."""
+    try:
+        return protocol_of(config)
+    except (KeyError, InputError):
+        return str(config.get("protocol", "paper"))
 
 
 def load_run(path: Path, split: str) -> Run:

@@ -13,30 +13,34 @@ import pandas as pd
 from ...atomic import atomic_path
 from ...options import report
 from .compare import SPLITS, Group, compare_groups, find_runs, group_runs, load_run
-from .papers import PAPER_METRICS, PAPERS, paper_row
+from .papers import PAPER_METRICS, PAPER_SELECTION, PAPERS, paper_row
 
 LABELS = {"map": "MAP", "ndcg@3": "N@3", "ndcg@5": "N@5"}
 
 
 def summary_frame(groups: Sequence[Group], paper: str | None) -> pd.DataFrame:
-    """One row per group: runs, seeds, mean and std per metric (in %), and with `paper` the
-    paper's figure for the same dataset, category, setting, text and model variant (the full
-    model or one of its ablations), and ours minus it."""
+    """One row per group: runs, seeds, the model's architecture and training protocol, mean
+    and std per metric (in %), and with `paper` the paper's figure for the same dataset,
+    category, setting, text and model variant (the full model or one of its ablations), how
+    the paper's own figure was selected where its code shows it, and ours minus it."""
     rows = []
     for group in groups:
+        describe = group.runs[0].describe
         row = {"group": group.name, "runs": len(group.runs),
-               "seeds": " ".join(map(str, group.seeds)), "products": len(group.per_product)}
+               "seeds": " ".join(map(str, group.seeds)), "products": len(group.per_product),
+               "architecture": describe.get("architecture", "paper"),
+               "protocol": describe.get("protocol", "paper")}
         for metric in PAPER_METRICS:
             mean, std = group.mean_std(metric)
             row[f"{metric}_mean"] = 100 * mean
             row[f"{metric}_std"] = None if std is None else 100 * std
         if paper:
-            describe = group.runs[0].describe
             found = describe["variant"] and paper_row(
                 paper, dataset=describe["dataset"], category=describe["category"],
                 setting=describe["setting"], text=describe["text"], variant=describe["variant"])
             row["paper_table"] = found["table"] if found else None
             row["paper_variant"] = describe["variant"]
+            row["paper_selection"] = PAPER_SELECTION.get(paper) if found else None
             for metric in PAPER_METRICS:
                 row[f"paper_{metric}"] = found[metric] if found else None
                 row[f"difference_{metric}"] = (row[f"{metric}_mean"] - found[metric]
@@ -59,19 +63,22 @@ def _p(value) -> str:
 
 def markdown(summary: pd.DataFrame, tests: pd.DataFrame, split: str, paper: str | None) -> str:
     lines = [f"# {split} split: mean ± standard deviation over seeds (%)", ""]
-    header = ["group", "runs", "seeds", *(LABELS[m] for m in PAPER_METRICS)]
+    header = ["group", "runs", "seeds", "architecture", "protocol",
+              *(LABELS[m] for m in PAPER_METRICS)]
     if paper:
         header += [f"{paper} table", *(f"{paper} {LABELS[m]} (Δ)" for m in PAPER_METRICS)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.to_dict("records"):
-        cells = [row["group"], str(row["runs"]), row["seeds"]]
+        cells = [row["group"], str(row["runs"]), row["seeds"], row["architecture"],
+                 row["protocol"]]
         for metric in PAPER_METRICS:
             std = row[f"{metric}_std"]
             cells.append(_cell(row[f"{metric}_mean"])
                          + ("" if std is None or np.isnan(std) else f" ± {std:.2f}"))
         if paper:
-            cells.append(f"{row['paper_table']}, {row['paper_variant']}" if row["paper_table"]
-                         else "not reported")
+            selection = f"; {row['paper_selection']}" if row.get("paper_selection") else ""
+            cells.append(f"{row['paper_table']}, {row['paper_variant']}{selection}"
+                         if row["paper_table"] else "not reported")
             for metric in PAPER_METRICS:
                 figure = row[f"paper_{metric}"]
                 cells.append("–" if figure is None or np.isnan(figure) else

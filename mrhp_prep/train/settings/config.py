@@ -1,9 +1,18 @@
-"""Training configs: a model's defaults, a preset, a YAML file and KEY=VALUE overrides.
+"""Training configs: a model's defaults, a protocol, a preset, a YAML file and KEY=VALUE
+overrides.
 
-Precedence: `configs/<model>.yaml` < preset (a column of the paper's hyperparameter tables)
-< `--config FILE` < `--set KEY=VALUE`. Keys are checked against the defaults, so a typo is an
-error rather than a setting that silently does nothing. `auto` values that depend on the data
-are resolved here, and the resolved config is what the run folder's config.yaml records.
+Precedence: `configs/<model>.yaml` < protocol < preset (a column of the paper's
+hyperparameter tables) < `--config FILE` < `--set KEY=VALUE`. Keys are checked against the
+defaults, so a typo is an error rather than a setting that silently does nothing. `auto`
+values that depend on the data are resolved here, and the resolved config is what the run
+folder's config.yaml records.
+
+A protocol settles the training choices a paper leaves open: `paper` (the defaults: the
+paper where it speaks, this project's documented choices where it is silent) or `released`
+(every open choice as the model's released code makes it; the `protocols:` section of
+`configs/<model>.yaml`). A protocol and a preset set disjoint keys (a preset holds what the
+paper's tables state, a protocol only what the paper leaves open), so `--protocol released`
+stacks on the preset `--preset auto` picks for the category.
 """
 
 from __future__ import annotations
@@ -33,11 +42,61 @@ def _read_yaml(path: Path) -> dict:
     return loaded
 
 
+PROTOCOLS = ("paper", "released")
+
+
 def model_defaults(name: str) -> tuple[dict, dict]:
     """(defaults, presets) of model `name`."""
     defaults = _read_yaml(default_config_path(name))
     presets = defaults.pop("presets", {}) or {}
+    defaults.pop("protocols", None)
     return defaults, presets
+
+
+def model_protocols(name: str) -> dict[str, dict]:
+    """Protocol name -> its settings (dotted key -> value) for model `name`; `paper` is {}."""
+    protocols = _read_yaml(default_config_path(name)).get("protocols") or {}
+    return {"paper": {}, **protocols}
+
+
+def protocol_settings(model: str, protocol: str) -> dict:
+    """The settings of `protocol` for `model`, or an InputError naming what exists."""
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol '{protocol}'", field="--protocol",
+                         hint=f"choose one of: {', '.join(PROTOCOLS)}")
+    protocols = model_protocols(model)
+    if protocol not in protocols:
+        raise InputError(f"model '{model}' has no '{protocol}' protocol", field="--protocol",
+                         hint="its paper has no released code to follow: use --protocol paper "
+                              "(see docs/fidelity.md)")
+    return protocols[protocol]
+
+
+def protocol_of(config: Mapping) -> str:
+    """Which protocol a resolved config follows, read from its settings (not from its label,
+    which --set can contradict): `paper`, `released`, or `paper except KEY, ...` /
+    `released except KEY, ...` naming the keys of the model's released protocol that do not
+    hold the named protocol's value. A key whose default is `auto` (resolved from the data)
+    never counts against the paper: MCL's helpful threshold is the released one on Amazon."""
+    name = config["model"]["name"]
+    released = model_protocols(name).get("released")
+    if not released:
+        return "paper"
+    flat = dict(flatten(config))
+    defaults = dict(flatten(model_defaults(name)[0]))
+
+    def holds_paper(key: str) -> bool:
+        return defaults.get(key) == "auto" or flat.get(key) == defaults.get(key)
+
+    off_released = [key for key, value in released.items() if flat.get(key) != value]
+    off_paper = [key for key in released if not holds_paper(key)]
+    if not off_released:
+        return "released"
+    if not off_paper:
+        return "paper"
+    if len(off_released) <= len(off_paper):
+        return f"released except {', '.join(off_released)}"
+    return f"paper except {', '.join(off_paper)}"
 
 
 def set_value(config: dict, dotted: str, value: Any, where: str) -> None:
@@ -90,9 +149,12 @@ def choose_preset(requested: str, presets: Mapping, text_mode: str | None,
 
 def resolve_config(model: str, *, config_file: str | Path | None = None, preset: str = "auto",
                    overrides: Iterable[str] = (), text_mode: str | None = None,
-                   category: str | None = None, relevance_threshold: float = 1) -> dict:
+                   category: str | None = None, relevance_threshold: float = 1,
+                   protocol: str = "paper") -> dict:
     """The full training config of one run, every `auto` resolved."""
     config, presets = model_defaults(model)
+    for dotted, value in protocol_settings(model, protocol).items():
+        set_value(config, dotted, value, f"protocol {protocol}")
     chosen = choose_preset(preset, presets, text_mode, category)
     if chosen:
         for dotted, value in presets[chosen].items():
@@ -102,6 +164,7 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
         loaded.pop("presets", None)
         loaded.pop("inputs", None)
         loaded.pop("preset", None)
+        loaded.pop("protocol", None)
         for dotted, value in flatten(loaded):
             set_value(config, dotted, value, str(config_file))
     for text in overrides:
@@ -117,6 +180,7 @@ def resolve_config(model: str, *, config_file: str | Path | None = None, preset:
     if config.get("loss", {}).get("margin") == "auto":
         config["loss"]["margin"] = "label-gap" if scheme == "groups" else 1.0
     config["preset"] = chosen or "none"
+    config["protocol"] = protocol
     resolve_encoder_settings(config, text_mode)
     validate(config)
     return config
@@ -142,6 +206,8 @@ def validate(config: Mapping) -> None:
     if train["monitor"] not in METRICS:
         raise InputError(f"train.monitor must be one of {', '.join(METRICS)}",
                          field="train.monitor")
+    if config.get("protocol", "paper") not in PROTOCOLS:
+        raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}", field="protocol")
     if config["sampling"]["scheme"] not in {"groups", "pairs"}:
         raise InputError("sampling.scheme must be groups or pairs", field="sampling.scheme")
     margin = config["loss"]["margin"]

@@ -1,7 +1,7 @@
 """Command-line options that contradict each other are refused instead of silently ignored.
 
 - `train --resume RUN` continues RUN with its own config.yaml and input folders. A --model or
-  input folder that differs from the run's, or --config / --preset / --set /
+  input folder that differs from the run's, or --config / --preset / --protocol / --set /
   --allow-partial / --force (which a resumed run cannot apply: it continues, never starts
   again), is an error: exit 2, naming each option.
   Passing the run's own values is allowed.
@@ -17,7 +17,8 @@ import click
 from click.core import ParameterSource
 
 INPUT_OPTIONS = ("manifest", "rois", "text", "probes")
-SETTING_OPTIONS = {"config_file": "--config", "preset": "--preset", "set": "--set",
+SETTING_OPTIONS = {"config_file": "--config", "preset": "--preset", "protocol": "--protocol",
+                   "set": "--set",
                    "allow_partial": "--allow-partial", "force": "--force"}
 
 

@@ -44,6 +44,14 @@ RANGES: dict[str, tuple] = {
     "model.num_train_reviews": (1, True, None, False),
     "model.distance_scale": (0, False, None, False),
 }
+# settings that take one of a few words (case does not matter)
+WORDS: dict[str, tuple[str, ...]] = {
+    "model.architecture": ("paper", "released"),
+    "model.image_encoders": ("shared", "per-field"),
+    "model.contrastive_reduction": ("sum", "mean"),
+    "model.pseudo_label_timing": ("next-epoch", "same-epoch"),
+    "data.dev_set": ("full", "sampled"),
+}
 # settings that take one of a few words or a number (a number given as text becomes a float)
 WORD_OR_NUMBER: dict[str, tuple[str, ...]] = {
     "model.probe_beta": ("learned",),
@@ -72,12 +80,17 @@ def _fail(dotted: str, value: Any, expected: str, where: str) -> InputError:
 
 
 def convert_setting(dotted: str, value: Any, default: Any, where: str) -> Any:
-    """`value` as the type of `default` (bool, int, float), or as the WORD_OR_INTEGER,
+    """`value` as the type of `default` (bool, int, float), or as the WORDS, WORD_OR_INTEGER,
     WORD_OR_NUMBER and NUMBER_OR_NULL tables say for their keys; values of other defaults
     are kept as they are.
 
     Raises an InputError naming `dotted`, the expected type and `where` the value came from.
     """
+    if dotted in WORDS:
+        word = str(value).strip().lower()
+        if isinstance(value, bool) or word not in WORDS[dotted]:
+            raise _fail(dotted, value, " or ".join(WORDS[dotted]), where)
+        return word
     if dotted in NUMBER_OR_NULL:
         if value is None or str(value).strip().lower() in {"null", "none", "~"}:
             return None
