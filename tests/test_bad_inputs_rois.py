@@ -132,15 +132,17 @@ def test_a_second_run_into_a_busy_folder_is_refused_at_once(tmp_path):
     from mrhp_prep.cache import open_stage
     from mrhp_prep.errors import InputError
 
-    def start():
+    def start(force=False):
         return open_stage("extract-rois", dataset="d", settings={"a": 1}, inputs={},
-                          format_version=1, out=tmp_path / "out")
-    first, second = start(), start()
-    with first.exclusive():
-        with pytest.raises(InputError, match="another run is computing into"):
-            with second.exclusive():
-                pass
-    with second.exclusive():  # free again once the first is done
+                          format_version=1, out=tmp_path / "out", force=force)
+    first = start()
+    (first.path / "part.txt").write_text("work of the first run")
+    with first.computing():
+        for force in (False, True):      # --force must not clear a folder being written
+            with pytest.raises(InputError, match="another run .*is computing into"):
+                start(force)
+        assert (first.path / "part.txt").is_file()
+    with start().computing():  # free again once the first is done
         pass
 
 

@@ -46,6 +46,9 @@ def test_unfinished_folder_is_resumed_but_never_read(tmp_path):
     (run.path / "part-0").write_text("half")
     with pytest.raises(InputError, match="unfinished"):
         read_manifest(run.path)
+    with pytest.raises(InputError, match="another run .*is computing into"):
+        _open(tmp_path)                  # not while the first one still holds the folder
+    run.release()                        # the first run ends without finishing (killed)
     resumed = _open(tmp_path)
     assert resumed.path == run.path and not resumed.complete
     assert (resumed.path / "part-0").read_text() == "half"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from mrhp_prep.cli import COMMANDS, cli
+from mrhp_prep.cli import cli
+from mrhp_prep.command_table import COMMANDS
 
 from release_files import default_tables, write_release
 

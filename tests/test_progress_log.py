@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mrhp_prep.options import LogProgress, progress
+from mrhp_prep.progress import LogProgress, progress
 
 LINE = re.compile(r"work: (\d+)/(\d+) img \((\d+\.\d)%\), ([\d.e+]+) img/s, (ETA \d+:\d\d:\d\d|done in \d+:\d\d:\d\d)")
 
@@ -48,7 +48,7 @@ def test_a_line_every_interval_when_progress_is_slow(caplog):
 
 def test_non_terminal_stderr_gets_log_lines_not_a_bar(tmp_path):
     script = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-              "from mrhp_prep.options import progress\n"
+              "from mrhp_prep.progress import progress\n"
               "bar = progress(total=40, desc='work', unit='img')\n"
               "[bar.update(1) for _ in range(40)]; bar.close()\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -38,6 +38,8 @@ from typing import Callable, Iterable
 
 from .. import __version__
 from ..atomic import plain_file_mode
+from ..errors import EnvironmentFault
+from ..faults import diagnose
 from .fetch_http import FetchError, HttpClient, HttpSettings, check_url
 from .image_check import check_and_convert, verify_image
 
@@ -114,8 +116,9 @@ class Fetcher:
 
     def __init__(self, settings: FetchSettings,
                  on_result: Callable[[FetchResult], None] | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, root: Path | None = None):
         self.settings = settings
+        self.root = root            # the images root, named when its disk fails
         self.on_result = on_result
         self.rng = rng or random.Random()
         self.client = HttpClient(settings.http(), max_idle_per_host=settings.per_host)
@@ -136,8 +139,12 @@ class Fetcher:
                 todo.append(job)
         try:
             with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="fetch") as pool:
-                todo += self._check_existing(existing, pool, summary)
-                self._schedule(todo, pool, summary)
+                try:
+                    todo += self._check_existing(existing, pool, summary)
+                    self._schedule(todo, pool, summary)
+                except BaseException:   # Ctrl-C or a full disk: only what is in flight ends
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         finally:
             self.client.close()
         summary.seconds = time.monotonic() - started
@@ -209,6 +216,8 @@ class Fetcher:
                 job = in_flight.pop(future)
                 active[job.host] -= 1
                 outcome = future.result()
+                if isinstance(outcome, EnvironmentFault):
+                    raise outcome
                 if isinstance(outcome, FetchResult):
                     self._record(summary, outcome)
                     continue
@@ -240,7 +249,7 @@ class Fetcher:
 
     # -- one attempt (runs in a worker thread) -----------------------------------------------
 
-    def _attempt(self, job: FetchJob) -> FetchResult | FetchError:
+    def _attempt(self, job: FetchJob) -> FetchResult | FetchError | EnvironmentFault:
         dest = job.dest
         temporary: list[Path] = []
         try:
@@ -262,7 +271,9 @@ class Fetcher:
         except FetchError as error:
             return error
         except OSError as exc:
-            return FetchError(f"cannot write {dest}: {exc}")
+            # A full or read-only disk fails every image alike: it ends the run instead.
+            fault = diagnose(exc, [self.root or dest.parent])
+            return fault if fault is not None else FetchError(f"cannot write {dest}: {exc}")
         except Exception as exc:  # one bad item must never end a long run
             log.debug("unexpected error fetching %s", job.url, exc_info=True)
             return FetchError(f"unexpected error: {type(exc).__name__}: {exc}")
@@ -345,8 +356,8 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
     `settings.verify_existing`); a run that had failures is run again (present files are skipped, failed ones retried). The
     counts are in `run.manifest()["counts"]`; failures in the folder's failures.jsonl.
     """
-    from ..cache import MANIFEST_NAME, open_stage
-    from ..options import progress
+    from ..cache import open_stage, reopen_finished
+    from ..progress import progress
     from ..shards import resolve_shard
     from .manifest import Manifest
 
@@ -373,47 +384,48 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
         log.info("fetching again what is missing: %d images failed last time, %d files are "
                  "not there%s", previous["num_failures"], missing,
                  ", and present files are verified" if settings.verify_existing else "")
-        # Reopen the finished folder as an unfinished one; its report is rewritten at the end.
-        (run.path / MANIFEST_NAME).unlink()
-        run = open_run(False)
+        # Reopen the finished folder as an unfinished one (under its lock); its report is
+        # rewritten at the end.
+        run = reopen_finished(run)
 
-    shard = f" (shard {shard_index} of {num_shards})" if num_shards > 1 else ""
-    log.info("fetching %d images%s into %s", len(jobs) + len(refused), shard, root)
-    bar = progress(total=len(jobs), desc=STAGE, unit="img") if show_progress else None
+    with run.computing(root):
+        shard = f" (shard {shard_index} of {num_shards})" if num_shards > 1 else ""
+        log.info("fetching %d images%s into %s", len(jobs) + len(refused), shard, root)
+        bar = progress(total=len(jobs), desc=STAGE, unit="img") if show_progress else None
 
-    failed_so_far = 0
+        failed_so_far = 0
 
-    def on_result(result: FetchResult) -> None:
-        nonlocal failed_so_far
-        if result.status == "failed":
-            failed_so_far += 1
-        if bar is not None:
-            bar.update(1)
+        def on_result(result: FetchResult) -> None:
+            nonlocal failed_so_far
             if result.status == "failed":
-                bar.set_postfix_str(f"{failed_so_far} failed", refresh=False)
+                failed_so_far += 1
+            if bar is not None:
+                bar.update(1)
+                if result.status == "failed":
+                    bar.set_postfix_str(f"{failed_so_far} failed", refresh=False)
 
-    try:
-        summary = Fetcher(settings, on_result=on_result).run(jobs)
-    finally:
-        if bar is not None:
-            bar.close()
+        try:
+            summary = Fetcher(settings, on_result=on_result, root=root).run(jobs)
+        finally:
+            if bar is not None:
+                bar.close()
 
-    for image_id, url, reason in refused:
-        run.add_failure(image_id, reason, image_id=image_id, url=url, attempts=0)
-    for result in summary.failures:
-        job = result.job
-        run.add_failure(job.image_id, result.reason, image_id=job.image_id, url=job.url,
-                        attempts=job.attempts, http_status=result.http_status,
-                        path=str(job.dest.relative_to(root)))
-    failed = summary.failed + len(refused)
-    counts = {"images": len(jobs) + len(refused), "downloaded": summary.downloaded,
-              "already_present": summary.present, "failed": failed,
-              "converted_to_jpeg": summary.converted,
-              "replaced_invalid": summary.replaced, "bytes_downloaded": summary.num_bytes,
-              "seconds": round(summary.seconds, 3),
-              "images_per_s": round(summary.images_per_s, 2)}
-    run.finish(counts, images_root=str(root),
-               shard={"num_shards": num_shards, "shard_index": shard_index},
-               source_formats=dict(summary.formats), fetch_settings=asdict(settings))
+        for image_id, url, reason in refused:
+            run.add_failure(image_id, reason, image_id=image_id, url=url, attempts=0)
+        for result in summary.failures:
+            job = result.job
+            run.add_failure(job.image_id, result.reason, image_id=job.image_id, url=job.url,
+                            attempts=job.attempts, http_status=result.http_status,
+                            path=str(job.dest.relative_to(root)))
+        failed = summary.failed + len(refused)
+        counts = {"images": len(jobs) + len(refused), "downloaded": summary.downloaded,
+                  "already_present": summary.present, "failed": failed,
+                  "converted_to_jpeg": summary.converted,
+                  "replaced_invalid": summary.replaced, "bytes_downloaded": summary.num_bytes,
+                  "seconds": round(summary.seconds, 3),
+                  "images_per_s": round(summary.images_per_s, 2)}
+        run.finish(counts, images_root=str(root),
+                   shard={"num_shards": num_shards, "shard_index": shard_index},
+                   source_formats=dict(summary.formats), fetch_settings=asdict(settings))
     log.info("images in %s; report in %s", root, run.path)
     return run

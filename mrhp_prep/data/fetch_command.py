@@ -7,7 +7,8 @@ import time
 
 import click
 
-from ..options import fail_if_none_done, manifest_option, report, shard_options, stage_options
+from ..cli_options import manifest_option, shard_options, stage_options
+from ..stage_summary import fail_if_none_done, report
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from ..options import report
+from ..stage_summary import report
 from .models import MODELS
 
 _FOLDER = click.Path(exists=True, file_okay=False)
@@ -63,7 +63,7 @@ def train(**options):
 
     Example: mrhp-prep train --manifest M --rois R --text T --probes P --set train.epochs=10
     """
-    from .option_conflicts import check_resume_options, given_options
+    from .option_conflicts import check_resume_options
     from .run import train as run_train
 
     if options["resume"] and options["seeds"] is not None:
@@ -93,6 +93,15 @@ def train(**options):
                            keep_process_group=seed != chosen[-1], **options)
         paths.append(_report_train(result))
     return paths[-1]
+
+
+def given_options(ctx: click.Context, names) -> dict:
+    """The options among `names` that the user passed (command line or environment)."""
+    from click.core import ParameterSource
+
+    passed = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
+    return {name: ctx.params.get(name) for name in names
+            if ctx.get_parameter_source(name) in passed}
 
 
 def _report_train(result) -> str:
