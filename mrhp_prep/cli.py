@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .command_table import command_names, load_command
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, StageError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, EnvironmentFault, StageError
 
 INTERRUPTED = ("interrupted: finished work is kept; rerun the same command to resume "
                "where it stopped")
@@ -53,6 +53,8 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except StageError as error:
+            if isinstance(error, EnvironmentFault):     # named by the stage folder
+                error = diagnose(error, held_folders()) or error
             raise _click_error(error, ctx) from None
         except KeyboardInterrupt:
             click.echo("\n" + INTERRUPTED, err=True)

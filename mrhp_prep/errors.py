@@ -84,10 +84,12 @@ class AllItemsFailed(StageError):
 
 class EnvironmentFault(StageError):
     """The machine, not the input, stopped the run: a full disk, a read-only or unwritable
-    folder. `path` is the folder (or file) concerned."""
+    folder. `path` is the folder (or file) concerned, `kind` what went wrong there ("full",
+    "read-only", "denied"; None for a refusal made before writing)."""
 
     exit_code = EXIT_ENVIRONMENT
 
-    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None,
+                 kind: str | None = None):
         super().__init__(_located(message, hint=hint))
-        self.path, self.hint = path, hint
+        self.path, self.hint, self.kind = path, hint, kind

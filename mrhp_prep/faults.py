@@ -25,6 +25,7 @@ DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
 # a write when it cannot place the next block, so at that moment almost nothing is free).
 NEARLY_FULL_BYTES = 1 << 20
 _RESUME = "then run the same command again: it resumes where it stopped"
+_AGAIN = "then run the command again"
 _SPACE_WORDS = ("No space left on device", "errno = 28", "Disk quota exceeded")
 
 
@@ -72,22 +73,23 @@ def disk_full(path: str | os.PathLike, free: int | None = None) -> EnvironmentFa
     free = free_bytes(path) if free is None else free
     left = f" ({human_bytes(free)} free)" if free is not None else ""
     return EnvironmentFault(
-        f"no space left on the disk that holds {path}{left}", path=str(path),
-        hint=f"free space there, or choose another --out or --cache-dir; {_RESUME}")
+        f"no space left on the disk that holds {path}{left}", path=str(path), kind="full",
+        hint=f"free space there (or choose another --out or --cache-dir), {_RESUME}")
 
 
-def not_writable(path: str | os.PathLike, why: str) -> EnvironmentFault:
+def read_only(path: str | os.PathLike) -> EnvironmentFault:
     return EnvironmentFault(
-        f"cannot write into {path}: {why}", path=str(path),
-        hint=f"choose another --out or --cache-dir that can be written (or make this one "
-             f"writable); {_RESUME}")
+        f"cannot write into {path}: the file system is read-only", path=str(path),
+        kind="read-only",
+        hint=f"choose another --out or --cache-dir on a writable disk (or make this one "
+             f"writable), {_AGAIN}")
 
 
 def denied(path: str | os.PathLike) -> EnvironmentFault:
     return EnvironmentFault(
-        f"permission denied: {path}", path=str(path),
-        hint=f"let this user read and write it, or choose another --out or --cache-dir; "
-             f"{_RESUME}")
+        f"permission denied: {path}", path=str(path), kind="denied",
+        hint=f"let this user read and write it (or choose another --out or --cache-dir), "
+             f"{_AGAIN}")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -118,20 +120,20 @@ def diagnose(exc: BaseException, folders: Iterable[str | os.PathLike] = ()
     folders = [Path(f) for f in folders if f is not None]
     for error in _chain(exc):
         if isinstance(error, EnvironmentFault):
-            return error
+            return _for_folder(error, folders)
         if isinstance(error, OSError) and error.errno is not None:
             where = _named_folder(error.filename, folders)
             if error.errno in FULL_ERRNOS:
                 return disk_full(where)
             if error.errno in READ_ONLY_ERRNOS:
-                return not_writable(where, "the file system is read-only")
+                return read_only(where)
             if error.errno in DENIED_ERRNOS:
                 return denied(where)
     if not isinstance(exc, (OSError, RuntimeError)):
         return None
     for folder in folders:
         if is_read_only(folder):
-            return not_writable(folder, "the file system is read-only")
+            return read_only(folder)
         free = free_bytes(folder)
         if free is not None and free < NEARLY_FULL_BYTES:
             return disk_full(folder, free)
@@ -139,6 +141,18 @@ def diagnose(exc: BaseException, folders: Iterable[str | os.PathLike] = ()
     if any(words in text for words in _SPACE_WORDS):
         return disk_full(folders[0] if folders else "the output folder")
     return None
+
+
+_FAULTS = {"full": disk_full, "read-only": read_only, "denied": denied}
+
+
+def _for_folder(fault: EnvironmentFault, folders: Sequence[Path]) -> EnvironmentFault:
+    """`fault` naming the output folder it happened in (a stage folder the user chose with
+    --out or --cache-dir, rather than a folder inside it)."""
+    if fault.kind not in _FAULTS or not fault.path:
+        return fault
+    folder = _named_folder(fault.path, folders)
+    return fault if folder == fault.path else _FAULTS[fault.kind](folder)
 
 
 def require_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
@@ -149,7 +163,7 @@ def require_free_space(folder: str | os.PathLike, needed: int, what: str) -> Non
         raise EnvironmentFault(
             f"no space left for {what}: it needs about {human_bytes(needed)}, the disk that "
             f"holds {folder} has {human_bytes(free)} free", path=str(folder),
-            hint=f"free space there, or choose another --out or --cache-dir; {_RESUME}")
+            hint=f"free space there (or choose another --out or --cache-dir), {_RESUME}")
 
 
 @contextlib.contextmanager
@@ -158,7 +172,7 @@ def environment_guard(*folders: str | os.PathLike | None) -> Iterator[None]:
     an EnvironmentFault naming the folder; other errors pass unchanged."""
     try:
         yield
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, EnvironmentFault) as exc:
         fault = diagnose(exc, [f for f in folders if f is not None])
         if fault is None or fault is exc:
             raise

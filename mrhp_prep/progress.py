@@ -71,7 +71,9 @@ class LogProgress:
         rate = self.n / elapsed
         done = f"{self.n}/{self.total}" if self.total else str(self.n)
         share = f" ({100 * self.n / self.total:.1f}%)" if self.total else ""
-        if final:
+        if final and self.total and self.n < self.total:   # closed early: Ctrl-C, an error
+            tail = f"stopped after {_clock(elapsed)}"
+        elif final:
             tail = f"done in {_clock(elapsed)}"
         elif self.total and rate > 0:
             tail = f"ETA {_clock((self.total - self.n) / rate)}"
