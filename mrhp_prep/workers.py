@@ -33,10 +33,17 @@ def quiet_workers_on_interrupt() -> None:
 def stop_pool(pool: ProcessPoolExecutor, timeout: float = 10.0) -> None:
     """End a process pool now: queued tasks are cancelled and running workers terminated
     (on an interrupt or an error their results would be thrown away anyway)."""
+    # The pool does not offer this before Python 3.14 (`terminate_workers`): its processes
+    # and its manager thread are taken from its attributes.
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join(timeout)
+    if manager is not None:
+        # It cleans up after the dead workers; if the interpreter ended first, its exit hook
+        # would write to the pipe the thread is closing (an OSError traceback at exit).
+        manager.join(timeout)
