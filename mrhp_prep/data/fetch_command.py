@@ -1,4 +1,4 @@
-"""The `fetch-images` command: options in, one call to `fetch.fetch_images`, a summary out."""
+"""The `fetch-images` command: options in, one call to `fetch_stage.fetch_images`, a summary out."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def fetch_images(manifest, images_root, workers, per_host, retries, backoff, max
     --images-root data/images
     """
     from .fetch import FetchSettings
-    from .fetch import fetch_images as run_fetch
+    from .fetch_stage import fetch_images as run_fetch
 
     settings = FetchSettings(workers=workers, per_host=per_host, retries=retries,
                              backoff=backoff, max_backoff=max_backoff,
