@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import weakref
 from pathlib import Path
 
 from .errors import InputError
@@ -24,8 +25,9 @@ from .errors import InputError
 LOCK_NAME = ".lock"
 
 # The locks this process holds, by id: the fork hook closes their files in the child, and
-# the command line releases what a failed command left held.
-_HELD: dict[int, "FolderLock"] = {}
+# the command line releases what a failed command left held. Weak: a lock whose run object
+# is gone is released with it.
+_HELD: "weakref.WeakValueDictionary[int, FolderLock]" = weakref.WeakValueDictionary()
 
 
 class FolderLock:
@@ -77,7 +79,10 @@ class FolderLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:       # at interpreter exit the kernel drops the lock anyway
+            pass
 
 
 def _read_holder(fd: int) -> str:

@@ -128,3 +128,13 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     plain = tmp_path / "plain.bin"
     plain.write_bytes(b"x")
     assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_a_run_dropped_without_finishing_frees_its_folder(tmp_path):
+    import gc
+
+    run = _open(tmp_path)
+    path = run.path
+    del run                      # e.g. a library caller whose stage raised half-way
+    gc.collect()
+    assert _open(tmp_path).path == path
