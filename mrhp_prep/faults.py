@@ -129,6 +129,7 @@ def diagnose(exc: BaseException, folders: Iterable[str | os.PathLike] = ()
                 return read_only(where)
             if error.errno in DENIED_ERRNOS:
                 return denied(where)
+            return None         # an errno of something else: a missing file, a closed pipe
     if not isinstance(exc, (OSError, RuntimeError)):
         return None
     for folder in folders:
