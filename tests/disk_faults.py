@@ -20,6 +20,8 @@ class SmallDisk:
     """A mounted tmpfs at `path`: `fill(leave)` takes all but `leave` bytes, `empty()` gives
     them back; `read_only()` / `writable()` remount it."""
 
+    read_only_words = "read-only"          # what the message says when it is read-only
+
     def __init__(self, path: Path):
         self.path = path
 
@@ -56,18 +58,43 @@ class SmallDisk:
         self._remount("rw")
 
 
+class LockedFolder(SmallDisk):
+    """Where no tmpfs can be mounted and we are not root: a plain folder made unwritable
+    with chmod (permission denied rather than read-only); it cannot be filled."""
+
+    read_only_words = "permission denied"
+
+    def fill(self, leave: int = 0) -> None:
+        pytest.skip("cannot mount a tmpfs to fill up (needs root or CAP_SYS_ADMIN)")
+
+    def read_only(self) -> None:
+        self.path.chmod(0o555)
+
+    def writable(self) -> None:
+        self.path.chmod(0o755)
+
+
 def mount_small_disk(path: Path, size: str = "16m"):
     """Generator for a fixture: mounts a tmpfs of `size` at `path`, yields a SmallDisk,
-    unmounts (lazily if something still holds it)."""
+    unmounts (lazily if something still holds it). Without the right to mount: a
+    LockedFolder when not root (chmod binds only others), else the test is skipped."""
     path.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                               capture_output=True, text=True)
+        reason = done.stderr.strip() if done.returncode else ""
     except OSError as exc:
-        pytest.skip(f"cannot mount a tmpfs for the disk-fault tests: {exc}")
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs for the disk-fault tests (they need root or "
-                    f"CAP_SYS_ADMIN): {done.stderr.strip()}")
+        reason = str(exc)
+    if reason:
+        if os.geteuid() != 0:
+            folder = LockedFolder(path)
+            try:
+                yield folder
+            finally:
+                folder.writable()
+            return
+        pytest.skip(f"cannot mount a tmpfs for the disk-fault tests (they need root or "
+                    f"CAP_SYS_ADMIN): {reason}")
     try:
         yield SmallDisk(path)
     finally:

@@ -5,6 +5,7 @@ group, workers included) or kill it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,15 +64,21 @@ class RunningCli:
                 (self.lines if is_stderr else self.stdout).append(line)
                 self._seen.notify_all()
 
-    def wait_for(self, needle: str, timeout: float = 300) -> None:
-        """Block until a stderr line contains `needle` (AssertionError if the process ends
-        or `timeout` passes first)."""
+    def wait_for(self, needle: str, timeout: float = 300, *, at_least: int | None = None) -> None:
+        """Block until a stderr line contains `needle` (with `at_least`: a line where the
+        number right after `needle` is at least that); AssertionError if the process ends or
+        `timeout` passes first."""
+        pattern = re.compile(re.escape(needle) + (r"(\d+)" if at_least is not None else ""))
+
+        def seen() -> bool:
+            for line in self.lines:
+                match = pattern.search(line)
+                if match and (at_least is None or int(match[1]) >= at_least):
+                    return True
+            return False
         with self._seen:
-            found = self._seen.wait_for(
-                lambda: any(needle in line for line in self.lines)
-                or self.process.poll() is not None, timeout)
-            assert found and any(needle in line for line in self.lines), \
-                f"never saw {needle!r}:\n" + "".join(self.lines[-30:])
+            self._seen.wait_for(lambda: seen() or self.process.poll() is not None, timeout)
+            assert seen(), f"never saw {needle!r}:\n" + "".join(self.lines[-30:])
 
     def interrupt(self) -> None:
         """Ctrl-C as a terminal sends it: SIGINT to every process of the group."""
