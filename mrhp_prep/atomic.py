@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .faults import environment_guard
+
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -22,18 +24,24 @@ def plain_file_mode() -> int:
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the same folder; rename it to `final` only on success."""
+    """Yield a temporary path in the same folder; rename it to `final` only on success.
+
+    A write that fails on a full or read-only disk raises an EnvironmentFault naming the
+    folder. The disk is looked at before the temporary file is removed: only then does a
+    full disk still look full (libraries often report it without an errno)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    with environment_guard(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp_path, plain_file_mode())
-        os.replace(tmp_path, final)
+        with environment_guard(final.parent):
+            yield tmp_path
+            with open(tmp_path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(tmp_path, plain_file_mode())
+            os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -6,13 +6,14 @@ stage's format version, so the same inputs and settings map to the same folder.
 
 `MANIFEST.json` is written last and atomically. A folder without it is unfinished: the next run
 with the same fingerprint resumes it (each stage keeps its own part files for that), and no
-reader ever reads it.
+reader ever reads it. A run holds the folder's lock (`locks.py`) from the moment it opens an
+unfinished folder until it finishes or fails, so two runs never compute into one folder and
+`--force` never clears a folder another run is writing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -29,12 +30,13 @@ from typing import Any, Iterator, Mapping
 from . import __version__
 from .atomic import write_json_atomic
 from .errors import InputError
+from .faults import environment_guard
+from .locks import LOCK_NAME, FolderLock
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "MANIFEST.json"
 MARKER_NAME = ".stage.json"
-LOCK_NAME = ".lock"
 FAILURES_NAME = "failures.jsonl"
 
 # Libraries whose versions are recorded when a stage has imported them.
@@ -98,7 +100,10 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class StageRun:
-    """One stage computation in its folder; `finish()` marks it complete."""
+    """One stage computation in its folder; `finish()` marks it complete.
+
+    An unfinished run holds the folder's lock (`lock`) until `finish`, `discard` or
+    `release`; compute inside `with run.computing():`, which always releases it."""
 
     stage: str
     path: Path
@@ -112,47 +117,50 @@ class StageRun:
     # role -> absolute path of each input, recorded so that readers (the views) can find
     # e.g. the images a store was made from; not part of the fingerprint
     input_paths: dict = field(default_factory=dict)
+    lock: FolderLock | None = field(default=None, repr=False)
 
     def add_failure(self, item: str, reason: str, **details: Any) -> None:
         """Record one item (an id, a file, a row) that could not be processed, and why."""
         self.failures.append({"item": item, "reason": reason, **details})
 
+    def release(self) -> None:
+        """Let another run compute into the folder."""
+        if self.lock is not None:
+            self.lock.release()
+
     def discard(self) -> None:
         """Remove an unfinished folder this run created (used when the input is refused)."""
         if not (self.path / MANIFEST_NAME).exists() and self.path.exists():
             shutil.rmtree(self.path)
+        self.release()
 
     def discard_unstarted(self) -> None:
         """Remove the folder when it holds no work yet (only the marker, the lock and empty
         folders), so a refused run leaves nothing behind; keep any resumable work."""
-        if not self.path.is_dir() or (self.path / MANIFEST_NAME).exists():
-            return
-        bookkeeping = {MARKER_NAME, LOCK_NAME}
-        if all(p.is_dir() or p.name in bookkeeping for p in self.path.rglob("*")):
-            shutil.rmtree(self.path)
+        if self.path.is_dir() and not (self.path / MANIFEST_NAME).exists():
+            bookkeeping = {MARKER_NAME, LOCK_NAME}
+            if all(p.is_dir() or p.name in bookkeeping for p in self.path.rglob("*")):
+                shutil.rmtree(self.path)
+        self.release()
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the folder's lock while computing: a second run into the same folder is
-        refused at once instead of redoing the work into the same part files."""
-        handle = open(self.path / LOCK_NAME, "a+")
+    def computing(self, *also_written: str | os.PathLike | None) -> Iterator["StageRun"]:
+        """The computation of the run: a full or read-only disk under the folder (or under
+        `also_written`, e.g. a cache beside it) becomes an EnvironmentFault that names it;
+        the lock is released however the block ends."""
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise InputError(f"another run is computing into {self.path} right now",
-                                 hint="wait for it to finish (a rerun then reuses its output), "
-                                      "or choose another --out folder") from None
-            yield
+            with environment_guard(self.path, *also_written):
+                yield self
         finally:
-            handle.close()
+            self.release()
 
     def manifest(self) -> dict:
         """The MANIFEST.json of a complete run."""
         return read_manifest(self.path)
 
     def finish(self, counts: Mapping[str, Any], **extra: Any) -> dict:
-        """Write the failure report, then MANIFEST.json (atomically, last)."""
+        """Write the failure report, then MANIFEST.json (atomically, last); the folder is
+        then free for others to read."""
         failures_path = self.path / FAILURES_NAME
         with open(failures_path, "w", encoding="utf-8") as handle:
             for failure in self.failures:
@@ -175,7 +183,23 @@ class StageRun:
         }
         write_json_atomic(self.path / MANIFEST_NAME, manifest)
         self.complete = True
+        self.release()
         return manifest
+
+
+def _holds_other_files(path: Path) -> bool:
+    return path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir())
+
+
+def _clear(path: Path) -> None:
+    """Empty a stage folder for --force, keeping the lock file this run holds."""
+    for entry in path.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
@@ -187,6 +211,8 @@ def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
     `inputs` maps an input's role to its path; each is replaced by its fingerprint. With
     `out`, that folder is used as it is; otherwise `cache_dir/dataset/stage/fingerprint`.
     A finished folder comes back with `complete=True` unless `force` is set, which clears it.
+    An unfinished run comes back holding the folder's lock (refused at once when another
+    run holds it); the lock is taken before `force` clears anything.
     """
     input_fps = {role: path_fingerprint(p) for role, p in inputs.items() if p is not None}
     input_paths = {role: str(Path(p).resolve()) for role, p in inputs.items() if p is not None}
@@ -194,14 +220,7 @@ def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
     fp = fingerprint(stage, settings, input_fps, format_version)
     path = Path(out) if out is not None else Path(cache_dir) / _safe_name(dataset) / stage / fp
     marker = path / MARKER_NAME
-    if force and path.exists():
-        if marker.exists() or (path / MANIFEST_NAME).exists():
-            log.info("--force: clearing %s", path)
-            shutil.rmtree(path)
-        elif any(path.iterdir()):
-            raise InputError(f"{path} is not empty and is not a mrhp-prep stage folder",
-                             hint="choose another --out folder")
-    if (path / MANIFEST_NAME).exists():
+    if not force and (path / MANIFEST_NAME).exists():
         found = read_manifest(path)
         if found.get("fingerprint") == fp:
             return StageRun(stage, path, fp, settings, input_fps, format_version, complete=True,
@@ -210,22 +229,51 @@ def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
             f"{path} holds the finished output of another computation "
             f"({found.get('stage')}, fingerprint {found.get('fingerprint')}, not {fp})",
             hint="pass --force to overwrite it, or choose another --out folder")
-    if marker.exists():
-        found = json.loads(marker.read_text())
-        if found.get("fingerprint") != fp:
-            raise InputError(
-                f"{path} holds an unfinished run of another computation "
-                f"(fingerprint {found.get('fingerprint')}, not {fp})",
-                hint="pass --force to clear it, or choose another --out folder")
-        log.info("resuming the unfinished run in %s", path)
-    elif path.exists() and any(path.iterdir()):
+    ours = marker.exists() or (path / MANIFEST_NAME).exists()
+    if not ours and _holds_other_files(path):
         raise InputError(f"{path} is not empty and is not a mrhp-prep stage folder",
                          hint="choose another --out folder")
+    made = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, {"stage": stage, "fingerprint": fp, "settings": settings,
-                               "inputs": input_fps, "format_version": format_version})
-    return StageRun(stage, path, fp, settings, input_fps, format_version,
+    lock = FolderLock(path)
+    try:
+        lock.acquire()
+    except OSError:      # the folder cannot be written: leave no empty folder behind
+        if made:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    try:
+        if force and (marker.exists() or (path / MANIFEST_NAME).exists()):
+            log.info("--force: clearing %s", path)
+            _clear(path)
+        if marker.exists():
+            found = json.loads(marker.read_text())
+            if found.get("fingerprint") != fp:
+                raise InputError(
+                    f"{path} holds an unfinished run of another computation "
+                    f"(fingerprint {found.get('fingerprint')}, not {fp})",
+                    hint="pass --force to clear it, or choose another --out folder")
+            log.info("resuming the unfinished run in %s", path)
+        write_json_atomic(marker, {"stage": stage, "fingerprint": fp, "settings": settings,
+                                   "inputs": input_fps, "format_version": format_version})
+    except BaseException:
+        lock.release()
+        raise
+    return StageRun(stage, path, fp, settings, input_fps, format_version, lock=lock,
                     input_paths=input_paths)
+
+
+def reopen_finished(run: StageRun) -> StageRun:
+    """The finished `run` as an unfinished one, under its lock, to be completed again (its
+    MANIFEST.json is removed; the stage rewrites it when done)."""
+    lock = FolderLock(run.path).acquire()
+    try:
+        (run.path / MANIFEST_NAME).unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return StageRun(run.stage, run.path, run.fingerprint, run.settings, run.inputs,
+                    run.format_version, lock=lock, input_paths=run.input_paths)
 
 
 def recorded_input(folder: str | os.PathLike, role: str) -> Path | None:

@@ -1,54 +1,71 @@
 """The `mrhp-prep` command line: a thin click group over one library function per command.
 
-Commands are imported only when used, so `mrhp-prep --help` answers at once and a command
-that needs no torch never imports it.
+Commands are imported only when used (`command_table.py`), so `mrhp-prep --help` answers at
+once and a command that needs no torch never imports it.
+
+Library code raises plain exceptions (`errors.py`); the group's invocation below is the one
+place that turns them into a message and an exit code, for every command alike, also the
+stages a pipeline (`run`) runs: an error the user can act on (exit 2-5), a full or
+read-only disk (exit 5), Ctrl-C (exit 130, one line saying how to resume).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
 import click
 
 from . import __version__
+from .command_table import command_names, load_command
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, EnvironmentFault, StageError
 
-# command name -> "module:attribute". Each module holds the click command and nothing heavy
-# at import time.
-COMMANDS: dict[str, str] = {
-    "ingest": "mrhp_prep.data.commands:ingest",
-    "fetch-images": "mrhp_prep.data.fetch_command:fetch_images",
-    "probe-masks": "mrhp_prep.probe.commands:probe_masks",
-    "embed-text": "mrhp_prep.text.commands:embed_text",
-    "merge-text": "mrhp_prep.text.commands:merge_text",
-    "extract-rois": "mrhp_prep.vision.commands:extract_rois",
-    "merge-rois": "mrhp_prep.vision.commands:merge_rois",
-    "import-rois": "mrhp_prep.vision.commands:import_rois",
-    "export-rois": "mrhp_prep.vision.commands:export_rois",
-    "run": "mrhp_prep.pipeline:run",
-    "train": "mrhp_prep.train.commands:train",
-    "evaluate": "mrhp_prep.train.commands:evaluate",
-    "predict": "mrhp_prep.train.commands:predict",
-    "compare": "mrhp_prep.train.report.compare_report:compare_command",
-    "show-rois": "mrhp_prep.views.commands:show_rois",
-    "show-probes": "mrhp_prep.views.commands:show_probes",
-    "report": "mrhp_prep.views.commands:report_command",
-}
+INTERRUPTED = ("interrupted: finished work is kept; rerun the same command to resume "
+               "where it stopped")
+
+
+def _click_error(error: StageError, ctx: click.Context) -> click.ClickException:
+    """`error` as the click exception that prints it (`Error: ...`) and exits with its code."""
+    if error.exit_code == EXIT_USAGE:     # with the usage line of the command it concerns
+        name = ctx.invoked_subcommand
+        command = load_command(name) if name else None
+        where = click.Context(command, info_name=name, parent=ctx) if command else ctx
+        return click.UsageError(error.message, ctx=where)
+    failure = click.ClickException(error.message)
+    failure.exit_code = error.exit_code
+    return failure
 
 
 class LazyGroup(click.Group):
-    """A click group that imports each command's module on first use."""
+    """A click group that imports each command's module on first use and maps library
+    errors to messages and exit codes."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return command_names()
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
-            return None
-        module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        return load_command(name)
+
+    def invoke(self, ctx: click.Context):
+        from .faults import diagnose
+        from .locks import held_folders, release_all
+
+        try:
+            return super().invoke(ctx)
+        except StageError as error:
+            if isinstance(error, EnvironmentFault):     # named by the stage folder
+                error = diagnose(error, held_folders()) or error
+            raise _click_error(error, ctx) from None
+        except KeyboardInterrupt:
+            click.echo("\n" + INTERRUPTED, err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (OSError, RuntimeError) as exc:
+            fault = diagnose(exc, held_folders())
+            if fault is None:
+                raise
+            raise _click_error(fault, ctx) from None
+        finally:
+            release_all()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
@@ -63,8 +80,13 @@ def cli(verbose: int, quiet: bool) -> None:
     folder as the last line of stdout. `mrhp-prep run PIPELINE.yaml` chains stages.
 
     Exit codes: 0 done, 1 internal error, 2 bad command line, 3 bad input (nothing written),
-    4 every item failed.
+    4 every item failed, 5 the environment failed (disk full, read-only or unwritable
+    folder: free space or choose another --out/--cache-dir, then rerun to resume),
+    130 interrupted (rerun to resume).
     """
+    from .workers import quiet_workers_on_interrupt
+
+    quiet_workers_on_interrupt()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -17,8 +17,9 @@ folder. A list gives a command several arguments, or repeats an option that repe
 `set:`); any other option takes one value. Values are read as the option's type: a flag takes
 true/false (also "false", "0", "off" as strings), `lowercase: false` gives `--no-lowercase`.
 
-The whole file is checked before the first stage runs: commands, option names, values,
-placeholders and stage names (each must be unique).
+The whole file is checked before the first stage runs: its keys, commands, option names,
+values, placeholders and stage names (each must be unique); it is read by the safe settings
+loader (`settings_yaml.py`: no deep nesting, alias bombs or repeated keys).
 """
 
 from __future__ import annotations
@@ -30,27 +31,42 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
+from .cli_options import long_flag, param_for_key, yaml_setting
+from .command_table import load_command
 from .errors import InputError
-from .options import long_flag, param_for_key, report, yaml_setting
+from .settings_yaml import read_settings_file
+from .stage_summary import report
 
 log = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_-]+)\}")
+_PIPELINE_KEYS = ("name", "cache_dir", "stages")
+_STAGE_KEYS = ("command", "name", "args")
 
 
 def load_pipeline(path: Path) -> dict:
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read the pipeline: {exc}", file=str(path)) from exc
+    """The pipeline file, read by the safe settings loader and checked for its keys."""
+    spec = read_settings_file(path)
     if not isinstance(spec, dict) or not isinstance(spec.get("stages"), list):
         raise InputError("a pipeline needs a 'stages:' list", file=str(path),
                          hint="see pipelines/sample.yaml for the format")
+    if not spec["stages"]:
+        raise InputError("the pipeline has no stages ('stages:' is empty)", file=str(path),
+                         hint="list at least one stage, see pipelines/sample.yaml")
+    _known_keys(spec, _PIPELINE_KEYS, path, None)
     for index, stage in enumerate(spec["stages"]):
         if not isinstance(stage, dict) or "command" not in stage:
             raise InputError("each stage needs a 'command:'", file=str(path), row=f"stage {index}")
+        _known_keys(stage, _STAGE_KEYS, path, f"stage {index}")
     return spec
+
+
+def _known_keys(mapping: dict, known: tuple[str, ...], path: Path, row: str | None) -> None:
+    """A misspelt key (`arg:` for `args:`) would otherwise be ignored without a word."""
+    for key in mapping:
+        if key not in known:
+            raise InputError(f"unknown key '{key}'", file=str(path), row=row,
+                             hint=f"the keys here are {', '.join(known)}")
 
 
 def _resolve(value: Any, names: dict[str, str], where: str) -> Any:
@@ -81,6 +97,11 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
                              hint=f"run 'mrhp-prep {command.name} --help'")
         if isinstance(param, click.Argument):
             values = value if isinstance(value, list) else [value]
+            for item in values:
+                if isinstance(item, (dict, list)) or item is None:
+                    raise InputError(f"{item!r} is not a single value", row=where,
+                                     field=str(key), hint=f"'{key}' takes a path or a list of "
+                                                          "paths")
             positional.extend(str(_as_path(v, here, param)) for v in values)
             continue
         flag = long_flag(param)
@@ -115,7 +136,6 @@ def plan_pipeline(path: Path, spec: dict, *, force: bool,
     """Check every stage of the file before any runs: its command, its options and their
     values, its placeholders, and that no two stages share a name. Returns
     `(name, where, command, argv)` per stage, with `<output of NAME>` for placeholders."""
-    from .cli import cli
     from .data.sample import SAMPLE_ROOT
 
     here = path.resolve().parent
@@ -131,7 +151,7 @@ def plan_pipeline(path: Path, spec: dict, *, force: bool,
             raise InputError(f"the stage name '{name}' is taken by {first}", file=str(path),
                              row=where, hint="give the stage its own 'name:'")
         seen[name] = where
-        command = cli.get_command(click.Context(cli), str(stage["command"]))
+        command = load_command(str(stage["command"]))
         if command is None:
             raise InputError(f"unknown command '{stage['command']}'", file=str(path), row=where,
                              hint="see 'mrhp-prep --help' for the commands")
@@ -165,8 +185,9 @@ def run_pipeline(path: Path, *, dry_run: bool, force: bool, cache_dir: str | Non
         if dry_run:
             continue
         started = time.perf_counter()
-        result = command.main(argv, prog_name=f"mrhp-prep {command.name}",
-                              standalone_mode=False)
+        # Errors (and Ctrl-C) go up to the command line's group, as a command's own would.
+        with command.make_context(f"mrhp-prep {command.name}", list(argv)) as context:
+            result = command.invoke(context)
         outputs[name] = str(result)
         log.info("%s finished in %.1f s: %s", name, time.perf_counter() - started, result)
     return outputs

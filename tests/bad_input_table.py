@@ -76,6 +76,26 @@ def pipeline_argv(tmp, stages) -> list[str]:
     return ["run", str(path)]
 
 
+# --- hostile YAML ---------------------------------------------------------------------------
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """YAML whose anchors expand to width**levels strings ("billion laughs"), under `bomb:`."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * width)}]" for k in range(1, levels)]
+    return "\n".join(lines) + f"\nbomb: *l{levels - 1}\n"
+
+
+def deep(levels: int = 5000) -> str:
+    return "[" * levels + "]" * levels
+
+
+def flow_alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The same bomb on one line (flow style), as a `--set KEY=VALUE` value can hold it."""
+    parts = [f"&l0 [{', '.join(['lol'] * width)}]"]
+    parts += [f"&l{k} [{', '.join([f'*l{k - 1}'] * width)}]" for k in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
 # --- the checks -------------------------------------------------------------------------------
 
 def stage_folders(tmp: Path) -> set[Path]:

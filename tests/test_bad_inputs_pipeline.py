@@ -3,12 +3,13 @@ stage computes (the table promises: see bad_input_table)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bad_input_table import Case, params, pipeline_argv, release, run_case
+from bad_input_table import Case, alias_bomb, deep, params, pipeline_argv, release, run_case
 from mrhp_prep.cli import cli
 
 
@@ -72,6 +73,79 @@ def _ingest_with_config(tmp, settings: dict) -> list[str]:
             "--out", str(tmp / "out"), "--config", str(config)]
 
 
+# --- hostile settings files: refused by the one safe loader, naming the file ------------------
+
+def _pipeline_text(tmp, text: str) -> list[str]:
+    argv = pipeline_argv(tmp, [{"command": "ingest"}])
+    Path(argv[1]).write_text(text)
+    return argv
+
+
+def pipeline_alias_bomb(tmp):
+    return _pipeline_text(tmp, alias_bomb() + "stages:\n  - command: ingest\n"
+                               "    args: {raw_dir: *l8}\n") + ["--dry-run"]
+
+
+def pipeline_nested_deep(tmp):
+    return _pipeline_text(tmp, f"stages:\n  - command: ingest\n    args: {{raw_dir: {deep()}}}\n")
+
+
+def pipeline_alias_in_itself(tmp):
+    return _pipeline_text(tmp, "stages: &s\n  - command: ingest\n    args: {raw_dir: *s}\n")
+
+
+def pipeline_duplicate_key(tmp):
+    argv = pipeline_argv(tmp, [{"command": "ingest"}])
+    text = Path(argv[1]).read_text().replace("    dataset: amazon\n",
+                                             "    dataset: amazon\n    dataset: lazada\n")
+    Path(argv[1]).write_text(text)
+    return argv
+
+
+def pipeline_no_stages(tmp):
+    return _pipeline_text(tmp, "stages: []\n")
+
+
+def pipeline_nested_list_argument(tmp):
+    # Two lists inside the list of shards: they would become one argument "['a', 'b']".
+    return _pipeline_text(tmp, "stages:\n  - command: merge-rois\n"
+                               "    args: {shards: [[a, b], [c]]}\n")
+
+
+def pipeline_misspelt_key(tmp):
+    return _pipeline_text(tmp, "stages:\n  - command: ingest\n    arg: {labels: raw}\n")
+
+
+def _ingest_with_config_text(tmp, text: str) -> list[str]:
+    argv = _ingest_with_config(tmp, {})
+    Path(argv[-1]).write_text(text)
+    return argv
+
+
+HOSTILE = [
+    Case("run: an alias bomb (billion laughs)", pipeline_alias_bomb,
+         refused=("p.yaml", "expand", "100000 values")),
+    Case("run: 5000 levels of nesting", pipeline_nested_deep,
+         refused=("p.yaml", "nested deeper than 64 levels")),
+    Case("run: an alias inside its own anchor", pipeline_alias_in_itself,
+         refused=("p.yaml", "*s", "inside its own anchor")),
+    Case("run: a key given twice", pipeline_duplicate_key,
+         refused=("p.yaml", "'dataset' is given twice")),
+    Case("run: no stages", pipeline_no_stages, refused=("p.yaml", "no stages")),
+    Case("run: lists inside a list of arguments", pipeline_nested_list_argument,
+         refused=("shards", "['a', 'b']", "not a single value")),
+    Case("run: a misspelt stage key", pipeline_misspelt_key,
+         refused=("p.yaml", "unknown key 'arg'", "command, name, args")),
+    Case("--config: an alias bomb", lambda tmp: _ingest_with_config_text(tmp, alias_bomb()),
+         refused=("settings.yaml", "expand")),
+    Case("--config: 5000 levels of nesting",
+         lambda tmp: _ingest_with_config_text(tmp, f"labels: {deep()}\n"),
+         refused=("settings.yaml", "nested deeper")),
+    Case("--config: a key given twice",
+         lambda tmp: _ingest_with_config_text(tmp, "labels: raw\nname: x\nlabels: graded\n"),
+         refused=("settings.yaml", "'labels' is given twice (line 1 and line 3)")),
+]
+
 CASES = [
     Case("run: unknown command after a good stage", pipeline_unknown_command_late,
          refused=("embed-txt", "stage 1")),
@@ -104,9 +178,45 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", params(CASES))
+@pytest.mark.parametrize("case", params(CASES + HOSTILE))
 def test_bad_input(case, runner, tmp_path):
     run_case(runner, case, tmp_path)
+
+
+@pytest.mark.parametrize("case", params(HOSTILE))
+def test_hostile_settings_are_refused_within_a_second(case, runner, tmp_path):
+    argv = case.build(tmp_path)
+    started = time.perf_counter()
+    result = runner.invoke(cli, argv)
+    seconds = time.perf_counter() - started
+    assert result.exit_code == 3, result.output
+    assert seconds < 1.0, f"{case.name}: refused after {seconds:.2f} s"
+
+
+def test_an_alias_bomb_is_refused_at_once_in_a_process_of_its_own(tmp_path):
+    """The bomb that took 4 minutes and 12 GB: the whole command, start-up included, ends
+    well within the time Python takes to start twice over."""
+    from running_cli import run_cli
+
+    argv = pipeline_alias_bomb(tmp_path)
+    started = time.perf_counter()
+    done = run_cli(argv, timeout=60)
+    assert done.returncode == 3 and "expand" in done.stderr, done.stderr
+    assert time.perf_counter() - started < 20
+
+
+def test_anchors_that_expand_to_little_are_allowed(runner, tmp_path):
+    """A pipeline may share one stage's args with the next through an anchor and a merge."""
+    argv = pipeline_argv(tmp_path, [{"command": "ingest"}])
+    path = Path(argv[1])
+    text = path.read_text().replace("- args:\n", "- args: &common\n", 1)
+    assert "&common" in text
+    path.write_text(text + "- command: ingest\n  name: graded\n  args:\n    <<: *common\n"
+                           "    labels: graded\n")
+    result = runner.invoke(cli, argv + ["--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("--dataset amazon") == 2 and "--labels graded" in result.output
+
 
 
 # --- promises beside the table ------------------------------------------------------------------

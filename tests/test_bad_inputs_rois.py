@@ -67,6 +67,36 @@ def five_thousand_char_ids(tmp):
             "--out", str(tmp / "out"), *tiny(**FAST)]
 
 
+def paths_out_of_the_images_root(tmp):
+    """A manifest whose image paths leave the images root: '../', an absolute path and a link
+    inside the root that points out of it; each target is a readable photograph, so reading
+    one would show as an extracted image."""
+    import pandas as pd
+
+    from mrhp_prep.data.ingest import ingest
+
+    def mutate(tables):
+        tables["prd", "train"][0]["img_url"] = ["http://shop.invalid/p.jpg"]
+        for k in range(3):
+            tables["rvw", "train"][k]["img_url"] = [f"http://shop.invalid/r{k}.jpg"]
+    manifest = ingest(release(tmp, mutate), dataset="amazon", category="electronics",
+                      out=tmp / "manifest").path
+    root, outside = tmp / "images", tmp / "outside"
+    write_photos(outside, names=("coffee", "chelsea", "rocket"))
+    images = pd.read_parquet(manifest / "images.parquet")
+    good = root / images["path"].iloc[0]
+    write_photos(good.parent, names=("astronaut",))
+    (good.parent / "astronaut.jpg").rename(good)
+    link = root / images["path"].iloc[3]
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside / "rocket.jpg")
+    images.loc[1, "path"] = "../outside/coffee.jpg"
+    images.loc[2, "path"] = str(outside / "chelsea.jpg")
+    images.to_parquet(manifest / "images.parquet")
+    return ["extract-rois", "--manifest", str(manifest), "--images-root", str(root),
+            "--out", str(tmp / "out"), *tiny(**FAST)]
+
+
 def imported_nan_features(tmp):
     source = tmp / "feats"
     source.mkdir()
@@ -105,6 +135,8 @@ CASES = [
          listed=("loop-a.jpg", "long-target.jpg"),
          slow=True),
     Case("extract-rois: 15000 x 15000 PNG", decompression_bomb, listed=("bomb.png",), slow=True),
+    Case("extract-rois: manifest paths out of the images root", paths_out_of_the_images_root,
+         listed=("P00-0/pic_0.jpg", "P00-1/pic_0.jpg", "P00-2/pic_0.jpg"), slow=True),
     Case("import-rois: NaN features in one file", imported_nan_features,
          listed=("poisoned.jpg",)),
     Case("extract-rois: a 5000-character id (name too long)", five_thousand_char_ids,
@@ -132,16 +164,54 @@ def test_a_second_run_into_a_busy_folder_is_refused_at_once(tmp_path):
     from mrhp_prep.cache import open_stage
     from mrhp_prep.errors import InputError
 
-    def start():
+    def start(force=False):
         return open_stage("extract-rois", dataset="d", settings={"a": 1}, inputs={},
-                          format_version=1, out=tmp_path / "out")
-    first, second = start(), start()
-    with first.exclusive():
-        with pytest.raises(InputError, match="another run is computing into"):
-            with second.exclusive():
-                pass
-    with second.exclusive():  # free again once the first is done
+                          format_version=1, out=tmp_path / "out", force=force)
+    first = start()
+    (first.path / "part.txt").write_text("work of the first run")
+    with first.computing():
+        for force in (False, True):      # --force must not clear a folder being written
+            with pytest.raises(InputError, match="another run .*is computing into"):
+                start(force)
+        assert (first.path / "part.txt").is_file()
+    with start().computing():  # free again once the first is done
         pass
+
+
+@pytest.mark.slow
+def test_images_out_of_the_root_are_never_read(runner, tmp_path):
+    import json
+
+    from mrhp_prep.vision.store import RoiStore
+
+    result = runner.invoke(cli, paths_out_of_the_images_root(tmp_path))
+    assert result.exit_code == 0, result.output
+    failures = [json.loads(line) for line in
+                (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert sorted((f["item"], f["reason"]) for f in failures) == [
+        (f"P00-{k}/pic_0.jpg", "outside-images-root") for k in range(3)]
+    assert any("../outside/coffee.jpg" in f["path"] for f in failures)
+    with RoiStore(tmp_path / "out") as store:
+        assert store.image_ids == ["P00/pic_0.jpg"]      # only the one inside the root
+
+
+def test_links_that_stay_inside_the_images_root_are_read(tmp_path):
+    import os
+
+    from mrhp_prep.vision.images import outside_root
+
+    store = tmp_path / "store"
+    (store / "b").mkdir(parents=True)
+    (store / "b" / "x.jpg").write_bytes(b"x")
+    (store / "a").mkdir()
+    (store / "a" / "link.jpg").symlink_to(store / "b" / "x.jpg")
+    (tmp_path / "root").symlink_to(store)          # the images root itself may be a link
+    real = os.path.realpath(tmp_path / "root")
+    assert not outside_root(tmp_path / "root" / "a" / "link.jpg", real)
+    assert not outside_root(tmp_path / "root" / "missing.jpg", real)   # missing: listed later
+    assert outside_root(tmp_path / "root" / ".." / "root-x.jpg", real)
+    assert outside_root(tmp_path / "rootless.jpg", real)    # a name that only starts alike
+    assert not outside_root(tmp_path / "anything.jpg", None)
 
 
 def test_part_files_of_two_runs_suggest_force(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from bad_input_table import alias_bomb, deep, flow_alias_bomb
 from bad_train_inputs import (GOOD_ROWS, copy_store, finished_train_runs, jsonl, nan_rois,
                               partial_probes, partial_rois, read_shard, rewrite_shard, train_args)
 from feature_stores import write_text_store
@@ -113,6 +114,13 @@ def config_file(text: str):
     return build
 
 
+def mmss_config_file(text: str):
+    def build(stores, tmp):
+        (tmp / "mine.yaml").write_text(text)
+        return train_args(stores, tmp) + ["--model", "mmss", "--config", str(tmp / "mine.yaml")]
+    return build
+
+
 def with_settings(*settings):
     def build(stores, tmp):
         args = train_args(stores, tmp)
@@ -180,6 +188,19 @@ CASES = [
          3, ("mine.yaml", "train.lr", "a number")),
     Case("config file with a negative batch size", config_file("train: {batch_size: -4}\n"),
          3, ("train.batch_size", ">= 1")),
+    Case("config file nested 5000 levels deep", config_file(f"train: {deep()}\n"), 3,
+         ("mine.yaml", "nested deeper than 64 levels")),
+    Case("config file with an alias bomb", config_file(alias_bomb()), 3,
+         ("mine.yaml", "expand it to more than")),
+    Case("config file giving a key twice", config_file("train:\n  lr: 0.1\n  lr: 0.2\n"), 3,
+         ("mine.yaml", "'lr' is given twice (line 2 and line 3)")),
+    Case("config file with lists inside a list setting",
+         mmss_config_file("model:\n  subtasks: [[ptrt, pvrv], rtrv]\n"), 3,
+         ("mine.yaml", "model.subtasks", "a list of words")),
+    Case("--set nested 5000 levels deep", with_settings(f"model.kappa={deep()}"), 3,
+         ("--set model.kappa", "nested deeper than 64 levels")),
+    Case("--set with an alias bomb", with_settings(f"model.kappa={flow_alias_bomb()}"), 3,
+         ("--set model.kappa", "expand it to more than")),
     Case("negative learning rate", with_settings("train.lr=-1"), 3, ("train.lr", ">= 0")),
     Case("kappa not a number", with_settings("model.kappa=abc"), 3,
          ("model.kappa", "a number", "'abc'")),
@@ -235,3 +256,19 @@ def test_bad_input_ends_in_a_clear_error(case, stores, tmp_path):
     args = case.build(stores, tmp_path)
     result = CliRunner().invoke(cli, args)
     assert_clean_failure(result, case, tmp_path)
+
+
+HOSTILE = [c for c in CASES if "nested" in c.name or "bomb" in c.name or "twice" in c.name]
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[c.name for c in HOSTILE])
+def test_hostile_settings_are_refused_within_a_second(case, stores, tmp_path):
+    import time
+
+    args = case.build(stores, tmp_path)
+    CliRunner().invoke(cli, ["evaluate", "--help"])        # the command line imported once
+    started = time.perf_counter()
+    result = CliRunner().invoke(cli, args)
+    seconds = time.perf_counter() - started
+    assert result.exit_code == 3, result.output
+    assert seconds < 1.0, f"{case.name}: refused after {seconds:.2f} s"

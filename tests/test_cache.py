@@ -58,6 +58,9 @@ def test_unfinished_folder_is_resumed_but_never_read(tmp_path):
     (run.path / "part-0").write_text("half")
     with pytest.raises(InputError, match="unfinished"):
         read_manifest(run.path)
+    with pytest.raises(InputError, match="another run .*is computing into"):
+        _open(tmp_path)                  # not while the first one still holds the folder
+    run.release()                        # the first run ends without finishing (killed)
     resumed = _open(tmp_path)
     assert resumed.path == run.path and not resumed.complete
     assert (resumed.path / "part-0").read_text() == "half"
@@ -137,3 +140,13 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     plain = tmp_path / "plain.bin"
     plain.write_bytes(b"x")
     assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_a_run_dropped_without_finishing_frees_its_folder(tmp_path):
+    import gc
+
+    run = _open(tmp_path)
+    path = run.path
+    del run                      # e.g. a library caller whose stage raised half-way
+    gc.collect()
+    assert _open(tmp_path).path == path

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from mrhp_prep.cli import COMMANDS, cli
+from mrhp_prep.cli import cli
+from mrhp_prep.command_table import COMMANDS
 
 from release_files import default_tables, write_release
 
@@ -22,6 +23,10 @@ def test_every_command_has_help_with_defaults(runner):
         assert result.exit_code == 0, (name, result.output)
         assert "Usage: " in result.output
     assert "default: cache]" in runner.invoke(cli, ["ingest", "--help"]).output
+    said = " ".join(top.output.split())
+    for code in ("3 bad input", "4 every item failed", "5 the environment failed",
+                 "130 interrupted"):
+        assert code in said, said
 
 
 def test_settings_file_with_command_line_override(runner, tmp_path):

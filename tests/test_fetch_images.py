@@ -21,7 +21,8 @@ import fetch_server as fs
 from fetch_server import server, srv  # noqa: F401  (pytest fixtures)
 from mrhp_prep.cache import read_manifest
 from mrhp_prep.cli import cli
-from mrhp_prep.data.fetch import FetchSettings, fetch_images
+from mrhp_prep.data.fetch import FetchSettings
+from mrhp_prep.data.fetch_stage import fetch_images
 from mrhp_prep.data.fetch_command import ByteSize
 from mrhp_prep.data.ingest import ingest
 from mrhp_prep.data.manifest import Manifest

@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from mrhp_prep.options import LogProgress, progress
+from mrhp_prep.progress import LogProgress, progress
 
-LINE = re.compile(r"work: (\d+)/(\d+) img \((\d+\.\d)%\), ([\d.e+]+) img/s, (ETA \d+:\d\d:\d\d|done in \d+:\d\d:\d\d)")
+LINE = re.compile(r"work: (\d+)/(\d+) img \((\d+\.\d)%\), ([\d.e+]+) img/s, "
+                  r"(ETA \d+:\d\d:\d\d|done in \d+:\d\d:\d\d|stopped after \d+:\d\d:\d\d)")
 
 
 def _lines(caplog) -> list[re.Match]:
@@ -43,15 +44,26 @@ def test_a_line_every_interval_when_progress_is_slow(caplog):
     bar.close()
     lines = _lines(caplog)
     assert [int(m[1]) for m in lines] == [1, 2, 3, 3]
-    assert lines[-1][5].startswith("done in")
+    assert lines[-1][5].startswith("stopped after")     # closed at 3 of 10 000
 
 
 def test_non_terminal_stderr_gets_log_lines_not_a_bar(tmp_path):
     script = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-              "from mrhp_prep.options import progress\n"
+              "from mrhp_prep.progress import progress\n"
               "bar = progress(total=40, desc='work', unit='img')\n"
               "[bar.update(1) for _ in range(40)]; bar.close()\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], check=True)
     assert "work: 40/40 img (100.0%)" in done.stderr and "\r" not in done.stderr
     assert type(progress(total=1)).__name__ == "LogProgress"  # pytest's stderr is no terminal
+
+
+def test_closed_before_its_total_says_it_stopped_not_done(caplog):
+    caplog.set_level(logging.INFO, logger="mrhp_prep.progress")
+    bar = LogProgress(total=200, desc="work", unit="img", interval=3600)
+    for _ in range(30):
+        bar.update(1)
+    bar.close()                  # Ctrl-C or an error in the middle
+    last = caplog.records[-1].getMessage()
+    assert "work: 30/200 img (15.0%)" in last and "stopped after 0:00:00" in last
+    assert "done" not in last

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 
-import click
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from mrhp_prep.errors import InputError
+from mrhp_prep.errors import CommandLineError, InputError
 from mrhp_prep.train.data.checks import NonFiniteError
 from mrhp_prep.train.loop.guards import check_batch, check_losses, check_scores, finite_inputs
 from mrhp_prep.train.settings.config import model_defaults, resolve_config
@@ -157,14 +156,14 @@ def test_resume_accepts_the_runs_own_options(tmp_path):
         {"model": {"name": "mcl"}, "inputs": {"manifest": str(manifest.resolve()), "rois": None,
                                              "text": None, "probes": None}}))
     check_resume_options(str(tmp_path), {"model": "mcl", "manifest": str(manifest)})
-    with pytest.raises(click.UsageError, match="--rois"):
+    with pytest.raises(CommandLineError, match="--rois"):
         check_resume_options(str(tmp_path), {"rois": str(manifest)})
-    with pytest.raises(click.UsageError, match="--preset"):
+    with pytest.raises(CommandLineError, match="--preset"):
         check_resume_options(str(tmp_path), {"preset": "bert-home"})
 
 
 def test_predict_selection():
     check_predict_selection(("P1",), None)
     check_predict_selection((), "test")
-    with pytest.raises(click.UsageError):
+    with pytest.raises(CommandLineError):
         check_predict_selection(("P1",), "test")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import report, stage_options
+from ..cli_options import stage_options
+from ..stage_summary import report
 
 
 @click.command("ingest")

@@ -1,4 +1,4 @@
-"""The `fetch-images` stage: download the images a manifest lists into the crawl layout.
+"""Downloading the images of the `fetch-images` stage (`fetch_stage.py`) into the crawl layout.
 
 Images land at `IMAGES_ROOT/{split}/{prd|rvw}/{item_id}/pic_{k}.jpg` (the manifest's `path`
 column), the layout the earlier systems' crawlers wrote and where `extract-rois` reads them.
@@ -32,20 +32,18 @@ import tempfile
 import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 from .. import __version__
 from ..atomic import plain_file_mode
+from ..errors import EnvironmentFault
+from ..faults import diagnose
 from .fetch_http import FetchError, HttpClient, HttpSettings, check_url
 from .image_check import check_and_convert, verify_image
 
 log = logging.getLogger(__name__)
-
-STAGE = "fetch-images"
-FORMAT_VERSION = 1
-
 
 @dataclass(frozen=True)
 class FetchSettings:
@@ -114,8 +112,9 @@ class Fetcher:
 
     def __init__(self, settings: FetchSettings,
                  on_result: Callable[[FetchResult], None] | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, root: Path | None = None):
         self.settings = settings
+        self.root = root            # the images root, named when its disk fails
         self.on_result = on_result
         self.rng = rng or random.Random()
         self.client = HttpClient(settings.http(), max_idle_per_host=settings.per_host)
@@ -130,14 +129,18 @@ class Fetcher:
             except FetchError as error:
                 self._record(summary, FetchResult(job, "failed", reason=error.reason))
                 continue
-            if _is_complete(job.dest):
+            if file_is_complete(job.dest):
                 existing.append(job)
             else:
                 todo.append(job)
         try:
             with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="fetch") as pool:
-                todo += self._check_existing(existing, pool, summary)
-                self._schedule(todo, pool, summary)
+                try:
+                    todo += self._check_existing(existing, pool, summary)
+                    self._schedule(todo, pool, summary)
+                except BaseException:   # Ctrl-C or a full disk: only what is in flight ends
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         finally:
             self.client.close()
         summary.seconds = time.monotonic() - started
@@ -209,6 +212,8 @@ class Fetcher:
                 job = in_flight.pop(future)
                 active[job.host] -= 1
                 outcome = future.result()
+                if isinstance(outcome, EnvironmentFault):
+                    raise outcome
                 if isinstance(outcome, FetchResult):
                     self._record(summary, outcome)
                     continue
@@ -240,7 +245,7 @@ class Fetcher:
 
     # -- one attempt (runs in a worker thread) -----------------------------------------------
 
-    def _attempt(self, job: FetchJob) -> FetchResult | FetchError:
+    def _attempt(self, job: FetchJob) -> FetchResult | FetchError | EnvironmentFault:
         dest = job.dest
         temporary: list[Path] = []
         try:
@@ -262,7 +267,9 @@ class Fetcher:
         except FetchError as error:
             return error
         except OSError as exc:
-            return FetchError(f"cannot write {dest}: {exc}")
+            # A full or read-only disk fails every image alike: it ends the run instead.
+            fault = diagnose(exc, [self.root or dest.parent])
+            return fault if fault is not None else FetchError(f"cannot write {dest}: {exc}")
         except Exception as exc:  # one bad item must never end a long run
             log.debug("unexpected error fetching %s", job.url, exc_info=True)
             return FetchError(f"unexpected error: {type(exc).__name__}: {exc}")
@@ -286,7 +293,7 @@ class Fetcher:
             self.on_result(result)
 
 
-def _is_complete(path: Path) -> bool:
+def file_is_complete(path: Path) -> bool:
     try:
         return path.stat().st_size > 0
     except OSError:
@@ -305,115 +312,3 @@ def _remove_stale_parts(dest: Path) -> None:
     """Temporary files a killed run left beside `dest`."""
     for stale in dest.parent.glob(f".{dest.name}.*.part"):
         stale.unlink(missing_ok=True)
-
-
-# -- the stage -------------------------------------------------------------------------------
-
-
-def plan_jobs(images, root: Path, num_shards: int = 1,
-              shard_index: int = 0) -> tuple[list[FetchJob], list[tuple[str, str, str]]]:
-    """FetchJobs for this shard's rows of the manifest's images table.
-
-    Returns (jobs, refused) where refused lists (image_id, url, reason) for rows whose path
-    would leave the images root.
-    """
-    from ..shards import shard_of
-
-    jobs, refused, seen = [], [], set()
-    for image_id, url, relpath in zip(images["image_id"], images["url"], images["path"]):
-        if shard_of(image_id, num_shards) != shard_index:
-            continue
-        rel = PurePosixPath(relpath)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            refused.append((image_id, url, f"unsafe path '{relpath}' in the manifest"))
-            continue
-        if relpath in seen:
-            continue
-        seen.add(relpath)
-        jobs.append(FetchJob(image_id=image_id, url=url, dest=root.joinpath(*rel.parts)))
-    return jobs, refused
-
-
-def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLike,
-                 settings: FetchSettings = FetchSettings(), *, num_shards: int | None = None,
-                 shard_index: int | None = None, out: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike = "cache", force: bool = False,
-                 show_progress: bool = True):
-    """Fetch this shard's images of a manifest; returns the finished StageRun.
-
-    A finished run with no failures whose files are all still there is not repeated (unless
-    `settings.verify_existing`); a run that had failures is run again (present files are skipped, failed ones retried). The
-    counts are in `run.manifest()["counts"]`; failures in the folder's failures.jsonl.
-    """
-    from ..cache import MANIFEST_NAME, open_stage
-    from ..options import progress
-    from ..shards import resolve_shard
-    from .manifest import Manifest
-
-    manifest = Manifest(manifest_path)
-    num_shards, shard_index = resolve_shard(num_shards, shard_index)
-    root = Path(images_root).resolve()
-    stage_settings = {"images_root": str(root), "max_bytes": settings.max_bytes,
-                      "jpeg_quality": settings.jpeg_quality, "num_shards": num_shards,
-                      "shard_index": shard_index}
-
-    def open_run(force_run: bool):
-        return open_stage(STAGE, dataset=manifest.name, settings=stage_settings,
-                          inputs={"manifest": manifest_path}, format_version=FORMAT_VERSION,
-                          out=out, cache_dir=cache_dir, force=force_run)
-
-    run = open_run(force)
-    jobs, refused = plan_jobs(manifest.images, root, num_shards, shard_index)
-    if run.complete:
-        previous = run.manifest()
-        missing = sum(not _is_complete(job.dest) for job in jobs)
-        if previous["num_failures"] == 0 and not settings.verify_existing and not missing:
-            log.info("all %d images already fetched into %s", len(jobs), root)
-            return run
-        log.info("fetching again what is missing: %d images failed last time, %d files are "
-                 "not there%s", previous["num_failures"], missing,
-                 ", and present files are verified" if settings.verify_existing else "")
-        # Reopen the finished folder as an unfinished one; its report is rewritten at the end.
-        (run.path / MANIFEST_NAME).unlink()
-        run = open_run(False)
-
-    shard = f" (shard {shard_index} of {num_shards})" if num_shards > 1 else ""
-    log.info("fetching %d images%s into %s", len(jobs) + len(refused), shard, root)
-    bar = progress(total=len(jobs), desc=STAGE, unit="img") if show_progress else None
-
-    failed_so_far = 0
-
-    def on_result(result: FetchResult) -> None:
-        nonlocal failed_so_far
-        if result.status == "failed":
-            failed_so_far += 1
-        if bar is not None:
-            bar.update(1)
-            if result.status == "failed":
-                bar.set_postfix_str(f"{failed_so_far} failed", refresh=False)
-
-    try:
-        summary = Fetcher(settings, on_result=on_result).run(jobs)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    for image_id, url, reason in refused:
-        run.add_failure(image_id, reason, image_id=image_id, url=url, attempts=0)
-    for result in summary.failures:
-        job = result.job
-        run.add_failure(job.image_id, result.reason, image_id=job.image_id, url=job.url,
-                        attempts=job.attempts, http_status=result.http_status,
-                        path=str(job.dest.relative_to(root)))
-    failed = summary.failed + len(refused)
-    counts = {"images": len(jobs) + len(refused), "downloaded": summary.downloaded,
-              "already_present": summary.present, "failed": failed,
-              "converted_to_jpeg": summary.converted,
-              "replaced_invalid": summary.replaced, "bytes_downloaded": summary.num_bytes,
-              "seconds": round(summary.seconds, 3),
-              "images_per_s": round(summary.images_per_s, 2)}
-    run.finish(counts, images_root=str(root),
-               shard={"num_shards": num_shards, "shard_index": shard_index},
-               source_formats=dict(summary.formats), fetch_settings=asdict(settings))
-    log.info("images in %s; report in %s", root, run.path)
-    return run

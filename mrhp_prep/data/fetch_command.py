@@ -1,4 +1,4 @@
-"""The `fetch-images` command: options in, one call to `fetch.fetch_images`, a summary out."""
+"""The `fetch-images` command: options in, one call to `fetch_stage.fetch_images`, a summary out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import time
 
 import click
 
-from ..options import fail_if_none_done, manifest_option, report, shard_options, stage_options
+from ..cli_options import manifest_option, shard_options, stage_options
+from ..stage_summary import fail_if_none_done, report
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
@@ -85,7 +86,7 @@ def fetch_images(manifest, images_root, workers, per_host, retries, backoff, max
     --images-root data/images
     """
     from .fetch import FetchSettings
-    from .fetch import fetch_images as run_fetch
+    from .fetch_stage import fetch_images as run_fetch
 
     settings = FetchSettings(workers=workers, per_host=per_host, retries=retries,
                              backoff=backoff, max_backoff=max_backoff,

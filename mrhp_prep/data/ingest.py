@@ -303,41 +303,43 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
     if run.complete:
         log.info("ingest: reusing the finished manifest in %s", run.path)
         return run
-    try:
-        tables, problems, stats = build_manifest(raw_dir, dataset, category, labels,
-                                                 product_text, on_error, min_review_year)
-    except InputError:
-        run.discard()  # a refused release leaves no folder behind
-        raise
-    files_read = stats.pop("files_read")
-    for problem in problems.items:
-        run.add_failure(**problem)
-    schemas = {"products": PRODUCT_SCHEMA, "reviews": REVIEW_SCHEMA, "images": IMAGE_SCHEMA}
-    # Every table is converted before any is written: a value Arrow refuses leaves no file.
-    try:
-        arrow_tables = {name: pa.Table.from_pandas(frame, schema=schemas[name],
-                                                   preserve_index=False)
-                        for name, frame in tables.items()}
-    except (pa.ArrowException, ValueError, OverflowError) as exc:
-        run.discard()
-        raise InputError(f"a value does not fit the manifest's tables: {exc}", file=str(raw_dir),
-                         hint="find the value in the release files and correct it") from exc
-    for table_name, table in arrow_tables.items():
-        with atomic_path(run.path / f"{table_name}.parquet") as tmp:
-            pq.write_table(table, tmp)
-    reviews = tables["reviews"]
-    warning = label_policy_warning(labels, reviews["upvotes"])
-    if warning:
-        log.warning(warning)
-    per_split = {split: {"products": int((tables["products"]["split"] == split).sum()),
-                         "reviews": int((reviews["split"] == split).sum())} for split in SPLITS}
-    counts = {"products": len(tables["products"]), "reviews": len(reviews),
-              "images": len(tables["images"]), "skipped_rows": len(problems.items),
-              "per_split": per_split, **stats}
-    label_range = ([int(reviews["label"].min()), int(reviews["label"].max())]
-                   if len(reviews) else None)
-    run.finish(counts, dataset_name=dataset_name, label_range=label_range,
-               label_histogram={str(k): int(v) for k, v in
-                                sorted(Counter(reviews["label"]).items())},
-               label_warning=warning, files_read=files_read)
+    with run.computing():
+        try:
+            tables, problems, stats = build_manifest(raw_dir, dataset, category, labels,
+                                                     product_text, on_error, min_review_year)
+        except InputError:
+            run.discard()  # a refused release leaves no folder behind
+            raise
+        files_read = stats.pop("files_read")
+        for problem in problems.items:
+            run.add_failure(**problem)
+        schemas = {"products": PRODUCT_SCHEMA, "reviews": REVIEW_SCHEMA, "images": IMAGE_SCHEMA}
+        # Every table is converted before any is written: a value Arrow refuses leaves no file.
+        try:
+            arrow_tables = {name: pa.Table.from_pandas(frame, schema=schemas[name],
+                                                       preserve_index=False)
+                            for name, frame in tables.items()}
+        except (pa.ArrowException, ValueError, OverflowError) as exc:
+            run.discard()
+            raise InputError(f"a value does not fit the manifest's tables: {exc}",
+                             file=str(raw_dir),
+                             hint="find the value in the release files and correct it") from exc
+        for table_name, table in arrow_tables.items():
+            with atomic_path(run.path / f"{table_name}.parquet") as tmp:
+                pq.write_table(table, tmp)
+        reviews = tables["reviews"]
+        warning = label_policy_warning(labels, reviews["upvotes"])
+        if warning:
+            log.warning(warning)
+        per_split = {split: {"products": int((tables["products"]["split"] == split).sum()),
+                             "reviews": int((reviews["split"] == split).sum())} for split in SPLITS}
+        counts = {"products": len(tables["products"]), "reviews": len(reviews),
+                  "images": len(tables["images"]), "skipped_rows": len(problems.items),
+                  "per_split": per_split, **stats}
+        label_range = ([int(reviews["label"].min()), int(reviews["label"].max())]
+                       if len(reviews) else None)
+        run.finish(counts, dataset_name=dataset_name, label_range=label_range,
+                   label_histogram={str(k): int(v) for k, v in
+                                    sorted(Counter(reviews["label"]).items())},
+                   label_warning=warning, files_read=files_read)
     return run

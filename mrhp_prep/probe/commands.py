@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import (fail_if_none_done, manifest_option, report, shard_options,
-                       stage_options)
+from ..cli_options import manifest_option, shard_options, stage_options
+from ..stage_summary import fail_if_none_done, report
 
 
 def _coref_names() -> list[str]:

@@ -29,8 +29,9 @@ from pathlib import Path
 
 from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
-from ..options import progress
+from ..progress import progress
 from ..shards import shard_of
+from ..workers import ignore_interrupts, stop_pool
 from .builder import BuilderConfig, ProbeMaskBuilder
 from .core_words import ProductTerms
 from .masks import RULE_LABELS
@@ -92,54 +93,55 @@ def run_probe_masks(manifest_dir, *, language: str = "auto", spacy_model: str | 
         log.info("probe masks are up to date in %s", run.path)
         return run
 
-    reviews = manifest.reviews[["review_id", "product_id", "text"]]
-    if num_shards > 1:
-        reviews = reviews[[shard_of(str(rid), num_shards) == shard_index
-                           for rid in reviews["review_id"]]]
-    products = manifest.products.set_index("product_id")["name"]
-    product_ids = sorted(set(reviews["product_id"]) & set(products.index))
-    terms_by_product = dict(zip(product_ids, builder.product_terms(
-        [products[pid] for pid in product_ids])))
+    with run.computing():
+        reviews = manifest.reviews[["review_id", "product_id", "text"]]
+        if num_shards > 1:
+            reviews = reviews[[shard_of(str(rid), num_shards) == shard_index
+                               for rid in reviews["review_id"]]]
+        products = manifest.products.set_index("product_id")["name"]
+        product_ids = sorted(set(reviews["product_id"]) & set(products.index))
+        terms_by_product = dict(zip(product_ids, builder.product_terms(
+            [products[pid] for pid in product_ids])))
 
-    items, failures = [], []
-    for review_id, product_id, text in reviews.itertuples(index=False):
-        terms = terms_by_product.get(product_id)
-        if terms is None:
-            failures.append({"item": str(review_id), "reason": "unknown product",
-                             "product_id": str(product_id)})
-            continue
-        items.append((str(review_id), text, terms.to_json()))
-    parts = [items[i:i + part_size] for i in range(0, len(items), part_size)]
-    parts_dir = run.path / "parts"
-    parts_dir.mkdir(exist_ok=True)
-    done = {k for k in range(len(parts)) if _part_done(run.path, k)}
-    if done:
-        log.info("resuming: %d of %d parts already written", len(done), len(parts))
-    todo = [k for k in range(len(parts)) if k not in done]
+        items, failures = [], []
+        for review_id, product_id, text in reviews.itertuples(index=False):
+            terms = terms_by_product.get(product_id)
+            if terms is None:
+                failures.append({"item": str(review_id), "reason": "unknown product",
+                                 "product_id": str(product_id)})
+                continue
+            items.append((str(review_id), text, terms.to_json()))
+        parts = [items[i:i + part_size] for i in range(0, len(items), part_size)]
+        parts_dir = run.path / "parts"
+        parts_dir.mkdir(exist_ok=True)
+        done = {k for k in range(len(parts)) if _part_done(run.path, k)}
+        if done:
+            log.info("resuming: %d of %d parts already written", len(done), len(parts))
+        todo = [k for k in range(len(parts)) if k not in done]
 
-    bar = progress(total=len(items), desc="probe-masks", unit="review")
-    bar.update(sum(len(parts[k]) for k in done))
-    if workers <= 1 or len(todo) <= 1:
-        for k in todo:
-            results = []
-            for result in builder.build((rid, text, ProductTerms.from_json(t))
-                                        for rid, text, t in parts[k]):
-                results.append(result)
-                bar.update(1)
-            _write_part(run.path, k, results)
-    else:
-        _run_in_workers(builder, parts, todo, run.path, bar, workers)
-    bar.close()
+        bar = progress(total=len(items), desc="probe-masks", unit="review")
+        bar.update(sum(len(parts[k]) for k in done))
+        if workers <= 1 or len(todo) <= 1:
+            for k in todo:
+                results = []
+                for result in builder.build((rid, text, ProductTerms.from_json(t))
+                                            for rid, text, t in parts[k]):
+                    results.append(result)
+                    bar.update(1)
+                _write_part(run.path, k, results)
+        else:
+            _run_in_workers(builder, parts, todo, run.path, bar, workers)
+        bar.close()
 
-    counts, rules, examples = _collect(run, len(parts), failures)
-    counts["products_without_core_words"] = sum(
-        1 for pid in product_ids if not terms_by_product[pid].core_words)
-    counts["reviews"] = len(reviews)
-    written = counts["written"]
-    marked = written - rules.get("none", 0)
-    run.finish(counts, rule_counts=rules, flagged_examples=examples,
-               marked_share=round(marked / written, 4) if written else 0.0,
-               schema=str(probe_schema()))
+        counts, rules, examples = _collect(run, len(parts), failures)
+        counts["products_without_core_words"] = sum(
+            1 for pid in product_ids if not terms_by_product[pid].core_words)
+        counts["reviews"] = len(reviews)
+        written = counts["written"]
+        marked = written - rules.get("none", 0)
+        run.finish(counts, rule_counts=rules, flagged_examples=examples,
+                   marked_share=round(marked / written, 4) if written else 0.0,
+                   schema=str(probe_schema()))
     return run
 
 
@@ -197,6 +199,7 @@ _WORKER_BUILDER: ProbeMaskBuilder | None = None
 
 def _init_worker(config: BuilderConfig) -> None:
     global _WORKER_BUILDER
+    ignore_interrupts()
     if _WORKER_BUILDER is None or _WORKER_BUILDER.config != config:
         _WORKER_BUILDER = ProbeMaskBuilder(config)
 
@@ -224,9 +227,14 @@ def worker_pool(builder: ProbeMaskBuilder, workers: int) -> ProcessPoolExecutor:
 
 def _run_in_workers(builder, parts, todo, path, bar, workers) -> None:
     workers = min(workers, len(todo), os.cpu_count() or 1)
-    with worker_pool(builder, workers) as pool:
+    pool = worker_pool(builder, workers)
+    try:
         futures = [pool.submit(_mask_part, k, parts[k]) for k in todo]
         for future in as_completed(futures):
             k, results = future.result()
             _write_part(path, k, results)
             bar.update(len(results))
+    except BaseException:       # Ctrl-C or an error: the parts written so far are kept
+        stop_pool(pool)
+        raise
+    pool.shutdown()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..options import (device_option, fail_if_none_done, manifest_option, precision_option,
-                       report, shard_options, stage_options)
+from ..cli_options import (device_option, manifest_option, precision_option, shard_options,
+                           stage_options)
+from ..stage_summary import fail_if_none_done, report
 
 
 def _percent(part: float) -> str:

@@ -29,7 +29,8 @@ from ..atomic import atomic_path, write_json_atomic
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
-from ..options import progress, resolve_device, resolve_precision
+from ..devices import resolve_device, resolve_precision
+from ..progress import progress
 from ..shards import resolve_shard, shard_of
 from .shards import (clear_partial_files, record_batch, shard_name, shard_schema, write_shard)
 from .parallel import (BatchEncoder, ChunkResult, ChunkTokenizer, EncodedChunk, add_stats,
@@ -166,28 +167,30 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     if run.complete:
         log.info("embed-text: a finished output with the same settings exists in %s", run.path)
         return run
-    removed = clear_partial_files(run.path)
-    if removed:
-        log.info("removed %d partial file(s) left by an earlier run", removed)
+    vectors_cache = Path(vectors_cache) if vectors_cache else Path(cache_dir) / "vectors"
+    with run.computing(vectors_cache if mode == "static" else None):
+        removed = clear_partial_files(run.path)
+        if removed:
+            log.info("removed %d partial file(s) left by an earlier run", removed)
 
-    items = field_items(data)
-    mine = {name: f.select([shard_of(i, num_shards) == shard_index for i in f.ids])
-            for name, f in items.items()}
-    try:
-        if mode == "static":
-            extra = _run_static(run, items, mine, source, settings, vectors_cache or
-                                Path(cache_dir) / "vectors", batch_size, force,
-                                workers=default_workers() if workers is None else workers)
-        else:
-            extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
-    except InputError:
-        run.discard_unstarted()  # a refused input leaves no folder behind
-        raise
-    results: dict[str, FieldResult] = extra.pop("results")
-    counts = {f"{name}_{key}": value for name, r in results.items()
-              for key, value in r.as_dict().items() if key != "examples"}
-    counts["items"] = sum(len(f.ids) for f in mine.values())
-    run.finish(counts, fields={name: r.as_dict() for name, r in results.items()}, **extra)
+        items = field_items(data)
+        mine = {name: f.select([shard_of(i, num_shards) == shard_index for i in f.ids])
+                for name, f in items.items()}
+        try:
+            if mode == "static":
+                extra = _run_static(run, items, mine, source, settings, vectors_cache,
+                                    batch_size, force,
+                                    workers=default_workers() if workers is None else workers)
+            else:
+                extra = _run_transformer(run, mine, settings, model, batch_size, device, precision)
+        except InputError:
+            run.discard_unstarted()  # a refused input leaves no folder behind
+            raise
+        results: dict[str, FieldResult] = extra.pop("results")
+        counts = {f"{name}_{key}": value for name, r in results.items()
+                  for key, value in r.as_dict().items() if key != "examples"}
+        counts["items"] = sum(len(f.ids) for f in mine.values())
+        run.finish(counts, fields={name: r.as_dict() for name, r in results.items()}, **extra)
     return run
 
 

@@ -61,26 +61,27 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
                      format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
     if run.complete:
         return run
-    for name in extras:
-        _link(ordered[0] / name, run.path / name)
-    fields = {}
-    for field in FIELDS:
-        number = 0
-        rows = 0
-        for folder in ordered:
-            for path in shard_paths(folder, field):
-                _link(path, run.path / shard_name(field, number))
-                number += 1
-            rows += read_manifest(folder)["fields"][field]["rows"]
-        fields[field] = {"rows": rows, "shards": number}
-    first = infos[[s["shard_index"] for s in settings].index(0)]
-    keep = {k: v for k, v in first.items()
-            if k in ("mode", "dim", "tokenizer", "vector_source", "vocab_sizes", "coverage",
-                     "encoder")}
-    per_job = {f"job_{s['shard_index']}": i["fields"] for s, i in zip(settings, infos)}
-    run.finish({f"{field}_rows": v["rows"] for field, v in fields.items()},
-               fields=_sum_fields(infos), jobs=per_job, merged=[str(f) for f in ordered],
-               linked=True, **keep)
+    with run.computing():
+        for name in extras:
+            _link(ordered[0] / name, run.path / name)
+        fields = {}
+        for field in FIELDS:
+            number = 0
+            rows = 0
+            for folder in ordered:
+                for path in shard_paths(folder, field):
+                    _link(path, run.path / shard_name(field, number))
+                    number += 1
+                rows += read_manifest(folder)["fields"][field]["rows"]
+            fields[field] = {"rows": rows, "shards": number}
+        first = infos[[s["shard_index"] for s in settings].index(0)]
+        keep = {k: v for k, v in first.items()
+                if k in ("mode", "dim", "tokenizer", "vector_source", "vocab_sizes", "coverage",
+                         "encoder")}
+        per_job = {f"job_{s['shard_index']}": i["fields"] for s, i in zip(settings, infos)}
+        run.finish({f"{field}_rows": v["rows"] for field, v in fields.items()},
+                   fields=_sum_fields(infos), jobs=per_job, merged=[str(f) for f in ordered],
+                   linked=True, **keep)
     return run
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..workers import ignore_interrupts, stop_pool
 from .tokenize import TextStats, TokenizedText, tokenize_texts
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,8 @@ class ChunkTokenizer:
         if self._pool is None:
             _WORKER_TOKENIZER = self.tokenizer     # inherited by the forked workers
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                             mp_context=multiprocessing.get_context("fork"))
+                                             mp_context=multiprocessing.get_context("fork"),
+                                             initializer=ignore_interrupts)
         return self._pool
 
     def map(self, chunks: Iterable[tuple[list, list[str]]], task=tokenize_chunk) -> Iterator:
@@ -232,15 +234,19 @@ class ChunkTokenizer:
         self.close()
         _WORKER_STATE = state
 
-    def close(self) -> None:
+    def close(self, *, now: bool = False) -> None:
+        """End the worker processes: after their work, or `now` (Ctrl-C, an error)."""
         global _WORKER_STATE
         if self._pool is not None:
-            self._pool.shutdown()
+            if now:
+                stop_pool(self._pool)
+            else:
+                self._pool.shutdown()
             self._pool = None
         _WORKER_STATE = None
 
     def __enter__(self) -> "ChunkTokenizer":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(now=kind is not None)

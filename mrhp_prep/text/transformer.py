@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..options import resolve_device, resolve_precision
+from ..devices import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ import numpy as np
 from ..atomic import write_json_atomic
 from ..cache import file_sha256
 from ..errors import InputError
+from .vector_table import VectorTable
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,6 @@ def read_cache(folder: str | os.PathLike):
     """Open a finished cache folder: a memory map and an Arrow word column, ~no parsing."""
     import pyarrow as pa
 
-    from .vectors import VectorTable
 
     folder = Path(folder)
     info = json.loads((folder / "source.json").read_text())

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from ..options import report
+from ..stage_summary import report
 from .models import MODELS
 
 _FOLDER = click.Path(exists=True, file_okay=False)
@@ -71,7 +71,7 @@ def train(**options):
 
     Example: mrhp-prep train --manifest M --rois R --text T --probes P --set train.epochs=10
     """
-    from .settings.option_conflicts import check_resume_options, given_options
+    from .settings.option_conflicts import check_resume_options
     from .run import train as run_train
 
     if options["resume"] and options["seeds"] is not None:
@@ -118,6 +118,15 @@ def _dry_run(options: dict, overrides: list[str], seeds: str | None) -> None:
                        config_file=options["config_file"], preset=options["preset"],
                        protocol=options["protocol"], overrides=overrides,
                        resume=options["resume"]), nl=False)
+
+
+def given_options(ctx: click.Context, names) -> dict:
+    """The options among `names` that the user passed (command line or environment)."""
+    from click.core import ParameterSource
+
+    passed = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
+    return {name: ctx.params.get(name) for name in names
+            if ctx.get_parameter_source(name) in passed}
 
 
 def _report_train(result) -> str:

@@ -33,6 +33,7 @@ from ..atomic import atomic_path
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
+from ..settings_yaml import read_settings_file
 from .data.checks import check_ids_fit_encoder, check_labels
 from .loop.guards import check_scores
 from .loop.checkpoints import load_checkpoint_for
@@ -77,7 +78,11 @@ def read_run_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise InputError("no config.yaml: not a training run folder", file=str(run_dir),
                          hint="pass the folder that 'mrhp-prep train' printed")
-    return yaml.safe_load(path.read_text())
+    config = read_settings_file(path)
+    if not isinstance(config, dict):
+        raise InputError("config.yaml is not a mapping of settings", file=str(path),
+                         hint="pass the folder that 'mrhp-prep train' printed")
+    return config
 
 
 def _require_current_keys(config: dict, run_dir) -> None:

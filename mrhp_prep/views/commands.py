@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import config_option, report
+from ..cli_options import config_option
+from ..stage_summary import report
 
 _FOLDER = click.Path(exists=True, file_okay=False)
 

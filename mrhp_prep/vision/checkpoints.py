@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -359,5 +360,7 @@ def warn_random_weights(seed: int) -> None:
                "and features mean nothing. Use this only to try the pipeline; pass --weights "
                "PATH to a checkpoint for real features.")
     log.warning("%s", "!" * 20 + " " + message + " " + "!" * 20)
-    import click
-    click.secho("WARNING: " + message, fg="red", bold=True, err=True)
+    text = "WARNING: " + message
+    if sys.stderr.isatty():     # red and bold where a person reads it, plain in log files
+        text = f"\033[1;31m{text}\033[0m"
+    print(text, file=sys.stderr, flush=True)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import click
 
-from ..options import (PRECISIONS, device_option, fail_if_none_done, manifest_option,
-                       report, shard_options, stage_options)
+from ..cli_options import device_option, manifest_option, shard_options, stage_options
+from ..devices import PRECISIONS
+from ..stage_summary import fail_if_none_done, report
 
 _MODELS = ["butd-r101", "frcnn-r50-fpn-v2"]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..cache import StageRun, open_stage
 from ..errors import InputError
-from ..options import resolve_device, resolve_precision
+from ..devices import resolve_device, resolve_precision
 from ..shards import resolve_shard, shard_of
 from .images import ImageSettings, ShapeBatcher, folder_images, manifest_images
 from .loader import iter_samples, resolve_decoder
@@ -197,7 +197,7 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
         return run
 
     started = time.perf_counter()
-    with run.exclusive():
+    with run.computing():
         try:
             done, num_parts = _done_in_parts(run.path)
             todo = [(i, p) for i, p in items if i not in done]
@@ -206,8 +206,11 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
                          len(items), num_parts)
             dtype = np.float16 if feature_dtype == "float16" else np.float32
             if todo:
+                # A manifest's paths must stay inside the images root (it may come from
+                # anywhere); a folder given with --images is the user's own.
                 _extract_parts(todo, run.path, detector, image_settings, dtype, precision,
-                               device, run_options, identity, settings, progress_bar, decoder)
+                               device, run_options, identity, settings, progress_bar, decoder,
+                               root=images_root if manifest is not None else None)
             return _finish(run, items, dataset_name, identity, detector.model, dtype,
                            time.perf_counter() - started)
         except InputError:
@@ -217,8 +220,8 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
 
 def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
                    precision, device, run_options: RunOptions, identity: str, settings: dict,
-                   progress_bar: bool, decoder: str = "cpu") -> None:
-    from ..options import progress
+                   progress_bar: bool, decoder: str = "cpu", root: str | None = None) -> None:
+    from ..progress import progress
     from .kernels import prepare_kernels
 
     model, _ = build_detector(detector)
@@ -234,7 +237,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
         workers = min(8, max(cpus - 1, 1)) if cuda else (1 if cpus > 1 else 0)
     samples = iter_samples(todo, min_size=detector.min_size, max_size=detector.max_size,
                            image_settings=image_settings, decoder=decoder, device=device,
-                           workers=workers, chunk_size=batch_size)
+                           workers=workers, chunk_size=batch_size, root=root)
     attrs = {"model": detector.model, "weights_sha256": identity, "settings": settings,
              "part": True}
     batcher = ShapeBatcher(batch_size, max_padding=run_options.max_padding)

@@ -3,6 +3,7 @@ is decoded and resized in a worker, and how decoded images are grouped into batc
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +49,33 @@ def folder_images(folder: str | Path) -> list[tuple[str, Path]]:
 
 # --- decoding in workers --------------------------------------------------------------------
 
+def outside_root(path: str | Path, real_root: str | None) -> bool:
+    """Whether `path`, its links resolved, lies outside the folder `real_root` (itself
+    resolved): a manifest's `../`, an absolute path or a link out of the images root."""
+    if real_root is None:
+        return False
+    return os.path.commonpath([os.path.realpath(path), real_root]) != real_root
+
+
+def unsafe_path_failure(image_id: str, path: str | Path) -> dict:
+    """The failure sample of an image whose path leaves the images root (never opened)."""
+    return {"image_id": image_id, "image": None, "reason": "outside-images-root",
+            "detail": "the manifest's path leaves the images root (a '..', an absolute path "
+                      "or a link out of it); the file was not read", "path": str(path)}
+
+
 class ImageDataset:
     """Item i -> dict(image_id, image [3, h, w] float32 RGB 0-255 resized, or None with a
-    failure reason, original_size (H, W), scale)."""
+    failure reason, original_size (H, W), scale). With `root`, a path that leaves it is a
+    failure and is never opened."""
 
     def __init__(self, items: Sequence[tuple[str, Path]], *, min_size: int, max_size: int,
-                 image_settings: ImageSettings):
+                 image_settings: ImageSettings, root: str | Path | None = None):
         self.items = list(items)
         self.min_size = min_size
         self.max_size = max_size
         self.image_settings = image_settings
+        self.real_root = os.path.realpath(root) if root is not None else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,6 +84,8 @@ class ImageDataset:
         import torch
 
         image_id, path = self.items[index]
+        if outside_root(path, self.real_root):
+            return unsafe_path_failure(image_id, path)
         try:
             pixels = decode_image(path, min_side=self.image_settings.min_image_side,
                                   max_pixels=self.image_settings.max_image_pixels)

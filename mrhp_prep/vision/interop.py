@@ -27,6 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from .safe_pickle import read_npz_entry
 from .store import ImageRegions
@@ -206,12 +207,21 @@ def export_npz(store, out: Path) -> int:
     for target, image_id in targets.items():
         data = store.image(image_id)
         target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            target, x=data["features"].astype(np.float32), bbox=data["boxes"],
-            num_bbox=np.int64(len(data["boxes"])), image_h=np.int64(data["image_h"]),
-            image_w=np.int64(data["image_w"]), image_id=np.str_(image_id),
-            objects_id=data["object_id"].astype(np.int64), objects_conf=data["object_conf"],
-            attrs_id=data["attr_id"].astype(np.int64), attrs_conf=data["attr_conf"])
+        # Written beside and renamed (no fsync per file: a rerun writes them all again), so
+        # a full disk leaves no cut-short file behind.
+        part = target.with_name(f".{target.name}.part")
+        try:
+            with open(part, "wb") as handle:
+                np.savez_compressed(
+                    handle, x=data["features"].astype(np.float32), bbox=data["boxes"],
+                    num_bbox=np.int64(len(data["boxes"])), image_h=np.int64(data["image_h"]),
+                    image_w=np.int64(data["image_w"]), image_id=np.str_(image_id),
+                    objects_id=data["object_id"].astype(np.int64),
+                    objects_conf=data["object_conf"], attrs_id=data["attr_id"].astype(np.int64),
+                    attrs_conf=data["attr_conf"])
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
         count += 1
     return count
 
@@ -224,7 +234,8 @@ def export_tsv(store, out: Path) -> int:
                              "hold it", hint="export as npz")
     out.mkdir(parents=True, exist_ok=True)
     count = 0
-    with open(out / "rois.tsv", "w", encoding="utf-8", newline="\n") as handle:
+    with atomic_path(out / "rois.tsv") as tmp, \
+            open(tmp, "w", encoding="utf-8", newline="\n") as handle:
         for image_id in store.image_ids:
             data = store.image(image_id)
             n = len(data["boxes"])

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..options import require_choice
+from ..choices import require_choice
 from .backbone import ConvNorm
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import InputError
-from ..options import require_choice
+from ..choices import require_choice
 
 DECODERS = ("auto", "cpu", "gpu")
 
@@ -133,11 +133,11 @@ class ImageSource:
     the file is a plain JPEG, dict(image_id, path, jpeg=uint8 tensor of the file's bytes)."""
 
     def __init__(self, items: Sequence[tuple[str, Path]], *, min_size: int, max_size: int,
-                 image_settings, decoder: str):
+                 image_settings, decoder: str, root: str | Path | None = None):
         from .images import ImageDataset
 
         self.cpu = ImageDataset(items, min_size=min_size, max_size=max_size,
-                                image_settings=image_settings)
+                                image_settings=image_settings, root=root)
         self.decoder = decoder
 
     def __len__(self) -> int:
@@ -147,7 +147,11 @@ class ImageSource:
         import torch
 
         if self.decoder == "gpu":
+            from .images import outside_root, unsafe_path_failure
+
             image_id, path = self.cpu.items[index]
+            if outside_root(path, self.cpu.real_root):
+                return unsafe_path_failure(image_id, path)
             try:
                 data = Path(path).read_bytes()
             except OSError:
@@ -221,9 +225,10 @@ class DeviceDecoder:
 
 def iter_samples(items: Sequence[tuple[str, Path]], *, min_size: int, max_size: int,
                  image_settings, decoder: str, device, workers: int,
-                 chunk_size: int) -> Iterator[dict]:
+                 chunk_size: int, root: str | Path | None = None) -> Iterator[dict]:
     """Every item as a decoded, resized sample (or a failure sample: `image` None, `reason`),
-    in the order the workers finish chunks of `chunk_size` items.
+    in the order the workers finish chunks of `chunk_size` items. With `root`, a path that
+    leaves it is a failure sample and is never opened.
 
     CPU-decoded images come out of the DataLoader in pinned memory on CUDA, so the copy to
     the GPU can overlap the detector; GPU-decoded ones are on the device already.
@@ -232,7 +237,7 @@ def iter_samples(items: Sequence[tuple[str, Path]], *, min_size: int, max_size: 
 
     cuda = device.type == "cuda"
     source = ImageSource(items, min_size=min_size, max_size=max_size,
-                         image_settings=image_settings, decoder=decoder)
+                         image_settings=image_settings, decoder=decoder, root=root)
     loader = DataLoader(source, batch_size=chunk_size, shuffle=False, num_workers=workers,
                         collate_fn=_identity_collate, pin_memory=cuda,
                         persistent_workers=False, prefetch_factor=4 if workers else None)

@@ -11,6 +11,8 @@ import numpy as np
 
 from ..cache import open_stage, read_manifest
 from ..errors import InputError
+from ..faults import environment_guard
+from ..locks import FolderLock
 from .interop import ImportFailure, export_npz, export_tsv, read_source
 from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, RoiStore, consolidate, list_parts,
                     merge_virtual, next_part_path, write_store)
@@ -52,22 +54,25 @@ def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "c
                      format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
     if run.complete:
         return run
-    by_index = sorted((int(info["settings"]["shard_index"]), Path(shard), info)
-                      for shard, info in zip(shards, infos))
-    ordered = [shard for _, shard, _ in by_index]
-    merged_settings = {**reference, "num_shards": 1, "shard_index": 0, "merged_from": num_shards}
-    attrs = {"model": infos[0].get("model", ""), "weights_sha256": infos[0].get("weights_sha256", ""),
-             "settings": merged_settings}
-    images, regions = merge_virtual([s / STORE_NAME for s in ordered], run.path / STORE_NAME,
-                                    attrs=attrs)
-    for _, shard, info in by_index:
-        for failure in _all_failures(info, shard):
-            run.add_failure(**failure)
-    run.finish({"images": images + len(run.failures), "extracted": images, "regions": regions,
-                "failed": len(run.failures), "shards": num_shards},
-               model=attrs["model"], weights_sha256=attrs["weights_sha256"], dataset=dataset,
-               feature_dim=infos[0].get("feature_dim"), store=STORE_NAME, shards=[str(Path(s).resolve()) for s in ordered],
-               note="rois.h5 reads the regions from the shard folders; keep them in place")
+    with run.computing():
+        by_index = sorted((int(info["settings"]["shard_index"]), Path(shard), info)
+                          for shard, info in zip(shards, infos))
+        ordered = [shard for _, shard, _ in by_index]
+        merged_settings = {**reference, "num_shards": 1, "shard_index": 0,
+                           "merged_from": num_shards}
+        attrs = {"model": infos[0].get("model", ""),
+                 "weights_sha256": infos[0].get("weights_sha256", ""), "settings": merged_settings}
+        images, regions = merge_virtual([s / STORE_NAME for s in ordered], run.path / STORE_NAME,
+                                        attrs=attrs)
+        for _, shard, info in by_index:
+            for failure in _all_failures(info, shard):
+                run.add_failure(**failure)
+        run.finish({"images": images + len(run.failures), "extracted": images, "regions": regions,
+                    "failed": len(run.failures), "shards": num_shards},
+                   model=attrs["model"], weights_sha256=attrs["weights_sha256"], dataset=dataset,
+                   feature_dim=infos[0].get("feature_dim"), store=STORE_NAME,
+                   shards=[str(Path(s).resolve()) for s in ordered],
+                   note="rois.h5 reads the regions from the shard folders; keep them in place")
     return run
 
 
@@ -80,7 +85,7 @@ def _all_failures(info: dict, folder: str) -> list[dict]:
 
 def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: str = ".jpg",
                 feature_dtype: str = "float32", name: str | None = None, out: str | None = None,
-                cache_dir: str = "cache", force: bool = False, part_size: int = 1024):
+                cache_dir: str = "cache", force: bool = False, part_size: int = 256):
     """Read features other tools wrote (npz / tsv / mcr-pth) into a store folder."""
     source_path = Path(source)
     if not source_path.exists():
@@ -100,64 +105,68 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
                      format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
     if run.complete:
         return run
-    shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)  # imports are quick: start over
-    (run.path / PARTS_DIR).mkdir()
-    dtype = np.float16 if feature_dtype == "float16" else np.float32
-    pending, seen, feature_dim = [], set(), None
-    for record in read_source(fmt, source_path, suffix):
-        if isinstance(record, ImportFailure):
-            run.add_failure(record.item, record.reason, detail=record.detail)
-            continue
-        if id_of_path is not None:
-            if record.image_id not in id_of_path:
-                run.add_failure(record.image_id, "not-in-manifest",
-                                detail="no manifest image has this path")
+    with run.computing():
+        shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)  # imports are quick: start over
+        (run.path / PARTS_DIR).mkdir()
+        dtype = np.float16 if feature_dtype == "float16" else np.float32
+        pending, seen, feature_dim = [], set(), None
+        for record in read_source(fmt, source_path, suffix):
+            if isinstance(record, ImportFailure):
+                run.add_failure(record.item, record.reason, detail=record.detail)
                 continue
-            record.image_id = id_of_path[record.image_id]
-        if record.image_id in seen:
-            run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
-            continue
-        if not (np.isfinite(record.features).all() and np.isfinite(record.boxes).all()):
-            run.add_failure(record.image_id, "non-finite",
-                            detail="NaN or infinite features or boxes in the source")
-            continue
-        dim = record.features.shape[1] if record.features.ndim == 2 else 0
-        if feature_dim is None and record.count:
-            feature_dim = dim
-        if record.count and dim != feature_dim:
-            run.add_failure(record.image_id, "feature-size",
-                            detail=f"{dim}-d features, the others are {feature_dim}-d")
-            continue
-        seen.add(record.image_id)
-        record.features = record.features.astype(dtype)
-        pending.append(record)
-        if len(pending) >= part_size:
+            if id_of_path is not None:
+                if record.image_id not in id_of_path:
+                    run.add_failure(record.image_id, "not-in-manifest",
+                                    detail="no manifest image has this path")
+                    continue
+                record.image_id = id_of_path[record.image_id]
+            if record.image_id in seen:
+                run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
+                continue
+            if not (np.isfinite(record.features).all() and np.isfinite(record.boxes).all()):
+                run.add_failure(record.image_id, "non-finite",
+                                detail="NaN or infinite features or boxes in the source")
+                continue
+            dim = record.features.shape[1] if record.features.ndim == 2 else 0
+            if feature_dim is None and record.count:
+                feature_dim = dim
+            if record.count and dim != feature_dim:
+                run.add_failure(record.image_id, "feature-size",
+                                detail=f"{dim}-d features, the others are {feature_dim}-d")
+                continue
+            seen.add(record.image_id)
+            record.features = record.features.astype(dtype)
+            pending.append(record)
+            if len(pending) >= part_size:
+                write_store(next_part_path(run.path), pending, feature_dim=feature_dim,
+                            feature_dtype=dtype)
+                pending = []
+        feature_dim = feature_dim or 2048
+        if pending:
             write_store(next_part_path(run.path), pending, feature_dim=feature_dim,
                         feature_dtype=dtype)
-            pending = []
-    feature_dim = feature_dim or 2048
-    if pending:
-        write_store(next_part_path(run.path), pending, feature_dim=feature_dim, feature_dtype=dtype)
-    attrs = {"model": f"imported:{fmt}", "weights_sha256": "", "settings": settings}
-    images, regions = consolidate(list_parts(run.path), run.path / STORE_NAME, attrs=attrs,
-                                  feature_dim=feature_dim, feature_dtype=dtype)
-    run.finish({"images": images, "regions": regions, "failed": len(run.failures)},
-               model=attrs["model"], feature_dim=feature_dim, store=STORE_NAME)
-    shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)
+        attrs = {"model": f"imported:{fmt}", "weights_sha256": "", "settings": settings}
+        images, regions = consolidate(list_parts(run.path), run.path / STORE_NAME, attrs=attrs,
+                                      feature_dim=feature_dim, feature_dtype=dtype)
+        run.finish({"images": images, "regions": regions, "failed": len(run.failures)},
+                   model=attrs["model"], feature_dim=feature_dim, store=STORE_NAME)
+        shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)
     return run
 
 
 def export_rois(store_path: str, *, fmt: str, out: str) -> int:
     """Write a store's regions as MILVLG-style npz files or a bottom-up-attention TSV."""
+    if fmt not in ("npz", "tsv"):
+        raise InputError(f"unknown format {fmt!r}", hint="choose npz or tsv")
     target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    with RoiStore(store_path) as store:
+    with environment_guard(target):
+        target.mkdir(parents=True, exist_ok=True)
+    # One export into a folder at a time; a full or read-only disk names the folder.
+    with RoiStore(store_path) as store, FolderLock(target), environment_guard(target):
         if store.format_version < FORMAT_VERSION:
             raise InputError(f"store format {store.format_version}: its object and attribute "
                              "ids may be counted from 1, the formats written here count from 0",
                              file=str(store.path), hint="re-run extract-rois or import-rois")
         if fmt == "npz":
             return export_npz(store, target)
-        if fmt == "tsv":
-            return export_tsv(store, target)
-    raise InputError(f"unknown format {fmt!r}", hint="choose npz or tsv")
+        return export_tsv(store, target)

@@ -26,6 +26,8 @@ the chunk in flight and resumes from the parts on disk.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
+from ..faults import require_free_space
 
 # 2: object and attribute ids counted from 0 (as the reference extractor and the vocabulary
 #    files count them); format 1 stores counted extract-rois ids from 1.
@@ -52,6 +55,7 @@ _STR = h5py.string_dtype("utf-8")
 # Rows per chunk: one image's regions (10-100) touch one or two chunks of features.
 _FEATURE_CHUNK_ROWS = 64
 _SMALL_CHUNK_ROWS = 4096
+_PACKING_MARGIN = 8 << 20       # bytes beyond the parts' size that packing may need
 
 
 @dataclass
@@ -111,19 +115,31 @@ def write_store(path: str | Path, images: Sequence[ImageRegions], *, feature_dim
     counts = [image.count for image in images]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts else []
     total = int(sum(counts))
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            _write_index(handle, [i.image_id for i in images], offsets, counts,
-                         [i.image_h for i in images], [i.image_w for i in images])
-            rows = _create_rows(handle, total, feature_dim, feature_dtype)
-            if total:
-                for name in ROW_FIELDS:
-                    data = np.concatenate([getattr(i, name) for i in images if i.count])
-                    rows[name][...] = data.astype(rows[name].dtype, copy=False)
-            handle.create_dataset("failures", data=np.asarray(
-                [json.dumps(f, default=str) for f in failures], dtype=object), dtype=_STR)
-            _set_attrs(handle, attrs or {}, feature_dim)
+    with _built_in_memory(path) as handle:
+        _write_index(handle, [i.image_id for i in images], offsets, counts,
+                     [i.image_h for i in images], [i.image_w for i in images])
+        rows = _create_rows(handle, total, feature_dim, feature_dtype)
+        if total:
+            for name in ROW_FIELDS:
+                data = np.concatenate([getattr(i, name) for i in images if i.count])
+                rows[name][...] = data.astype(rows[name].dtype, copy=False)
+        handle.create_dataset("failures", data=np.asarray(
+            [json.dumps(f, default=str) for f in failures], dtype=object), dtype=_STR)
+        _set_attrs(handle, attrs or {}, feature_dim)
     return path
+
+
+# HDF5 does not survive a write the disk refuses: its file object is left half closed, and
+# freeing it crashes the process (a segfault). Small files (parts, the merged index) are
+# therefore built in memory and written to disk by Python, where a full disk is a plain
+# OSError; the one large file, the packed store, is written only when the disk has room.
+@contextlib.contextmanager
+def _built_in_memory(path: Path) -> Iterator[h5py.File]:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        yield handle
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 class RoiStore:
@@ -314,6 +330,9 @@ def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: d
                               hint="two runs wrote into this folder at once; rerun with --force "
                                    "to start it over")
         total = sum(s.num_regions for s in stores)
+        # The copy is about as large as the parts (plus HDF5's own bookkeeping).
+        require_free_space(Path(out_path).parent, _PACKING_MARGIN + sum(
+            store.path.stat().st_size for store in stores), f"packing {Path(out_path).name}")
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as handle:
                 rows = _create_rows(handle, total, feature_dim, feature_dtype)
@@ -361,12 +380,11 @@ def merge_virtual(sources: Sequence[str | Path], out_path: str | Path, *, attrs:
                     shape = store._file[name].shape
                     layouts[name][base:base + n] = h5py.VirtualSource(relative, name, shape=shape)
             base += n
-        with atomic_path(out_path) as tmp:
-            with h5py.File(tmp, "w") as handle:
-                for name, layout in layouts.items():
-                    handle.create_virtual_dataset(name, layout, fillvalue=0)
-                _write_index(handle, *index)
-                _set_attrs(handle, attrs, feature_dim)
+        with _built_in_memory(out_path) as handle:
+            for name, layout in layouts.items():
+                handle.create_virtual_dataset(name, layout, fillvalue=0)
+            _write_index(handle, *index)
+            _set_attrs(handle, attrs, feature_dim)
         return len(index[0]), total
     finally:
         for store in stores:

@@ -15,7 +15,7 @@ Their clusters come from the review alone; none is anchored to the product name.
 
 from __future__ import annotations
 
-from . import BackendNotInstalled, Cluster, register_backend
+from .registry import BackendNotInstalled, Cluster, register_backend
 
 SPAN_GROUP_PREFIX = "coref_clusters"
 

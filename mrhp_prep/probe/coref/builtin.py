@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import Cluster, register_backend
+from .registry import Cluster, register_backend
 
 SINGULAR_PRONOUNS = frozenset({"it", "its", "itself", "this"})
 PLURAL_PRONOUNS = frozenset({"they", "them", "their", "theirs", "themselves", "these"})

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ...errors import InputError
-from ...options import progress
+from ...progress import progress
 from . import checkpoints
 from .guards import check_batch, check_losses, check_scores, finite_inputs
 from .checkpoints import load_checkpoint_state

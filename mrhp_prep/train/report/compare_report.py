@@ -1,19 +1,17 @@
-"""`mrhp-prep compare`: compare.csv, compare-tests.csv, compare.md and compare.png of groups of
-runs (see compare.py), optionally beside a paper's own figures."""
+"""The files of `mrhp-prep compare`: compare.csv, compare-tests.csv, compare.md and compare.png
+of groups of runs (see compare.py), optionally beside a paper's own figures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import click
 import numpy as np
 import pandas as pd
 
 from ...atomic import atomic_path
-from ...options import report
-from .compare import SPLITS, Group, compare_groups, find_runs, group_runs, load_run
-from .papers import PAPER_METRICS, PAPER_SELECTION, PAPERS, paper_row
+from .compare import Group, compare_groups, find_runs, group_runs, load_run
+from .papers import PAPER_METRICS, PAPER_SELECTION, paper_row
 
 LABELS = {"map": "MAP", "ndcg@3": "N@3", "ndcg@5": "N@5"}
 
@@ -149,37 +147,3 @@ def compare(paths: Sequence[str | Path], out: str | Path, split: str = "test",
         tmp.write_text(markdown(summary, tests, split, paper), encoding="utf-8")
     plot(out / "compare.png", summary, paper)
     return out, summary, tests, unfinished
-
-
-@click.command("compare")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--split", type=click.Choice(SPLITS), default="test",
-              help="Whose predictions to score: predictions-SPLIT.jsonl of each run.")
-@click.option("--paper", type=click.Choice(PAPERS), default=None,
-              help="Set each group beside this paper's figure for its dataset, category, "
-                   "setting, text features and variant (the full model or an ablation of the "
-                   "paper's tables; mrhp_prep/train/report/paper_results.yaml). Test split only: "
-                   "the papers report test-set figures.")
-@click.option("--out", type=click.Path(file_okay=False), default="compare",
-              help="Folder for compare.csv, compare-tests.csv, compare.md and compare.png.")
-def compare_command(runs, split, paper, out):
-    """Group training runs by everything but the seed and compare the groups.
-
-    RUNS are run folders of 'train' or folders holding them (searched recursively). Prints
-    MAP, N@3 and N@5 as mean ± std over seeds per group, and paired t-tests between groups
-    over products (each product averaged over seeds) and, with 3 or more common seeds, over
-    seeds.
-
-    Example: mrhp-prep compare cache/amazon-home/train --paper sancl --split test
-    """
-    if paper and split != "test":
-        raise click.UsageError(f"--paper sets groups beside the paper's test-set figures; "
-                               f"--split {split} would subtract them from {split} scores: "
-                               f"use --split test with --paper")
-    path, summary, tests, unfinished = compare(runs, out, split, paper)
-    click.echo((path / "compare.md").read_text(encoding="utf-8"), err=True)
-    rows = {"groups": len(summary), "runs": int(summary["runs"].sum()), "tests": len(tests)}
-    if unfinished:
-        rows["unfinished runs left out"] = ", ".join(map(str, unfinished))
-    report("compare finished", rows, path)
-    return str(path)

@@ -21,9 +21,8 @@ import copy
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from ...errors import InputError
+from ...settings_yaml import load_settings, read_settings_file
 from ..report.metrics import METRICS
 from ..models import default_config_path
 from .setting_types import check_range, convert_setting
@@ -33,10 +32,7 @@ SECTIONS = ("model", "data", "sampling", "loss", "train")
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read the config: {exc}", file=str(path)) from exc
+    loaded = read_settings_file(path) or {}
     if not isinstance(loaded, dict):
         raise InputError("a config must be a mapping of sections", file=str(path))
     return loaded
@@ -125,10 +121,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise InputError(f"override '{text}' is not KEY=VALUE", field="--set",
                          hint="e.g. --set train.epochs=5")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise InputError(f"cannot read the value of '{key}': {exc}", field="--set") from exc
+    value = load_settings(raw, f"--set {key.strip()}") if raw.strip() else ""
     return key.strip(), value
 
 

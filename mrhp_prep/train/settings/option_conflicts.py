@@ -13,20 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import click
-from click.core import ParameterSource
+from ...errors import CommandLineError
 
 INPUT_OPTIONS = ("manifest", "rois", "text", "probes")
 SETTING_OPTIONS = {"config_file": "--config", "preset": "--preset", "protocol": "--protocol",
                    "set": "--set",
                    "allow_partial": "--allow-partial", "force": "--force"}
-
-
-def given_options(ctx: click.Context, names) -> dict[str, Any]:
-    """The options among `names` that the user passed (command line or environment)."""
-    passed = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
-    return {name: ctx.params.get(name) for name in names
-            if ctx.get_parameter_source(name) in passed}
 
 
 def check_resume_options(resume: str, given: Mapping[str, Any]) -> None:
@@ -49,7 +41,7 @@ def check_resume_options(resume: str, given: Mapping[str, Any]) -> None:
         if given.get(name):
             problems.append(f"{flag} (a resumed run keeps its config.yaml)")
     if problems:
-        raise click.UsageError(
+        raise CommandLineError(
             f"--resume {resume} continues that run with its own settings; these options "
             f"disagree with it or would be ignored: {'; '.join(problems)}. Drop them, or start "
             f"a new run without --resume.")
@@ -58,6 +50,6 @@ def check_resume_options(resume: str, given: Mapping[str, Any]) -> None:
 def check_predict_selection(products, split) -> None:
     """--product and --split together are ambiguous (union? intersection?): refuse."""
     if products and split:
-        raise click.UsageError("pass either --product (repeatable) or --split, not both: "
+        raise CommandLineError("pass either --product (repeatable) or --split, not both: "
                                "--split ranks every product of the split, --product only the "
                                "given ones (from any split)")

@@ -74,6 +74,9 @@ SUFFIX_RANGES: dict[str, tuple] = {
 }
 
 
+_KIND_NAMES = {str: "word", int: "whole number", float: "number", bool: "true/false value"}
+
+
 def _fail(dotted: str, value: Any, expected: str, where: str) -> InputError:
     return InputError(f"'{dotted}' must be {expected}, not {value!r}", row=where, field=dotted,
                       hint=f"e.g. --set {dotted}=<{expected}>")
@@ -149,8 +152,17 @@ def _as_type_of(dotted: str, value: Any, default: Any, where: str) -> Any:
         if not math.isfinite(number):
             raise _fail(dotted, value, "a finite number", where)
         return number
-    if isinstance(default, list) and not isinstance(value, list):
-        raise _fail(dotted, value, "a list such as [a, b]", where)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise _fail(dotted, value, "a list such as [a, b]", where)
+        # A list inside the list (or a mapping, or null) is no value of the setting.
+        kinds = {type(item) for item in default}
+        for item in value:
+            single = item is not None and not isinstance(item, (list, dict))
+            if not single or (kinds and type(item) not in kinds):
+                names = " or ".join(sorted(_KIND_NAMES.get(k, k.__name__) for k in kinds))
+                raise _fail(dotted, value, f"a list of {names or 'single value'}s such as "
+                                           "[a, b]", where)
     return value
 
 
