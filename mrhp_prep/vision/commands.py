@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from ..cache import FAILURES_NAME
 from ..options import (PRECISIONS, device_option, fail_if_none_done, manifest_option,
                        report, shard_options, stage_options)
 
@@ -25,7 +26,7 @@ def _store_rows(run, extra: dict | None = None) -> dict:
         per = info["regions_per_image"]
         rows["regions per image"] = f"{per['min']}-{per['max']} (mean {per['mean']})"
     if info.get("num_failures"):
-        rows["failures"] = f"{info['num_failures']} (see {run.path / 'failures.jsonl'})"
+        rows["failures"] = f"{info['num_failures']} (see {run.path / FAILURES_NAME})"
     rows.update(extra or {})
     return rows
 
@@ -135,18 +136,23 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
 
 @click.command("merge-rois")
 @click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--virtual", is_flag=True, default=False,
+              help="Write only the index, over HDF5 virtual datasets that read the regions from "
+                   "the shard files (no copy: seconds instead of a copy at disk speed, no "
+                   "second copy on disk); the shard folders must then stay where they are.")
 @stage_options
-def merge_rois(shards, out, cache_dir, force):
+def merge_rois(shards, virtual, out, cache_dir, force):
     """Join the output folders of extract-rois shards (SHARDS...) into one store.
 
-    The merged rois.h5 indexes the shards' regions through HDF5 virtual datasets instead
-    of copying them: keep the shard folders where they are.
+    By default the regions are copied into one self-contained rois.h5 (features in one
+    block, which training reads through a memory map); the shard folders may then go.
+    One folder alone repacks a store an older version wrote (features in chunks).
 
     Example: mrhp-prep merge-rois cache/sample/extract-rois/<fp0> cache/sample/extract-rois/<fp1>
     """
     from .stages import merge_rois as run_merge
 
-    run = run_merge(list(shards), out=out, cache_dir=cache_dir, force=force)
+    run = run_merge(list(shards), out=out, cache_dir=cache_dir, force=force, virtual=virtual)
     report("merge-rois finished", _store_rows(run), run.path)
     return str(run.path)
 
