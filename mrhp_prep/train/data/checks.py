@@ -144,7 +144,7 @@ def check_labels(sources, splits: Mapping) -> None:
             raise NonFiniteError(
                 f"{len(bad)} review label(s) of split {name} are NaN or inf (reviews "
                 f"{first_few(table.review_ids[bad])})",
-                file=str(sources.manifest.path / "reviews.parquet"), field="label",
+                file=str(sources.manifest.table_path("reviews")), field="label",
                 hint="re-run ingest with --force on the release files")
 
 
