@@ -218,7 +218,8 @@ class RoiStore:
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as exc:
-                raise InputError(f"not a readable HDF5 file: {exc}", file=str(self.path),
+                raise InputError(f"cannot read the RoI store (not a readable HDF5 file): {exc}",
+                                 file=str(self.path),
                                  hint="re-run the stage that wrote it with --force") from exc
             self._pid, self._maps = os.getpid(), None
         return self._file
