@@ -259,6 +259,26 @@ def test_shards_merged_equal_a_single_run(photo_folder, single_run, tmp_path, ru
     assert len(list((tmp_path / "npz").rglob("*.npz"))) == 6
 
 
+def test_one_run_alone_is_repacked_by_merge_rois(single_run, tmp_path, runner):
+    # A store an older version wrote (format 2, features in chunks of 64 rows) reads through
+    # h5py; merge-rois of that one folder copies it into the block layout training maps.
+    from stage_edits import record_again
+
+    old = Path(shutil.copytree(single_run, tmp_path / "old"))
+    with h5py.File(old / "rois.h5", "a") as handle:
+        features = handle["features"][:]
+        del handle["features"]
+        handle.create_dataset("features", data=features, chunks=(min(64, len(features)), 2048))
+    record_again(old, "rois.h5")
+    repacked = _folder(_invoke(runner, ["merge-rois", str(old), "--out",
+                                        str(tmp_path / "repacked")]))
+    with RoiStore.of_stage(old) as chunked, RoiStore.of_stage(repacked) as packed:
+        assert not chunked.memory_mapped and packed.memory_mapped
+        assert packed.image_ids == chunked.image_ids
+        for image_id in chunked.image_ids:
+            _same_regions(packed, chunked, image_id)
+
+
 def _regions(image_id: str, n: int, seed: int):
     from mrhp_prep.vision.store import ImageRegions
 
