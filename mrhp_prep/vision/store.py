@@ -222,6 +222,7 @@ class RoiStore:
                                  file=str(self.path),
                                  hint="re-run the stage that wrote it with --force") from exc
             self._pid, self._maps = os.getpid(), None
+            self._h5_features = None
         return self._file
 
     def _virtual_sources(self) -> list[tuple[int, int, Path, str]]:
@@ -281,7 +282,7 @@ class RoiStore:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_file", None)
-        state["_pid"], state["_maps"] = None, None
+        state["_pid"], state["_maps"], state["_h5_features"] = None, None, None
         return state
 
     # --- metadata -----------------------------------------------------------------------
@@ -346,7 +347,10 @@ class RoiStore:
                     return np.asarray(block[start - first:stop - first])
             if start == stop:
                 return np.zeros((0, *self._shape[1:]), self._dtype)
-        return self._open()["features"][start:stop]
+        self._open()
+        if self._h5_features is None:            # looked up once: a lookup costs a read
+            self._h5_features = self._file["features"]
+        return self._h5_features[start:stop]
 
     def image(self, image_id: str) -> dict[str, np.ndarray | int]:
         """All arrays of one image: features [n, D], boxes [n, 4], object_id, object_conf,
