@@ -198,6 +198,9 @@ def import_rois(source, fmt, manifest, suffix, feature_dtype, name, out, cache_d
 def export_rois(store, fmt, out):
     """Write the regions of a store (STORE: an output folder or rois.h5) for other tools.
 
+    A stage folder's rois.h5 is first checked against the size and SHA-256 its MANIFEST.json
+    records (1.2-1.6 GB/s measured; MRHP_VERIFY=size checks the size only).
+
     Example: mrhp-prep export-rois cache/sample/extract-rois/<fp> --format npz --out feats/
     """
     from .stages import export_rois as run_export
