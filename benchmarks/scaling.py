@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mrhp_prep.text import embed as embed_stage  # noqa: E402
+from mrhp_prep.text import embed_writing  # noqa: E402
 from mrhp_prep.text.parallel import ChunkTokenizer, available_cores  # noqa: E402
 from mrhp_prep.text.tokenize import SpacyTokenizer  # noqa: E402
 
@@ -92,8 +92,19 @@ def write_manifest(folder: Path, texts: list[str]) -> Path:
     for path in sample.iterdir():
         if path.is_file():
             (manifest / path.name).write_bytes(path.read_bytes())
-    reviews.to_parquet(manifest / "reviews.parquet", index=False)
-    products.to_parquet(manifest / "products.parquet", index=False)
+    # Written as ingest writes them, and recorded in MANIFEST.json (readers check the files).
+    import json
+
+    import pyarrow as pa
+
+    from mrhp_prep.data.manifest import write_tables
+
+    files = write_tables(manifest, {name: pa.Table.from_pandas(frame, preserve_index=False)
+                                    for name, frame in (("reviews", reviews),
+                                                        ("products", products))})
+    info = json.loads((manifest / "MANIFEST.json").read_text())
+    info.setdefault("files", {}).update(files)
+    (manifest / "MANIFEST.json").write_text(json.dumps(info, indent=2))
     return manifest
 
 
@@ -119,7 +130,7 @@ def embed_rate(manifest: Path, folder: Path, workers: int) -> tuple[float, list[
 def tokenize_rate(texts: list[str], workers: int) -> tuple[float, list]:
     """Seconds to tokenize `texts` in the stage's chunks, and the tokens (for the check)."""
     tokenizer = SpacyTokenizer("en")
-    size = embed_stage._TOKENIZE_CHUNK
+    size = embed_writing.TOKENIZE_CHUNK
     chunks = [(texts[i:i + size], [f"r{k}" for k in range(i, min(i + size, len(texts)))])
               for i in range(0, len(texts), size)]
     started = time.perf_counter()

@@ -1,8 +1,9 @@
 """Training speed and size at the paper's input sizes, one row per model (ratios of medians).
 
-A synthetic data set is written in the stage formats (real HDF5 RoI store, Arrow text shards,
-probe shards) in a temporary folder: 300-d static vectors, texts of up to 128 tokens, 2048-d
-RoI features with up to 32 RoIs per image, batches of 32 rows (the papers' sizes). Then:
+A synthetic data set is written in the stage formats (Arrow text shards, probe shards, and an
+HDF5 RoI store packed by extract-rois' own last step, so it has the layout a real run gives)
+in a temporary folder: 300-d static vectors, texts of up to 128 tokens, 2048-d RoI features
+with up to 32 RoIs per image, batches of 32 rows (the papers' sizes). Then:
 
 1. Data loading, the earlier way against ours, on the same batches: one pickled
    `torch.save` file per item read with `torch.load` at batch time (how MCR packed its RoI
@@ -50,8 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from feature_stores import (write_probe_store, write_raw_release, write_roi_store,  # noqa: E402
-                            write_text_store)
+from feature_stores import (write_probe_store, write_raw_release,  # noqa: E402
+                            write_stage_roi_store, write_text_store)
+from mrhp_prep.data.manifest import Manifest  # noqa: E402
 from mrhp_prep.data.ingest import ingest  # noqa: E402
 from mrhp_prep.train.settings.config import resolve_config  # noqa: E402
 from mrhp_prep.train.data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset  # noqa: E402
@@ -134,7 +136,8 @@ def build_stores(root: Path, products: int, reviews: int, tokens: int,
     dim = TEXT_DIMS[text_mode]
     stores = {"manifest": manifest,
               "text": write_text_store(root / "text", manifest, mode=text_mode, dim=dim),
-              "rois": write_roi_store(root / "rois", manifest, dim=2048, boxes=(10, 36)),
+              "rois": write_stage_roi_store(root / "rois", Manifest(manifest).images["image_id"],
+                                            boxes=(10, 36)),
               "probes": write_probe_store(root / "probes", manifest)}
     kind = "static vectors" if text_mode == "static" else "frozen text features"
     print(f"data: {products} products x {reviews} reviews, texts ~{tokens} tokens, {dim}-d "

@@ -302,6 +302,24 @@ def read_manifest(path: str | os.PathLike, stage: str | None = None) -> dict:
     return manifest
 
 
+def read_failures(path: str | os.PathLike) -> list[dict]:
+    """The items a finished stage folder's failures.jsonl lists (a damaged line is skipped:
+    the list only explains gaps, it never decides what is computed)."""
+    failures_path = Path(path) / FAILURES_NAME
+    if not failures_path.is_file():
+        return []
+    found = []
+    for line in failures_path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                found.append(item)
+    return found
+
+
 def _safe_name(name: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
     return keep or "dataset"

@@ -282,3 +282,36 @@ def stores_for(manifest_dir: Path, root: Path, *, text_dim: int = 16, roi_dim: i
             "rois": write_roi_store(root / "rois", manifest_dir, dim=roi_dim, skip=skip_images),
             "probes": write_probe_store(root / "probes", manifest_dir)}
 
+
+
+def write_stage_roi_store(folder: Path, image_ids: Sequence[str], *, dataset: str = "bench",
+                          boxes: tuple[int, int] = (10, 36), seed: int = 0,
+                          part_size: int = 256) -> Path:
+    """An extract-rois output packed by the stage itself: synthetic 2048-d regions for
+    `image_ids` (boxes[0] to boxes[1] each), written as the stage's part files, then joined
+    by extract-rois' own last step (`extract._finish`), so the store has the layout a real
+    run gives (the detector is what is left out: at this size it would take hours on a CPU)."""
+    from mrhp_prep.vision import extract
+    from mrhp_prep.vision.store import ImageRegions, write_store
+
+    rng = np.random.default_rng(seed)
+    run = open_stage("extract-rois", dataset=dataset,
+                     settings={"boxes": list(boxes), "seed": seed, "synthetic": True},
+                     inputs={}, format_version=2, out=folder)
+    image_ids = list(image_ids)
+    (run.path / "parts").mkdir(exist_ok=True)
+    for number, start in enumerate(range(0, len(image_ids), part_size)):
+        regions = []
+        for image_id in image_ids[start:start + part_size]:
+            n = int(rng.integers(boxes[0], boxes[1] + 1))
+            xy = rng.uniform(0, 300, size=(n, 2)).astype(np.float32)
+            regions.append(ImageRegions(
+                image_id, 480, 640, rng.normal(0, 1, size=(n, 2048)).astype(np.float16),
+                np.concatenate([xy, xy + 50], axis=1), rng.integers(0, 1600, n).astype(np.int32),
+                rng.uniform(0.2, 1, n).astype(np.float32), rng.integers(0, 400, n).astype(np.int32),
+                rng.uniform(0, 1, n).astype(np.float32)))
+        write_store(run.path / "parts" / f"part-{number:05d}.h5", regions, feature_dim=2048,
+                    attrs={"part": True})
+    extract._finish(run, [(i, None) for i in image_ids], dataset, "synthetic", "butd-r101",
+                    np.float16, 0.0)
+    return run.path

@@ -216,7 +216,8 @@ def test_links_that_stay_inside_the_images_root_are_read(tmp_path):
 
 def test_part_files_of_two_runs_suggest_force(tmp_path):
     from mrhp_prep.errors import InputError
-    from mrhp_prep.vision.store import ImageRegions, consolidate, write_store
+    from mrhp_prep.vision.store import ImageRegions, write_store
+    from mrhp_prep.vision.store_join import consolidate
 
     def regions():
         return ImageRegions("a.jpg", 10, 10, np.zeros((1, 4), np.float16),

@@ -23,6 +23,7 @@ from bad_train_inputs import (GOOD_ROWS, copy_store, finished_train_runs, jsonl,
 from feature_stores import write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.data.manifest import Manifest
+from stage_edits import write_table
 from train_fixtures import one_torch_thread, sample_stores  # noqa: F401
 
 
@@ -81,7 +82,7 @@ def nan_label(stores, tmp):
     reviews = pd.read_parquet(manifest / "reviews.parquet")
     reviews["label"] = reviews["label"].astype("float64")
     reviews.loc[reviews["split"] == "dev", "label"] = np.nan
-    reviews.to_parquet(manifest / "reviews.parquet")
+    write_table(manifest, "reviews", reviews)
     return train_args(stores, tmp, manifest=manifest)
 
 

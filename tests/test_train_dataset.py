@@ -11,7 +11,7 @@ from feature_stores import (stores_for, tokenize, write_probe_store, write_roi_s
                             write_text_store)
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
-from mrhp_prep.train.data.stores import ProbeShards, RoiFeatures, token_probe_mask
+from mrhp_prep.train.data.stores import ProbeShards, open_rois, token_probe_mask
 from mrhp_prep.train.loop.trainer import to_device
 from train_fixtures import one_torch_thread  # noqa: F401
 
@@ -50,7 +50,7 @@ def test_images_limits_padding_and_explicit_masks(stores):
     assert sources.images_missing == 1
     table = sources.split("train")
     dataset = ReviewDataset(sources, table, config)
-    rois = RoiFeatures(stores["rois"])
+    rois = open_rois(stores["rois"])
     row = list(table.review_ids).index("B00SAMP001-2")
     item = dataset[row]
     expected = rois.features("B00SAMP001-2/pic_0.jpg")[:5]
@@ -103,7 +103,7 @@ def test_frozen_features_in_stream_format_and_chunked_hdf5(sample_manifest, tmp_
     text = write_text_store(tmp_path / "text", sample_manifest, mode="features", dim=6,
                             stream_format=True, num_shards=3)
     rois = write_roi_store(tmp_path / "rois", sample_manifest, dim=4, chunked=True)
-    store = RoiFeatures(rois)
+    store = open_rois(rois)
     assert not store.memory_mapped                        # gzip chunks: read through h5py
     sources = FeatureSources(sample_manifest, rois=rois, text=text)
     assert sources.text_mode == "features"
@@ -123,7 +123,7 @@ def test_frozen_features_in_stream_format_and_chunked_hdf5(sample_manifest, tmp_
 def test_memory_mapped_roi_reads_match_h5py(stores):
     import h5py
 
-    store = RoiFeatures(stores["rois"])
+    store = open_rois(stores["rois"])
     assert store.memory_mapped
     with h5py.File(store.path) as handle:
         i = 3
@@ -194,7 +194,7 @@ def test_unfinished_or_wrong_stores_are_refused(sample_manifest, tmp_path, store
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "rois.h5").write_bytes(b"")
     with pytest.raises(InputError, match="did not finish"):
-        RoiFeatures(tmp_path / "half")
+        open_rois(tmp_path / "half")
 
 
 def test_probe_shard_without_a_needed_column_names_it(sample_manifest, tmp_path):

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..atomic import atomic_path
 from ..cache import StageRun, file_sha256, open_stage
 from ..errors import InputError
 from .cells import cell_text, count_surrogates, image_urls, review_year, valid_id, vote_count
 from .manifest import (FORMAT_VERSION, IMAGE_SCHEMA, PRODUCT_SCHEMA, REVIEW_SCHEMA,
-                       image_relpath)
+                       image_relpath, write_tables)
 from .raw_files import ROW_KEY, SPLITS, find_release_files, read_table
 
 log = logging.getLogger(__name__)
@@ -85,24 +83,172 @@ def _check_columns(frame: pd.DataFrame, kind: str, path: Path) -> None:
                          hint=f"a .{kind} file needs {', '.join(REQUIRED[kind])}")
 
 
+@dataclass
+class _ReleaseReader:
+    """What reading one category's files shares across its splits and file kinds: the ids
+    seen so far (duplicates are problems), the problems, the image rows and the counts of
+    reviews left out by policy. With `min_review_year`, reviews dated before that year (their
+    `time` cell) are left out and counted, as SANCL's Amazon reader drops reviews of 2015 and
+    earlier."""
+
+    dataset: str
+    labels: str
+    use_description: bool
+    min_review_year: int | None = None
+    problems: Problems = field(default_factory=Problems)
+    seen_products: dict[str, str] = field(default_factory=dict)
+    seen_reviews: dict[str, str] = field(default_factory=dict)
+    images: list[dict] = field(default_factory=list)
+    surrogate_cells: int = 0
+    dropped_zero_votes: int = 0
+    dropped_before_year: int = 0
+
+    def products(self, table: pd.DataFrame, path: Path, split: str) -> dict[str, dict]:
+        """The usable products of one .prd file, by id (their image rows are kept)."""
+        split_products: dict[str, dict] = {}
+        for row in table.to_dict("records"):
+            self.surrogate_cells += count_surrogates(row)
+            pid = _new_id(row, "product_id", path, self.seen_products, self.problems)
+            if pid is None:
+                continue
+            name, description = cell_text(row.get("name")), cell_text(row.get("description"))
+            text = f"{name} {description}".strip() if self.use_description else name
+            if not text:
+                self.problems.add(path, row[ROW_KEY], "name",
+                                  "empty product name and description", item=pid)
+                continue
+            try:
+                urls = image_urls(row.get("img_url"), self.dataset)
+            except ValueError as exc:
+                self.problems.add(path, row[ROW_KEY], "img_url", str(exc), item=pid)
+                continue
+            self.seen_products[pid] = f"{path.name} row {row[ROW_KEY]}"
+            split_products[pid] = {
+                "product_id": pid, "split": split, "name": name, "description": description,
+                "keyword": cell_text(row.get("keyword")),
+                "brand_name": cell_text(row.get("brand_name")),
+                "text": text, "num_images": len(urls)}
+            self.images.extend(_image_rows(pid, "prd", split, urls))
+        return split_products
+
+    def reviews(self, table: pd.DataFrame, path: Path, split: str,
+                split_products: dict[str, dict], prd_path: Path) -> tuple[dict, set[str]]:
+        """The usable reviews of one .rvw file by id (still without labels), and the ids of
+        those rejected (their relation rows are not reported a second time)."""
+        split_reviews: dict[str, dict] = {}
+        rejected: set[str] = set()
+        for row in table.to_dict("records"):
+            self.surrogate_cells += count_surrogates(row)
+            rid = _new_id(row, "review_id", path, self.seen_reviews, self.problems)
+            if rid is None:
+                continue
+            pid = valid_id(row.get("product_id"))
+            if pid not in split_products:
+                rejected.add(rid)
+                self.problems.add(path, row[ROW_KEY], "product_id",
+                                  f"review '{rid}' names product '{pid}', which is not in "
+                                  f"{prd_path.name}", item=rid)
+                continue
+            content = cell_text(row.get("content"))
+            if not content:
+                rejected.add(rid)
+                self.problems.add(path, row[ROW_KEY], "content",
+                                  f"review '{rid}' has empty text", item=rid)
+                continue
+            try:
+                urls = image_urls(row.get("img_url"), self.dataset)
+            except ValueError as exc:
+                rejected.add(rid)
+                self.problems.add(path, row[ROW_KEY], "img_url", str(exc), item=rid)
+                continue
+            self.seen_reviews[rid] = f"{path.name} row {row[ROW_KEY]}"
+            time_value = row.get("time")
+            if self.min_review_year is not None:
+                year = review_year(time_value)
+                if year is None:
+                    rejected.add(rid)
+                    shown = cell_text(time_value)
+                    self.problems.add(path, row[ROW_KEY], "time",
+                                      f"review '{rid}' has no readable date ({shown!r:.40}), "
+                                      "which --min-review-year needs", item=rid)
+                    continue
+                if year < self.min_review_year:
+                    rejected.add(rid)        # left out by policy, not a problem
+                    self.dropped_before_year += 1
+                    continue
+            split_reviews[rid] = {
+                "review_id": rid, "product_id": pid, "split": split,
+                "title": cell_text(row.get("title")), "content": content, "text": content,
+                "upvotes": None, "label": None,
+                "time": None if time_value is None else cell_text(time_value),
+                "_urls": urls, "_row": row[ROW_KEY]}
+        return split_reviews, rejected
+
+    def relations(self, table: pd.DataFrame, path: Path, split_reviews: dict[str, dict],
+                  rejected: set[str], rvw_path: Path) -> set[str]:
+        """Label the reviews of one .rel file (votes and label set in place); returns the
+        ids labelled."""
+        labelled = set()
+        for row in table.to_dict("records"):
+            rid, pid = valid_id(row.get("review_id")), valid_id(row.get("product_id"))
+            review = split_reviews.get(rid)
+            if rid in rejected:
+                continue
+            if review is None:
+                self.problems.add(path, row[ROW_KEY], "review_id",
+                                  f"relation names review '{rid}', which is not in "
+                                  f"{rvw_path.name} (or was rejected there)", item=str(rid))
+                continue
+            if pid != review["product_id"]:
+                self.problems.add(path, row[ROW_KEY], "product_id",
+                                  f"relation pairs review '{rid}' with product '{pid}', but the "
+                                  f"review belongs to '{review['product_id']}'", item=rid)
+                continue
+            if rid in labelled:
+                self.problems.add(path, row[ROW_KEY], "review_id",
+                                  f"duplicate relation row for review '{rid}'", item=rid)
+                continue
+            votes = vote_count(row.get("upvotes"))
+            if votes is None:
+                self.problems.add(path, row[ROW_KEY], "upvotes",
+                                  f"votes must be an integer from 0 to 2^63-1, got "
+                                  f"{row.get('upvotes')!r:.40}", item=rid)
+                continue
+            labelled.add(rid)
+            review["upvotes"] = votes
+            review["label"] = votes if self.labels == "raw" else grade_votes(votes)
+        return labelled
+
+    def kept_reviews(self, split_reviews: dict[str, dict], labelled: set[str], rvw_path: Path,
+                     rel_path: Path, split: str) -> list[dict]:
+        """The labelled reviews (their image rows are kept); a review without a relation
+        row is a problem, a 0-vote review under the graded policy is dropped and counted."""
+        flagged = {p["item"] for p in self.problems.items}
+        kept = []
+        for rid, review in split_reviews.items():
+            if rid not in labelled:
+                if review["upvotes"] is None and rid not in flagged:
+                    self.problems.add(rvw_path, review["_row"], "review_id",
+                                      f"review '{rid}' has no row in {rel_path.name}", item=rid)
+                continue
+            if review["label"] is None:  # graded policy drops 0-vote reviews
+                self.dropped_zero_votes += 1
+                continue
+            self.images.extend(_image_rows(rid, "rvw", split, review.pop("_urls")))
+            review.pop("_row")
+            kept.append(review)
+        return kept
+
+
 def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, product_text: str,
                    on_error: str, min_review_year: int | None = None
                    ) -> tuple[dict[str, pd.DataFrame], Problems, dict]:
-    """Read, check and join the nine files of one category. Returns tables, problems, stats.
-
-    With `min_review_year`, reviews dated before that year (their `time` cell) are left out
-    and counted, as SANCL's Amazon reader drops reviews of 2015 and earlier."""
+    """Read, check and join the nine files of one category. Returns tables, problems, stats."""
     files = find_release_files(raw_dir, category)
-    problems = Problems()
-    products, reviews, images = [], [], []
-    seen_products: dict[str, str] = {}
-    seen_reviews: dict[str, str] = {}
-    dropped_zero_votes = 0
-    dropped_before_year = 0
-    surrogate_cells = 0
     use_description = product_text == "name+description" or (
         product_text == "auto" and not (dataset == "lazada" and category == "clothing"))
-
+    reader = _ReleaseReader(dataset, labels, use_description, min_review_year)
+    products, reviews = [], []
     for split in SPLITS:
         tables = {}
         for kind in ("prd", "rvw", "rel"):
@@ -114,139 +260,29 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
                              "'time' column", file=str(rvw_path), field="time",
                              hint="leave --min-review-year out (the Lazada release has no "
                                   "review dates)")
-
-        split_products: dict[str, dict] = {}
-        for row in tables["prd"].to_dict("records"):
-            surrogate_cells += count_surrogates(row)
-            pid = _new_id(row, "product_id", prd_path, seen_products, problems)
-            if pid is None:
-                continue
-            name, description = cell_text(row.get("name")), cell_text(row.get("description"))
-            text = f"{name} {description}".strip() if use_description else name
-            if not text:
-                problems.add(prd_path, row[ROW_KEY], "name", "empty product name and description",
-                             item=pid)
-                continue
-            try:
-                urls = image_urls(row.get("img_url"), dataset)
-            except ValueError as exc:
-                problems.add(prd_path, row[ROW_KEY], "img_url", str(exc), item=pid)
-                continue
-            seen_products[pid] = f"{prd_path.name} row {row[ROW_KEY]}"
-            split_products[pid] = {
-                "product_id": pid, "split": split, "name": name, "description": description,
-                "keyword": cell_text(row.get("keyword")), "brand_name": cell_text(row.get("brand_name")),
-                "text": text, "num_images": len(urls)}
-            images.extend(_image_rows(pid, "prd", split, urls))
-
-        split_reviews: dict[str, dict] = {}
-        rejected: set[str] = set()  # their relation rows are not reported a second time
-        for row in tables["rvw"].to_dict("records"):
-            surrogate_cells += count_surrogates(row)
-            rid = _new_id(row, "review_id", rvw_path, seen_reviews, problems)
-            if rid is None:
-                continue
-            pid = valid_id(row.get("product_id"))
-            if pid not in split_products:
-                rejected.add(rid)
-                problems.add(rvw_path, row[ROW_KEY], "product_id",
-                             f"review '{rid}' names product '{pid}', which is not in "
-                             f"{prd_path.name}", item=rid)
-                continue
-            content = cell_text(row.get("content"))
-            if not content:
-                rejected.add(rid)
-                problems.add(rvw_path, row[ROW_KEY], "content", f"review '{rid}' has empty text",
-                             item=rid)
-                continue
-            try:
-                urls = image_urls(row.get("img_url"), dataset)
-            except ValueError as exc:
-                rejected.add(rid)
-                problems.add(rvw_path, row[ROW_KEY], "img_url", str(exc), item=rid)
-                continue
-            seen_reviews[rid] = f"{rvw_path.name} row {row[ROW_KEY]}"
-            time_value = row.get("time")
-            if min_review_year is not None:
-                year = review_year(time_value)
-                if year is None:
-                    rejected.add(rid)
-                    shown = cell_text(time_value)
-                    problems.add(rvw_path, row[ROW_KEY], "time",
-                                 f"review '{rid}' has no readable date ({shown!r:.40}), which "
-                                 "--min-review-year needs", item=rid)
-                    continue
-                if year < min_review_year:
-                    rejected.add(rid)        # left out by policy, not a problem
-                    dropped_before_year += 1
-                    continue
-            split_reviews[rid] = {
-                "review_id": rid, "product_id": pid, "split": split,
-                "title": cell_text(row.get("title")), "content": content, "text": content,
-                "upvotes": None, "label": None,
-                "time": None if time_value is None else cell_text(time_value),
-                "_urls": urls, "_row": row[ROW_KEY]}
-
-        labelled = set()
-        for row in tables["rel"].to_dict("records"):
-            rid, pid = valid_id(row.get("review_id")), valid_id(row.get("product_id"))
-            review = split_reviews.get(rid)
-            if rid in rejected:
-                continue
-            if review is None:
-                problems.add(rel_path, row[ROW_KEY], "review_id",
-                             f"relation names review '{rid}', which is not in {rvw_path.name} "
-                             "(or was rejected there)", item=str(rid))
-                continue
-            if pid != review["product_id"]:
-                problems.add(rel_path, row[ROW_KEY], "product_id",
-                             f"relation pairs review '{rid}' with product '{pid}', but the "
-                             f"review belongs to '{review['product_id']}'", item=rid)
-                continue
-            if rid in labelled:
-                problems.add(rel_path, row[ROW_KEY], "review_id",
-                             f"duplicate relation row for review '{rid}'", item=rid)
-                continue
-            votes = vote_count(row.get("upvotes"))
-            if votes is None:
-                problems.add(rel_path, row[ROW_KEY], "upvotes",
-                             f"votes must be an integer from 0 to 2^63-1, got "
-                             f"{row.get('upvotes')!r:.40}", item=rid)
-                continue
-            labelled.add(rid)
-            review["upvotes"] = votes
-            review["label"] = votes if labels == "raw" else grade_votes(votes)
-
-        flagged = {p["item"] for p in problems.items}
-        for rid, review in split_reviews.items():
-            if rid not in labelled:
-                if review["upvotes"] is None and rid not in flagged:
-                    problems.add(rvw_path, review["_row"], "review_id",
-                                 f"review '{rid}' has no row in {rel_path.name}", item=rid)
-                continue
-            if review["label"] is None:  # graded policy drops 0-vote reviews
-                dropped_zero_votes += 1
-                continue
-            images.extend(_image_rows(rid, "rvw", split, review.pop("_urls")))
-            review.pop("_row")
-            reviews.append(review)
+        split_products = reader.products(tables["prd"], prd_path, split)
+        split_reviews, rejected = reader.reviews(tables["rvw"], rvw_path, split,
+                                                 split_products, prd_path)
+        labelled = reader.relations(tables["rel"], rel_path, split_reviews, rejected, rvw_path)
+        reviews.extend(reader.kept_reviews(split_reviews, labelled, rvw_path, rel_path, split))
         products.extend(split_products.values())
 
+    problems = reader.problems
     if problems.items and on_error == "fail":
         problems.raise_all()
 
     # Products left without any review cannot be ranked: keep them but say so.
     review_counts = Counter(r["product_id"] for r in reviews)
     no_reviews = [p["product_id"] for p in products if review_counts[p["product_id"]] == 0]
-    stats = {"dropped_zero_vote_reviews": dropped_zero_votes,
-             "dropped_reviews_before_year": dropped_before_year,
+    stats = {"dropped_zero_vote_reviews": reader.dropped_zero_votes,
+             "dropped_reviews_before_year": reader.dropped_before_year,
              "products_without_reviews": len(no_reviews),
              # Lone UTF-16 surrogates in text cells, each replaced by U+FFFD.
-             "cells_with_lone_surrogates": surrogate_cells,
+             "cells_with_lone_surrogates": reader.surrogate_cells,
              "files_read": [_file_record(files[kind, split]) for split in SPLITS
                             for kind in ("prd", "rvw", "rel")]}
     kept_items = {p["product_id"] for p in products} | {r["review_id"] for r in reviews}
-    images = [im for im in images if im["item_id"] in kept_items]
+    images = [im for im in reader.images if im["item_id"] in kept_items]
     tables = {
         "products": pd.DataFrame(products, columns=PRODUCT_SCHEMA.names),
         "reviews": pd.DataFrame(reviews, columns=REVIEW_SCHEMA.names),
@@ -324,9 +360,7 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
             raise InputError(f"a value does not fit the manifest's tables: {exc}",
                              file=str(raw_dir),
                              hint="find the value in the release files and correct it") from exc
-        for table_name, table in arrow_tables.items():
-            with atomic_path(run.path / f"{table_name}.parquet") as tmp:
-                pq.write_table(table, tmp)
+        files = write_tables(run.path, arrow_tables)
         reviews = tables["reviews"]
         warning = label_policy_warning(labels, reviews["upvotes"])
         if warning:
@@ -341,5 +375,5 @@ def ingest(raw_dir: str | Path, *, dataset: str, category: str, labels: str = "r
         run.finish(counts, dataset_name=dataset_name, label_range=label_range,
                    label_histogram={str(k): int(v) for k, v in
                                     sorted(Counter(reviews["label"]).items())},
-                   label_warning=warning, files_read=files_read)
+                   label_warning=warning, files_read=files_read, files=files)
     return run

@@ -18,6 +18,8 @@ A manifest folder holds three Parquet tables and the stage's `MANIFEST.json`:
     path (string: relative to the images root, "{split}/{role}/{item_dir}/pic_{k}.jpg")
 
 Positions in `text` are character offsets; every later stage refers to text that way.
+`MANIFEST.json` records each table's size and SHA-256; `Manifest` checks them when it opens
+the folder (`verify.py`), so a table changed after ingest finished is refused, not read.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from urllib.parse import quote
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..cache import read_manifest
+from ..atomic import atomic_path
+from ..verify import file_records, read_verified
 
 FORMAT_VERSION = 1
+TABLES = ("products", "reviews", "images")
 
 PRODUCT_SCHEMA = pa.schema([
     ("product_id", pa.string()), ("split", pa.string()), ("name", pa.string()),
@@ -48,6 +53,20 @@ IMAGE_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("item_id", pa.string()), ("role", pa.string()),
     ("split", pa.string()), ("k", pa.int32()), ("url", pa.string()), ("path", pa.string()),
 ])
+
+
+def table_file(name: str) -> str:
+    """The file name of one table ("products", "reviews" or "images")."""
+    return f"{name}.parquet"
+
+
+def write_tables(folder: str | Path, tables: dict[str, pa.Table]) -> dict[str, dict]:
+    """Write the tables (each atomically) into a manifest folder; returns their file records
+    (size and SHA-256) for MANIFEST.json."""
+    for name, table in tables.items():
+        with atomic_path(Path(folder) / table_file(name)) as tmp:
+            pq.write_table(table, tmp)
+    return file_records(folder, [table_file(name) for name in tables])
 
 
 def path_component(item_id: str) -> str:
@@ -70,7 +89,7 @@ class Manifest:
 
     def __post_init__(self):
         self.path = Path(self.path)
-        self.info = read_manifest(self.path, stage="ingest")
+        self.info = read_verified(self.path, stage="ingest")
 
     @property
     def name(self) -> str:
@@ -86,14 +105,17 @@ class Manifest:
         """Labels above this count as relevant in MAP/NDCG: 1 for Amazon, 0 for Lazada."""
         return 1 if self.dataset == "amazon" else 0
 
+    def table_path(self, name: str) -> Path:
+        return self.path / table_file(name)
+
     @cached_property
     def products(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "products.parquet")
+        return pd.read_parquet(self.table_path("products"))
 
     @cached_property
     def reviews(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "reviews.parquet")
+        return pd.read_parquet(self.table_path("reviews"))
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "images.parquet")
+        return pd.read_parquet(self.table_path("images"))

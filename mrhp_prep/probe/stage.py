@@ -8,9 +8,12 @@ Output folder (`cache/<dataset>/probe-masks/<fingerprint>/`):
   manifest's review `text`, end exclusive); sentence_mask list<bool>; mention_start,
   mention_end list<int32> (the gold cluster's mentions in the review); core_words
   list<string>; rule string (coref | first-cluster | core-word | none).
-- `parts/probe-NNNNN.json`: each part's counts and failures, written after its Arrow file;
-  a part with both is done, so a killed run resumes at the first part without them.
-- `failures.jsonl`, `MANIFEST.json` (written last).
+- `parts/probe-NNNNN.json`: each part's counts, failures and the size and SHA-256 of its
+  Arrow file, written after it; a part with both, its file matching the record, is done, so
+  a killed run resumes at the first part without them (a damaged part is masked again).
+- `failures.jsonl`, `MANIFEST.json` (written last; it records each shard's size and SHA-256).
+
+The shard format (schema, writer, readers) is `shards.py`.
 
 Reviews are split between job-array shards by `shard_of(review_id, num_shards)`; each shard
 is its own stage folder (its settings hold the shard), with all of its reviews.
@@ -27,46 +30,22 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from ..atomic import atomic_path, write_json_atomic
+from ..atomic import write_json_atomic
 from ..cache import StageRun, open_stage
 from ..progress import progress
 from ..shards import shard_of
+from ..verify import file_record, part_problem
 from ..workers import ignore_interrupts, stop_pool
 from .builder import BuilderConfig, ProbeMaskBuilder
 from .core_words import ProductTerms
 from .masks import RULE_LABELS
+from .shards import FORMAT_VERSION, STAGE, probe_schema, read_probe_masks, shard_name, write_shard
 
 log = logging.getLogger(__name__)
 
-STAGE = "probe-masks"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "STAGE", "read_probe_masks", "run_probe_masks"]
 FLAG_COUNTS = {"empty": "empty_reviews", "long-sentence": "reviews_with_long_sentence",
                "not-english": "reviews_not_english"}
-
-
-def probe_schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("review_id", pa.string()),
-        ("sentence_start", pa.list_(pa.int32())), ("sentence_end", pa.list_(pa.int32())),
-        ("sentence_mask", pa.list_(pa.bool_())),
-        ("mention_start", pa.list_(pa.int32())), ("mention_end", pa.list_(pa.int32())),
-        ("core_words", pa.list_(pa.string())), ("rule", pa.string()),
-    ])
-
-
-def read_probe_masks(*folders):
-    """All rows of one or more probe-masks folders (e.g. the shards of a job array) as one
-    pyarrow Table."""
-    import pyarrow as pa
-
-    tables = []
-    for folder in folders:
-        for path in sorted(Path(folder).glob("probe-*.arrow")):
-            with pa.OSFile(str(path), "rb") as source:
-                tables.append(pa.ipc.open_stream(source).read_all())
-    return pa.concat_tables(tables) if tables else probe_schema().empty_table()
 
 
 def run_probe_masks(manifest_dir, *, language: str = "auto", spacy_model: str | None = None,
@@ -141,25 +120,40 @@ def run_probe_masks(manifest_dir, *, language: str = "auto", spacy_model: str | 
         marked = written - rules.get("none", 0)
         run.finish(counts, rule_counts=rules, flagged_examples=examples,
                    marked_share=round(marked / written, 4) if written else 0.0,
-                   schema=str(probe_schema()))
+                   schema=str(probe_schema()), files=_file_records(run.path, len(parts)))
     return run
 
 
+def _summary_path(path: Path, k: int) -> Path:
+    return path / "parts" / f"probe-{k:05d}.json"
+
+
 def _part_done(path: Path, k: int) -> bool:
-    return (path / f"probe-{k:05d}.arrow").is_file() and \
-        (path / "parts" / f"probe-{k:05d}.json").is_file()
+    """Whether part k was finished: its shard and summary written, the shard matching the
+    size and SHA-256 the summary recorded (a damaged shard is masked again)."""
+    shard, summary = path / shard_name(k), _summary_path(path, k)
+    if not (shard.is_file() and summary.is_file()):
+        return False
+    damaged = part_problem(shard, json.loads(summary.read_text()).get("file"))
+    if damaged:
+        log.warning("probe shard %s %s: masking its reviews again", shard, damaged)
+        return False
+    return True
+
+
+def _file_records(path: Path, num_parts: int) -> dict[str, dict]:
+    """Each shard's size and SHA-256, as its summary recorded them when it was written."""
+    records = {}
+    for k in range(num_parts):
+        recorded = json.loads(_summary_path(path, k).read_text()).get("file")
+        records[shard_name(k)] = recorded or file_record(path / shard_name(k))
+    return records
 
 
 def _write_part(path: Path, k: int, results) -> None:
     """The part's Arrow file, then its JSON summary (the part is done once both exist)."""
-    import pyarrow as pa
-
-    schema = probe_schema()
     rows = [r.row for r in results if r.row is not None]
-    table = pa.Table.from_pylist(rows, schema=schema)
-    with atomic_path(path / f"probe-{k:05d}.arrow") as temp:
-        with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            writer.write_table(table)
+    write_shard(path / shard_name(k), rows)
     flags = Counter(flag for r in results for flag in r.flags)
     summary = {
         "written": len(rows),
@@ -169,8 +163,9 @@ def _write_part(path: Path, k: int, results) -> None:
                     for flag in flags},
         "failures": [{"item": r.review_id, "reason": r.failure}
                      for r in results if r.failure is not None],
+        "file": file_record(path / shard_name(k)),
     }
-    write_json_atomic(path / "parts" / f"probe-{k:05d}.json", summary)
+    write_json_atomic(_summary_path(path, k), summary)
 
 
 def _collect(run: StageRun, num_parts: int, failures: list[dict]):
@@ -180,7 +175,7 @@ def _collect(run: StageRun, num_parts: int, failures: list[dict]):
     for failure in failures:
         run.add_failure(**failure)
     for k in range(num_parts):
-        summary = json.loads((run.path / "parts" / f"probe-{k:05d}.json").read_text())
+        summary = json.loads(_summary_path(run.path, k).read_text())
         counts["written"] += summary["written"]
         rules.update(summary["rules"])
         for flag, n in summary["flags"].items():

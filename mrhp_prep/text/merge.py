@@ -13,10 +13,12 @@ import filecmp
 import os
 from pathlib import Path
 
-from ..cache import StageRun, open_stage, read_manifest
+from ..cache import StageRun, open_stage
 from ..errors import InputError
+from ..verify import FILES_KEY, file_record, read_verified
 from .embed import FIELDS, FORMAT_VERSION, STAGE
 from .shards import shard_name, shard_paths
+from .store import static_files
 
 
 def _link(source: Path, target: Path) -> None:
@@ -30,7 +32,7 @@ def _link(source: Path, target: Path) -> None:
 def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
                cache_dir: str | Path = "cache", force: bool = False) -> StageRun:
     folders = [Path(f) for f in folders]
-    infos = [read_manifest(f, stage=STAGE) for f in folders]
+    infos = [read_verified(f, stage=STAGE) for f in folders]
     settings = [dict(i["settings"]) for i in infos]
     common = {k: v for k, v in settings[0].items() if k != "shard_index"}
     count = settings[0]["num_shards"]
@@ -48,8 +50,7 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
                          + (f" (missing {missing})" if missing else ""),
                          hint="pass every job's output folder")
     ordered = [f for _, f in sorted(zip([s["shard_index"] for s in settings], folders))]
-    extras = [p.name for p in ordered[0].glob("vocab-*.txt")] + \
-             [p.name for p in ordered[0].glob("vectors-*.npy")]
+    extras = static_files(ordered[0])
     for folder in ordered[1:]:
         for name in extras:
             if not filecmp.cmp(ordered[0] / name, folder / name, shallow=False):
@@ -62,8 +63,11 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
     if run.complete:
         return run
     with run.computing():
+        info_of = dict(zip(folders, infos))
+        files = {}
         for name in extras:
             _link(ordered[0] / name, run.path / name)
+            files[name] = _record(info_of[ordered[0]], ordered[0], name)
         fields = {}
         for field in FIELDS:
             number = 0
@@ -71,8 +75,9 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
             for folder in ordered:
                 for path in shard_paths(folder, field):
                     _link(path, run.path / shard_name(field, number))
+                    files[shard_name(field, number)] = _record(info_of[folder], folder, path.name)
                     number += 1
-                rows += read_manifest(folder)["fields"][field]["rows"]
+                rows += info_of[folder]["fields"][field]["rows"]
             fields[field] = {"rows": rows, "shards": number}
         first = infos[[s["shard_index"] for s in settings].index(0)]
         keep = {k: v for k, v in first.items()
@@ -81,8 +86,14 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
         per_job = {f"job_{s['shard_index']}": i["fields"] for s, i in zip(settings, infos)}
         run.finish({f"{field}_rows": v["rows"] for field, v in fields.items()},
                    fields=_sum_fields(infos), jobs=per_job, merged=[str(f) for f in ordered],
-                   linked=True, **keep)
+                   linked=True, files=dict(sorted(files.items())), **keep)
     return run
+
+
+def _record(info: dict, folder: Path, name: str) -> dict:
+    """A job's file record as its manifest holds it (checked when the job was opened), or
+    computed for a job folder written before records were kept."""
+    return (info.get(FILES_KEY) or {}).get(name) or file_record(folder / name)
 
 
 def _dataset_name(folder: Path) -> str:

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..atomic import atomic_path
+from ..arrow_files import read_table, write_stream
 
 METADATA_KEY = b"mrhp_prep.embed_text"
 
@@ -89,13 +89,7 @@ def record_batch(schema: pa.Schema, ids: Sequence[str], tokenized: Sequence,
 def write_shard(path: str | Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     """Stream record batches into `path` atomically (a reader never sees half a shard);
     returns the number of rows."""
-    rows = 0
-    with atomic_path(path) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    return rows
+    return write_stream(path, schema, batches)
 
 
 def shard_paths(folder: str | Path, field: str) -> list[Path]:
@@ -104,8 +98,7 @@ def shard_paths(folder: str | Path, field: str) -> list[Path]:
 
 def read_shard(path: str | Path) -> pa.Table:
     """One shard as a memory-mapped table."""
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_stream(source).read_all()
+    return read_table(path)
 
 
 def read_field(folder: str | Path, field: str) -> pa.Table:

@@ -40,6 +40,7 @@ from .loop.checkpoints import load_checkpoint_for
 from .settings.config import fingerprint_settings, flatten, model_defaults, resolve_config
 from .data.coverage import coverage_summary, require_full_coverage, store_coverage
 from .data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
+from .data.input_files import check_or_record_inputs
 from .loop.distributed import Distributed, pick_device
 from .report.metrics import evaluate_rankings, metrics_table
 from .models import build_model
@@ -151,6 +152,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
             distributed.close()
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
     if distributed.is_main:
+        check_or_record_inputs(path, inputs)     # a resumed run: the inputs it started from
         with atomic_path(path / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump({**config, "inputs": inputs}, sort_keys=False))
 

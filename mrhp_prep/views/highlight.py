@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..train.data.stores import ProbeShards
+from ..probe.shards import ProbeShards
 from .html_page import esc
 
 

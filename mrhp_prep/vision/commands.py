@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from ..cache import FAILURES_NAME
 from ..cli_options import device_option, manifest_option, shard_options, stage_options
 from ..devices import PRECISIONS
 from ..stage_summary import fail_if_none_done, report
@@ -26,7 +27,7 @@ def _store_rows(run, extra: dict | None = None) -> dict:
         per = info["regions_per_image"]
         rows["regions per image"] = f"{per['min']}-{per['max']} (mean {per['mean']})"
     if info.get("num_failures"):
-        rows["failures"] = f"{info['num_failures']} (see {run.path / 'failures.jsonl'})"
+        rows["failures"] = f"{info['num_failures']} (see {run.path / FAILURES_NAME})"
     rows.update(extra or {})
     return rows
 
@@ -136,18 +137,23 @@ def extract_rois(manifest, images_root, images, model, weights, seed, backend, m
 
 @click.command("merge-rois")
 @click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--virtual", is_flag=True, default=False,
+              help="Write only the index, over HDF5 virtual datasets that read the regions from "
+                   "the shard files (no copy: seconds instead of a copy at disk speed, no "
+                   "second copy on disk); the shard folders must then stay where they are.")
 @stage_options
-def merge_rois(shards, out, cache_dir, force):
+def merge_rois(shards, virtual, out, cache_dir, force):
     """Join the output folders of extract-rois shards (SHARDS...) into one store.
 
-    The merged rois.h5 indexes the shards' regions through HDF5 virtual datasets instead
-    of copying them: keep the shard folders where they are.
+    By default the regions are copied into one self-contained rois.h5 (features in one
+    block, which training reads through a memory map); the shard folders may then go.
+    One folder alone repacks a store an older version wrote (features in chunks).
 
     Example: mrhp-prep merge-rois cache/sample/extract-rois/<fp0> cache/sample/extract-rois/<fp1>
     """
     from .stages import merge_rois as run_merge
 
-    run = run_merge(list(shards), out=out, cache_dir=cache_dir, force=force)
+    run = run_merge(list(shards), out=out, cache_dir=cache_dir, force=force, virtual=virtual)
     report("merge-rois finished", _store_rows(run), run.path)
     return str(run.path)
 
@@ -192,6 +198,9 @@ def import_rois(source, fmt, manifest, suffix, feature_dtype, name, out, cache_d
               help="Folder to write into.")
 def export_rois(store, fmt, out):
     """Write the regions of a store (STORE: an output folder or rois.h5) for other tools.
+
+    A stage folder's rois.h5 is first checked against the size and SHA-256 its MANIFEST.json
+    records (1.2-1.6 GB/s measured; MRHP_VERIFY=size checks the size only).
 
     Example: mrhp-prep export-rois cache/sample/extract-rois/<fp> --format npz --out feats/
     """

@@ -26,8 +26,10 @@ from .images import ImageSettings, ShapeBatcher, folder_images, manifest_images
 from .loader import iter_samples, resolve_decoder
 from .models import FEATURE_DIMS, DetectorSettings, build_detector, weights_identity
 from .precision import full_float32
-from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, ImageRegions, RoiStore, consolidate,
-                    list_parts)
+from ..verify import file_records
+from .parts import PARTS_DIR, list_parts, usable_parts
+from .store import FORMAT_VERSION, STORE_NAME, ImageRegions, RoiStore
+from .store_join import consolidate
 from .writer import PartWriter
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def _finite_only(samples: list[dict], regions: list[ImageRegions],
 
 def _done_in_parts(folder: Path) -> tuple[set[str], int]:
     done: set[str] = set()
-    parts = list_parts(folder)
+    parts = usable_parts(folder)       # a damaged part is deleted: its images are redone
     for part in parts:
         with RoiStore(part) as store:
             done.update(store.image_ids)
@@ -303,7 +305,8 @@ def _finish(run: StageRun, items, dataset: str, identity: str, model_name: str, 
         feature_dim = store.feature_dim
         box_counts = [row[2] for row in store.index_rows()]
     run.finish(counts, model=model_name, weights_sha256=identity, feature_dim=feature_dim,
-               dataset=dataset, store=STORE_NAME, regions_per_image={
+               dataset=dataset, store=STORE_NAME, files=file_records(run.path, [STORE_NAME]),
+               regions_per_image={
                    "min": int(min(box_counts)) if box_counts else 0,
                    "max": int(max(box_counts)) if box_counts else 0,
                    "mean": round(float(np.mean(box_counts)), 2) if box_counts else 0.0},

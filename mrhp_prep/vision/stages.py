@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..cache import open_stage, read_manifest
+from ..cache import MANIFEST_NAME, open_stage, read_failures
 from ..errors import InputError
 from ..faults import environment_guard
 from ..locks import FolderLock
+from ..verify import file_records, read_verified
 from .interop import ImportFailure, export_npz, export_tsv, read_source
-from .store import (FORMAT_VERSION, PARTS_DIR, STORE_NAME, RoiStore, consolidate, list_parts,
-                    merge_virtual, next_part_path, write_store)
+from .parts import PARTS_DIR, list_parts, next_part_path
+from .store import FORMAT_VERSION, STORE_NAME, RoiStore, write_store
+from .store_join import consolidate, merge_virtual
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,15 @@ _SHARD_KEYS = {"shard_index"}
 
 
 def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "cache",
-               force: bool = False):
-    """Join finished extract-rois shard folders into one store (HDF5 virtual datasets: the
-    regions stay in the shard files, only the index is written)."""
+               force: bool = False, virtual: bool = False):
+    """Join finished extract-rois shard folders into one store: the regions copied into one
+    self-contained rois.h5 (features in one block, memory-mapped by readers), or with
+    `virtual` only the index, over HDF5 virtual datasets that read the shard files where
+    they are. One folder alone gives a copy in the block layout (a repack of a store written
+    by an older version, whose features are chunked)."""
     if not shards:
         raise InputError("give the shard folders to merge", hint="mrhp-prep merge-rois DIR...")
-    infos = [read_manifest(s, stage="extract-rois") for s in shards]
+    infos = [read_verified(s, stage="extract-rois") for s in shards]
     for shard, info in zip(shards, infos):
         if info.get("format_version") != FORMAT_VERSION:
             raise InputError(f"store format {info.get('format_version')}, this version writes "
@@ -49,7 +53,10 @@ def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "c
         raise InputError(f"expected shards 0..{num_shards - 1} exactly once, got {indices}",
                          hint="pass every shard folder of the extraction, once each")
     dataset = infos[0].get("dataset") or Path(shards[0]).resolve().parent.parent.name
-    run = open_stage("merge-rois", dataset=dataset, settings={"num_shards": num_shards},
+    # The copy and the virtual store hold the same regions in other files: the mode counts
+    # (a virtual merge keeps the settings, and so the folder, merges had before copies).
+    merge_settings = {"num_shards": num_shards, **({} if virtual else {"layout": "copy"})}
+    run = open_stage("merge-rois", dataset=dataset, settings=merge_settings,
                      inputs={f"shard{i}": s for i, s in enumerate(shards)},
                      format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
     if run.complete:
@@ -62,25 +69,28 @@ def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "c
                            "merged_from": num_shards}
         attrs = {"model": infos[0].get("model", ""),
                  "weights_sha256": infos[0].get("weights_sha256", ""), "settings": merged_settings}
-        images, regions = merge_virtual([s / STORE_NAME for s in ordered], run.path / STORE_NAME,
-                                        attrs=attrs)
-        for _, shard, info in by_index:
-            for failure in _all_failures(info, shard):
+        sources = [s / STORE_NAME for s in ordered]
+        if virtual:
+            images, regions = merge_virtual(sources, run.path / STORE_NAME, attrs=attrs)
+            extra = {"note": "rois.h5 reads the regions from the shard folders; keep them in place"}
+        else:
+            with RoiStore(sources[0]) as first:
+                feature_dim, dtype = first.feature_dim, first.row_layout("features")[1]
+            images, regions = consolidate(
+                sources, run.path / STORE_NAME, attrs=attrs, feature_dim=feature_dim,
+                feature_dtype=dtype, kind="shards",
+                hint="merge shards of one extraction (same --num-shards)")
+            extra = {"note": "rois.h5 holds every region: the shard folders may be deleted"}
+        for _, shard, _ in by_index:
+            for failure in read_failures(shard):
                 run.add_failure(**failure)
         run.finish({"images": images + len(run.failures), "extracted": images, "regions": regions,
                     "failed": len(run.failures), "shards": num_shards},
                    model=attrs["model"], weights_sha256=attrs["weights_sha256"], dataset=dataset,
                    feature_dim=infos[0].get("feature_dim"), store=STORE_NAME,
-                   shards=[str(Path(s).resolve()) for s in ordered],
-                   note="rois.h5 reads the regions from the shard folders; keep them in place")
+                   shards=[str(Path(s).resolve()) for s in ordered], virtual=virtual,
+                   files=file_records(run.path, [STORE_NAME]), **extra)
     return run
-
-
-def _all_failures(info: dict, folder: str) -> list[dict]:
-    path = Path(folder) / info.get("failures_file", "failures.jsonl")
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: str = ".jpg",
@@ -90,17 +100,21 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
     source_path = Path(source)
     if not source_path.exists():
         raise InputError("not found", file=source)
-    id_of_path: dict[str, str] | None = None
+    id_of_name: dict[str, str] | None = None
     dataset = name or source_path.resolve().name
     inputs = {"source": source}
+    settings = {"format": fmt, "suffix": suffix, "feature_dtype": feature_dtype}
     if manifest is not None:
         from ..data.manifest import Manifest
 
         loaded = Manifest(manifest)
-        id_of_path = dict(zip(loaded.images["path"], loaded.images["image_id"]))
+        # A name is an image's path under the images root (the reference tools' trees) or
+        # its id (what export-rois writes); a path wins where both could match.
+        id_of_name = dict(zip(loaded.images["image_id"], loaded.images["image_id"]))
+        id_of_name.update(zip(loaded.images["path"], loaded.images["image_id"]))
         dataset = name or loaded.name
         inputs["manifest"] = manifest
-    settings = {"format": fmt, "suffix": suffix, "feature_dtype": feature_dtype}
+        settings["names"] = "path-or-id"
     run = open_stage("import-rois", dataset=dataset, settings=settings, inputs=inputs,
                      format_version=FORMAT_VERSION, out=out, cache_dir=cache_dir, force=force)
     if run.complete:
@@ -114,12 +128,12 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
             if isinstance(record, ImportFailure):
                 run.add_failure(record.item, record.reason, detail=record.detail)
                 continue
-            if id_of_path is not None:
-                if record.image_id not in id_of_path:
+            if id_of_name is not None:
+                if record.image_id not in id_of_name:
                     run.add_failure(record.image_id, "not-in-manifest",
-                                    detail="no manifest image has this path")
+                                    detail="no manifest image has this path or id")
                     continue
-                record.image_id = id_of_path[record.image_id]
+                record.image_id = id_of_name[record.image_id]
             if record.image_id in seen:
                 run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
                 continue
@@ -149,20 +163,26 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
         images, regions = consolidate(list_parts(run.path), run.path / STORE_NAME, attrs=attrs,
                                       feature_dim=feature_dim, feature_dtype=dtype)
         run.finish({"images": images, "regions": regions, "failed": len(run.failures)},
-                   model=attrs["model"], feature_dim=feature_dim, store=STORE_NAME)
+                   model=attrs["model"], feature_dim=feature_dim, store=STORE_NAME,
+                   files=file_records(run.path, [STORE_NAME]))
         shutil.rmtree(run.path / PARTS_DIR, ignore_errors=True)
     return run
 
 
 def export_rois(store_path: str, *, fmt: str, out: str) -> int:
-    """Write a store's regions as MILVLG-style npz files or a bottom-up-attention TSV."""
+    """Write a store's regions as MILVLG-style npz files or a bottom-up-attention TSV.
+    A stage folder's store is checked against its MANIFEST.json first."""
     if fmt not in ("npz", "tsv"):
         raise InputError(f"unknown format {fmt!r}", hint="choose npz or tsv")
+    path = Path(store_path)
+    folder = path if path.is_dir() else path.parent
+    opened = (RoiStore.of_stage(folder) if (folder / MANIFEST_NAME).is_file()
+              else RoiStore(path))
     target = Path(out)
     with environment_guard(target):
         target.mkdir(parents=True, exist_ok=True)
     # One export into a folder at a time; a full or read-only disk names the folder.
-    with RoiStore(store_path) as store, FolderLock(target), environment_guard(target):
+    with opened as store, FolderLock(target), environment_guard(target):
         if store.format_version < FORMAT_VERSION:
             raise InputError(f"store format {store.format_version}: its object and attribute "
                              "ids may be counted from 1, the formats written here count from 0",

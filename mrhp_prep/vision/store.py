@@ -19,9 +19,15 @@
 File attributes: `model`, `weights_sha256`, `settings` (JSON), `format_version`,
 `feature_dim`. Image i's regions are rows offset[i] : offset[i] + count[i].
 
-Part files (`parts/part-*.h5`) have the same layout plus a `failures` dataset (JSON lines);
-an extraction run writes one per chunk of images, atomically, so a killed run loses at most
-the chunk in flight and resumes from the parts on disk.
+`features` is written in one uncompressed block (HDF5's contiguous layout), so a reader maps it
+with `numpy.memmap` (`RoiStore` does); the small per-region arrays are chunked. Stores written
+before this layout (format 2 as well) hold `features` in chunks of 64 rows: they read the
+same, through h5py, more slowly; `merge-rois FOLDER` copies one into the block layout.
+A merged store (`merge-rois --virtual`) holds HDF5 virtual datasets over the shards' files.
+
+Part files (`parts/part-*.h5`, see `parts.py`) have the same layout plus a `failures` dataset
+(JSON lines). This module is the only one that opens these files; `store_join.py` lays
+stores end to end through `created_store`.
 """
 
 from __future__ import annotations
@@ -39,23 +45,20 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from ..faults import require_free_space
 
 # 2: object and attribute ids counted from 0 (as the reference extractor and the vocabulary
 #    files count them); format 1 stores counted extract-rois ids from 1.
 FORMAT_VERSION = 2
 STORE_NAME = "rois.h5"
-PARTS_DIR = "parts"
 
 INDEX_FIELDS = ("image_id", "offset", "count", "image_h", "image_w")
 ROW_FIELDS = ("features", "boxes", "object_id", "object_conf", "attr_id", "attr_conf")
 _ROW_DTYPES = {"boxes": np.float32, "object_id": np.int32, "object_conf": np.float32,
                "attr_id": np.int32, "attr_conf": np.float32}
+# The stages whose output folder holds a rois.h5 (all read alike).
+ROI_STAGES = ("extract-rois", "merge-rois", "import-rois")
 _STR = h5py.string_dtype("utf-8")
-# Rows per chunk: one image's regions (10-100) touch one or two chunks of features.
-_FEATURE_CHUNK_ROWS = 64
 _SMALL_CHUNK_ROWS = 4096
-_PACKING_MARGIN = 8 << 20       # bytes beyond the parts' size that packing may need
 
 
 @dataclass
@@ -77,13 +80,14 @@ class ImageRegions:
         return int(self.features.shape[0])
 
 
-def _create_rows(handle: h5py.File, total: int, feature_dim: int, feature_dtype) -> dict:
+def create_rows(handle: h5py.File, total: int, feature_dim: int, feature_dtype) -> dict:
+    """The row datasets of a new store: `features` in one uncompressed block (so readers can
+    memory-map it), the small per-region arrays in chunks."""
     def chunks(rows: int, *tail: int) -> tuple | None:
         return (max(1, min(rows, max(total, 1))), *tail) if total else None
 
-    datasets = {"features": handle.create_dataset(
-        "features", (total, feature_dim), dtype=feature_dtype,
-        chunks=chunks(_FEATURE_CHUNK_ROWS, feature_dim))}
+    datasets = {"features": handle.create_dataset("features", (total, feature_dim),
+                                                  dtype=feature_dtype)}
     datasets["boxes"] = handle.create_dataset("boxes", (total, 4), dtype=np.float32,
                                               chunks=chunks(_SMALL_CHUNK_ROWS, 4))
     for name in ("object_id", "object_conf", "attr_id", "attr_conf"):
@@ -115,29 +119,44 @@ def write_store(path: str | Path, images: Sequence[ImageRegions], *, feature_dim
     counts = [image.count for image in images]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts else []
     total = int(sum(counts))
-    with _built_in_memory(path) as handle:
-        _write_index(handle, [i.image_id for i in images], offsets, counts,
-                     [i.image_h for i in images], [i.image_w for i in images])
-        rows = _create_rows(handle, total, feature_dim, feature_dtype)
+    index = ([i.image_id for i in images], offsets, counts, [i.image_h for i in images],
+             [i.image_w for i in images])
+    with created_store(path, index, attrs=attrs or {}, feature_dim=feature_dim,
+                       in_memory=True) as handle:
+        rows = create_rows(handle, total, feature_dim, feature_dtype)
         if total:
             for name in ROW_FIELDS:
                 data = np.concatenate([getattr(i, name) for i in images if i.count])
                 rows[name][...] = data.astype(rows[name].dtype, copy=False)
         handle.create_dataset("failures", data=np.asarray(
             [json.dumps(f, default=str) for f in failures], dtype=object), dtype=_STR)
-        _set_attrs(handle, attrs or {}, feature_dim)
     return path
 
 
-# HDF5 does not survive a write the disk refuses: its file object is left half closed, and
-# freeing it crashes the process (a segfault). Small files (parts, the merged index) are
-# therefore built in memory and written to disk by Python, where a full disk is a plain
-# OSError; the one large file, the packed store, is written only when the disk has room.
 @contextlib.contextmanager
-def _built_in_memory(path: Path) -> Iterator[h5py.File]:
+def created_store(path: str | Path, index: tuple, *, attrs: dict, feature_dim: int,
+                  in_memory: bool = False) -> Iterator[h5py.File]:
+    """A new store at `path`, written atomically (renamed into place when the block ends
+    without an error): the index (image_ids, offsets, counts, heights, widths) is written,
+    the block adds the row datasets (`create_rows`, or virtual ones), then the attributes.
+
+    HDF5 does not survive a write the disk refuses: its file object is left half closed, and
+    freeing it crashes the process (a segfault). Small files (parts, a virtual store's index)
+    are therefore built `in_memory` and written to disk by Python, where a full disk is a
+    plain OSError; a large packed store is written only when the disk has room for it
+    (`require_free_space`, checked by the caller)."""
+    if not in_memory:
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as handle:
+                _write_index(handle, *index)
+                yield handle
+                _set_attrs(handle, attrs, feature_dim)
+        return
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as handle:
+        _write_index(handle, *index)
         yield handle
+        _set_attrs(handle, attrs, feature_dim)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getbuffer())
 
@@ -148,6 +167,13 @@ class RoiStore:
     >>> store = RoiStore("cache/sample/extract-rois/<fp>/rois.h5")
     >>> store.features("B00SAMP001/pic_0.jpg").shape      # (n, 2048)
     >>> store.image("B00SAMP001/pic_0.jpg")["boxes"]     # (n, 4) float32, original pixels
+
+    `features` stored in one uncompressed block (what this version writes) are read through a
+    `numpy.memmap` of the file: a read is a slice of the page cache, several times faster per
+    image than HDF5's chunk reads (docs/extract-rois.md). A virtual store (`merge-rois
+    --virtual`) maps each shard file's block the same way. Chunked stores (written before
+    that) read through h5py. The store reopens itself in a new process (DataLoader workers).
+    Stage outputs are opened with `RoiStore.of_stage`, which checks them first.
     """
 
     def __init__(self, path: str | Path):
@@ -158,26 +184,123 @@ class RoiStore:
             raise InputError("no RoI store here", file=str(path),
                              hint="pass an extract-rois (or merge-rois) output folder or rois.h5")
         self.path = path
-        try:
-            self._file = h5py.File(path, "r")
-        except OSError as exc:
-            raise InputError(f"not a readable HDF5 file: {exc}", file=str(path)) from exc
-        missing = [n for n in INDEX_FIELDS + ROW_FIELDS if n not in self._file]
+        self.folder, self.info = path.parent, None
+        self._pid = None
+        handle = self._open()
+        missing = [n for n in INDEX_FIELDS + ROW_FIELDS if n not in handle]
         if missing:
-            raise InputError(f"not an RoI store: missing {', '.join(missing)}", file=str(path))
-        version = int(self._file.attrs.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise InputError(f"store format {version} is newer than this mrhp-prep reads "
-                             f"({FORMAT_VERSION})", file=str(path), hint="upgrade mrhp-prep")
-        ids = self._file["image_id"].asstr()[...]
-        self._ids = list(ids)
-        self._offset = self._file["offset"][...]
-        self._count = self._file["count"][...]
-        self._height = self._file["image_h"][...]
-        self._width = self._file["image_w"][...]
-        self._row_of = {image_id: row for row, image_id in enumerate(self._ids)}
-        if len(self._row_of) != len(self._ids):
+            raise InputError(f"not an RoI store: missing {', '.join(missing)}", file=str(path),
+                             hint="re-run the stage that wrote it with --force")
+        if self.format_version > FORMAT_VERSION:
+            raise InputError(f"store format {self.format_version} is newer than this mrhp-prep "
+                             f"reads ({FORMAT_VERSION})", file=str(path), hint="upgrade mrhp-prep")
+        self._ids = list(handle["image_id"].asstr()[...])
+        self.offsets = handle["offset"][...].astype(np.int64)
+        self.counts = handle["count"][...].astype(np.int64)
+        self._height = handle["image_h"][...]
+        self._width = handle["image_w"][...]
+        self.index = {image_id: row for row, image_id in enumerate(self._ids)}
+        if len(self.index) != len(self._ids):
             raise InputError("the store lists an image id twice", file=str(path))
+        features = handle["features"]
+        self._shape, self._dtype = tuple(features.shape), features.dtype
+        self._blocks = self._feature_blocks(features)
+        self._maps = None
+
+    @classmethod
+    def of_stage(cls, path: str | os.PathLike) -> "RoiStore":
+        """The store of a finished extract-rois, merge-rois or import-rois folder (or of its
+        rois.h5), its files checked against the MANIFEST.json records (`verify.py`); the
+        shards behind a virtual store are checked against theirs."""
+        from ..cache import MANIFEST_NAME
+        from ..verify import read_verified
+
+        path = Path(path)
+        folder = path.parent if path.is_file() else path
+        if not (folder / MANIFEST_NAME).exists() and (folder / STORE_NAME).exists():
+            raise InputError(f"{folder} has no {MANIFEST_NAME}: the run that writes it did not "
+                             "finish", file=str(folder),
+                             hint="run 'mrhp-prep extract-rois' again (it resumes)")
+        info = read_verified(folder, ROI_STAGES)
+        store = cls(folder / STORE_NAME)
+        store.info = info
+        for source in {block[2] for block in store._virtual_sources()}:
+            if (source.parent / MANIFEST_NAME).is_file():
+                read_verified(source.parent, "extract-rois")
+        return store
+
+    # --- opening, per process ---------------------------------------------------------
+    def _open(self) -> h5py.File:
+        if self._pid != os.getpid():
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise InputError(f"cannot read the RoI store (not a readable HDF5 file): {exc}",
+                                 file=str(self.path),
+                                 hint="re-run the stage that wrote it with --force") from exc
+            self._pid, self._maps = os.getpid(), None
+            self._h5_features = None
+        return self._file
+
+    def _virtual_sources(self) -> list[tuple[int, int, Path, str]]:
+        """(first row, end row, file, dataset) of each source of a virtual `features`."""
+        features = self._open()["features"]
+        if not features.is_virtual:
+            return []
+        plist = features.id.get_create_plist()
+        sources = []
+        for k in range(plist.get_virtual_count()):
+            (start, _), (last, _) = plist.get_virtual_vspace(k).get_select_bounds()
+            name = plist.get_virtual_filename(k)
+            file = self.path if name == "." else Path(name)
+            if not file.is_absolute():
+                file = Path(os.path.normpath(self.path.parent / file))
+            sources.append((int(start), int(last) + 1, file, plist.get_virtual_dsetname(k)))
+        return sources
+
+    def _feature_blocks(self, features) -> list[tuple[int, int, Path, int]] | None:
+        """(first row, end row, file, byte offset) of contiguous blocks covering `features`,
+        or None when some part of it is chunked (then h5py reads it)."""
+        if not features.is_virtual:
+            offset = _contiguous_offset(features)
+            if offset is None:
+                return None if self._shape[0] else []
+            return [(0, self._shape[0], self.path, offset)]
+        blocks = []
+        for start, stop, file, name in self._virtual_sources():
+            if not file.is_file():
+                raise InputError(
+                    f"{self.path.name} reads its regions from {file}, which is missing (the "
+                    f"shard folders moved or were deleted after merge-rois --virtual)",
+                    file=str(file), hint="put the shard folders back where they were (the "
+                    "merge-rois MANIFEST.json lists them), or run merge-rois again without "
+                    "--virtual, which copies the regions into one file")
+            with h5py.File(file, "r") as source:
+                offset = _contiguous_offset(source[name])
+            if offset is None:
+                return None
+            blocks.append((start, stop, file, offset))
+        return blocks
+
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether `features` reads go through numpy memory maps instead of h5py."""
+        return self._blocks is not None
+
+    def _mapped(self) -> list[tuple[int, int, np.ndarray]]:
+        self._open()
+        if self._maps is None:
+            self._maps = [(start, stop, np.memmap(file, mode="r", dtype=self._dtype,
+                                                  offset=offset,
+                                                  shape=(stop - start, *self._shape[1:])))
+                          for start, stop, file, offset in self._blocks]
+        return self._maps
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_file", None)
+        state["_pid"], state["_maps"], state["_h5_features"] = None, None, None
+        return state
 
     # --- metadata -----------------------------------------------------------------------
     @property
@@ -186,20 +309,20 @@ class RoiStore:
 
     @property
     def format_version(self) -> int:
-        return int(self._file.attrs.get("format_version", 0))
+        return int(self._open().attrs.get("format_version", 0))
 
     @property
     def feature_dim(self) -> int:
-        return int(self._file["features"].shape[1])
+        return int(self._shape[1])
 
     @property
     def num_regions(self) -> int:
-        return int(self._file["features"].shape[0])
+        return int(self._shape[0])
 
     @property
     def attrs(self) -> dict:
         out = {}
-        for key, value in self._file.attrs.items():
+        for key, value in self._open().attrs.items():
             if isinstance(value, bytes):
                 value = value.decode()
             if key == "settings" and isinstance(value, str):
@@ -211,29 +334,47 @@ class RoiStore:
         return len(self._ids)
 
     def __contains__(self, image_id: object) -> bool:
-        return image_id in self._row_of
+        return image_id in self.index
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)
 
     # --- data ---------------------------------------------------------------------------
+    def span(self, image_id: str) -> slice:
+        """The region rows of one image."""
+        return self._span(image_id)[1]
+
     def _span(self, image_id: str) -> tuple[int, slice]:
         try:
-            row = self._row_of[image_id]
+            row = self.index[image_id]
         except KeyError:
             raise KeyError(f"image {image_id!r} is not in {self.path}") from None
-        start = int(self._offset[row])
-        return row, slice(start, start + int(self._count[row]))
+        start = int(self.offsets[row])
+        return row, slice(start, start + int(self.counts[row]))
 
-    def features(self, image_id: str) -> np.ndarray:
-        """[n, D] features of one image (float16 or float32 as stored)."""
-        return self._file["features"][self._span(image_id)[1]]
+    def features(self, image_id: str, limit: int | None = None) -> np.ndarray:
+        """[n, D] features of one image (float16 or float32 as stored), its first `limit`
+        regions (stored order) when given."""
+        span = self._span(image_id)[1]
+        start, stop = span.start, span.stop if limit is None else min(span.stop,
+                                                                        span.start + limit)
+        if self._blocks is not None:
+            for first, end, block in self._mapped():
+                if first <= start and stop <= end:
+                    return np.asarray(block[start - first:stop - first])
+            if start == stop:
+                return np.zeros((0, *self._shape[1:]), self._dtype)
+        self._open()
+        if self._h5_features is None:            # looked up once: a lookup costs a read
+            self._h5_features = self._file["features"]
+        return self._h5_features[start:stop]
 
     def image(self, image_id: str) -> dict[str, np.ndarray | int]:
         """All arrays of one image: features [n, D], boxes [n, 4], object_id, object_conf,
         attr_id, attr_conf [n], and image_h, image_w."""
         row, span = self._span(image_id)
-        out: dict = {name: self._file[name][span] for name in ROW_FIELDS}
+        out: dict = {name: self._open()[name][span] for name in ROW_FIELDS if name != "features"}
+        out["features"] = self.features(image_id)
         out["image_h"] = int(self._height[row])
         out["image_w"] = int(self._width[row])
         return out
@@ -247,30 +388,39 @@ class RoiStore:
         """
         parts = []
         for image_id in image_ids:
-            if image_id not in self._row_of and skip_missing:
+            if image_id not in self.index and skip_missing:
                 continue
-            feats = self.features(image_id)
-            parts.append(feats[:max_per_image] if max_per_image else feats)
+            parts.append(self.features(image_id, max_per_image))
         if not parts:
-            return np.zeros((0, self.feature_dim), dtype=self._file["features"].dtype)
+            return np.zeros((0, self.feature_dim), dtype=self._dtype)
         return np.concatenate(parts)
 
     def index_rows(self) -> Iterator[tuple[str, int, int, int, int]]:
         """(image_id, offset, count, image_h, image_w) for every image, in file order."""
         for row, image_id in enumerate(self._ids):
-            yield (image_id, int(self._offset[row]), int(self._count[row]),
+            yield (image_id, int(self.offsets[row]), int(self.counts[row]),
                    int(self._height[row]), int(self._width[row]))
 
     def failures(self) -> list[dict]:
-        if "failures" not in self._file:
+        handle = self._open()
+        if "failures" not in handle:
             return []
-        return [json.loads(line) for line in self._file["failures"].asstr()[...]]
+        return [json.loads(line) for line in handle["failures"].asstr()[...]]
+
+    def row_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape, dtype) of one row dataset."""
+        dataset = self._open()[name]
+        return tuple(dataset.shape), dataset.dtype
 
     def rows(self, name: str, span: slice) -> np.ndarray:
-        return self._file[name][span]
+        if name == "features" and self._blocks is not None and len(self._blocks) == 1:
+            return np.array(self._mapped()[0][2][span])
+        return self._open()[name][span]
 
     def close(self) -> None:
-        self._file.close()
+        if self._pid == os.getpid():
+            self._file.close()
+        self._pid, self._maps = None, None
 
     def __enter__(self) -> "RoiStore":
         return self
@@ -279,113 +429,8 @@ class RoiStore:
         self.close()
 
 
-# --- parts: resume and consolidation ------------------------------------------------------
-
-def list_parts(folder: str | Path) -> list[Path]:
-    parts = Path(folder) / PARTS_DIR
-    return sorted(parts.glob("part-*.h5")) if parts.is_dir() else []
-
-
-def next_part_path(folder: str | Path) -> Path:
-    existing = list_parts(folder)
-    number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-    return Path(folder) / PARTS_DIR / f"part-{number:05d}.h5"
-
-
-def _joined_index(stores: Sequence["RoiStore"], kind: str, hint: str | None = None):
-    """The index of `stores` laid end to end: (image_ids, offsets, counts, heights, widths),
-    offsets shifted by the regions of the stores before. Raises InputError when an image id
-    is in two of them."""
-    ids, offsets, counts, heights, widths = [], [], [], [], []
-    seen: dict[str, Path] = {}
-    base = 0
-    for store in stores:
-        for image_id, offset, count, height, width in store.index_rows():
-            if image_id in seen:
-                raise InputError(f"image {image_id!r} is in two {kind} ({seen[image_id]} and "
-                                 f"{store.path})", file=str(store.path), hint=hint)
-            seen[image_id] = store.path
-            ids.append(image_id)
-            offsets.append(base + offset)
-            counts.append(count)
-            heights.append(height)
-            widths.append(width)
-        base += store.num_regions
-    return ids, offsets, counts, heights, widths
-
-
-def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: dict,
-                feature_dim: int, feature_dtype=np.float16) -> tuple[int, int]:
-    """Copy the regions of several stores (parts) into one packed store, atomically.
-
-    Returns (number of images, number of regions). Raises if an image id repeats.
-    """
-    stores = [RoiStore(s) for s in sources]
-    try:
-        for store in stores:
-            if store.feature_dim != feature_dim:
-                raise InputError(f"feature size {store.feature_dim}, expected {feature_dim}",
-                                 file=str(store.path))
-        index = _joined_index(stores, "part files",
-                              hint="two runs wrote into this folder at once; rerun with --force "
-                                   "to start it over")
-        total = sum(s.num_regions for s in stores)
-        # The copy is about as large as the parts (plus HDF5's own bookkeeping).
-        require_free_space(Path(out_path).parent, _PACKING_MARGIN + sum(
-            store.path.stat().st_size for store in stores), f"packing {Path(out_path).name}")
-        with atomic_path(out_path) as tmp:
-            with h5py.File(tmp, "w") as handle:
-                rows = _create_rows(handle, total, feature_dim, feature_dtype)
-                base = 0
-                for store in stores:
-                    n = store.num_regions
-                    if n:
-                        for name in ROW_FIELDS:
-                            block = store.rows(name, slice(0, n))
-                            rows[name][base:base + n] = block.astype(rows[name].dtype, copy=False)
-                    base += n
-                _write_index(handle, *index)
-                _set_attrs(handle, attrs, feature_dim)
-        return len(index[0]), total
-    finally:
-        for store in stores:
-            store.close()
-
-
-def merge_virtual(sources: Sequence[str | Path], out_path: str | Path, *, attrs: dict) -> tuple[int, int]:
-    """Join stores without copying their regions: the row datasets of `out_path` are HDF5
-    virtual datasets over the sources (stored as paths relative to `out_path`'s folder);
-    only the small index is written. The sources must stay where they are."""
-    out_path = Path(out_path)
-    stores = [RoiStore(s) for s in sources]
-    try:
-        feature_dim = stores[0].feature_dim
-        for store in stores:
-            if store.feature_dim != feature_dim:
-                raise InputError(f"feature size {store.feature_dim} differs from {feature_dim}",
-                                 file=str(store.path), hint="merge shards of one extraction only")
-        index = _joined_index(stores, "shards",
-                              hint="merge shards of one extraction (same --num-shards)")
-        total = sum(s.num_regions for s in stores)
-        layouts = {}
-        for name in ROW_FIELDS:
-            sample = stores[0]._file[name]
-            layouts[name] = h5py.VirtualLayout(shape=(total, *sample.shape[1:]), dtype=sample.dtype)
-        base = 0
-        for store in stores:
-            n = store.num_regions
-            relative = os.path.relpath(store.path.resolve(), out_path.resolve().parent)
-            if n:
-                for name in ROW_FIELDS:
-                    shape = store._file[name].shape
-                    layouts[name][base:base + n] = h5py.VirtualSource(relative, name, shape=shape)
-            base += n
-        with _built_in_memory(out_path) as handle:
-            for name, layout in layouts.items():
-                handle.create_virtual_dataset(name, layout, fillvalue=0)
-            _write_index(handle, *index)
-            _set_attrs(handle, attrs, feature_dim)
-        return len(index[0]), total
-    finally:
-        for store in stores:
-            store.close()
+def _contiguous_offset(dataset) -> int | None:
+    """Byte offset of a dataset stored as one uncompressed block in its file, else None."""
+    if dataset.is_virtual or dataset.chunks is not None or dataset.external:
+        return None
+    return dataset.id.get_offset()

@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .store import ImageRegions, next_part_path, write_store
+from .parts import write_part
+from .store import ImageRegions
 
 _STOP = object()
 
@@ -47,8 +48,7 @@ class PartWriter:
                 continue             # after a failure, drain without writing
             regions, failures = job
             try:
-                path = write_store(next_part_path(self.folder), regions, failures=failures,
-                                   **self.options)
+                path = write_part(self.folder, regions, failures, **self.options)
                 self.written.append(path)
             except BaseException as exc:  # handed to the main thread, not lost in this one
                 self.error = exc

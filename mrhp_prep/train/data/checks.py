@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ...errors import InputError
+from ...text.store import vectors_name
 
 RERUN_HINTS = {"text": "re-run embed-text with --force on that input",
                "rois": "re-run extract-rois with --force (the image may be damaged: check it)"}
@@ -144,7 +145,7 @@ def check_labels(sources, splits: Mapping) -> None:
             raise NonFiniteError(
                 f"{len(bad)} review label(s) of split {name} are NaN or inf (reviews "
                 f"{first_few(table.review_ids[bad])})",
-                file=str(sources.manifest.path / "reviews.parquet"), field="label",
+                file=str(sources.manifest.table_path("reviews")), field="label",
                 hint="re-run ingest with --force on the release files")
 
 
@@ -163,7 +164,7 @@ def check_text_sources(sources) -> None:
         if shards is None:
             continue
         check_vectors(shards.vectors, shards.vocab,
-                      str(shards.folder / f"vectors-{name}.npy"))
+                      str(shards.folder / vectors_name(name)))
         lengths = pd.Series(frame["text"].str.len().to_numpy(dtype=np.float64),
                             index=frame[id_column].to_numpy(dtype=object))
         check_text_store(shards, lengths)

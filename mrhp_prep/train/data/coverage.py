@@ -9,12 +9,11 @@ as failed (in its failures.jsonl) are known skips: they are reported, never refu
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ...cache import FAILURES_NAME
+from ...cache import read_failures
 from ...errors import InputError
 
 WHAT_WRITES = {"text": "embed-text", "rois": "extract-rois", "probes": "probe-masks"}
@@ -51,17 +50,7 @@ class StoreCoverage:
 
 def _listed_failures(folder: Path) -> set[str]:
     """Item ids a stage folder's failures.jsonl lists."""
-    path = Path(folder) / FAILURES_NAME
-    if not path.is_file():
-        return set()
-    items = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                items.add(str(json.loads(line).get("item")))
-            except (ValueError, AttributeError):
-                continue
-    return items
+    return {str(failure.get("item")) for failure in read_failures(folder)}
 
 
 def store_coverage(sources, splits: Mapping) -> dict[str, StoreCoverage]:

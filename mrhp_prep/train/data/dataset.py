@@ -22,7 +22,7 @@ from ...data.manifest import Manifest
 from ...errors import InputError
 from .checks import check_text_sources
 from ..models.base import ModelInputs
-from .stores import ProbeShards, RoiFeatures, TextShards, token_probe_mask
+from .stores import ProbeShards, TextShards, open_rois, token_probe_mask
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class FeatureSources:
                  text: str | Path | None = None, probes: str | Path | None = None,
                  vocabularies: Mapping[str, Sequence[str]] | None = None):
         self.manifest = Manifest(manifest)
-        self.rois = RoiFeatures(rois) if rois else None
+        self.rois = open_rois(rois) if rois else None
         self.text: dict[str, TextShards] = {}
         self.id_maps: dict[str, np.ndarray | None] = {"product": None, "review": None}
         if text:
