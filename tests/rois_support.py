@@ -57,3 +57,36 @@ def tiny(**overrides) -> list[str]:
 
 # Fewer proposals and regions still: for tests about files and bookkeeping, not the model.
 FAST = {"rpn_post_nms_top_n": 4, "min_boxes": 2, "max_boxes": 4}
+
+
+def gain_weights(path: Path, gain: float) -> Path:
+    """A bottom-up-attention checkpoint (our module names) in which every convolution averages
+    its inputs times `gain` (weight gain / fan-in), norms are the identity and the RPN and
+    region heads are zero: finite weights whose activations grow by about (1 + gain^3) per
+    residual block (33 blocks) on a bright image and stay 0 on a black one (the stem sees
+    pixels below the mean). Each tensor is one number expanded to its shape, so the file is
+    small."""
+    import torch
+
+    from mrhp_prep.vision.butd import BUTDConfig, BUTDDetector
+
+    state = {}
+    for name, tensor in BUTDDetector(BUTDConfig()).state_dict().items():
+        if not tensor.is_floating_point():
+            state[name] = tensor
+            continue
+        value = 0.0
+        if name.endswith("running_var") or name.endswith("norm.weight"):
+            value = 1.0
+        elif name.endswith("conv.weight") and not name.startswith("rpn."):
+            value = gain / (tensor[0].numel())
+        state[name] = torch.full((), value).expand(tensor.shape)
+    torch.save(state, path)
+    return path
+
+
+def solid_photos(folder: Path, **levels: int) -> None:
+    """Grey-level JPEGs `folder/<name>.jpg` of 96 x 128 pixels, one per name=level."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, level in levels.items():
+        Image.new("RGB", (128, 96), (level,) * 3).save(folder / f"{name}.jpg", quality=95)
