@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path
 from ..cache import StageRun, file_sha256, open_stage
 from ..errors import InputError
-from .cells import cell_text, count_surrogates, image_urls, valid_id, vote_count
+from .cells import (cell_text, count_surrogates, id_problem, image_urls, printable,
+                    valid_id, vote_count)
 from .manifest import (FORMAT_VERSION, IMAGE_SCHEMA, PRODUCT_SCHEMA, REVIEW_SCHEMA,
                        image_relpath)
 from .raw_files import ROW_KEY, SPLITS, find_release_files, read_table
@@ -65,8 +66,8 @@ def _new_id(row: dict, column: str, path: Path, seen: dict[str, str],
     first seen); otherwise None, with the problem noted against the row."""
     item_id = valid_id(row.get(column))
     if item_id is None:
-        problems.add(path, row[ROW_KEY], column, "missing or unusable id (empty, control "
-                     "characters, '.' or '..')", item=str(row.get(column)))
+        problems.add(path, row[ROW_KEY], column, id_problem(row.get(column)),
+                     item=printable(str(row.get(column))))
     elif item_id in seen:
         kind = column.removesuffix("_id")
         problems.add(path, row[ROW_KEY], column,
@@ -74,6 +75,14 @@ def _new_id(row: dict, column: str, path: Path, seen: dict[str, str],
                      item=item_id)
         item_id = None
     return item_id
+
+
+def _reject(problems: Problems, rejected: dict[str, str], path: Path, row: dict, column: str,
+            item_id: str, message: str) -> None:
+    """Note a problem with the row of `item_id`, and remember it in `rejected` (id -> where
+    and why) for the rows that follow from it."""
+    problems.add(path, row[ROW_KEY], column, message, item=item_id)
+    rejected[item_id] = f"{path.name} row {row[ROW_KEY]}, field '{column}': {message}"
 
 
 def _check_columns(frame: pd.DataFrame, kind: str, path: Path) -> None:
@@ -106,6 +115,8 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
         prd_path, rvw_path, rel_path = (files[k, split] for k in ("prd", "rvw", "rel"))
 
         split_products: dict[str, dict] = {}
+        # product id -> where and why its row was rejected, for the reviews that name it
+        rejected_products: dict[str, str] = {}
         for row in tables["prd"].to_dict("records"):
             surrogate_cells += count_surrogates(row)
             pid = _new_id(row, "product_id", prd_path, seen_products, problems)
@@ -114,13 +125,13 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
             name, description = cell_text(row.get("name")), cell_text(row.get("description"))
             text = f"{name} {description}".strip() if use_description else name
             if not text:
-                problems.add(prd_path, row[ROW_KEY], "name", "empty product name and description",
-                             item=pid)
+                _reject(problems, rejected_products, prd_path, row, "name", pid,
+                        "empty product name and description")
                 continue
             try:
                 urls = image_urls(row.get("img_url"), dataset)
             except ValueError as exc:
-                problems.add(prd_path, row[ROW_KEY], "img_url", str(exc), item=pid)
+                _reject(problems, rejected_products, prd_path, row, "img_url", pid, str(exc))
                 continue
             seen_products[pid] = f"{prd_path.name} row {row[ROW_KEY]}"
             split_products[pid] = {
@@ -131,17 +142,22 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
 
         split_reviews: dict[str, dict] = {}
         rejected: set[str] = set()  # their relation rows are not reported a second time
+        duplicates: dict[str, str] = {}  # review id seen before -> where this row was refused
         for row in tables["rvw"].to_dict("records"):
             surrogate_cells += count_surrogates(row)
             rid = _new_id(row, "review_id", rvw_path, seen_reviews, problems)
             if rid is None:
+                if valid_id(row.get("review_id")) is not None:
+                    duplicates[valid_id(row.get("review_id"))] = (
+                        f"{rvw_path.name} row {row[ROW_KEY]}: {problems.items[-1]['reason']}")
                 continue
             pid = valid_id(row.get("product_id"))
             if pid not in split_products:
                 rejected.add(rid)
+                why = (f"which was rejected ({rejected_products[pid]})"
+                       if pid in rejected_products else f"which is not in {prd_path.name}")
                 problems.add(rvw_path, row[ROW_KEY], "product_id",
-                             f"review '{rid}' names product '{pid}', which is not in "
-                             f"{prd_path.name}", item=rid)
+                             f"review '{rid}' names product '{pid}', {why}", item=rid)
                 continue
             content = cell_text(row.get("content"))
             if not content:
@@ -170,10 +186,16 @@ def build_manifest(raw_dir: Path, dataset: str, category: str, labels: str, prod
             review = split_reviews.get(rid)
             if rid in rejected:
                 continue
-            if review is None:
+            if rid is None:
                 problems.add(rel_path, row[ROW_KEY], "review_id",
-                             f"relation names review '{rid}', which is not in {rvw_path.name} "
-                             "(or was rejected there)", item=str(rid))
+                             id_problem(row.get("review_id")),
+                             item=printable(str(row.get("review_id"))))
+                continue
+            if review is None:
+                why = (f"whose row was rejected ({duplicates[rid]})" if rid in duplicates
+                       else f"which is not in {rvw_path.name}")
+                problems.add(rel_path, row[ROW_KEY], "review_id",
+                             f"relation names review '{rid}', {why}", item=rid)
                 continue
             if pid != review["product_id"]:
                 problems.add(rel_path, row[ROW_KEY], "product_id",
