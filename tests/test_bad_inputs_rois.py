@@ -98,6 +98,15 @@ def gain_detector(gain: float, **levels: int):
     return build
 
 
+def an_image_too_small_for_any_proposal(tmp):
+    from PIL import Image
+
+    write_photos(tmp / "images", names=("coffee",))
+    # 12 px scaled to 96: the RPN's 16-original-pixel minimum is 128 resized pixels
+    Image.new("RGB", (12, 12), (128, 128, 128)).save(tmp / "images" / "tiny.png")
+    return _rois_argv(tmp)
+
+
 def imported_empty_and_huge(tmp):
     source = tmp / "feats"
     source.mkdir()
@@ -130,6 +139,8 @@ CASES = [
     Case("extract-rois: features beyond float16 on one image", gain_detector(
         1.0, black=0, white=255), listed=("white.jpg",), reasons=("float16-overflow",),
          slow=True),
+    Case("extract-rois: an image too small for any proposal", an_image_too_small_for_any_proposal,
+         listed=("tiny.png",), reasons=("no-regions",), slow=True),
     Case("import-rois: no region, and features beyond float16", imported_empty_and_huge,
          listed=("empty.jpg", "huge.jpg"), reasons=("no-regions", "float16-overflow")),
     Case("merge-rois: an ingest folder as a shard", rois_from_an_ingest_folder,
