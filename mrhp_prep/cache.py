@@ -251,7 +251,8 @@ def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
             if found.get("fingerprint") != fp:
                 raise InputError(
                     f"{path} holds an unfinished run of another computation "
-                    f"(fingerprint {found.get('fingerprint')}, not {fp})",
+                f"(fingerprint {found.get('fingerprint')}, not {fp}"
+                f"{_what_differs(found, settings, input_fps)})",
                     hint="pass --force to clear it, or choose another --out folder")
             log.info("resuming the unfinished run in %s", path)
         write_json_atomic(marker, {"stage": stage, "fingerprint": fp, "settings": settings,
@@ -284,6 +285,21 @@ def recorded_input(folder: str | os.PathLike, role: str) -> Path | None:
     except (InputError, OSError, ValueError):
         return None
     return Path(recorded) if recorded and Path(recorded).exists() else None
+
+
+def _what_differs(found: Mapping[str, Any], settings: Mapping[str, Any],
+                  inputs: Mapping[str, str]) -> str:
+    """"; input manifest was X, now Y; settings a, b differ" between a folder's marker and
+    this computation (empty when the marker does not record them)."""
+    before = found.get("inputs") or {}
+    parts = [f"input {role} was {before.get(role, 'absent')}, now {inputs.get(role, 'absent')}"
+             for role in sorted(set(before) | set(inputs)) if before.get(role) != inputs.get(role)]
+    old = found.get("settings") or {}
+    changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if changed:
+        parts.append("settings " + ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
+                     + " differ")
+    return "".join(f"; {part}" for part in parts)
 
 
 def read_manifest(path: str | os.PathLike, stage: str | None = None) -> dict:

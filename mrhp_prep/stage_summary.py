@@ -28,5 +28,7 @@ def fail_if_none_done(done: int, total: int, what: str, output: str | Path) -> N
     folder (with its failures.jsonl) is there to read; a rerun gives the same exit code.
     """
     if total and not done:
+        from .cache import FAILURES_NAME
+
         raise AllItemsFailed(f"every one of the {total} {what} failed; "
-                             f"see {Path(output) / 'failures.jsonl'}")
+                             f"see {Path(output) / FAILURES_NAME}")

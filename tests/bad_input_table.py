@@ -10,6 +10,7 @@ several stages start from.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,13 +25,18 @@ from release_files import default_tables, write_release
 @dataclass
 class Case:
     """`build(tmp)` makes the inputs and returns the argv; `refused` needles must be in the
-    message of an exit-3 refusal; `listed` items must be in the finished folder's failures."""
+    message of an exit-3 refusal; `listed` items must be in the finished folder's failures
+    (with `reasons` among their reasons), the stage exiting 0, or 4 when `all_failed`;
+    `absent` strings must not be in the output (advice that would mislead)."""
 
     name: str
     build: Callable[[Path], list[str]]
     refused: tuple[str, ...] = ()
     listed: tuple[str, ...] = ()
     slow: bool = False  # runs the detector (a few seconds on a CPU)
+    reasons: tuple[str, ...] = ()
+    all_failed: bool = False
+    absent: tuple[str, ...] = ()
 
 
 def params(cases: list[Case]) -> list:
@@ -98,6 +104,16 @@ def flow_alias_bomb(levels: int = 9, width: int = 9) -> str:
 
 # --- the checks -------------------------------------------------------------------------------
 
+NUMPY_REPR = re.compile(r"\bnp\.(float|int|uint|bool|str)\w*\(")
+
+
+def assert_plain_numbers(output: str) -> None:
+    """Values in messages print as plain numbers ("nan", "3"), never as numpy reprs
+    ("np.float64(nan)")."""
+    found = NUMPY_REPR.search(output)
+    assert found is None, f"a numpy repr in the message: {output}"
+
+
 def stage_folders(tmp: Path) -> set[Path]:
     """The finished and unfinished stage folders under `tmp` (their marker files)."""
     return set(tmp.rglob("MANIFEST.json")) | set(tmp.rglob(".stage.json"))
@@ -111,9 +127,12 @@ def run_case(runner, case: Case, tmp: Path, *inputs) -> None:
     result = runner.invoke(cli, argv)
     output = result.output
     assert "Traceback" not in output, output
+    assert_plain_numbers(output)
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         repr(result.exception)
     new = stage_folders(tmp) - before
+    for needle in case.absent:
+        assert needle not in output, (needle, output)
     if case.refused:
         assert result.exit_code == 3, output
         for needle in case.refused:
@@ -121,9 +140,17 @@ def run_case(runner, case: Case, tmp: Path, *inputs) -> None:
         assert not new, f"a refused run left a stage folder: {new}"
         assert not (tmp / "out" / "products.parquet").exists()
     else:
-        assert result.exit_code == 0, output
+        assert result.exit_code == (4 if case.all_failed else 0), output
         folder = Path(result.stdout.strip().splitlines()[-1])
-        failures = [json.loads(line)["item"]
+        records = [json.loads(line)
                     for line in (folder / "failures.jsonl").read_text().splitlines()]
+        failures = [record["item"] for record in records]
         for item in case.listed:
             assert item in failures, (item, failures)
+        for reason in case.reasons:
+            assert reason in {record["reason"] for record in records}, (reason, records)
+        if case.all_failed:     # nothing was stored: the store holds no image
+            from mrhp_prep.vision.store import RoiStore
+
+            with RoiStore(folder) as store:
+                assert not store.image_ids, store.image_ids

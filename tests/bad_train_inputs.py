@@ -103,3 +103,76 @@ def jsonl(rows):
 
 GOOD_ROWS = [{"product_id": "P1", "review_id": f"R{i}", "label": i % 3, "score": 0.1 * i}
              for i in range(4)]
+
+
+def empty_region_rois(stores, tmp):
+    """A RoI store in which the train reviews' images are stored with no region (as stores
+    written before such images were listed as failures hold them)."""
+    empty = sorted(image_ids_of(stores["manifest"], "train", "review"))
+    rois = write_roi_store(tmp / "rois", stores["manifest"], dim=8, empty=empty)
+    return train_args(stores, tmp, rois=rois)
+
+
+def one_label_stores(tmp: Path, labels: str = "graded") -> dict:
+    """Stores of a release whose reviews all have 20 to 22 votes: graded, every label is 4
+    (nothing to rank); raw, the labels are 20, 21, 22."""
+    from feature_stores import stores_for
+    from mrhp_prep.data.ingest import ingest
+    from release_files import default_tables, write_release
+
+    tables = default_tables()
+    for split in ("train", "dev", "test"):
+        for row in tables["rel", split]:
+            row["upvotes"] = 20 + int(row["review_id"][-1])
+    raw = write_release(tmp / "raw", tables)
+    manifest = ingest(raw, dataset="amazon", category="electronics", labels=labels,
+                      cache_dir=tmp / "in").path
+    return stores_for(manifest, tmp / f"stores-{labels}", text_dim=8, roi_dim=8)
+
+
+def one_label_per_product(stores, tmp):
+    return train_args(one_label_stores(tmp), tmp)
+
+
+def resume_after_the_manifest_changed(stores, tmp):
+    """An unfinished run whose marker recorded another fingerprint of its manifest than the
+    manifest folder has now (it was ingested again since)."""
+    import yaml
+
+    from mrhp_prep.cache import MARKER_NAME, path_fingerprint
+    from mrhp_prep.train.settings.config import resolve_config
+
+    run = tmp / "run"
+    run.mkdir()
+    inputs = {k: str(Path(stores[k]).resolve()) for k in ("manifest", "rois", "text", "probes")}
+    config = resolve_config("sancl", overrides=list(SMALL), relevance_threshold=1)
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "inputs": inputs}))
+    started = {role: path_fingerprint(path) for role, path in inputs.items()}
+    started["manifest"] = "0123456789abcdef"
+    (run / MARKER_NAME).write_text(json.dumps({"stage": "train", "fingerprint": "f" * 16,
+                                               "inputs": started}))
+    return ["train", "--resume", str(run), "--cache-dir", str(tmp / "cache")]
+
+
+def evaluate_args(*extra, other_rows=None):
+    """`evaluate` of GOOD_ROWS (predictions.jsonl), and with `other_rows` --compare to them."""
+    def build(stores, tmp):
+        (tmp / "predictions.jsonl").write_text(jsonl(GOOD_ROWS))
+        args = ["evaluate", str(tmp / "predictions.jsonl"), *extra]
+        if other_rows is not None:
+            (tmp / "other.jsonl").write_text(jsonl(other_rows))
+            args += ["--compare", str(tmp / "other.jsonl")]
+        return args
+    return build
+
+
+def renamed_text_store(stores, tmp) -> Path:
+    """A text store of the same manifest with every review id renamed (other data)."""
+    text = copy_store(stores["text"], tmp / "text")
+    for shard in sorted(text.glob("review-*.arrow")):
+        table = read_shard(shard)
+        renamed = pa.array([f"OTHER-{i}" for i in table.column("id").to_pylist()], pa.string())
+        table = table.set_column(0, "id", renamed)
+        with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    return text

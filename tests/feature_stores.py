@@ -162,11 +162,12 @@ def write_probe_store(folder: Path, manifest_dir: Path,
 def write_roi_store(folder: Path, manifest_dir: Path, *, dim: int = 32, boxes: tuple[int, int] = (3, 40),
                     seed: int = 0, skip: Sequence[str] = (),
                     feature_fn: Callable[[str, int], np.ndarray] | None = None,
-                    chunked: bool = False) -> Path:
+                    chunked: bool = False, empty: Sequence[str] = ()) -> Path:
     """An extract-rois output (rois.h5) for every image of the manifest except `skip`.
 
-    Each image gets between boxes[0] and boxes[1] RoIs; features from `feature_fn(image_id, n)`
-    ([n, dim]) or random normal; float16 like the real store.
+    Each image gets between boxes[0] and boxes[1] RoIs (the `empty` ones none, as stores
+    written before such images were listed as failures hold them); features from
+    `feature_fn(image_id, n)` ([n, dim]) or random normal; float16 like the real store.
     """
     import h5py
 
@@ -177,6 +178,7 @@ def write_roi_store(folder: Path, manifest_dir: Path, *, dim: int = 32, boxes: t
                      inputs={"manifest": manifest_dir}, format_version=1, out=folder)
     image_ids = [i for i in manifest.images["image_id"] if i not in set(skip)]
     counts = rng.integers(boxes[0], boxes[1] + 1, size=len(image_ids)).astype(np.int32)
+    counts[[i for i, image_id in enumerate(image_ids) if image_id in set(empty)]] = 0
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     total = int(counts.sum())
     features = np.zeros((total, dim), np.float16)

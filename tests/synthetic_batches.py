@@ -18,6 +18,9 @@ VOCAB = 50
 WORD_DIM = 12
 TEXT_FEATURE_DIM = 24
 IMAGE_DIM = 32
+# The widest sum of the tiny models over these batches (small_options: image features and
+# the image feed-forward layer are 32 wide), for tolerances.network_rtol.
+SMALL_WIDEST = 32
 
 
 def word_vectors(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -161,3 +161,32 @@ def test_embed_text_force_rebuilds_the_vectors_cache(runner, tmp_path, sample_ma
     assert forced.exit_code == 0, forced.output
     assert "cache built" in forced.output
     assert cached.stat().st_mtime_ns != stamp, "--force converts the vectors file again"
+
+
+@pytest.mark.slow
+def test_the_summary_says_how_many_tokens_min_freq_turns_into_unk(runner, tmp_path,
+                                                                  sample_manifest):
+    """--min-freq 8 keeps few review words: the summary must give the share of train tokens
+    the vocabulary holds and the <unk> share of all tokens, counted here from the shards."""
+    import pandas as pd
+    import pyarrow as pa
+
+    result = runner.invoke(cli, _embed_argv(tmp_path, sample_manifest, "--vectors",
+                                            "glove-6b-50d-package", "--min-freq", "8"))
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    with pa.memory_map(str(folder / "review-00000.arrow")) as source:
+        table = pa.ipc.open_stream(source).read_all().to_pandas()
+    splits = pd.read_parquet(sample_manifest / "reviews.parquet").set_index("review_id")["split"]
+    ids = table["token_ids"]
+    unk = sum(int((row == 1).sum()) for row in ids)
+    total = sum(len(row) for row in ids)
+    train = [row for review_id, row in zip(table["id"], ids) if splits[review_id] == "train"]
+    # the vocabulary is fitted on the train split: its words are exactly the train tokens
+    # that are not <unk>
+    in_vocab = 1 - sum(int((row == 1).sum()) for row in train) / sum(len(r) for r in train)
+    flat = " ".join(result.output.split())
+    assert unk / total > 0.5       # the case in point: most tokens are <unk>
+    assert f"<unk> {unk} of {total} tokens ({100 * unk / total:.1f}%)" in flat, flat
+    assert f"holding {100 * in_vocab:.1f}% of the train tokens" in flat, flat
+    assert "100.0% of train tokens" not in flat

@@ -44,6 +44,16 @@ def lone_surrogate_id(tmp):
     return ingest_argv(raw, tmp)
 
 
+def lone_surrogate_product_id(tmp):
+    raw = raw_json_cell(tmp, ("prd", "dev"), 1, "product_id", '"P1\\udc80"')
+    return ingest_argv(raw, tmp)
+
+
+def product_rejected_with_reviews(tmp):
+    raw = raw_json_cell(tmp, ("prd", "train"), 0, "img_url", "12")
+    return ingest_argv(raw, tmp)
+
+
 def image_url_number(tmp):
     raw = raw_json_cell(tmp, ("prd", "train"), 0, "img_url", "12")
     return ingest_argv(raw, tmp)
@@ -111,7 +121,15 @@ CASES = [
          refused=("Electronics.prd.dev", "gzip")),
     Case("ingest: not UTF-8", not_utf8, refused=("Electronics.rvw.test", "not UTF-8")),
     Case("ingest: lone surrogate in an id", lone_surrogate_id,
-         refused=("Electronics.rvw.train", "review_id")),
+         refused=("Electronics.rvw.train", "row 0", "review_id", "'P00-\\ud800'",
+                  "lone UTF-16 surrogate (\\ud800) at character 5")),
+    Case("ingest: lone surrogate in a product id", lone_surrogate_product_id,
+         refused=("Electronics.prd.dev", "row 1", "'product_id'", "'P1\\udc80'",
+                  "lone UTF-16 surrogate")),
+    Case("ingest: reviews of a rejected product", product_rejected_with_reviews,
+         refused=("review 'P00-0' names product 'P00', which was rejected (Electronics.prd.train "
+                  "row 0, field 'img_url': expected a URL or a list of URLs, got 12)",),
+         absent=("not in Electronics.prd.train",)),
     Case("ingest: img_url 12", image_url_number, refused=("img_url", "12")),
     Case("ingest: img_url 12 with --on-error skip", image_url_number_skipped, listed=("P10-1",)),
     Case("ingest: vote 10^30", huge_vote, refused=("upvotes", "Electronics.rel.test")),

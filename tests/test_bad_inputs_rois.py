@@ -12,7 +12,7 @@ import torch
 
 from bad_input_table import Case, params, release, run_case
 from mrhp_prep.cli import cli
-from rois_support import FAST, tiny, write_photos
+from rois_support import FAST, gain_weights, solid_photos, tiny, write_photos
 
 
 def _rois_argv(tmp, *extra):
@@ -116,6 +116,39 @@ def weights_not_a_checkpoint(tmp):
     return argv
 
 
+def gain_detector(gain: float, **levels: int):
+    """Finite weights whose activations grow by ~(1 + gain^3) per residual block on a bright
+    image and stay 0 on a black one (rois_support.gain_weights): gain 1 reaches ~2e11 after
+    33 blocks (float32 holds it, float16 does not), gain 10 overflows float32."""
+    def build(tmp):
+        solid_photos(tmp / "images", **levels)
+        argv = _rois_argv(tmp)
+        argv[argv.index("random")] = str(gain_weights(tmp / "w.pth", gain))
+        return argv
+    return build
+
+
+def an_image_too_small_for_any_proposal(tmp):
+    from PIL import Image
+
+    write_photos(tmp / "images", names=("coffee",))
+    # 12 px scaled to 96: the RPN's 16-original-pixel minimum is 128 resized pixels
+    Image.new("RGB", (12, 12), (128, 128, 128)).save(tmp / "images" / "tiny.png")
+    return _rois_argv(tmp)
+
+
+def imported_empty_and_huge(tmp):
+    source = tmp / "feats"
+    source.mkdir()
+    for name, features in (("good", np.full((3, 8), 0.25, np.float32)),
+                           ("empty", np.zeros((0, 8), np.float32)),
+                           ("huge", np.full((3, 8), 1e6, np.float32))):
+        np.savez(source / f"{name}.npz", x=features, bbox=np.ones((len(features), 4), np.float32),
+                 image_h=10, image_w=10)
+    return ["import-rois", str(source), "--format", "npz", "--dtype", "float16", "--out",
+            str(tmp / "out")]
+
+
 def rois_from_an_ingest_folder(tmp):
     from mrhp_prep.data.ingest import ingest
 
@@ -126,7 +159,20 @@ def rois_from_an_ingest_folder(tmp):
 
 CASES = [
     Case("extract-rois: a text file as weights", weights_not_a_checkpoint,
-         refused=("w.pth", "weights-only")),
+         refused=("w.pth", "weights-only", "not a file torch.save wrote"),
+         absent=("weights_only", "trust")),
+    Case("extract-rois: weights that overflow float32 on one image", gain_detector(
+        10.0, black=0, white=255), listed=("white.jpg",), reasons=("overflow",), slow=True),
+    Case("extract-rois: weights that overflow float32 on every image", gain_detector(
+        10.0, white=255), listed=("white.jpg",), reasons=("overflow",), all_failed=True,
+         slow=True),
+    Case("extract-rois: features beyond float16 on one image", gain_detector(
+        1.0, black=0, white=255), listed=("white.jpg",), reasons=("float16-overflow",),
+         slow=True),
+    Case("extract-rois: an image too small for any proposal", an_image_too_small_for_any_proposal,
+         listed=("tiny.png",), reasons=("no-regions",), slow=True),
+    Case("import-rois: no region, and features beyond float16", imported_empty_and_huge,
+         listed=("empty.jpg", "huge.jpg"), reasons=("no-regions", "float16-overflow")),
     Case("merge-rois: an ingest folder as a shard", rois_from_an_ingest_folder,
          refused=("ingest", "extract-rois")),
     Case("extract-rois: NaN detector weights", detector_nan_weights,
@@ -158,6 +204,22 @@ def test_a_refused_extraction_leaves_its_out_folder_usable(runner, tmp_path):
     again = runner.invoke(cli, _rois_argv(tmp_path))
     assert again.exit_code == 0, again.output
     assert (tmp_path / "out" / "MANIFEST.json").is_file()
+
+
+@pytest.mark.slow
+def test_an_all_failed_extraction_names_the_cause_and_a_rerun_with_other_weights_works(
+        runner, tmp_path):
+    failed = runner.invoke(cli, gain_detector(10.0, white=255)(tmp_path))
+    assert failed.exit_code == 4, failed.output
+    flat = " ".join(failed.output.split())
+    assert "first failure white.jpg: overflow" in flat and "overflowed float32" in flat
+    assert "regions 0" in flat and "extracted 0" in flat
+    again = runner.invoke(cli, _rois_argv(tmp_path, "--force"))
+    assert again.exit_code == 0, again.output
+    from mrhp_prep.vision.store import RoiStore
+
+    with RoiStore(tmp_path / "out") as store:
+        assert store.image_ids == ["white.jpg"] and store.image("white.jpg")["features"].shape[0]
 
 
 def test_a_second_run_into_a_busy_folder_is_refused_at_once(tmp_path):
@@ -240,20 +302,29 @@ def test_the_decompression_bomb_limit_is_pillows():
     assert option.default == pillow_refuses_above
 
 
-def test_regions_with_nan_from_the_detector_are_listed_not_stored():
-    from mrhp_prep.vision.extract import _finite_only
-    from mrhp_prep.vision.store import ImageRegions
+def test_why_the_detector_regions_of_an_image_are_not_stored():
+    from mrhp_prep.vision.extract import detector_problem
 
-    def regions(image_id, value):
-        features = np.ones((2, 4), np.float16)
-        features[1, 3] = value
-        return ImageRegions(image_id, 10, 10, features, np.zeros((2, 4), np.float32),
-                            np.zeros(2, np.int32), np.ones(2, np.float32), np.zeros(2, np.int32),
-                            np.ones(2, np.float32))
-    samples = [{"path": "a.jpg"}, {"path": "b.jpg"}, {"path": "c.jpg"}]
-    failures: list[dict] = []
-    kept = _finite_only(samples, [regions("a", 1.0), regions("b", np.inf), regions("c", np.nan)],
-                        failures)
-    assert [r.image_id for r in kept] == ["a"]
-    assert [(f["item"], f["reason"], f["path"]) for f in failures] == [
-        ("b", "non-finite", "b.jpg"), ("c", "non-finite", "c.jpg")]
+    def out(features, backbone_finite=True, score=0.5):
+        n = len(features)
+        return {"features": np.asarray(features, np.float32).reshape(n, 4),
+                "boxes": np.zeros((n, 4), np.float32), "object_conf": np.full(n, score, np.float32),
+                "attr_conf": np.ones(n, np.float32), "backbone_finite": np.bool_(backbone_finite)}
+
+    fine = out([[1.0, 2.0, 3.0, 4.0]])
+    assert detector_problem(fine, "fp32", np.float16) is None
+    reason, detail = detector_problem(out([[1.0, 2.0, np.inf, 4.0]]), "fp32", np.float16)
+    assert reason == "non-finite" and "features" in detail and "--precision" not in detail
+    reason, detail = detector_problem(out([[1.0] * 4], score=np.nan), "fp16", np.float16)
+    assert reason == "non-finite" and "object scores" in detail and "--precision fp32" in detail
+    reason, detail = detector_problem(out([], backbone_finite=False), "fp32", np.float16)
+    assert reason == "overflow" and "overflowed float32" in detail and "no region" in detail
+    reason, detail = detector_problem(out([]), "fp32", np.float16)
+    assert reason == "no-regions" and "proposed none" in detail
+    # 1e6 is a float32 number but beyond float16's largest value, 65504
+    big = out([[1e6, 0.0, 0.0, 0.0]])
+    reason, detail = detector_problem(big, "fp32", np.float16)
+    assert reason == "float16-overflow" and "1e+06" in detail and "--dtype float32" in detail
+    assert detector_problem(big, "fp32", np.float32) is None
+    # 65510 rounds to 65504 in float16: finite, so stored
+    assert detector_problem(out([[65510.0, 0.0, 0.0, 0.0]]), "fp32", np.float16) is None

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from bad_input_table import alias_bomb, deep, flow_alias_bomb
-from bad_train_inputs import (GOOD_ROWS, copy_store, finished_train_runs, jsonl, nan_rois,
-                              partial_probes, partial_rois, read_shard, rewrite_shard, train_args)
+from bad_input_table import alias_bomb, assert_plain_numbers, deep, flow_alias_bomb
+from bad_train_inputs import (GOOD_ROWS, copy_store, empty_region_rois, evaluate_args,
+                              finished_train_runs, jsonl, nan_rois, one_label_per_product,
+                              partial_probes, partial_rois, read_shard, renamed_text_store,
+                              resume_after_the_manifest_changed, rewrite_shard, train_args)
 from feature_stores import write_text_store
 from mrhp_prep.cli import cli
 from mrhp_prep.data.manifest import Manifest
@@ -88,14 +89,7 @@ def nan_label(stores, tmp):
 
 def foreign_text(stores, tmp):
     """A text store of the same manifest with every review id renamed (other data)."""
-    text = copy_store(stores["text"], tmp / "text")
-    for shard in sorted(text.glob("review-*.arrow")):
-        table = read_shard(shard)
-        renamed = pa.array([f"OTHER-{i}" for i in table.column("id").to_pylist()], pa.string())
-        table = table.set_column(0, "id", renamed)
-        with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-    return train_args(stores, tmp, text=text)
+    return train_args(stores, tmp, text=renamed_text_store(stores, tmp))
 
 
 def truncated(store: str, name: str):
@@ -231,13 +225,32 @@ CASES = [
         ".csv", "product_id,review_id,label,score\nP1,R1,1,inf\nP1,R2,0,0.5\n"), 3,
          ("score", "finite")),
     Case("evaluate: NaN score", predictions_file(
-        ".jsonl", jsonl(GOOD_ROWS).replace("\"score\": 0.1", "\"score\": NaN", 1)), 3, ("score",)),
+        ".jsonl", jsonl(GOOD_ROWS).replace("\"score\": 0.1", "\"score\": NaN", 1)), 3,
+         ("score", "row 1", "empty or NaN")),
+    Case("evaluate: empty score cell", predictions_file(
+        ".csv", "product_id,review_id,label,score\nP1,R1,1,\nP1,R2,0,0.5\n"), 3,
+         ("row 0", "'score'", "empty or NaN")),
+    Case("rois.h5 storing the train reviews' images with no region", empty_region_rois, 3,
+         ("rois store covers", "stored with no region", "--allow-partial")),
+    Case("every train product's reviews share one label", one_label_per_product, 3,
+         ("reviews.parquet", "--labels graded", "labels seen: 4", "--labels raw",
+          "nothing to compare")),
+    Case("resume after the manifest was ingested again", resume_after_the_manifest_changed, 3,
+         ("cannot resume", "--manifest", "0123456789abcdef when the run started, now")),
+    Case("evaluate: --threshold nan", evaluate_args("--threshold", "nan"), 2,
+         ("--threshold", "'nan' is not a finite number")),
+    Case("evaluate: --threshold inf", evaluate_args("--threshold", "inf"), 2,
+         ("--threshold", "'inf' is not a finite number")),
+    Case("evaluate: --compare with no product in common", evaluate_args(other_rows=[
+        {**row, "product_id": "P2"} for row in GOOD_ROWS]), 3,
+         ("predictions.jsonl", "other.jsonl", "no product in common")),
 ]
 
 
 def assert_clean_failure(result, case: Case, tmp: Path) -> None:
     output = result.output
     assert "Traceback" not in output, output
+    assert_plain_numbers(output)
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"{case.name}: {result.exception!r}\n{output}")
     if case.listed_skip:

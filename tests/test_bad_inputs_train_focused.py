@@ -1,6 +1,7 @@
 """Bad training inputs beside the table corpus (test_bad_inputs_train.py): partial stores a run
-was told to accept, refusals of predict, strict JSON of a finished run, the console script,
-rows named across record batches, an error raised inside a dataloader worker.
+was told to accept, refusals of predict (its own small table), strict JSON of a finished run,
+the console script, rows named across record batches, an error raised inside a dataloader
+worker, compare of runs on two manifests, and reruns after a refusal.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bad_input_table import assert_plain_numbers
 from bad_train_inputs import (GOOD_ROWS, copy_store, finished_train_runs, image_ids_of, jsonl,
-                              nan_rois, partial_probes, partial_rois, read_shard, rewrite_shard,
-                              train_args)
+                              nan_rois, one_label_stores, partial_probes, partial_rois,
+                              read_shard, renamed_text_store, rewrite_shard, train_args)
+from feature_stores import stores_for, write_roi_store
 from mrhp_prep.cli import cli
 from train_fixtures import one_torch_thread, sample_stores  # noqa: F401
 
@@ -66,6 +69,66 @@ def test_a_finished_run_writes_strict_json(tiny_run):
     assert all(np.isfinite(metrics["dev"][m]) for m in ("map", "ndcg@3", "ndcg@5", "mrr"))
     for line in (tiny_run / "predictions-test.jsonl").read_text().splitlines():
         assert np.isfinite(json.loads(line, parse_constant=refuse)["score"])
+
+
+def _predict_args(run: Path, tmp: Path, *extra: str) -> list[str]:
+    return ["predict", "--run", str(run), "--device", "cpu", "--output", str(tmp / "out.jsonl"),
+            *extra]
+
+
+def _rois_of_no_image(stores, tmp):
+    every = image_ids_of(stores["manifest"], "train") | image_ids_of(stores["manifest"], "dev") \
+        | image_ids_of(stores["manifest"], "test")
+    every |= {i for s in ("train", "dev", "test")
+              for i in image_ids_of(stores["manifest"], s, "review")}
+    return ["--rois", str(write_roi_store(tmp / "rois", stores["manifest"], dim=8,
+                                          skip=sorted(every)))]
+
+
+PREDICT_CASES = {   # name: (extra arguments, words the refusal must hold, words it must not)
+    "a RoI store of none of the images": (
+        lambda stores, tmp: [*_rois_of_no_image(stores, tmp), "--split", "test"],
+        ("rois store covers 0 of", "images", "--allow-partial"), ()),
+    "a text store of other data": (
+        lambda stores, tmp: ["--text", str(renamed_text_store(stores, tmp)), "--split", "test"],
+        ("text store covers 0 of", "--allow-partial"), ()),
+    "--split, nothing left to score": (
+        lambda stores, tmp: ["--text", str(renamed_text_store(stores, tmp)), "--split", "test",
+                             "--allow-partial"],
+        ("'--split'", "split test: none of its", "review text missing"), ("--product",)),
+    "--product, nothing left to score": (
+        lambda stores, tmp: ["--text", str(renamed_text_store(stores, tmp)), "--product",
+                             "B00SAMP007", "--allow-partial"],
+        ("'--product'", "B00SAMP007: none of its"), ("--split",)),
+}
+
+
+@pytest.mark.parametrize("name", list(PREDICT_CASES))
+def test_predict_refuses_stores_that_do_not_cover_the_reviews(name, tiny_run, stores, tmp_path):
+    build, words, absent = PREDICT_CASES[name]
+    result = CliRunner().invoke(cli, _predict_args(tiny_run, tmp_path,
+                                                   *build(stores, tmp_path)))
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert_plain_numbers(result.output)
+    flat = " ".join(result.output.split())
+    for word in words:
+        assert word in flat, (word, result.output)
+    for word in absent:
+        assert word not in flat, (word, result.output)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_predict_allow_partial_ranks_and_reports_the_coverage(tiny_run, stores, tmp_path):
+    args = _predict_args(tiny_run, tmp_path, *_rois_of_no_image(stores, tmp_path), "--split",
+                         "test", "--allow-partial")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    test_images = image_ids_of(stores["manifest"], "test") | image_ids_of(
+        stores["manifest"], "test", "review")
+    flat = " ".join(result.output.split())
+    assert f"rois coverage 0 of {len(test_images)} images (0.0%)" in flat
+    assert (tmp_path / "out.jsonl").is_file()
 
 
 def test_predict_refuses_product_with_split(tiny_run):
@@ -132,6 +195,8 @@ def test_predict_refuses_a_damaged_checkpoint(tiny_run, tmp_path):
     result = CliRunner().invoke(cli, ["predict", "--run", str(run), "--split", "test",
                                       "--device", "cpu", "--output", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 3 and "cannot read the checkpoint" in result.output
+    assert "damaged or truncated" in result.output
+    assert "weights_only" not in result.output      # never torch's advice to turn it off
     assert "Traceback" not in result.output and not (tmp_path / "o.jsonl").exists()
 
 
@@ -144,3 +209,77 @@ def test_a_nan_read_by_a_dataloader_worker_is_named_too(stores, tmp_path):
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output and "rois.h5" in result.output
     assert "'features'" in result.output and not finished_train_runs(tmp_path)
+
+
+# -- reruns after a refusal, and runs that must not be paired ------------------------------------
+def test_compare_keeps_runs_of_two_manifests_apart(tiny_run, sample_manifest, tmp_path):
+    """The sample ingested with raw labels is another manifest of the same products: pairing
+    its runs with the graded ones would compare rankings against other labels."""
+    from mrhp_prep.data.ingest import ingest
+    from mrhp_prep.data.sample import SAMPLE_RAW
+
+    raw = ingest(SAMPLE_RAW, dataset="amazon", category="home", labels="raw", name="sample",
+                 cache_dir=tmp_path / "in").path
+    other = stores_for(raw, tmp_path / "stores", text_dim=8, roi_dim=8)
+    trained = CliRunner().invoke(cli, train_args(other, tmp_path))
+    assert trained.exit_code == 0, trained.output
+    other_run = Path(trained.stdout.strip().splitlines()[-1])
+    result = CliRunner().invoke(cli, ["compare", str(tiny_run), str(other_run), "--out",
+                                      str(tmp_path / "compare")])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "kept apart (other manifests)" in flat
+    assert str(tiny_run) in flat and str(other_run) in flat
+    tests = (tmp_path / "compare" / "compare-tests.csv").read_text().splitlines()
+    assert tests == [tests[0]], "no test pairs runs of two manifests"
+    assert "Not paired: made on different manifests" in (
+        tmp_path / "compare" / "compare.md").read_text()
+
+
+def test_the_one_label_refusal_leaves_no_folder_and_the_suggested_rerun_trains(tmp_path):
+    from mrhp_prep.data.ingest import ingest
+
+    graded = one_label_stores(tmp_path, "graded")
+    refused = CliRunner().invoke(cli, train_args(graded, tmp_path) + ["--out",
+                                                                      str(tmp_path / "run")])
+    assert refused.exit_code == 3 and "--labels raw" in refused.output, refused.output
+    assert not (tmp_path / "run").exists()
+    # the suggested scheme: the same release ingested with --labels raw, into the same --out
+    raw_manifest = ingest(tmp_path / "raw", dataset="amazon", category="electronics",
+                          labels="raw", cache_dir=tmp_path / "in").path
+    rerun = CliRunner().invoke(cli, train_args({**graded, "manifest": raw_manifest}, tmp_path)
+                               + ["--out", str(tmp_path / "run")])
+    assert rerun.exit_code == 0, rerun.output
+    assert (tmp_path / "run" / "MANIFEST.json").is_file()
+
+
+def test_resume_names_the_input_ingested_again_and_a_new_run_trains(tmp_path):
+    import shutil
+    import time
+
+    from mrhp_prep.data.ingest import ingest
+    from mrhp_prep.data.sample import SAMPLE_RAW
+
+    raw = Path(shutil.copytree(SAMPLE_RAW, tmp_path / "raw"))
+
+    def ingest_into(folder, force=False):
+        return ingest(raw, dataset="amazon", category="home", labels="graded", name="sample",
+                      out=folder, force=force).path
+
+    manifest = ingest_into(tmp_path / "manifest")
+    stores = stores_for(manifest, tmp_path / "stores", text_dim=8, roi_dim=8)
+    first = CliRunner().invoke(cli, train_args(stores, tmp_path) + ["--out",
+                                                                    str(tmp_path / "run")])
+    assert first.exit_code == 0, first.output
+    (tmp_path / "run" / "MANIFEST.json").unlink()     # killed before it finished
+    time.sleep(0.01)
+    for path in raw.iterdir():                         # the release edited, ingested again
+        path.touch()
+    ingest_into(tmp_path / "manifest", force=True)
+    resumed = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run")])
+    assert resumed.exit_code == 3, resumed.output
+    flat = " ".join(resumed.output.split())
+    assert f"--manifest {manifest.resolve()}" in flat and "when the run started, now" in flat
+    assert "--rois" not in flat and "--text" not in flat     # only what changed is named
+    again = CliRunner().invoke(cli, train_args(stores, tmp_path))
+    assert again.exit_code == 0, again.output

@@ -76,6 +76,7 @@ def test_jpeg_kept_byte_for_byte_and_other_formats_become_rgb_jpeg(srv, photos, 
     # Colours survive the conversion (PNG -> JPEG of the coffee photograph).
     coffee = np.asarray(Image.open(io.BytesIO(photos["coffee.png"])).convert("RGB"), float)
     stored = np.asarray(Image.open(tmp_path / "coffee.png" / "pic_0.jpg"), float)
+    # JPEG at quality 95 is lossy, not a rounding: a few grey levels per pixel on average
     assert np.abs(coffee - stored).mean() < 6
     assert no_part_files(tmp_path)
 

@@ -12,9 +12,10 @@ from mrhp_prep.errors import InputError
 from mrhp_prep.train.models.mcl import (MclModel, adaptive_contrastive_loss,
                                         contrastive_pair_similarities,
                                         hyperspherical_contrastive_loss)
-from synthetic_batches import (CONFIGS, NO_DROPOUT, inputs_for, make_batch, small_options,
-                               total_loss, without_images)
+from synthetic_batches import (CONFIGS, NO_DROPOUT, SMALL_WIDEST, inputs_for, make_batch,
+                               small_options, total_loss, without_images)
 from train_fixtures import one_torch_thread  # noqa: F401
+from tolerances import EPS64, assert_close_in_scale, network_rtol, sum_rtol
 
 ABLATIONS = {
     "full": {},
@@ -35,8 +36,8 @@ def test_forward_gives_one_score_per_row_and_a_scalar_contrastive_loss(text):
     out = build(text)(batch)
     assert out.score.shape == (12,)
     assert out.aux_loss.shape == ()
-    assert torch.isfinite(out.aux_loss) and out.logs["contrastive_loss"] == pytest.approx(
-        float(out.aux_loss.detach()))
+    assert torch.isfinite(out.aux_loss)
+    assert out.logs["contrastive_loss"] == float(out.aux_loss.detach())   # the same number
 
 
 @pytest.mark.parametrize("text,missing", [("ids", "all"), ("features", "all"), ("ids", "some")])
@@ -87,7 +88,10 @@ def test_cross_modal_module_lets_review_images_shape_the_text_features():
         model = build(cross_modal_interaction=enabled).eval()
         before = model.encode(batch)["review_text"]
         after = model.encode(changed)["review_text"]
-        assert torch.allclose(before, after) is (not enabled)
+        if enabled:
+            assert not torch.allclose(before, after)
+        else:   # the same arithmetic again: within rounding (tolerances.network_rtol)
+            assert_close_in_scale(after, before, network_rtol(SMALL_WIDEST))
 
 
 def test_only_helpful_rows_enter_the_contrastive_loss():
@@ -96,7 +100,9 @@ def test_only_helpful_rows_enter_the_contrastive_loss():
     unhelpful = (batch["label"] <= 1.0).nonzero().flatten()
     changed = dict(batch, review_text=batch["review_text"].clone())
     changed["review_text"][unhelpful] = torch.randint(2, 50, changed["review_text"][unhelpful].shape)
-    assert torch.allclose(model(batch).aux_loss, model(changed).aux_loss)
+    # the same sums over the same rows: the same number but for rounding
+    assert_close_in_scale(model(changed).aux_loss, model(batch).aux_loss,
+                          network_rtol(SMALL_WIDEST))
     every_row = build(relevance_threshold=None).eval()
     assert not torch.allclose(every_row(batch).aux_loss, every_row(changed).aux_loss)
 
@@ -139,8 +145,10 @@ def test_pair_similarities_follow_the_positive_and_negative_definition():
                          for j, k in itertools.product(range(5), range(5))
                          if j != k and first_present[j] and second_present[k]]
     assert len(expected_negative) == 4 * 4 - 3          # 4 rows x 4 rows present, j != k
-    assert torch.allclose(positive, torch.stack(expected_positive), atol=1e-6)
-    assert torch.allclose(negative, torch.stack(expected_negative), atol=1e-6)
+    # cosines (at most 1 in size) of 7-d vectors, two float32 evaluations: a dot product and
+    # two norms of 7 terms each, then a division: (7 + 7 + 2) * eps
+    assert_close_in_scale(positive, torch.stack(expected_positive), sum_rtol(16), 1.0)
+    assert_close_in_scale(negative, torch.stack(expected_negative), sum_rtol(16), 1.0)
     # the same-product pair (row 1, row 0) is among the negatives
     assert any(torch.isclose(negative, cos(first[1], second[0], dim=0)).tolist())
 
@@ -178,21 +186,26 @@ def test_theorem_1_adaptive_loss_equals_its_hyperspherical_form_up_to_c():
         s_n = (o_n + torch.rand(20, generator=generator) * (1 - o_n)).requires_grad_()
         adaptive = adaptive_contrastive_loss(s_p, s_n, o_p, o_n)
         spherical, constant = hyperspherical_contrastive_loss(s_p, s_n, o_p, o_n)
-        assert constant == pytest.approx(6 * (o_p / 2) ** 2 + 20 * (o_n / 2) ** 2)
+        # float64 arithmetic on Python floats: 26 squares summed
+        assert constant == pytest.approx(6 * (o_p / 2) ** 2 + 20 * (o_n / 2) ** 2,
+                                         rel=sum_rtol(26, eps=EPS64))
         assert constant > 0
-        assert adaptive.item() == pytest.approx(spherical.item(), rel=1e-5, abs=1e-5)
+        # two float32 forms of one sum over 26 pairs, each term at most (|s| + |o|)^2 <= 9
+        # in size: 26 * eps relative to 26 * 9; their gradients are single terms
+        assert_close_in_scale(adaptive.item(), spherical.item(), sum_rtol(26), 26 * 9.0)
         grad_adaptive = torch.autograd.grad(adaptive, (s_p, s_n))
         grad_spherical = torch.autograd.grad(spherical, (s_p, s_n))
         for a, b in zip(grad_adaptive, grad_spherical):
-            assert torch.allclose(a, b, atol=1e-6)
+            assert_close_in_scale(a, b, sum_rtol(4), 2 * 3.0)
         # the sphere form is smallest, -C, at s_p = o_p/2, s_n = o_n/2; with o_n <= 0 that
         # point has no clipped weight, so the adaptive loss reaches -C there too
         optimum_p, optimum_n = torch.full((6,), o_p / 2), torch.full((20,), o_n / 2)
         at_optimum, _ = hyperspherical_contrastive_loss(optimum_p, optimum_n, o_p, o_n)
-        assert float(at_optimum) == pytest.approx(-constant, abs=1e-5)
+        assert_close_in_scale(float(at_optimum), -constant, sum_rtol(26), 26 * 9.0)
         if o_n <= 0:
-            assert float(adaptive_contrastive_loss(optimum_p, optimum_n, o_p, o_n)) == \
-                pytest.approx(-constant, abs=1e-5)
+            assert_close_in_scale(float(adaptive_contrastive_loss(optimum_p, optimum_n, o_p,
+                                                                  o_n)),
+                                  -constant, sum_rtol(26), 26 * 9.0)
 
 
 def test_theorem_1_needs_unclipped_negative_weights():
@@ -200,14 +213,16 @@ def test_theorem_1_needs_unclipped_negative_weights():
     s_p, s_n = torch.tensor([0.5]), torch.tensor([-0.4])
     adaptive = adaptive_contrastive_loss(s_p, s_n, 2.0, 0.0)
     spherical, _ = hyperspherical_contrastive_loss(s_p, s_n, 2.0, 0.0)
-    assert float(adaptive) == pytest.approx(-(2.0 - 0.5) * 0.5)
-    assert float(spherical) - float(adaptive) == pytest.approx(0.4 ** 2)
+    # one or two float32 terms against float64: a few roundings of values below 1
+    assert float(adaptive) == pytest.approx(-(2.0 - 0.5) * 0.5, abs=sum_rtol(4))
+    assert float(spherical) - float(adaptive) == pytest.approx(0.4 ** 2, abs=sum_rtol(4))
 
 
 def test_plain_contrastive_loss_is_equation_32():
     s_p, s_n = torch.tensor([0.9, 0.1]), torch.tensor([0.3, -0.2, 0.5])
+    # five float32 terms below 1 summed: 5 * eps of their total size
     assert float(adaptive_contrastive_loss(s_p, s_n, adaptive=False)) == pytest.approx(
-        (0.3 - 0.2 + 0.5) - (0.9 + 0.1))
+        (0.3 - 0.2 + 0.5) - (0.9 + 0.1), abs=sum_rtol(5) * 2.0)
 
 
 def test_model_contrastive_loss_is_equation_33_over_the_six_modality_pairs():
@@ -235,7 +250,11 @@ def test_model_contrastive_loss_is_equation_33_over_the_six_modality_pairs():
                     expected -= max(2.0 - sim, 0.0) * sim
                 else:                          # any two distinct rows, same product or not
                     expected += max(sim - 0.0, 0.0) * sim
-    assert model(batch).aux_loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    # float32 pooled features and cosines (hidden 16) summed over up to 6 * 12 * 12 pairs,
+    # each term at most 2 in size: the sum's bound plus the cosines' own (16 + 16 + 2)
+    pairs = 6 * len(rows) ** 2
+    assert_close_in_scale(model(batch).aux_loss.item(), expected, sum_rtol(pairs + 34),
+                          2.0 * pairs)
 
 
 def test_parameter_counts_next_to_the_papers(capsys):

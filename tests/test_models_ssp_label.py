@@ -11,7 +11,26 @@ from mmss_support import ROWS, build, interaction_inputs_present
 from mrhp_prep.train.models.mmss import SUBTASKS
 from mrhp_prep.train.models.ssp_label import anchor_and_precision, ewma_beta, ssp_label
 from synthetic_batches import make_batch, total_loss, without_images
+from tolerances import EPS64, assert_close_in_scale, sum_rtol
 from train_fixtures import one_torch_thread  # noqa: F401
+
+# The model keeps float32 running sums over the batch's rows (ROWS of them, 8-d
+# representations) and inverts the shrunk scatter; numpy recomputes them in float64.
+# An anchor is a weighted mean of ROWS rows: ROWS * eps of the representations' size.
+ANCHOR_RTOL = sum_rtol(ROWS + 1)
+
+
+def precision_rtol(precision: np.ndarray) -> float:
+    """A matrix inverse amplifies the relative error of the matrix (the scatter: sums of
+    ROWS products, 8 wide) by up to its condition number (Higham, section 14.1)."""
+    return float(np.linalg.cond(precision)) * sum_rtol(ROWS + 8, k=2)
+
+
+def pseudo_rtol(precisions) -> float:
+    """A pseudo label is a few ratios and sums of Mahalanobis distances (square roots of
+    quadratic forms in the precisions): a small multiple (4: the ratio of two distances,
+    each inheriting the precision's error, and the EWMA) of the precisions' bound."""
+    return 4 * max(precision_rtol(p) for p in precisions) + sum_rtol(8)
 
 
 def numpy_anchor_and_precision(reprs: np.ndarray, labels: np.ndarray, shrinkage: float):
@@ -70,33 +89,38 @@ def test_pseudo_labels_start_at_the_label_and_follow_the_ewma_of_equations_11_12
     model.on_epoch_end(0)
     assert torch.equal(state.pseudo_label[index], batch["label"][:, None].expand(-1, 5))
     anchor_g, precision_g = numpy_anchor_and_precision(g1, label, 0.1)
-    assert np.allclose(state.anchor[0].numpy(), anchor_g, atol=1e-5)
-    assert np.allclose(state.precision[0].numpy(), precision_g, rtol=1e-3, atol=1e-3)
+    assert_close_in_scale(state.anchor[0], anchor_g, ANCHOR_RTOL, np.abs(g1).max(), "anchor")
+    assert_close_in_scale(state.precision[0], precision_g, precision_rtol(precision_g),
+                          what="precision")
     anchors_s = subtask_anchors(s1, label_per_task)
-    assert np.allclose(state.anchor[2].numpy(), anchors_s[1][0], atol=1e-5)   # valid rows only
+    assert_close_in_scale(state.anchor[2], anchors_s[1][0], ANCHOR_RTOL,    # valid rows only
+                          np.abs(s1).max(), "anchor 2")
 
     # epoch 2: the first batch already trains on y_s^(2) (beta = 2 / 3, epoch 1's anchors)
     g2, s2 = representations()
     out = model(batch)
     y2 = np.where(valid, 2 / 3 * observation(g2, s2, anchor_g, precision_g, anchors_s)
                   + 1 / 3 * label[:, None], label[:, None])
-    assert np.allclose(state.pseudo_label[index].numpy(), y2, rtol=1e-3, atol=1e-3)
+    rtol = pseudo_rtol([precision_g, *(p for _, p in anchors_s)])
+    assert_close_in_scale(state.pseudo_label[index], y2, rtol, what="y2")
     assert state.pseudo_label[index].sub(batch["label"][:, None]).abs().max() > 1e-3
     assert out.aux_loss is not None and max(out.logs[f"subtask_loss_{s}"] for s in SUBTASKS) > 0
     model(batch)                                     # seen again in the epoch: no second update
-    assert np.allclose(state.pseudo_label[index].numpy(), y2, rtol=1e-3, atol=1e-3)
+    assert_close_in_scale(state.pseudo_label[index], y2, rtol, what="y2 again")
     model.on_epoch_end(1)
-    assert np.allclose(state.pseudo_label[index].numpy(), y2, rtol=1e-3, atol=1e-3)
+    assert_close_in_scale(state.pseudo_label[index], y2, rtol, what="y2 after the epoch")
 
     # epoch 3: anchors from epoch 2's rows, weighted by sigmoid(y_s^(2)); beta = 2 / (3 + 1)
     anchors_s = subtask_anchors(s2, y2)
     anchor_g, precision_g = numpy_anchor_and_precision(g2, label, 0.1)
     for j, (anchor_s, _) in enumerate(anchors_s):
-        assert np.allclose(state.anchor[j + 1].numpy(), anchor_s, atol=1e-5)
+        assert_close_in_scale(state.anchor[j + 1], anchor_s, ANCHOR_RTOL, np.abs(s2).max(),
+                              f"anchor {j + 1}")
     g3, s3 = representations()
     model(batch)
     y3 = np.where(valid, 0.5 * observation(g3, s3, anchor_g, precision_g, anchors_s) + 0.5 * y2, y2)
-    assert np.allclose(state.pseudo_label[index].numpy(), y3, rtol=1e-3, atol=1e-3)
+    rtol = pseudo_rtol([precision_g, *(p for _, p in anchors_s)])
+    assert_close_in_scale(state.pseudo_label[index], y3, rtol, what="y3")
     # reviews never seen keep no label
     assert not state.known[ROWS:].any() and (state.pseudo_label[ROWS:] == 0).all()
 
@@ -184,9 +208,11 @@ def test_ssp_label_is_the_mean_of_the_ratio_and_difference_forms():
     got = ssp_label(y_g, chi_g, chi_s, correlation_ratio=0.8, correlation_difference=1.2, epsilon=0.0)
     ratio_form = 0.8 * chi_s[:, 0] / chi_g * y_g                 # eq. 19
     difference_form = y_g + 1.2 * (chi_s[:, 0] - chi_g)          # eq. 20
-    assert torch.allclose(got[:, 0], (ratio_form + difference_form) / 2)
+    # the same few float32 operations in another order: a few roundings of values below 10
+    assert_close_in_scale(got[:, 0], (ratio_form + difference_form) / 2, sum_rtol(6), 10.0)
     # equal distances leave the label where it is (alpha = 1)
-    assert torch.allclose(ssp_label(y_g, chi_g, chi_g[:, None], epsilon=0.0)[:, 0], y_g)
+    assert_close_in_scale(ssp_label(y_g, chi_g, chi_g[:, None], epsilon=0.0)[:, 0], y_g,
+                          sum_rtol(6), 10.0)
 
 
 def test_anchor_and_precision_from_running_sums_match_the_direct_computation():
@@ -198,8 +224,13 @@ def test_anchor_and_precision_from_running_sums_match_the_direct_computation():
         t(weights.sum()), t((weights[:, None] * reprs).sum(0)), t(30.0), t(reprs.sum(0)),
         t(reprs.T @ reprs), shrinkage=0.25)
     expected_anchor, expected_precision = numpy_anchor_and_precision(reprs, labels, 0.25)
-    assert np.allclose(anchor[0].numpy(), expected_anchor)
-    assert np.allclose(precision[0].numpy(), expected_precision)
+    # float64 running sums of 30 rows against the direct float64 computation; the precision
+    # is an inverse: times its condition number (Higham, section 14.1)
+    assert_close_in_scale(anchor[0], expected_anchor, sum_rtol(31, eps=EPS64),
+                          np.abs(reprs).max(), "anchor")
+    assert_close_in_scale(precision[0], expected_precision,
+                          np.linalg.cond(expected_precision) * sum_rtol(34, k=2, eps=EPS64),
+                          what="precision")
     assert usable.tolist() == [True]
     constant = np.ones((30, 4))
     *_, usable = anchor_and_precision(

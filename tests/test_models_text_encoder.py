@@ -19,6 +19,7 @@ from mrhp_prep.train.loop import checkpoints
 from mrhp_prep.train.settings.config import resolve_config
 from mrhp_prep.train.models import build_model
 from mrhp_prep.train.models.text_encoder import FineTunedEncoder
+from tolerances import assert_close_in_scale, network_rtol
 from train_fixtures import one_torch_thread  # noqa: F401
 
 
@@ -103,7 +104,10 @@ def test_encoder_states_equal_the_transformer_on_each_text_alone(minilm_path):
         assert states.shape == (4, width, 384)
         for i, row in enumerate(rows):
             alone = reference(input_ids=torch.tensor([row])).last_hidden_state[0]
-            torch.testing.assert_close(states[i, :len(row)], alone, atol=2e-5, rtol=1e-4)
+            # other padding, other matrix shapes: rounding only, within the bound of the
+            # transformer's widest reduction, its feed-forward layer's 1536 (tolerances.py)
+            assert_close_in_scale(states[i, :len(row)], alone, network_rtol(1536),
+                                  what=texts[i])
             assert not states[i, len(row):].any()
 
 
@@ -136,7 +140,9 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(minilm_p
     assert calls == [1, 2]                         # checkpointed: run again in the backward
     assert gradients[0].keys() == gradients[1].keys() and gradients[0]
     for name, grad in gradients[0].items():
-        torch.testing.assert_close(gradients[1][name], grad, atol=1e-5, rtol=1e-4)
+        # the same arithmetic run again (the same dropout masks); a rerun may round
+        # differently (BLAS kernels chosen by memory alignment): the network's bound
+        assert_close_in_scale(gradients[1][name], grad, network_rtol(1536), what=name)
 
 
 def test_layers_that_train_and_the_shared_encoder(ids_stores):

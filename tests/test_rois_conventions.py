@@ -15,6 +15,8 @@ from mrhp_prep.vision.butd import PIXEL_MEAN_BGR
 from mrhp_prep.vision.nms import caffe_batched_nms, caffe_iou, caffe_nms
 from mrhp_prep.vision.postprocess import regions_to_store, select_regions
 from mrhp_prep.vision.resize import resize_like_opencv, resize_scale, resized_shape
+from rois_support import BUTD_WIDEST, opencv_resize_tolerance
+from tolerances import assert_close_in_scale, network_rtol
 
 
 # --- the oracle: Caffe's CPU NMS, written out as the C++ loop does it, in float32 ------------
@@ -266,7 +268,7 @@ def test_resize_matches_cv2_resize(height, width):
     rgb = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1)[None].float()
     ours = resize_like_opencv(rgb, scale).flip(1) - torch.tensor(PIXEL_MEAN_BGR).view(1, 3, 1, 1)
     ours = ours[0].permute(1, 2, 0).numpy()
-    assert np.abs(ours - expected).max() < 0.05
+    assert np.abs(ours - expected).max() <= opencv_resize_tolerance(height, width)
     if (width * scale) % 1 or (height * scale) % 1:
         # Resizing to the size alone samples with the wrong step: visibly different.
         by_size = F.interpolate(rgb, size=expected.shape[:2], mode="bilinear",
@@ -327,5 +329,7 @@ def test_detector_stores_the_regions_the_reference_loop_picks(tmp_path):
         np.testing.assert_array_equal(out["object_id"].numpy(), probs[keep, 1:].argmax(1))
         np.testing.assert_array_equal(out["attr_id"].numpy(), attrs[keep, 1:].argmax(1))
         np.testing.assert_array_equal(out["object_conf"].numpy(), probs[keep, 1:].max(1))
-        np.testing.assert_allclose(out["features"].numpy(), heads["features"].numpy()[keep],
-                                   rtol=1e-5, atol=1e-6)
+        # the forward pass reruns the arithmetic done step by step above; a rerun may round
+        # differently (BLAS kernels chosen by memory alignment): within the network's bound
+        assert_close_in_scale(out["features"].numpy(), heads["features"].numpy()[keep],
+                              network_rtol(BUTD_WIDEST), what="features")

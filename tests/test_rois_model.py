@@ -13,7 +13,8 @@ from mrhp_prep.vision.extract import Runner
 from mrhp_prep.vision.images import ImageDataset, ImageSettings
 from mrhp_prep.vision.nms import caffe_nms
 from mrhp_prep.vision.postprocess import select_regions
-from rois_support import write_photos
+from rois_support import BUTD_WIDEST, region_tolerances, write_photos
+from tolerances import assert_close_in_scale, network_rtol
 
 
 def test_cell_anchors_are_the_faster_rcnn_ones():
@@ -122,7 +123,8 @@ def test_boxes_are_in_original_pixels(model, tmp_path):
     image.resize((360, 240), Image.BILINEAR).save(large)
     small_sample, large_sample = _samples([small, large])
     assert small_sample["image"].shape == large_sample["image"].shape
-    assert large_sample["scale"] == pytest.approx(small_sample["scale"] / 2)
+    # 96 / 240 and (96 / 120) / 2 round the same real number: equal
+    assert large_sample["scale"] == small_sample["scale"] / 2
     assert large_sample["original_size"] == (240, 360)
     # Same pixels in, only the bookkeeping differs: isolates the mapping back to the file.
     large_sample = dict(large_sample, image=small_sample["image"])
@@ -134,7 +136,12 @@ def test_boxes_are_in_original_pixels(model, tmp_path):
     finally:
         model.rpn.min_size = 16.0
     assert out_small.count == out_large.count
-    np.testing.assert_allclose(out_large.boxes, out_small.boxes * 2, atol=1.0)
+    # The same proposals divided by scales a power of two apart (exact in float32), from two
+    # runs of the network: equal but for the rounding a run may change (BLAS kernels chosen
+    # by memory alignment), within the network bound relative to the larger image's side.
+    np.testing.assert_array_equal(out_large.object_id, out_small.object_id)
+    assert_close_in_scale(out_large.boxes, out_small.boxes * 2, network_rtol(BUTD_WIDEST),
+                          max(large_sample["original_size"]), "boxes")
     assert out_large.boxes[:, 2].max() > 180  # beyond the small file: not clipped to it
 
 
@@ -144,8 +151,11 @@ def test_batched_equals_one_by_one(model, photos):
     same = _samples([photos["astronaut"], photos["camera"]])
     assert same[0]["image"].shape == same[1]["image"].shape
     for single, batched in zip([runner.run([s])[0] for s in same], runner.run(same)):
-        np.testing.assert_allclose(batched.boxes, single.boxes, atol=1e-3)
-        np.testing.assert_allclose(batched.features, single.features, rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(batched.object_id, single.object_id)
+        # a batch of two may block the sums differently (rois_support.region_tolerances)
+        for name, (rtol, scale) in region_tolerances(model, single).items():
+            assert_close_in_scale(getattr(batched, name), getattr(single, name), rtol, scale,
+                                  name)
     # Different shapes share a zero-padded batch; the smaller image's features stay close.
     mixed = _samples([photos["coffee"], photos["rocket"]])
     assert mixed[0]["image"].shape != mixed[1]["image"].shape
@@ -170,8 +180,10 @@ def test_channels_last_layout_gives_the_same_regions(model, photos):
                         torch.tensor([sample["original_size"]]))[0]
     finally:
         model.to(memory_format=torch.contiguous_format)
-    np.testing.assert_allclose(out["boxes"].numpy(), reference.boxes, atol=1e-3)
-    np.testing.assert_allclose(out["features"].numpy(), reference.features, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(out["object_id"].numpy(), reference.object_id)
+    # another memory layout, other kernels: rounding only (rois_support.region_tolerances)
+    for name, (rtol, scale) in region_tolerances(model, reference).items():
+        assert_close_in_scale(out[name].numpy(), getattr(reference, name), rtol, scale, name)
 
 
 def test_detectron2_backend_wiring_with_a_stand_in(monkeypatch):
@@ -214,8 +226,10 @@ def test_region_head_in_chunks_equals_one_pass(model):
             chunked = model.roi_heads(features, proposals)
         finally:
             model.roi_heads.region_chunk = type(model.roi_heads).region_chunk
-    assert torch.allclose(whole["features"], chunked["features"], atol=1e-5)
-    assert torch.allclose(whole["attr_logits"], chunked["attr_logits"], atol=1e-5)
+    # Fewer regions per pass may block res5's sums differently: rounding only, within the
+    # bound of the head's widest reduction, res5's 3x3 convolution over 512 channels.
+    for name in ("features", "attr_logits"):
+        assert_close_in_scale(chunked[name], whole[name], network_rtol(3 * 3 * 512), what=name)
 
 
 def test_an_image_too_small_for_any_proposal_gives_zero_regions(model, tmp_path):
@@ -225,8 +239,12 @@ def test_an_image_too_small_for_any_proposal_gives_zero_regions(model, tmp_path)
     Image.fromarray(np.full((12, 12, 3), 128, np.uint8)).save(path)
     sample = _samples([path])[0]
     # 12 px scaled to 96: the RPN's 16-original-pixel minimum is 128 resized pixels.
-    regions = Runner(model, torch.device("cpu"), "fp32", np.float16).run([sample])[0]
+    runner = Runner(model, torch.device("cpu"), "fp32", np.float16)
+    regions = runner.run([sample])[0]
     assert regions.count == 0 and regions.features.shape == (0, 2048)
+    failures: list[dict] = []     # what the stage stores of it: nothing, a listed failure
+    assert runner.run_checked([sample], failures) == []
+    assert [(f["item"], f["reason"]) for f in failures] == [("small", "no-regions")]
 
 
 def test_shape_batcher_emits_every_image_once_with_little_padding():

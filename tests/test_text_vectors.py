@@ -270,7 +270,8 @@ def test_embedding_matrix_rows_and_seeded_init(glove):
     words, matrix = glove
     table = load_vectors(resolve_source("glove-6b-50d-package"), "unused")
     tokens = ["<pad>", "<unk>", "the", "qqqzzz", "of"]
-    counts = {"the": 10, "qqqzzz": 5, "of": 5}
+    # "rare" is a train token --min-freq left out of the vocabulary: it counts in the shares
+    counts = {"the": 10, "qqqzzz": 5, "of": 5, "rare": 4}
     emb, coverage = embedding_matrix(tokens, counts, table, seed=3)
     assert emb.shape == (5, 50) and emb.dtype == np.float32
     assert not emb[0].any()
@@ -283,8 +284,10 @@ def test_embedding_matrix_rows_and_seeded_init(glove):
     assert not np.array_equal(emb[3], other[3])
     assert coverage.as_dict() == {"types": 3, "types_found": 2, "types_subword": 0,
                                   "types_random": 1, "type_coverage": 0.6667,
-                                  "train_tokens": 20, "train_tokens_found": 15,
-                                  "token_coverage": 0.75}
+                                  "train_types": 4, "train_tokens": 24,
+                                  "train_tokens_in_vocab": 20, "train_tokens_found": 15,
+                                  "vocab_token_coverage": round(20 / 24, 4),
+                                  "token_coverage": round(15 / 24, 4)}
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])

@@ -17,6 +17,7 @@ import torch
 
 from feature_stores import planted_release, write_text_store
 from finetune_fixtures import SMALL, ids_sources, ids_stores, layer_of, minilm_path  # noqa: F401
+from tolerances import assert_close_in_scale, network_rtol
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.loop import checkpoints
 from mrhp_prep.train.settings.config import resolve_config
@@ -211,7 +212,10 @@ def test_predict_on_a_fine_tuned_run_gives_the_run_s_scores(ids_stores, minilm_p
             "base_sha256": weights_sha256(AutoModel.from_pretrained(minilm_path))}
     assert metrics["config"]["model"]["shared_encoder"] is True     # listed once
     assert metrics["text_encoders"] == {"product_tokens.encoder": base}
-    np.testing.assert_allclose([ours[k] for k in run], list(run.values()), rtol=1e-5, atol=1e-6)
+    # the same weights run again, maybe batched otherwise: rounding only, within the bound of
+    # the widest sum, the fine-tuned MiniLM's 1536-wide feed-forward layer (tolerances.py)
+    assert_close_in_scale([ours[k] for k in run], list(run.values()), network_rtol(1536),
+                          what="scores")
 
 
 @pytest.mark.slow

@@ -19,8 +19,9 @@ from mrhp_prep.train.data.dataset import FeatureSources
 from mrhp_prep.train.report.predictions import read_predictions
 from mrhp_prep.train.models.mmss import SUBTASKS
 from mrhp_prep.train.run import predict
+from tolerances import assert_close_in_scale, network_rtol
 from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
-                            one_torch_thread)
+                            one_torch_thread, widest_sum)
 
 # Tiny widths: the point is the trainer's handling of each model, not accuracy.
 TINY = {
@@ -96,7 +97,8 @@ def test_every_ablation_trains_and_lowers_the_loss(stores, tmp_path, case):
         if "model.contrastive=false" in overrides:
             assert aux == [0.0] * 8 and "contrastive_loss" not in history[0]
         else:   # the contrastive loss is the aux loss the trainer adds (weight 1)
-            assert all(r["contrastive_loss"] == pytest.approx(r["aux_loss"]) for r in history)
+            # the same per-step numbers averaged the same way: equal
+            assert all(r["contrastive_loss"] == r["aux_loss"] for r in history)
             assert any(a != 0 for a in aux)
         return
     subtasks = _subtasks(overrides)
@@ -193,9 +195,10 @@ def test_model_option_picks_its_config_and_predict_rebuilds_it(stores, tmp_path,
     # predict builds a fresh model from config.yaml and loads best.pt into it (MM-SS: a
     # pseudo-label state sized from the checkpoint)
     out, summary = predict(run, split="test", output=tmp_path / "again.jsonl", device="cpu")
-    np.testing.assert_allclose(read_predictions(out)["score"],
+    # the same weights run again: rounding only (train_fixtures.widest_sum, tolerances.py)
+    assert_close_in_scale(read_predictions(out)["score"],
                                read_predictions(run / "predictions-test.jsonl")["score"],
-                               rtol=1e-5)
+                          network_rtol(widest_sum(config, 8, 8)), what="scores")
     assert summary["reviews"] == metrics["test"]["reviews"]
 
 

@@ -12,8 +12,15 @@ import pytest
 from mrhp_prep.train.report.metrics import (evaluate_rankings, paired_t_test, paired_test,
                                             product_metrics, rank_within_products)
 from mrhp_prep.train.report.predictions import read_predictions
+from tolerances import EPS64, sum_rtol
 
 LN = math.log
+
+
+# The metrics are float64 sums and ratios of a few terms (at most 16 reviews per product here,
+# and 12 products), and the hand-written formulas take them in another order: within 16 * eps
+# of float64, relative (tolerances.py).
+FLOAT64 = sum_rtol(16, eps=EPS64)
 
 
 def _frame(rows):
@@ -34,26 +41,26 @@ def test_product_with_tie_keeps_input_order():
     scores = np.array([0.9, 0.8, 0.8, 0.1])
     got = product_metrics(labels, scores, threshold=1)
     # relevant at ranks 1 and 3: AP = (1/1 + 2/3) / 2
-    assert got["map"] == pytest.approx((1 + 2 / 3) / 2)
-    assert got["mrr"] == pytest.approx(1.0)
+    assert got["map"] == pytest.approx((1 + 2 / 3) / 2, rel=FLOAT64)
+    assert got["mrr"] == pytest.approx(1.0, rel=FLOAT64)
     dcg = 7 / LN(2) + 0 + 3 / LN(4)          # labels 3, 0, 2 in the top 3
     ideal = 7 / LN(2) + 3 / LN(3)            # labels 3, 2, (1 is not > 1)
-    assert got["ndcg@3"] == pytest.approx(dcg / ideal)
-    assert got["ndcg@5"] == pytest.approx(dcg / ideal)
+    assert got["ndcg@3"] == pytest.approx(dcg / ideal, rel=FLOAT64)
+    assert got["ndcg@5"] == pytest.approx(dcg / ideal, rel=FLOAT64)
     # The same scores with the tie broken the other way would rank label 2 second.
     swapped = product_metrics(labels[[0, 2, 1, 3]], scores[[0, 2, 1, 3]], threshold=1)
-    assert swapped["map"] == pytest.approx(1.0)
+    assert swapped["map"] == pytest.approx(1.0, rel=FLOAT64)
 
 
 def test_no_relevant_product_counts_as_zero_in_the_average():
     report = evaluate_rankings(_frame(PRODUCT_A + PRODUCT_B + PRODUCT_C), threshold=1)
     per = report.per_product.set_index("product_id")
     assert per.loc["B", ["map", "ndcg@3", "ndcg@5", "mrr"]].tolist() == [0, 0, 0, 0]
-    assert per.loc["C", "map"] == pytest.approx(0.5)
-    assert per.loc["C", "mrr"] == pytest.approx(0.5)
-    assert per.loc["C", "ndcg@3"] == pytest.approx((3 / LN(3)) / (3 / LN(2)))
+    assert per.loc["C", "map"] == pytest.approx(0.5, rel=FLOAT64)
+    assert per.loc["C", "mrr"] == pytest.approx(0.5, rel=FLOAT64)
+    assert per.loc["C", "ndcg@3"] == pytest.approx((3 / LN(3)) / (3 / LN(2)), rel=FLOAT64)
     summary = report.summary()
-    assert summary["map"] == pytest.approx(((1 + 2 / 3) / 2 + 0 + 0.5) / 3)
+    assert summary["map"] == pytest.approx(((1 + 2 / 3) / 2 + 0 + 0.5) / 3, rel=FLOAT64)
     assert summary["products"] == 3
     assert summary["reviews"] == 9
     assert summary["products_without_relevant"] == 1
@@ -62,9 +69,10 @@ def test_no_relevant_product_counts_as_zero_in_the_average():
 def test_lazada_threshold_zero_makes_label_one_relevant():
     got = product_metrics(np.array([1, 0, 1]), np.array([0.2, 0.5, 0.1]), threshold=0)
     # ranked labels 0, 1, 1 -> relevant at ranks 2 and 3
-    assert got["map"] == pytest.approx((1 / 2 + 2 / 3) / 2)
-    assert got["mrr"] == pytest.approx(0.5)
-    assert got["ndcg@3"] == pytest.approx((1 / LN(3) + 1 / LN(4)) / (1 / LN(2) + 1 / LN(3)))
+    assert got["map"] == pytest.approx((1 / 2 + 2 / 3) / 2, rel=FLOAT64)
+    assert got["mrr"] == pytest.approx(0.5, rel=FLOAT64)
+    assert got["ndcg@3"] == pytest.approx((1 / LN(3) + 1 / LN(4)) / (1 / LN(2) + 1 / LN(3)),
+                                          rel=FLOAT64)
 
 
 def test_ndcg_cut_at_three_and_five():
@@ -73,11 +81,12 @@ def test_ndcg_cut_at_three_and_five():
     got = product_metrics(labels, scores, threshold=1)
     ideal3 = 15 / LN(2) + 7 / LN(3) + 3 / LN(4)
     assert got["ndcg@3"] == 0.0
-    assert got["ndcg@5"] == pytest.approx((15 / LN(5) + 7 / LN(6)) / (ideal3))
+    assert got["ndcg@5"] == pytest.approx((15 / LN(5) + 7 / LN(6)) / (ideal3), rel=FLOAT64)
     # the discount's log base cancels: the same figure with log2
     log2 = math.log2
     assert got["ndcg@5"] == pytest.approx((15 / log2(5) + 7 / log2(6))
-                                          / (15 / log2(2) + 7 / log2(3) + 3 / log2(4)))
+                                          / (15 / log2(2) + 7 / log2(3) + 3 / log2(4)),
+                                          rel=FLOAT64)
 
 
 def test_ranks_within_products_are_stable():
@@ -98,7 +107,7 @@ def test_paired_t_test_matches_the_formula():
     test = paired_t_test(a, b)
     d = a.per_product["map"].to_numpy() - b.per_product["map"].to_numpy()
     t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
-    assert test["map"]["t"] == pytest.approx(t)
+    assert test["map"]["t"] == pytest.approx(t, rel=FLOAT64)
     assert test["map"]["products"] == 12
     assert 0 <= test["map"]["p"] < 0.05   # scores that follow the label beat noise
 
@@ -108,7 +117,7 @@ def test_paired_test_without_variance_gives_no_p_value():
     would read as significance; the test reports no t and no p instead."""
     shifted = paired_test([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
     assert shifted["t"] is None and shifted["p"] is None and shifted["n"] == 3
-    assert shifted["mean_difference"] == pytest.approx(0.1)
+    assert shifted["mean_difference"] == pytest.approx(0.1, rel=FLOAT64)
     assert paired_test([0.5], [0.1])["p"] is None                  # one pair
 
 
@@ -127,7 +136,7 @@ def test_evaluate_command_reads_every_format(tmp_path, runner, suffix):
     result = runner.invoke(cli, ["evaluate", str(path)])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    assert metrics["map"] == pytest.approx(((1 + 2 / 3) / 2 + 0 + 0.5) / 3)
+    assert metrics["map"] == pytest.approx(((1 + 2 / 3) / 2 + 0 + 0.5) / 3, rel=FLOAT64)
     assert metrics["products"] == 3
     lazada = json.loads(runner.invoke(cli, ["evaluate", str(path), "--threshold", "0"]).stdout)
     assert lazada["products_without_relevant"] == 0
@@ -145,7 +154,8 @@ def test_evaluate_compare_and_bad_file(tmp_path, runner):
                                  "--compare", str(tmp_path / "b.jsonl")])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["a"]["map"] == pytest.approx(2 / 3)   # A and C perfect, B has nothing relevant
+    # A and C perfect, B has nothing relevant
+    assert out["a"]["map"] == pytest.approx(2 / 3, rel=FLOAT64)
     assert out["a"]["map"] > out["b"]["map"]
     assert out["t_test"]["map"]["products"] == 3
     assert out["t_test"]["map"]["mean_difference"] > 0

@@ -20,8 +20,9 @@ from mrhp_prep.train.data.dataset import FeatureSources
 from mrhp_prep.train.report.metrics import evaluate_rankings
 from mrhp_prep.train.report.predictions import read_predictions
 from mrhp_prep.train.run import predict, train
+from tolerances import EPS64, assert_close_in_scale, network_rtol, sum_rtol
 from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
-                            one_torch_thread, sample_stores)
+                            one_torch_thread, sample_stores, widest_sum)
 
 SMALL = ["model.text_hidden=16", "model.image_hidden=8", "model.shared_hidden=8"]
 
@@ -141,7 +142,9 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(stores, tmp_path):
     values = [r["dev_ndcg@3"] for r in state.history]
     assert state.best_epoch == int(np.argmax(values)) + 1 and not state.stopped_early
     assert moving.load_best() == state.best_epoch
-    assert moving.evaluate(moving.dev_set)["ndcg@3"] == pytest.approx(max(values))
+    # the same weights scored again; NDCG is a float64 mean over the dev products' few terms
+    assert moving.evaluate(moving.dev_set)["ndcg@3"] == pytest.approx(
+        max(values), rel=sum_rtol(16, eps=EPS64))
 
 
 def test_epoch_checkpoints_off_keeps_only_best_and_last(stores, tmp_path):
@@ -168,14 +171,18 @@ def test_predict_matches_the_run_and_remaps_a_new_vocabulary(trained, stores, tm
     out, summary = predict(run, split="test", output=tmp_path / "same.jsonl", device="cpu")
     ours = read_predictions(out)
     reference = read_predictions(run / "predictions-test.jsonl")
-    np.testing.assert_allclose(ours["score"], reference["score"], rtol=1e-5)
+    # the same weights run again, maybe batched otherwise: rounding only, within the bound of
+    # the model's widest sum (train_fixtures.widest_sum), relative to the scores' size
+    rtol = network_rtol(widest_sum(yaml.safe_load((run / "config.yaml").read_text()), 8, 8))
+    assert_close_in_scale(ours["score"], reference["score"], rtol, what="scores")
     assert summary["products"] == 2
     # the same products embedded again with a vocabulary of their own
     other = write_text_store(tmp_path / "text", stores["manifest"], dim=8, seed=9,
                              vocab_splits=("train", "dev", "test"))
     remapped, _ = predict(run, text=other, split="test", output=tmp_path / "other.jsonl",
                           device="cpu")
-    np.testing.assert_allclose(read_predictions(remapped)["score"], reference["score"], rtol=1e-5)
+    assert_close_in_scale(read_predictions(remapped)["score"], reference["score"], rtol,
+                          what="remapped scores")
 
 
 def test_predict_ranks_products_never_seen_in_training(trained, tmp_path, runner):

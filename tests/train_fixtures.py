@@ -12,6 +12,7 @@ namespace):
 from __future__ import annotations
 
 import contextlib
+from typing import Mapping
 
 import pytest
 import torch
@@ -94,3 +95,16 @@ def make_trainer(sources: FeatureSources, model: str, run_dir, overrides=(),
 def comparable(history: list[dict]) -> list[dict]:
     """Epoch records without their timings, which differ from run to run."""
     return [{k: v for k, v in r.items() if k not in {"seconds", "data_share"}} for r in history]
+
+
+def widest_sum(config: Mapping, *input_dims: int) -> int:
+    """The widest sum a training config's model takes, for tolerances.network_rtol: the
+    largest of its widths (hidden sizes, feed-forward and task dims, which the next layer
+    sums over), the data's longest sequences (tokens, image rows: attention and pooling sum
+    over them) and `input_dims` (the stores' text and RoI widths, a transformer's own)."""
+    widths = [value for key, value in config["model"].items()
+              if isinstance(value, int) and not isinstance(value, bool)
+              and (key.endswith("dim") or "hidden" in key)]
+    data = config["data"]
+    return max([*widths, int(data["max_text_tokens"]), int(data["max_image_rows"]),
+                *input_dims])

@@ -47,6 +47,31 @@ def has_surrogate(value: object) -> bool:
     return isinstance(value, list) and any(has_surrogate(v) for v in value)
 
 
+def printable(text: str) -> str:
+    """`text` with control characters and lone surrogates escaped as Python writes them
+    (\\x07, \\udc80), so that a message can name a bad id on any terminal."""
+    return "".join(ascii(ch)[1:-1] if _SURROGATES.match(ch) or not ch.isprintable() else ch
+                   for ch in text)
+
+
+def id_problem(value: object) -> str:
+    """Why `valid_id` refused `value`, naming the offending character and its position."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "the id is missing"
+    text = str(value).strip()
+    if not text:
+        return "the id is empty"
+    if text in {".", ".."}:
+        return f"the id '{text}' would name a parent folder"
+    found = _BAD_ID_CHARS.search(text)
+    if found is None:
+        return f"the id '{printable(text)}' is unusable"
+    kind = ("a lone UTF-16 surrogate" if _SURROGATES.match(found.group())
+            else "a control character")
+    return (f"the id '{printable(text)}' holds {kind} ({printable(found.group())}) at "
+            f"character {found.start() + 1}")
+
+
 def valid_id(value: object) -> str | None:
     """The id as a string, or None when it is missing or could not be a safe key."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

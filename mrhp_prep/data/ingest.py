@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from ..cache import StageRun, file_sha256, open_stage
 from ..errors import InputError
-from .cells import cell_text, count_surrogates, image_urls, review_year, valid_id, vote_count
+from .cells import (cell_text, count_surrogates, id_problem, image_urls, printable,
+                    review_year, valid_id, vote_count)
 from .manifest import (FORMAT_VERSION, IMAGE_SCHEMA, PRODUCT_SCHEMA, REVIEW_SCHEMA,
                        image_relpath, write_tables)
 from .raw_files import ROW_KEY, SPLITS, find_release_files, read_table
@@ -63,8 +64,8 @@ def _new_id(row: dict, column: str, path: Path, seen: dict[str, str],
     first seen); otherwise None, with the problem noted against the row."""
     item_id = valid_id(row.get(column))
     if item_id is None:
-        problems.add(path, row[ROW_KEY], column, "missing or unusable id (empty, control "
-                     "characters, '.' or '..')", item=str(row.get(column)))
+        problems.add(path, row[ROW_KEY], column, id_problem(row.get(column)),
+                     item=printable(str(row.get(column))))
     elif item_id in seen:
         kind = column.removesuffix("_id")
         problems.add(path, row[ROW_KEY], column,
@@ -102,10 +103,20 @@ class _ReleaseReader:
     surrogate_cells: int = 0
     dropped_zero_votes: int = 0
     dropped_before_year: int = 0
+    # Of the split being read, for the rows that follow from a rejected one: product id ->
+    # where and why its row was rejected, review id seen before -> where its row was refused.
+    rejected_products: dict[str, str] = field(default_factory=dict)
+    duplicate_reviews: dict[str, str] = field(default_factory=dict)
+
+    def _reject_product(self, path: Path, row: dict, column: str, pid: str,
+                        message: str) -> None:
+        self.problems.add(path, row[ROW_KEY], column, message, item=pid)
+        self.rejected_products[pid] = f"{path.name} row {row[ROW_KEY]}, field '{column}': {message}"
 
     def products(self, table: pd.DataFrame, path: Path, split: str) -> dict[str, dict]:
         """The usable products of one .prd file, by id (their image rows are kept)."""
         split_products: dict[str, dict] = {}
+        self.rejected_products = {}
         for row in table.to_dict("records"):
             self.surrogate_cells += count_surrogates(row)
             pid = _new_id(row, "product_id", path, self.seen_products, self.problems)
@@ -114,13 +125,13 @@ class _ReleaseReader:
             name, description = cell_text(row.get("name")), cell_text(row.get("description"))
             text = f"{name} {description}".strip() if self.use_description else name
             if not text:
-                self.problems.add(path, row[ROW_KEY], "name",
-                                  "empty product name and description", item=pid)
+                self._reject_product(path, row, "name", pid,
+                                     "empty product name and description")
                 continue
             try:
                 urls = image_urls(row.get("img_url"), self.dataset)
             except ValueError as exc:
-                self.problems.add(path, row[ROW_KEY], "img_url", str(exc), item=pid)
+                self._reject_product(path, row, "img_url", pid, str(exc))
                 continue
             self.seen_products[pid] = f"{path.name} row {row[ROW_KEY]}"
             split_products[pid] = {
@@ -137,17 +148,22 @@ class _ReleaseReader:
         those rejected (their relation rows are not reported a second time)."""
         split_reviews: dict[str, dict] = {}
         rejected: set[str] = set()
+        self.duplicate_reviews = {}
         for row in table.to_dict("records"):
             self.surrogate_cells += count_surrogates(row)
             rid = _new_id(row, "review_id", path, self.seen_reviews, self.problems)
             if rid is None:
+                if valid_id(row.get("review_id")) is not None:
+                    self.duplicate_reviews[valid_id(row.get("review_id"))] = (
+                        f"{path.name} row {row[ROW_KEY]}: {self.problems.items[-1]['reason']}")
                 continue
             pid = valid_id(row.get("product_id"))
             if pid not in split_products:
                 rejected.add(rid)
+                why = (f"which was rejected ({self.rejected_products[pid]})"
+                       if pid in self.rejected_products else f"which is not in {prd_path.name}")
                 self.problems.add(path, row[ROW_KEY], "product_id",
-                                  f"review '{rid}' names product '{pid}', which is not in "
-                                  f"{prd_path.name}", item=rid)
+                                  f"review '{rid}' names product '{pid}', {why}", item=rid)
                 continue
             content = cell_text(row.get("content"))
             if not content:
@@ -194,10 +210,16 @@ class _ReleaseReader:
             review = split_reviews.get(rid)
             if rid in rejected:
                 continue
-            if review is None:
+            if rid is None:
                 self.problems.add(path, row[ROW_KEY], "review_id",
-                                  f"relation names review '{rid}', which is not in "
-                                  f"{rvw_path.name} (or was rejected there)", item=str(rid))
+                                  id_problem(row.get("review_id")),
+                                  item=printable(str(row.get("review_id"))))
+                continue
+            if review is None:
+                why = (f"whose row was rejected ({self.duplicate_reviews[rid]})"
+                       if rid in self.duplicate_reviews else f"which is not in {rvw_path.name}")
+                self.problems.add(path, row[ROW_KEY], "review_id",
+                                  f"relation names review '{rid}', {why}", item=rid)
                 continue
             if pid != review["product_id"]:
                 self.problems.add(path, row[ROW_KEY], "product_id",

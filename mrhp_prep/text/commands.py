@@ -94,18 +94,30 @@ def embed_text(manifest, mode, vectors, vectors_cache, language, lowercase, max_
                 f"empty {field['empty_texts']}, cleaned {field['cleaned_texts']}, "
                 f"truncated {field['truncated_texts']}")
         if info["mode"] == "static":
-            cov = info["coverage"][name]
-            line += (f"; vocab {info['vocab_sizes'][name]}, in vectors "
-                     f"{_percent(cov['type_coverage'])} of types / "
-                     f"{_percent(cov['token_coverage'])} of train tokens"
-                     + (f", {cov['types_subword']} from subwords" if cov["types_subword"] else "")
-                     + f"; <unk> {field['unk_tokens']} tokens")
+            line += "; " + _vocabulary_line(info["vocab_sizes"][name], info["coverage"][name],
+                                            field)
         rows[name] = line
     rows["failures"] = f"{info['num_failures']} (see failures.jsonl)"
     report("embed-text finished", rows, run.path)
     fail_if_none_done(sum(f["rows"] for f in info["fields"].values()), info["counts"]["items"],
                       "texts", run.path)
     return str(run.path)
+
+
+def _vocabulary_line(vocab_size: int, cov: dict, field: dict) -> str:
+    """What the vocabulary keeps of the train tokens, what the vectors cover, and how many of
+    all tokens are <unk> (folders of older versions lack the train-type counts)."""
+    kept = f"vocab {vocab_size}"
+    if "train_types" in cov:    # words, the two specials (<pad>, <unk>) not counted
+        kept = (f"vocab {cov['types']} of {cov['train_types']} train types, holding "
+                 f"{_percent(cov['vocab_token_coverage'])} of the train tokens")
+    tokens = "the train tokens" if "train_types" in cov else "its train tokens"
+    vectors = (f"in vectors {_percent(cov['type_coverage'])} of its types / "
+               f"{_percent(cov['token_coverage'])} of {tokens}"
+               + (f", {cov['types_subword']} from subwords" if cov["types_subword"] else ""))
+    unk = (f"<unk> {field['unk_tokens']} of {field['tokens']} tokens "
+           f"({_percent(field['unk_tokens'] / field['tokens'] if field['tokens'] else 0.0)})")
+    return f"{kept}; {vectors}; {unk}"
 
 
 @click.command("merge-text")

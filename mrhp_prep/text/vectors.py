@@ -204,13 +204,17 @@ def _read_word_list(path: Path):
 
 @dataclass
 class Coverage:
-    """How much of a vocabulary the vectors source covers (specials excluded)."""
+    """How much of the train text a vocabulary keeps, and how much of it the vectors source
+    covers (specials excluded). Token shares are of all train tokens, those that `--min-freq`
+    leaves out of the vocabulary (and so reads as <unk>) included."""
 
-    types: int = 0
-    types_found: int = 0
-    types_subword: int = 0
-    tokens: int = 0
-    tokens_found: int = 0
+    types: int = 0              # vocabulary words
+    types_found: int = 0        # ... with a vector in the source
+    types_subword: int = 0      # ... with a vector built from n-grams
+    tokens: int = 0             # train tokens
+    tokens_found: int = 0       # ... whose type is in the vocabulary and the source
+    train_types: int = 0        # distinct train token types
+    tokens_in_vocab: int = 0    # train tokens whose type is in the vocabulary
 
     def as_dict(self) -> dict:
         def share(part, whole):
@@ -219,7 +223,10 @@ class Coverage:
                 "types_subword": self.types_subword,
                 "types_random": self.types - self.types_found - self.types_subword,
                 "type_coverage": share(self.types_found, self.types),
-                "train_tokens": self.tokens, "train_tokens_found": self.tokens_found,
+                "train_types": self.train_types,
+                "train_tokens": self.tokens, "train_tokens_in_vocab": self.tokens_in_vocab,
+                "train_tokens_found": self.tokens_found,
+                "vocab_token_coverage": share(self.tokens_in_vocab, self.tokens),
                 "token_coverage": share(self.tokens_found, self.tokens)}
 
 
@@ -247,8 +254,9 @@ def embedding_matrix(tokens: list[str], counts: dict[str, int], vectors, *, seed
     matrix[random_rows] = rng.uniform(-spread, spread, size=(len(random_rows), vectors.dim))
     weights = np.array([counts.get(w, 0) for w in words], dtype=np.int64)
     coverage = Coverage(types=len(words), types_found=int(found.sum()),
-                        types_subword=int(subword.sum()), tokens=int(weights.sum()),
-                        tokens_found=int(weights[found].sum()))
+                        types_subword=int(subword.sum()), tokens=int(sum(counts.values())),
+                        tokens_found=int(weights[found].sum()), train_types=len(counts),
+                        tokens_in_vocab=int(weights.sum()))
     return matrix, coverage
 
 
@@ -280,9 +288,13 @@ def check_coverage(name: str, coverage: dict, min_freq: int, counts: Mapping[str
                          f"vectors {source}: every embedding would be random",
                          field="--vectors", hint="pass vectors of the text's language (and "
                                                  "check --lowercase)")
-    if coverage["token_coverage"] < 0.5:
+    in_vocab = coverage.get("vocab_token_coverage", 1.0)
+    if in_vocab < 0.5:
+        log.warning("--min-freq %d leaves %.1f%% of the %s train tokens out of the vocabulary: "
+                    "they are read as <unk>", min_freq, 100 * (1 - in_vocab), name)
+    elif coverage["token_coverage"] < 0.5:
         log.warning("the vectors cover only %.1f%% of the %s train tokens; the rest get "
-                    "random vectors", 100 * coverage["token_coverage"], name)
+                    "random vectors (or <unk>)", 100 * coverage["token_coverage"], name)
 
 
 def write_text_vectors(path: str | os.PathLike, words: list[str], matrix: np.ndarray, *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import click
@@ -11,6 +12,19 @@ from ..stage_summary import report
 from .models import MODELS
 
 _FOLDER = click.Path(exists=True, file_okay=False)
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is a number: NaN and the infinities are refused (a NaN threshold makes
+    every review irrelevant and every metric 0, and JSON cannot hold it)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 @click.command("train")
@@ -173,7 +187,7 @@ def result_seed(path) -> int | None:
 
 @click.command("evaluate")
 @click.argument("predictions", type=click.Path(exists=True, dir_okay=False))
-@click.option("--threshold", type=float, default=1.0,
+@click.option("--threshold", type=FiniteFloat(), default=1.0,
               help="A review is relevant when its label is above this: 1 for Amazon-MRHP, "
                    "0 for Lazada-MRHP.")
 @click.option("--compare", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -190,13 +204,14 @@ def evaluate(predictions, threshold, compare, output):
     Example: mrhp-prep evaluate runs/x/predictions-test.jsonl --threshold 1
     """
     from ..atomic import write_json_atomic
-    from .report.metrics import evaluate_rankings, paired_t_test
+    from .report.metrics import evaluate_rankings, paired_t_test, require_common_products
     from .report.predictions import read_predictions
 
     first = evaluate_rankings(read_predictions(predictions), threshold)
     result = first.summary()
     if compare:
         second = evaluate_rankings(read_predictions(compare), threshold)
+        require_common_products(first, second, predictions, compare)
         result = {"a": first.summary(), "b": second.summary(),
                   "t_test": paired_t_test(first, second)}
     text = json.dumps(result, indent=2)
@@ -222,7 +237,12 @@ def evaluate(predictions, threshold, compare, output):
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="JSON lines file to write (default: RUN/predict-<dataset>.jsonl).")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1.")
-def predict(run_dir, products, split, manifest, text, rois, probes, checkpoint, output, device):
+@click.option("--allow-partial", is_flag=True,
+              help="Rank even when the text, RoI or probe store covers only part of the chosen "
+                   "reviews and their images (as train's --allow-partial); the summary reports "
+                   "the coverage either way.")
+def predict(run_dir, products, split, manifest, text, rois, probes, checkpoint, output, device,
+            allow_partial):
     """Score and rank reviews with a trained model, also of products never seen in training.
 
     For new products, ingest them and run embed-text / extract-rois / probe-masks on that
@@ -238,6 +258,7 @@ def predict(run_dir, products, split, manifest, text, rois, probes, checkpoint, 
     check_predict_selection(products, split)
     path, summary = run_predict(run_dir, manifest=manifest, text=text, rois=rois, probes=probes,
                                 products=list(products) or None, split=split,
-                                checkpoint=checkpoint, output=output, device=device)
+                                checkpoint=checkpoint, output=output, device=device,
+                                allow_partial=allow_partial)
     report("predict finished", summary, path)
     return str(path)

@@ -35,12 +35,14 @@ def compare_command(runs, split, paper, out):
         raise CommandLineError(f"--paper sets groups beside the paper's test-set figures; "
                                f"--split {split} would subtract them from {split} scores: "
                                f"use --split test with --paper")
-    from .report.compare_report import compare
+    from .report.compare_report import compare, describe_apart
 
-    path, summary, tests, unfinished = compare(runs, out, split, paper)
+    path, summary, tests, unfinished, apart = compare(runs, out, split, paper)
     click.echo((path / "compare.md").read_text(encoding="utf-8"), err=True)
     rows = {"groups": len(summary), "runs": int(summary["runs"].sum()), "tests": len(tests)}
     if unfinished:
         rows["unfinished runs left out"] = ", ".join(map(str, unfinished))
+    if apart:
+        rows["kept apart (other manifests)"] = "; ".join(describe_apart(apart))
     report("compare finished", rows, path)
     return str(path)

@@ -19,18 +19,20 @@ finished run, and resumes an unfinished one from checkpoints/last.pt.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import yaml
 
 from ..atomic import atomic_path
-from ..cache import StageRun, open_stage
+from ..cache import MARKER_NAME, StageRun, open_stage, path_fingerprint
 from ..data.manifest import Manifest
 from ..errors import InputError
 from ..settings_yaml import read_settings_file
@@ -41,6 +43,8 @@ from .settings.config import fingerprint_settings, flatten, model_defaults, reso
 from .data.coverage import coverage_summary, require_full_coverage, store_coverage
 from .data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from .data.input_files import check_or_record_inputs
+from .data.label_groups import check_label_pairs
+from .data.sampling import SamplingConfig
 from .loop.distributed import Distributed, pick_device
 from .report.metrics import evaluate_rankings, metrics_table
 from .models import build_model
@@ -100,11 +104,78 @@ def _require_current_keys(config: dict, run_dir) -> None:
                               "(today's settings give it a new run folder)")
 
 
-def _discard_if_untrained(run: StageRun | None) -> None:
-    """Remove the folder of a run refused before its first checkpoint (exit 3 writes
-    nothing); a run with checkpoints keeps them, to resume once the input is fixed."""
-    if run is not None and not any((run.path / "checkpoints").glob("*.pt")):
-        run.discard()
+@contextlib.contextmanager
+def _discarded_when_refused(run: StageRun | None) -> Iterator[None]:
+    """An InputError inside removes the run's folder when no checkpoint was written yet
+    (exit 3 writes nothing, and the folder would block the next run into it); a run with
+    checkpoints keeps them, to resume once the input is fixed."""
+    try:
+        yield
+    except InputError:
+        if run is not None and not any((run.path / "checkpoints").glob("*.pt")):
+            run.discard()
+        raise
+
+
+def _check_resume_inputs(run_dir: str | Path, inputs: dict) -> None:
+    """Refuse to resume a run whose input folders changed since it started (a re-ingest, a
+    re-run store), naming each changed input with its old and new fingerprint."""
+    marker = Path(run_dir) / MARKER_NAME
+    if not marker.is_file():
+        return
+    started = json.loads(marker.read_text()).get("inputs", {})
+    changed = []
+    for role in INPUT_ROLES:
+        path = inputs.get(role)
+        if path and role in started:
+            now = path_fingerprint(path) if Path(path).exists() else "missing"
+            if now != started[role]:
+                changed.append(f"--{role} {path} (fingerprint {started[role]} when the run "
+                               f"started, now {now})")
+    if changed:
+        raise InputError(
+            f"cannot resume: {len(changed)} input(s) changed since the run started: "
+            + "; ".join(changed), file=str(run_dir), field=changed[0].split()[0],
+            hint="restore the input the run started with, or start a new run without "
+                 "--resume (in the cache, or into another --out folder)")
+
+
+def _settings(*, manifest, rois, text, probes, model, config_file, preset, protocol,
+              overrides, resume) -> tuple[dict, dict, str, Manifest]:
+    """(config, inputs, model name, manifest) of a new run, or of the run in `resume`."""
+    if resume is not None:
+        config = read_run_config(resume)
+        inputs = config.pop("inputs")
+        _require_current_keys(config, resume)
+        _check_resume_inputs(resume, inputs)
+        return config, inputs, config["model"]["name"], Manifest(inputs["manifest"])
+    if manifest is None:
+        raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
+    inputs = {"manifest": _absolute(manifest), "rois": _absolute(rois),
+              "text": _absolute(text), "probes": _absolute(probes)}
+    manifest_info = Manifest(inputs["manifest"])
+    text_mode = FeatureSources.peek_text_mode(text) if text else None
+    config = resolve_config(model, config_file=config_file, preset=preset, protocol=protocol,
+                            overrides=overrides, text_mode=text_mode,
+                            category=manifest_info.info["settings"].get("category"),
+                            relevance_threshold=manifest_info.relevance_threshold)
+    return config, inputs, model, manifest_info
+
+
+def _open_data(inputs: dict, config: dict) -> tuple[FeatureSources, dict, dict]:
+    """The stores joined with the manifest, every check that reads them passed:
+    (sources, split name -> ReviewDataset, store coverage)."""
+    data_config = DataConfig.from_config(config["data"])
+    sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
+                             probes=inputs["probes"])
+    splits = {name: ReviewDataset(sources, sources.split(name), data_config)
+              for name in ("train", "dev", "test")}
+    check_labels(sources, splits)
+    coverage = store_coverage(sources, splits)
+    require_full_coverage(coverage, data_config.allow_partial)
+    check_label_pairs(sources.manifest, splits["train"].table,
+                      SamplingConfig.from_config(config["sampling"]))
+    return sources, splits, coverage
 
 
 def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
@@ -120,28 +191,17 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     (another run follows in the same processes: setting a group up again on the launcher's
     store can hang)."""
     distributed = Distributed.from_env(device)
-    if resume is not None:
-        config = read_run_config(resume)
-        inputs = config.pop("inputs")
-        out, model = resume, config["model"]["name"]
-        _require_current_keys(config, resume)
-    else:
-        if manifest is None:
-            raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
-        inputs = {"manifest": _absolute(manifest), "rois": _absolute(rois),
-                  "text": _absolute(text), "probes": _absolute(probes)}
-    manifest_info = Manifest(inputs["manifest"])
-    if resume is None:
-        text_mode = FeatureSources.peek_text_mode(text) if text else None
-        config = resolve_config(model, config_file=config_file, preset=preset,
-                                protocol=protocol, overrides=overrides, text_mode=text_mode,
-                                category=manifest_info.info["settings"].get("category"),
-                                relevance_threshold=manifest_info.relevance_threshold)
+    config, inputs, model, manifest_info = _settings(
+        manifest=manifest, rois=rois, text=text, probes=probes, model=model,
+        config_file=config_file, preset=preset, protocol=protocol, overrides=overrides,
+        resume=resume)
     run: StageRun | None = None
     if distributed.is_main:
-        run = open_stage("train", dataset=manifest_info.name, settings=fingerprint_settings(config),
-                         inputs={k: v for k, v in inputs.items() if v}, format_version=FORMAT_VERSION,
-                         out=out, cache_dir=cache_dir, force=force and resume is None)
+        run = open_stage("train", dataset=manifest_info.name,
+                         settings=fingerprint_settings(config),
+                         inputs={k: v for k, v in inputs.items() if v},
+                         format_version=FORMAT_VERSION, out=resume or out, cache_dir=cache_dir,
+                         force=force and resume is None)
     path = Path(distributed.broadcast(str(run.path) if run else None))
     complete = distributed.broadcast(run.complete if run else None)
     if complete:
@@ -157,39 +217,33 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
             tmp.write_text(yaml.safe_dump({**config, "inputs": inputs}, sort_keys=False))
 
     seed_everything(int(config["train"]["seed"]))
-    data_config = DataConfig.from_config(config["data"])
-    try:    # the stores are checked as they open and join: a refusal leaves no folder
-        sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
-                                 probes=inputs["probes"])
-        splits = {name: ReviewDataset(sources, sources.split(name), data_config)
-                  for name in ("train", "dev", "test")}
-        check_labels(sources, splits)
-        coverage = store_coverage(sources, splits)
-        require_full_coverage(coverage, data_config.allow_partial)
-    except InputError:
-        _discard_if_untrained(run)
-        raise
-    built = build_model(model, config["model"], sources.model_inputs())
-    try:
+    with _discarded_when_refused(run):    # bad data refused before the first checkpoint
+        sources, splits, coverage = _open_data(inputs, config)
+        built = build_model(model, config["model"], sources.model_inputs())
         check_ids_fit_encoder(sources, built)
-    except InputError:
-        _discard_if_untrained(run)
-        raise
-    if distributed.is_main:     # the parameters per submodule, as `train --dry-run` prints them
-        with atomic_path(path / "model.txt") as tmp:
-            tmp.write_text(parameter_table(built))
-    torch_device = pick_device(device, distributed)
-    threshold = manifest_info.relevance_threshold
-    trainer = Trainer(built, splits["train"], splits["dev"], config, path, device=torch_device,
-                      relevance_threshold=threshold, distributed=distributed,
-                      num_workers=num_workers, show_progress=show_progress)
-    try:
+        if distributed.is_main:     # the parameters per submodule, as `train --dry-run` prints
+            with atomic_path(path / "model.txt") as tmp:
+                tmp.write_text(parameter_table(built))
+        trainer = Trainer(built, splits["train"], splits["dev"], config, path,
+                          device=pick_device(device, distributed),
+                          relevance_threshold=manifest_info.relevance_threshold,
+                          distributed=distributed, num_workers=num_workers,
+                          show_progress=show_progress)
         state = trainer.fit()
-    except InputError:      # e.g. a NaN in the first batches: nothing worth keeping
-        _discard_if_untrained(run)
-        raise
-    best_epoch = trainer.load_best()
+    result = _finish(run, path, trainer, state, sources, splits, coverage, config)
+    distributed.barrier()
+    if not keep_process_group:
+        distributed.close()
+    return result
 
+
+def _finish(run: StageRun | None, path: Path, trainer: Trainer, state, sources: FeatureSources,
+            splits: dict, coverage: dict, config: dict) -> TrainResult:
+    """Score the dev and test splits with the best epoch's weights and write the run's
+    results into `path` (on the main process): predictions, metrics, plots, then
+    MANIFEST.json."""
+    distributed, threshold = trainer.distributed, trainer.threshold
+    best_epoch = trainer.load_best()
     frames, metrics = {}, {}
     for split in ("dev", "test"):
         if len(splits[split]):
@@ -197,14 +251,17 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
             check_scores(frames[split], f"{split} split (best epoch)", splits[split])
             if distributed.is_main:
                 metrics[split] = evaluate_rankings(frames[split], threshold).summary()
+    built = trainer.unwrapped
     counts = {f"{name}_reviews": len(ds) for name, ds in splits.items()}
     counts.update({f"{name}_products": len(ds.table.products) for name, ds in splits.items()})
-    dropped = {reason: len(ids) for ds in splits.values() for reason, ids in ds.table.dropped.items()}
+    dropped = {reason: len(ids) for ds in splits.values()
+               for reason, ids in ds.table.dropped.items()}
     counts["reviews_left_out"] = sum(dropped.values())
     counts["images_without_rois"] = sources.images_missing
     counts["reviews_without_probe"] = sum(ds.table.reviews_without_probe for ds in splits.values())
     counts["parameters"] = parameters = built.num_parameters()
     counts["coverage"] = coverage_summary(coverage)
+    model = config["model"]["name"]
     result_metrics = {
         "model": model, "monitor": config["train"]["monitor"], "best_epoch": best_epoch,
         "epochs_run": state.epoch, "stopped_early": state.stopped_early,
@@ -228,9 +285,6 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
                    model=model)
         if metrics:
             log.info("best epoch %d of %d\n%s", best_epoch, state.epoch, metrics_table(metrics))
-    distributed.barrier()
-    if not keep_process_group:
-        distributed.close()
     return TrainResult(path, False, result_metrics, counts)
 
 
@@ -238,12 +292,15 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
             text: str | Path | None = None, rois: str | Path | None = None,
             probes: str | Path | None = None, products: Sequence[str] | None = None,
             split: str | None = None, checkpoint: str = "best", output: str | Path | None = None,
-            device: str = "auto", batch_rows: int | None = None) -> tuple[Path, dict]:
+            device: str = "auto", batch_rows: int | None = None,
+            allow_partial: bool = False) -> tuple[Path, dict]:
     """Score and rank the reviews of `products` (or of a split) with a trained run.
 
     The manifest and stores default to the run's own; products never seen in training come
     with a manifest and stores made for them. A static-vector text store with another
-    vocabulary is mapped into the run's vocabulary by token string.
+    vocabulary is mapped into the run's vocabulary by token string. Stores that cover only
+    part of the chosen reviews and their images are refused as `train` refuses them, unless
+    `allow_partial` (or they are the run's own stores and the run was allowed partial ones).
     """
     if products is None and split is None:
         raise InputError("say which reviews to score", hint="pass --product ID (repeatable) "
@@ -265,9 +322,12 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
         vectors = {f: s.vectors for f, s in training.items()}
     sources = FeatureSources(manifest, rois=rois, text=text, probes=probes,
                              vocabularies=vocabularies)
-    table = sources.split(split, products)
-    if not len(table):
-        raise InputError("no reviews to score for the given products/split", field="--product")
+    data_config = DataConfig.from_config(config["data"])
+    selected = ReviewDataset(sources, sources.split(split, products), data_config)
+    own_stores = [manifest, text, rois, probes] == [trained[r] for r in INPUT_ROLES]
+    coverage = _predict_coverage(sources, selected, products, split,
+                                 allow_partial or (own_stores and data_config.allow_partial))
+    table = selected.table
     model = build_model(config["model"]["name"], config["model"], sources.model_inputs(vectors))
     check_ids_fit_encoder(sources, model)
     weights = run_dir / "checkpoints" / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
@@ -278,9 +338,8 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     load_checkpoint_for(model, weights, config["model"]["name"])
     torch_device = pick_device(device, Distributed())
     model.to(torch_device)
-    data_config = DataConfig.from_config(config["data"])
     collate = Collate(data_config, share_products=True)
-    frame = score_reviews(model, ReviewDataset(sources, table, data_config), collate,
+    frame = score_reviews(model, selected, collate,
                           torch_device, batch_rows or int(config["train"]["eval_batch_size"]),
                           amp=amp_settings(torch_device, config["train"]["amp"]))
     check_scores(frame, f"products scored with {weights}")
@@ -288,5 +347,35 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     write_predictions(output, frame)
     summary = {"products": len(table.products), "reviews": len(table),
                "reviews_left_out": sum(len(v) for v in table.dropped.values()),
-               "checkpoint": weights.name}
+               "checkpoint": weights.name,
+               **{f"{name} coverage": c.describe() for name, c in coverage.items()}}
     return output, summary
+
+
+def _predict_coverage(sources: FeatureSources, selected: ReviewDataset,
+                      products: Sequence[str] | None, split: str | None,
+                      allow_partial: bool) -> dict:
+    """The stores' coverage of the reviews `predict` was asked to score (and of their
+    products' and reviews' images); refuses a selection with nothing to score, and partial
+    stores unless `allow_partial`. Messages name the option that chose the reviews."""
+    option, what = (("--split", f"split {split}") if split is not None else
+                    ("--product", "product(s) " + ", ".join(list(products)[:5])))
+    reviews = sources.manifest.reviews
+    if products is not None:
+        reviews = reviews[reviews["product_id"].isin(list(products))]
+    if split is not None:
+        reviews = reviews[reviews["split"] == split]
+    if reviews.empty:
+        raise InputError(f"{what}: no reviews in the manifest", field=option,
+                         file=str(sources.manifest.path / "reviews.parquet"),
+                         hint=f"choose a {option.lstrip('-')} that has reviews in this manifest")
+    items = set(reviews["product_id"]) | set(reviews["review_id"])
+    coverage = store_coverage(sources, {"selected": selected}, items=items)
+    require_full_coverage(coverage, allow_partial, how_to_allow="--allow-partial")
+    if not len(selected):
+        reasons = "; ".join(f"{reason}: {len(ids)}"
+                            for reason, ids in selected.table.dropped.items())
+        raise InputError(f"{what}: none of its {len(reviews)} reviews is left to score "
+                         f"({reasons})", field=option,
+                         hint="pass the stores made for this manifest")
+    return coverage

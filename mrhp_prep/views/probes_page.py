@@ -47,7 +47,7 @@ def _chosen_products(manifest: Manifest, settings: ProbesPageSettings) -> pd.Dat
         unknown = [p for p in settings.products if not (products["product_id"] == p).any()]
         if unknown:
             raise InputError(f"product {unknown[0]!r} is not in the manifest",
-                             file=str(manifest.path / "products.parquet"),
+                             file=str(manifest.table_path("products")),
                              hint="check the id, or pass the --manifest it belongs to")
         order = {p: i for i, p in enumerate(dict.fromkeys(settings.products))}
         chosen = products[products["product_id"].isin(order)]

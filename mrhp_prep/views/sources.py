@@ -47,13 +47,13 @@ def photos_of(manifest: Manifest, *, products: Iterable[str] = (),
     """Image ids of the products' and reviews' photos, item by item, each in its order (k).
     An id the manifest does not know is an InputError."""
     images = manifest.images
-    wanted = [("prd", p, "products.parquet", manifest.products["product_id"]) for p in products]
-    wanted += [("rvw", r, "reviews.parquet", manifest.reviews["review_id"]) for r in reviews]
+    wanted = [("prd", p, "products", manifest.products["product_id"]) for p in products]
+    wanted += [("rvw", r, "reviews", manifest.reviews["review_id"]) for r in reviews]
     found = []
     for role, item, table, known in wanted:
         if not (known == item).any():
             raise InputError(f"{'product' if role == 'prd' else 'review'} {item!r} is not in "
-                             "the manifest", file=str(manifest.path / table),
+                             "the manifest", file=str(manifest.table_path(table)),
                              hint="check the id, or pass the --manifest it belongs to")
         rows = images[(images["role"] == role) & (images["item_id"] == item)].sort_values("k")
         found.extend(rows["image_id"].tolist())

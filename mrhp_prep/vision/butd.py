@@ -83,18 +83,21 @@ class BUTDDetector(nn.Module):
 
         Returns per image (see `postprocess.regions_to_store`): `features` [n, 2048],
         `boxes` [n, 4] xyxy original pixels (not clipped), `object_id` [n] int64 (0..1599),
-        `object_conf` [n], `attr_id` [n] int64 (0..399), `attr_conf` [n]."""
+        `object_conf` [n], `attr_id` [n] int64 (0..399), `attr_conf` [n]; and
+        `backbone_finite` (0-d bool): False when the backbone's arithmetic overflowed."""
         res4 = self.backbone(images)
+        backbone_finite = torch.isfinite(res4).flatten(1).all(dim=1)
         proposals = self.rpn(res4, image_sizes, scales)
         heads = self.roi_heads(res4, proposals)
         class_probs = F.softmax(heads["class_logits"].float(), dim=1)
         attr_probs = F.softmax(heads["attr_logits"].float(), dim=1)
         counts = [p.shape[0] for p in proposals]
-        return [regions_to_store(boxes, scales[i], probs, attrs, feats,
-                                 nms_thresh=self.config.nms_thresh,
-                                 conf_thresh=self.config.conf_thresh,
-                                 min_boxes=self.config.min_boxes,
-                                 max_boxes=self.config.max_boxes, nms_kernel=self.ops.nms)
+        return [{**regions_to_store(boxes, scales[i], probs, attrs, feats,
+                                    nms_thresh=self.config.nms_thresh,
+                                    conf_thresh=self.config.conf_thresh,
+                                    min_boxes=self.config.min_boxes,
+                                    max_boxes=self.config.max_boxes, nms_kernel=self.ops.nms),
+                 "backbone_finite": backbone_finite[i]}
                 for i, (boxes, probs, attrs, feats) in enumerate(zip(
                     proposals, class_probs.split(counts), attr_probs.split(counts),
                     heads["features"].split(counts)))]

@@ -63,6 +63,7 @@ from torch import nn
 
 from ..cache import file_sha256
 from ..errors import InputError
+from ..torch_files import why_unreadable
 from .safe_pickle import load_restricted
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for foreign or unsafe files
-            raise InputError(f"cannot read as a weights-only torch checkpoint: {exc}",
+            raise InputError(f"cannot read as a weights-only torch checkpoint: "
+                             f"{why_unreadable(exc, path)}",
                              file=str(path), hint="pass a state dict saved with torch.save, or "
                                                   "a detectron2 .pkl") from exc
     if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):

@@ -28,6 +28,9 @@ def _store_rows(run, extra: dict | None = None) -> dict:
         rows["regions per image"] = f"{per['min']}-{per['max']} (mean {per['mean']})"
     if info.get("num_failures"):
         rows["failures"] = f"{info['num_failures']} (see {run.path / FAILURES_NAME})"
+        first = (info.get("failures") or [{}])[0]
+        if first.get("detail"):
+            rows["first failure"] = f"{first['item']}: {first['reason']}: {first['detail']}"
     rows.update(extra or {})
     return rows
 

@@ -30,6 +30,7 @@ from ..verify import file_records
 from .parts import PARTS_DIR, list_parts, usable_parts
 from .store import FORMAT_VERSION, STORE_NAME, ImageRegions, RoiStore
 from .store_join import consolidate
+from .region_checks import storage_problem
 from .writer import PartWriter
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,24 @@ class Runner:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def run(self, samples: list[dict]) -> list[ImageRegions]:
+        """The regions of each sample, as computed (whatever their values)."""
+        return [self._regions(sample, out) for sample, out in self._forward(samples)]
+
+    def run_checked(self, samples: list[dict], failures: list[dict]) -> list[ImageRegions]:
+        """The regions of the samples that can be stored; each other sample becomes a failure
+        record in `failures` (no region, NaN or inf, features beyond the storage dtype)."""
+        kept = []
+        for sample, out in self._forward(samples):
+            problem = detector_problem(out, self.precision, self.feature_dtype)
+            if problem is None:
+                kept.append(self._regions(sample, out))
+            else:
+                failures.append({"item": sample["image_id"], "reason": problem[0],
+                                 "detail": problem[1], "path": sample["path"]})
+        return kept
+
+    def _forward(self, samples: list[dict]) -> list[tuple[dict, dict]]:
+        """(sample, its outputs as float32 / integer numpy arrays) per sample."""
         import torch
 
         device = self.device
@@ -92,19 +111,47 @@ class Runner:
         originals = torch.tensor([s["original_size"] for s in samples], device=device)
         with torch.inference_mode(), self.autocast():
             outputs = model(batch, image_sizes, scales, originals)
-        regions = []
-        for sample, out in zip(samples, outputs):
-            cpu = {k: v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
-                   for k, v in out.items()}
-            regions.append(ImageRegions(
-                image_id=sample["image_id"], image_h=int(sample["original_size"][0]),
-                image_w=int(sample["original_size"][1]),
-                features=cpu["features"].astype(self.feature_dtype),
-                boxes=cpu["boxes"].astype(np.float32), object_id=cpu["object_id"].astype(np.int32),
-                object_conf=cpu["object_conf"].astype(np.float32),
-                attr_id=cpu["attr_id"].astype(np.int32),
-                attr_conf=cpu["attr_conf"].astype(np.float32)))
-        return regions
+        return [(sample, {k: v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
+                          for k, v in out.items()})
+                for sample, out in zip(samples, outputs)]
+
+    def _regions(self, sample: dict, cpu: dict) -> ImageRegions:
+        return ImageRegions(
+            image_id=sample["image_id"], image_h=int(sample["original_size"][0]),
+            image_w=int(sample["original_size"][1]),
+            features=cpu["features"].astype(self.feature_dtype),
+            boxes=cpu["boxes"].astype(np.float32), object_id=cpu["object_id"].astype(np.int32),
+            object_conf=cpu["object_conf"].astype(np.float32),
+            attr_id=cpu["attr_id"].astype(np.int32),
+            attr_conf=cpu["attr_conf"].astype(np.float32))
+
+
+def detector_problem(out: dict, precision: str, feature_dtype) -> tuple[str, str] | None:
+    """(reason, detail) when the detector's regions of one image cannot be stored, else None.
+
+    `out` is the detector's output for the image as numpy arrays (float32 features, before
+    the cast to `feature_dtype`); its `backbone_finite` flag tells an overflow of the
+    network's arithmetic (damaged or wrongly scaled weights) from other causes."""
+    problem = storage_problem(out["features"], {
+        "boxes": out["boxes"], "object scores": out["object_conf"],
+        "attribute scores": out["attr_conf"]}, feature_dtype, "the detector")
+    if problem is None:
+        return None
+    reason, detail = problem
+    arithmetic = "float32" if precision == "fp32" else f"{precision} autocast"
+    if not bool(out.get("backbone_finite", True)):
+        outcome = "it kept no region" if reason == "no-regions" else "its regions hold NaN or inf"
+        reason, detail = "overflow", (
+            f"the detector's activations overflowed {arithmetic} (NaN or inf in its backbone), "
+            f"so {outcome}: the weights are damaged or wrongly scaled")
+    elif reason == "no-regions":
+        detail = ("the detector kept no region for this image: its proposal network proposed "
+                  "none (every box degenerate, too small or NaN)")
+    elif reason == "non-finite":
+        detail += f" in {arithmetic}: check the weights"
+    if precision != "fp32" and reason in ("overflow", "non-finite"):
+        detail += "; or try --precision fp32"
+    return reason, detail
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -112,21 +159,6 @@ class Runner:
 def _failure_record(sample: dict) -> dict:
     return {"item": sample["image_id"], "reason": sample["reason"], "detail": sample["detail"],
             "path": sample["path"]}
-
-
-def _finite_only(samples: list[dict], regions: list[ImageRegions],
-                 failures: list[dict]) -> list[ImageRegions]:
-    """Regions with NaN or inf features, boxes or scores are a listed failure, never stored."""
-    kept = []
-    for sample, image in zip(samples, regions):
-        arrays = (image.features, image.boxes, image.object_conf, image.attr_conf)
-        if all(np.isfinite(a).all() for a in arrays):
-            kept.append(image)
-        else:
-            failures.append({"item": image.image_id, "reason": "non-finite",
-                             "detail": "the detector gave NaN or infinite values (try "
-                                       "--precision fp32)", "path": sample["path"]})
-    return kept
 
 
 def _done_in_parts(folder: Path) -> tuple[set[str], int]:
@@ -267,12 +299,12 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
                         bar.update(1)
                     continue
                 for batch in batcher.add(sample):
-                    pending.extend(_finite_only(batch, runner.run(batch), failures))
+                    pending.extend(runner.run_checked(batch, failures))
                     if bar is not None:
                         bar.update(len(batch))
                 flush()
             for batch in batcher.flush():
-                pending.extend(_finite_only(batch, runner.run(batch), failures))
+                pending.extend(runner.run_checked(batch, failures))
                 if bar is not None:
                     bar.update(len(batch))
             flush(force=True)

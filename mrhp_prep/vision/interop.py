@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
+from ..torch_files import why_unreadable
 from .safe_pickle import read_npz_entry
 from .store import ImageRegions
 
@@ -147,7 +148,8 @@ def read_mcr_tree(root: Path, suffix: str = ".jpg") -> Iterator[ImageRegions | I
             with torch.serialization.safe_globals(_numpy_safe_globals()):
                 entries = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # weights_only refusals and damaged files alike
-            yield ImportFailure(str(path.relative_to(root)), "unsafe-or-unreadable", str(exc))
+            yield ImportFailure(str(path.relative_to(root)), "unsafe-or-unreadable",
+                                why_unreadable(exc, path))
             continue
         if not isinstance(entries, (list, tuple)):
             yield ImportFailure(str(path.relative_to(root)), "unreadable",

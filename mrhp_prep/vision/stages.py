@@ -15,6 +15,7 @@ from ..locks import FolderLock
 from ..verify import file_records, read_verified
 from .interop import ImportFailure, export_npz, export_tsv, read_source
 from .parts import PARTS_DIR, list_parts, next_part_path
+from .region_checks import storage_problem
 from .store import FORMAT_VERSION, STORE_NAME, RoiStore, write_store
 from .store_join import consolidate, merge_virtual
 
@@ -137,9 +138,10 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
             if record.image_id in seen:
                 run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
                 continue
-            if not (np.isfinite(record.features).all() and np.isfinite(record.boxes).all()):
-                run.add_failure(record.image_id, "non-finite",
-                                detail="NaN or infinite features or boxes in the source")
+            problem = storage_problem(record.features, {"boxes": record.boxes}, dtype,
+                                      "the source file")
+            if problem is not None:     # no region, NaN or inf, beyond float16 (region_checks)
+                run.add_failure(record.image_id, problem[0], detail=problem[1])
                 continue
             dim = record.features.shape[1] if record.features.ndim == 2 else 0
             if feature_dim is None and record.count:

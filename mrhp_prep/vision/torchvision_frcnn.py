@@ -53,6 +53,9 @@ class TorchvisionFRCNN(nn.Module):
         image_list = ImageList(images, sizes)
         detector = self.detector
         features = detector.backbone(images)
+        # False where the backbone's arithmetic overflowed (see extract.detector_problem)
+        backbone_finite = torch.stack([torch.isfinite(level).flatten(1).all(dim=1)
+                                       for level in features.values()]).all(dim=0)
         proposals, _ = detector.rpn(image_list, features)
         detections, _ = detector.roi_heads(features, proposals, sizes)
         boxes = [d["boxes"] for d in detections]
@@ -69,5 +72,6 @@ class TorchvisionFRCNN(nn.Module):
                             "object_id": found["labels"][:count],
                             "object_conf": found["scores"][:count],
                             "attr_id": torch.full_like(found["labels"][:count], -1),
-                            "attr_conf": torch.zeros_like(found["scores"][:count])})
+                            "attr_conf": torch.zeros_like(found["scores"][:count]),
+                            "backbone_finite": backbone_finite[i]})
         return outputs

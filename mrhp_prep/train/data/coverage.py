@@ -22,7 +22,8 @@ WHAT_WRITES = {"text": "embed-text", "rois": "extract-rois", "probes": "probe-ma
 @dataclass
 class StoreCoverage:
     """One store's share of what the run needs: `covered` of `needed` units (reviews or
-    images); `listed` absent ones are failures its stage reported; the rest are `missing`."""
+    images); `listed` absent ones are failures its stage reported; the rest are `missing`,
+    `empty` of them stored with nothing in them (an image with no region)."""
 
     store: str
     path: str
@@ -30,6 +31,7 @@ class StoreCoverage:
     needed: int
     covered: int
     listed: int
+    empty: int = 0
 
     @property
     def missing(self) -> int:
@@ -42,6 +44,8 @@ class StoreCoverage:
             text += f"; {self.listed} listed as failed by {WHAT_WRITES[self.store]}"
         if self.missing:
             text += f"; {self.missing} missing"
+        if self.empty:
+            text += f" ({self.empty} stored with no region)"
         return text
 
     def as_dict(self) -> dict:
@@ -53,9 +57,18 @@ def _listed_failures(folder: Path) -> set[str]:
     return {str(failure.get("item")) for failure in read_failures(folder)}
 
 
-def store_coverage(sources, splits: Mapping) -> dict[str, StoreCoverage]:
+def has_regions(rois, image_id: str) -> bool:
+    """Whether a RoI store (`stores.RoiFeatures`) holds at least one region of the image: an
+    image stored with none gives the model nothing, so it does not count as covered."""
+    row = rois.index.get(image_id)
+    return row is not None and int(rois.counts[row]) > 0
+
+
+def store_coverage(sources, splits: Mapping, items: set[str] | None = None
+                   ) -> dict[str, StoreCoverage]:
     """Coverage of each store a FeatureSources has, over the SplitTables of `splits`
-    (name -> ReviewDataset)."""
+    (name -> ReviewDataset); the RoI store's over the images of `items` (product and review
+    ids), by default every image of the manifest."""
     tables = [ds.table for ds in splits.values()]
     result = {}
     if sources.text:
@@ -70,12 +83,16 @@ def store_coverage(sources, splits: Mapping) -> dict[str, StoreCoverage]:
         result["text"] = StoreCoverage("text", str(folder), "reviews", covered + len(absent),
                                        covered, listed)
     if sources.rois is not None:
-        images = sources.manifest.images["image_id"]
-        absent = [i for i in images if i not in sources.rois]
+        images = sources.manifest.images
+        if items is not None:
+            images = images[images["item_id"].isin(items)]
+        images = images["image_id"]
+        absent = [i for i in images if not has_regions(sources.rois, i)]
         failed = _listed_failures(sources.rois.folder)
         result["rois"] = StoreCoverage("rois", str(sources.rois.path), "images", len(images),
                                        len(images) - len(absent),
-                                       sum(i in failed for i in absent))
+                                       sum(i in failed for i in absent),
+                                       sum(i in sources.rois and i not in failed for i in absent))
     if sources.probes is not None:
         absent = [rid for t in tables if t.probe is not None
                   for rid in t.review_ids[t.probe[:, 0] < 0]]
@@ -87,18 +104,28 @@ def store_coverage(sources, splits: Mapping) -> dict[str, StoreCoverage]:
     return result
 
 
-def require_full_coverage(coverage: Mapping[str, StoreCoverage], allow_partial: bool) -> None:
-    """Refuse a store that misses items its stage did not list as failed."""
+TRAIN_ALLOWS = "--allow-partial (config data.allow_partial: true)"
+
+
+def require_full_coverage(coverage: Mapping[str, StoreCoverage], allow_partial: bool,
+                          how_to_allow: str = TRAIN_ALLOWS) -> None:
+    """Refuse a store that misses items its stage did not list as failed; the refusal names
+    `how_to_allow` (the option that accepts partial stores)."""
     partial = [c for c in coverage.values() if c.missing]
     if not partial or allow_partial:
         return
     first = partial[0]
     lines = "; ".join(f"{c.store} store covers {c.describe()}" for c in partial)
+    cause = ("an image stored with no region gives the model nothing to read"
+             if first.empty == first.missing else
+             "a store made from other data (or only part of it) would feed the model zeros, "
+             "or fewer reviews")
+    fix = (f"re-run {WHAT_WRITES[first.store]} --force on this manifest (with weights that "
+           f"give regions)" if first.empty else
+           f"run {WHAT_WRITES[first.store]} on this manifest")
     raise InputError(
-        f"{lines}: a store made from other data (or only part of it) would train on zeros "
-        f"or on fewer reviews", file=first.path, field=first.store,
-        hint=f"run {WHAT_WRITES[first.store]} on this manifest, or pass --allow-partial "
-             f"(config data.allow_partial: true) to train on what the stores cover")
+        f"{lines}: {cause}", file=first.path, field=first.store,
+        hint=f"{fix}, or pass {how_to_allow} to use what the stores cover")
 
 
 def coverage_summary(coverage: Mapping[str, StoreCoverage]) -> dict[str, dict]:

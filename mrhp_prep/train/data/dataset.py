@@ -21,6 +21,7 @@ import torch
 from ...data.manifest import Manifest
 from ...errors import InputError
 from .checks import check_text_sources
+from .coverage import has_regions
 from ..models.base import ModelInputs
 from .stores import ProbeShards, TextShards, open_rois, token_probe_mask
 
@@ -101,7 +102,8 @@ class FeatureSources:
         if self.rois is None:
             return {}
         images = self.manifest.images.sort_values(["item_id", "k"], kind="stable")
-        present = images["image_id"].map(lambda i: i in self.rois).to_numpy(dtype=bool)
+        # an image stored with no region counts as missing (coverage.has_regions)
+        present = images["image_id"].map(lambda i: has_regions(self.rois, i)).to_numpy(dtype=bool)
         self.images_missing = int((~present).sum())
         if self.images_missing:
             log.warning("%d of %d manifest images have no RoI features in %s; their items use "
@@ -182,7 +184,7 @@ class SplitTable:
             if no_review_text.any():
                 dropped["review text missing from the text store"] = \
                     reviews["review_id"][no_review_text].tolist()
-            if no_product_text.any():
+            if (no_product_text & ~no_review_text).any():
                 dropped["product text missing from the text store"] = \
                     reviews["review_id"][no_product_text & ~no_review_text].tolist()
             keep = ~(no_review_text | no_product_text)

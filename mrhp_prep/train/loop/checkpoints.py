@@ -18,6 +18,7 @@ from torch import nn
 
 from ...atomic import atomic_path
 from ...errors import InputError
+from ...torch_files import why_unreadable
 
 FORMAT_VERSION = 1
 
@@ -108,7 +109,7 @@ def load(path: Path) -> dict:
     except Exception as exc:  # torch raises RuntimeError, EOFError or UnpicklingError here
         if isinstance(exc, (KeyboardInterrupt, MemoryError)):
             raise
-        raise InputError(f"cannot read the checkpoint: {str(exc).splitlines()[0]}",
+        raise InputError(f"cannot read the checkpoint: {why_unreadable(exc, path)}",
                          file=str(path), hint=hint) from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         found = payload.get("format_version") if isinstance(payload, dict) else None

@@ -9,6 +9,8 @@ Between two groups, per metric:
 - a paired t-test over seeds, when both groups have at least three seeds in common (run i of
   one group is paired with the run of the same seed in the other).
 Marks: "*" p < 0.05, "**" p < 0.01 (SANCL marks p < 0.05, MM-SS p < 0.01).
+Groups made on different manifests (another category, another label scheme, a re-ingest) are
+kept apart: their products are other items or carry other labels, so they are never paired.
 """
 
 from __future__ import annotations
@@ -203,10 +205,24 @@ def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
     return {**test, "mark": significance_mark(test["p"])}
 
 
+def same_manifest(a: Group, b: Group) -> bool:
+    """Whether two groups ran on the same manifest (by its fingerprint): only then are their
+    products the same items with the same labels, so that pairing them means anything."""
+    return a.settings.get("input.manifest") == b.settings.get("input.manifest")
+
+
+def kept_apart(groups: Sequence[Group]) -> list[tuple[Group, Group]]:
+    """The pairs of groups made on different manifests, which `compare_groups` never pairs."""
+    return [(a, b) for a, b in combinations(groups, 2) if not same_manifest(a, b)]
+
+
 def compare_groups(groups: Sequence[Group]) -> pd.DataFrame:
-    """One row per (pair of groups, metric, test) with the test's numbers."""
+    """One row per (pair of groups on the same manifest, metric, test) with the test's
+    numbers."""
     rows = []
     for a, b in combinations(groups, 2):
+        if not same_manifest(a, b):
+            continue
         common = a.per_product.index.intersection(b.per_product.index)
         seeds = sorted(set(a.seeds) & set(b.seeds))
         for metric in PAPER_METRICS:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ...atomic import atomic_path
-from .compare import Group, compare_groups, find_runs, group_runs, load_run
+from .compare import Group, compare_groups, find_runs, group_runs, kept_apart, load_run
 from .papers import PAPER_METRICS, PAPER_SELECTION, paper_row
 
 LABELS = {"map": "MAP", "ndcg@3": "N@3", "ndcg@5": "N@5"}
@@ -59,7 +59,16 @@ def _p(value) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
 
 
-def markdown(summary: pd.DataFrame, tests: pd.DataFrame, split: str, paper: str | None) -> str:
+def describe_apart(apart: Sequence[tuple[Group, Group]]) -> list[str]:
+    """One line per pair of groups kept apart, naming both groups' runs and manifests."""
+    def runs(group: Group) -> str:
+        return (f"{group.name} (manifest {str(group.settings.get('input.manifest'))[:16]}: "
+                + ", ".join(str(r.path) for r in group.runs) + ")")
+    return [f"{runs(a)} and {runs(b)}" for a, b in apart]
+
+
+def markdown(summary: pd.DataFrame, tests: pd.DataFrame, split: str, paper: str | None,
+             apart: Sequence[tuple[Group, Group]] = ()) -> str:
     lines = [f"# {split} split: mean ± standard deviation over seeds (%)", ""]
     header = ["group", "runs", "seeds", "architecture", "protocol",
               *(LABELS[m] for m in PAPER_METRICS)]
@@ -94,6 +103,11 @@ def markdown(summary: pd.DataFrame, tests: pd.DataFrame, split: str, paper: str 
                 _cell(row["t"], 3), _p(row["p"]), row["mark"]]) + " |")
         lines += ["", "Over products: each product's metric is averaged over a group's seeds "
                       "first. Over seeds: runs of the same seed are paired."]
+    if apart:
+        lines += ["", "## Not paired: made on different manifests", "",
+                  "Their products are other items or carry other labels, so no test pairs "
+                  "them:", ""]
+        lines += [f"- {line}" for line in describe_apart(apart)]
     return "\n".join(lines) + "\n"
 
 
@@ -133,17 +147,19 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def compare(paths: Sequence[str | Path], out: str | Path, split: str = "test",
-            paper: str | None = None) -> tuple[Path, pd.DataFrame, pd.DataFrame, list[Path]]:
+            paper: str | None = None) -> tuple[Path, pd.DataFrame, pd.DataFrame, list[Path],
+                                               list[tuple[Group, Group]]]:
     """Group the runs under `paths`, test the groups against each other, write the files.
-    Returns (out, summary, tests, unfinished runs left out)."""
+    Returns (out, summary, tests, unfinished runs left out, pairs of groups kept apart)."""
     runs, unfinished = find_runs(paths)
     groups = group_runs([load_run(path, split) for path in runs])
     summary, tests = summary_frame(groups, paper), compare_groups(groups)
+    apart = kept_apart(groups)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "compare.csv", summary)
     write_csv(out / "compare-tests.csv", tests)
     with atomic_path(out / "compare.md") as tmp:
-        tmp.write_text(markdown(summary, tests, split, paper), encoding="utf-8")
+        tmp.write_text(markdown(summary, tests, split, paper, apart), encoding="utf-8")
     plot(out / "compare.png", summary, paper)
-    return out, summary, tests, unfinished
+    return out, summary, tests, unfinished, apart

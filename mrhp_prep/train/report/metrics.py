@@ -23,6 +23,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from ...errors import InputError
 
 METRICS = ("map", "ndcg@3", "ndcg@5", "mrr")
 
@@ -99,7 +100,12 @@ class RankingReport:
 
 
 def evaluate_rankings(predictions: pd.DataFrame, threshold: float) -> RankingReport:
-    """Per-product metrics of a table with product_id, label and score (rows in input order)."""
+    """Per-product metrics of a table with product_id, label and score (rows in input order).
+    A threshold that is not a finite number is refused (every label would be irrelevant, or
+    every one relevant, whatever the ranking)."""
+    if not math.isfinite(threshold):
+        raise InputError(f"the relevance threshold must be a finite number, not {threshold}",
+                         field="threshold", hint="1 for Amazon-MRHP, 0 for Lazada-MRHP")
     rows = []
     for product_id, group in predictions.groupby("product_id", sort=False):
         labels = group["label"].to_numpy(dtype=np.float64)
@@ -135,6 +141,19 @@ def paired_test(x, y) -> dict:
             t = p = None
     return {"mean_difference": float(difference.mean()) if len(x) else None, "t": t, "p": p,
             "n": int(len(x))}
+
+
+def require_common_products(a: RankingReport, b: RankingReport, a_name: str,
+                            b_name: str) -> None:
+    """Refuse to pair two sets of predictions (named `a_name`, `b_name`, e.g. their files)
+    that rank no product in common: a paired test over nothing says nothing."""
+    common = set(a.per_product["product_id"]) & set(b.per_product["product_id"])
+    if not common:
+        raise InputError(
+            f"{a_name} ({len(a.per_product)} products) and {b_name} "
+            f"({len(b.per_product)} products) rank no product in common, so there is nothing "
+            f"to pair", file=b_name, field="product_id",
+            hint="compare predictions of the same products (the same split of one manifest)")
 
 
 def paired_t_test(a: RankingReport, b: RankingReport,

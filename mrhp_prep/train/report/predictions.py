@@ -61,7 +61,12 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = np.flatnonzero(values.isna().to_numpy())
         if len(bad):
-            raise InputError(f"not a number: {frame[column].iloc[bad[0]]!r}", file=str(path),
+            cell = frame[column].iloc[bad[0]]
+            # a numpy scalar as Python would write it ('abc', nan), never np.float64(nan)
+            shown = cell.item() if isinstance(cell, np.generic) else cell
+            empty = shown is None or (isinstance(shown, float) and shown != shown)
+            what = "is empty or NaN" if empty else f"is not a number: {shown!r:.60}"
+            raise InputError(f"the {column} {what}", file=str(path),
                              row=int(bad[0]), field=column,
                              hint="every row needs a numeric label and score")
         frame[column] = values.astype(np.float64)
