@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mrhp_prep.train.settings.config import flatten, model_protocols, resolve_config, \
-    model_defaults
+from mrhp_prep.train.settings.config import (flatten, model_defaults, model_protocols,
+                                             resolve_config)
 
 FIXTURE = Path(__file__).parent / "data" / "resolved_configs.json"
 TEXT_MODES = (None, "static", "features", "ids")
@@ -44,8 +44,8 @@ MODEL_OVERRIDES = {
 }
 CONFIG_FILES = (
     "train:\n  lr: 5e-5\n  epochs: '4'\nsampling:\n  weighted: 'false'\n",
-    "model:\n  embedding_dropout: 0.3\n  image_heads: 2\nloss:\n  margin: 0.5\n"
-    "preset: glove-home\nprotocol: released\ninputs: {manifest: x}\n",
+    ("model:\n  embedding_dropout: 0.3\n  image_heads: 2\nloss:\n  margin: 0.5\n"
+     "preset: glove-home\nprotocol: released\ninputs: {manifest: x}\n"),
 )
 
 

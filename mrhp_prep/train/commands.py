@@ -25,7 +25,7 @@ _FOLDER = click.Path(exists=True, file_okay=False)
               help="Which model to train.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML with model/data/sampling/loss/train sections, merged over the model's "
-                   "defaults (mrhp_prep/configs/MODEL.yaml).")
+                   "defaults (every setting: docs/settings.md).")
 @click.option("--preset", default="auto",
               help="A column of the paper's hyperparameter tables (e.g. glove-electronics, "
                    "bert-home); auto = from the category and text mode; none = defaults.")
