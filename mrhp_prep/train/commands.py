@@ -36,7 +36,7 @@ _FOLDER = click.Path(exists=True, file_okay=False)
                    "stacks on --preset). See docs/fidelity.md.")
 @click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set train.epochs=5 (repeatable; wins over "
-                   "--config and --preset).")
+                   "--config and --preset; every key: docs/settings.md).")
 @click.option("--resume", type=_FOLDER,
               help="Continue the unfinished run in this folder with its own config.yaml "
                    "(re-running the same command resumes too).")

@@ -50,15 +50,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
+from ..settings.model_settings import ARCHITECTURES, ENCODER_KEYS, IMAGE_ENCODERS, REDUCTIONS
+from ..settings.typed_sections import section_fields
 from .base import Batch, ModelInputs, ModelOutput, RankingModel
 from .layers import GRUEncoder, SelfAttention, TokenInput, require_text, weighted_mean
-from ..settings.model_settings import ENCODER_KEYS
-from ..settings.typed_sections import section_fields
 from .sancl_layers import Predictor, ProductAwareAttention, RoiImageEncoder
 
-ARCHITECTURES = ("paper", "released")
-IMAGE_ENCODERS = ("shared", "per-field")
-REDUCTIONS = ("sum", "mean")
 RELEASED_SCORER = (128, 64)     # the released MLP's hidden widths
 
 

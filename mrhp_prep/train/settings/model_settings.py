@@ -13,8 +13,12 @@ from .setting_types import (PROBABILITY, Choice, ChoiceOrInteger, ChoiceOrNumber
 
 WIDTH = at_least(1)        # widths, hidden sizes, head counts
 LAYERS = at_least(0)       # layer counts: 0 leaves the stack out
+# choices the models check again when built without a config
+ARCHITECTURES = ("paper", "released")                   # SANCL
+IMAGE_ENCODERS = ("shared", "per-field")                # SANCL
+REDUCTIONS = ("sum", "mean")                            # SANCL
 SUBTASKS = ("ptrt", "pvrv", "ptrv", "pvrt", "rtrv")     # MM-SS's interactions, paper order
-PSEUDO_LABEL_TIMINGS = ("next-epoch", "same-epoch")
+PSEUDO_LABEL_TIMINGS = ("next-epoch", "same-epoch")     # MM-SS
 
 
 def name(model: str) -> Setting:
@@ -69,12 +73,12 @@ ENCODER_KEYS = tuple(setting.key for setting in ENCODER)
 
 SANCL = (
     name("sancl"),
-    Setting("architecture", Choice(("paper", "released")), "paper",
+    Setting("architecture", Choice(ARCHITECTURES), "paper",
             "paper: eq. 10 and 15 as written; released: plus the released model's "
             "contrastive predictors and MLP scorer"),
     Setting("text_hidden", Integer(WIDTH), 128, "GRU hidden size (the tables' LSTM hidden dim)"),
     Setting("image_hidden", Integer(WIDTH), 128, "image embedding width"),
-    Setting("image_encoders", Choice(("shared", "per-field")), "shared",
+    Setting("image_encoders", Choice(IMAGE_ENCODERS), "shared",
             "MCR's RoI encoder: shared = one for both fields (as released); per-field = one "
             "each"),
     IMAGE_LAYERS, IMAGE_HEADS, IMAGE_FFN_DIM, IMAGE_DROPOUT, IMAGE_ATTENTION_DROPOUT,
@@ -89,7 +93,7 @@ SANCL = (
             "beta of M' = M + beta (1 - M): learned per review, or a fixed number"),
     RELEVANCE_THRESHOLD,
     *ENCODER,
-    Setting("contrastive_reduction", Choice(("sum", "mean")), "sum",
+    Setting("contrastive_reduction", Choice(REDUCTIONS), "sum",
             "sum: eq. 11-12 (-log share summed over the positives); mean: averaged over them"),
 )
 
