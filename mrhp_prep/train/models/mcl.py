@@ -46,7 +46,7 @@ from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel
 from .layers import TokenInput, require_text
 from .layers_mcl_mmss import (MaskedAttention, PairSelfAttention, encode_images, masked_max,
-                              masked_mean, options_from_config, roi_encoder, zero_padding)
+                              masked_mean, roi_encoder, zero_padding)
 
 
 class MclOptions(section_fields("model", "mcl", exclude=ENCODER_KEYS,
@@ -169,7 +169,7 @@ class MclModel(RankingModel):
     def __init__(self, config: Mapping | None, inputs):
         super().__init__()
         require_text(inputs, "MCL")
-        self.options = options = options_from_config(MclOptions, config)
+        self.options = options = MclOptions.from_config(config)
         if isinstance(options.relevance_threshold, str):
             raise InputError(f"relevance_threshold must be a number or null, got "
                              f"'{options.relevance_threshold}'", field="model.relevance_threshold",

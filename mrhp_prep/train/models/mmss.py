@@ -78,7 +78,7 @@ from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel
 from .layers import TokenInput, require_text
 from .layers_mcl_mmss import (PairSelfAttention, encode_images, masked_mean, masked_soft_pool,
-                              options_from_config, roi_encoder)
+                              roi_encoder)
 from .ssp_label import (PseudoLabelState, anchor_and_precision, ewma_beta,
                         mahalanobis_distance, sample_weights, ssp_label,
                         uncertainty_weighted_loss)
@@ -105,7 +105,7 @@ class MmssModel(RankingModel):
     def __init__(self, config: Mapping | None, inputs):
         super().__init__()
         require_text(inputs, "MM-SS")
-        self.options = options = options_from_config(MmssOptions, config)
+        self.options = options = MmssOptions.from_config(config)
         unknown = sorted(set(options.subtasks) - set(SUBTASKS))
         if unknown or len(set(options.subtasks)) != len(options.subtasks):
             raise InputError(f"subtasks must be distinct names among {list(SUBTASKS)}, "
