@@ -5,14 +5,9 @@ Small on purpose: the point is shapes, masks and optimisation behaviour, not acc
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-import mrhp_prep
 from mrhp_prep.train.models.base import ModelInputs
-
-CONFIGS = Path(mrhp_prep.__file__).parent / "configs"
 
 VOCAB = 50
 WORD_DIM = 12

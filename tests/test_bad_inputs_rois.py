@@ -83,6 +83,8 @@ def paths_out_of_the_images_root(tmp):
                       out=tmp / "manifest").path
     root, outside = tmp / "images", tmp / "outside"
     write_photos(outside, names=("coffee", "chelsea", "rocket"))
+    from stage_edits import write_table
+
     images = pd.read_parquet(manifest / "images.parquet")
     good = root / images["path"].iloc[0]
     write_photos(good.parent, names=("astronaut",))
@@ -92,7 +94,7 @@ def paths_out_of_the_images_root(tmp):
     link.symlink_to(outside / "rocket.jpg")
     images.loc[1, "path"] = "../outside/coffee.jpg"
     images.loc[2, "path"] = str(outside / "chelsea.jpg")
-    images.to_parquet(manifest / "images.parquet")
+    write_table(manifest, "images", images)
     return ["extract-rois", "--manifest", str(manifest), "--images-root", str(root),
             "--out", str(tmp / "out"), *tiny(**FAST)]
 

@@ -191,7 +191,7 @@ CASES = [
          ("mine.yaml", "'lr' is given twice (line 2 and line 3)")),
     Case("config file with lists inside a list setting",
          mmss_config_file("model:\n  subtasks: [[ptrt, pvrv], rtrv]\n"), 3,
-         ("mine.yaml", "model.subtasks", "a list of words")),
+         ("mine.yaml", "model.subtasks", "a list of distinct names")),
     Case("--set nested 5000 levels deep", with_settings(f"model.kappa={deep()}"), 3,
          ("--set model.kappa", "nested deeper than 64 levels")),
     Case("--set with an alias bomb", with_settings(f"model.kappa={flow_alias_bomb()}"), 3,

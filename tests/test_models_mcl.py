@@ -12,7 +12,7 @@ from mrhp_prep.errors import InputError
 from mrhp_prep.train.models.mcl import (MclModel, adaptive_contrastive_loss,
                                         contrastive_pair_similarities,
                                         hyperspherical_contrastive_loss)
-from synthetic_batches import (CONFIGS, NO_DROPOUT, SMALL_WIDEST, inputs_for, make_batch,
+from synthetic_batches import (NO_DROPOUT, SMALL_WIDEST, inputs_for, make_batch,
                                small_options, total_loss, without_images)
 from train_fixtures import one_torch_thread  # noqa: F401
 from tolerances import EPS64, assert_close_in_scale, network_rtol, sum_rtol
@@ -294,13 +294,12 @@ def test_text_only_runs_score_and_learn_without_image_keys():
 def test_default_config_builds_the_model_with_the_dataclass_defaults():
     import dataclasses
 
-    import yaml
-
     from mrhp_prep.train.models.mcl import MclOptions
+    from mrhp_prep.train.settings.config import model_defaults
 
     from mrhp_prep.train.models.text_encoder import ENCODER_KEYS
 
-    section = yaml.safe_load((CONFIGS / "mcl.yaml").read_text())["model"]
+    section = model_defaults("mcl")[0]["model"]
     assert section.pop("name") == "mcl"
     for key in ENCODER_KEYS:                 # the text encoder's settings, not the model's
         section.pop(key)

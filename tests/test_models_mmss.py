@@ -11,7 +11,7 @@ from mmss_support import ROWS, build, interaction_inputs_present, options
 from mrhp_prep.errors import InputError
 from mrhp_prep.train.models.mmss import SUBTASKS, MmssModel
 from mrhp_prep.train.models.ssp_label import sample_weights, uncertainty_weighted_loss
-from synthetic_batches import CONFIGS, inputs_for, make_batch, total_loss, without_images
+from synthetic_batches import inputs_for, make_batch, total_loss, without_images
 from tolerances import assert_close_in_scale, sum_rtol
 from train_fixtures import one_torch_thread  # noqa: F401
 
@@ -258,13 +258,12 @@ def test_text_only_runs_keep_the_text_subtask_learning():
 def test_default_config_builds_the_model_with_the_dataclass_defaults():
     import dataclasses
 
-    import yaml
-
     from mrhp_prep.train.models.mmss import MmssOptions
+    from mrhp_prep.train.settings.config import model_defaults
 
     from mrhp_prep.train.models.text_encoder import ENCODER_KEYS
 
-    section = yaml.safe_load((CONFIGS / "mmss.yaml").read_text())["model"]
+    section = model_defaults("mmss")[0]["model"]
     assert section.pop("name") == "mmss"
     for key in ENCODER_KEYS:                 # the text encoder's settings, not the model's
         section.pop(key)

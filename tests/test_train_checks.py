@@ -15,7 +15,7 @@ from mrhp_prep.train.data.checks import NonFiniteError
 from mrhp_prep.train.loop.guards import check_batch, check_losses, check_scores, finite_inputs
 from mrhp_prep.train.settings.config import model_defaults, resolve_config
 from mrhp_prep.train.settings.option_conflicts import check_predict_selection, check_resume_options
-from mrhp_prep.train.settings.setting_types import convert_setting
+from mrhp_prep.train.settings.catalog import declared
 
 
 @pytest.mark.parametrize("override, key, expected", [
@@ -103,11 +103,19 @@ def test_number_or_null_settings():
         resolve_config("mmss", overrides=["model.distance_scale=wide"])
 
 
-def test_other_types_keep_their_value():
-    assert convert_setting("model.pooling", "max", "mean", "--set") == "max"
-    assert convert_setting("model.distance_scale", 3, None, "--set") == 3
+def test_other_kinds_keep_or_refuse_their_value():
+    settings = declared("mmss")
+
+    def read(dotted, value):
+        return settings[dotted].read(dotted, value, "--set")
+
+    assert read("model.name", "mmss") == "mmss"                 # text: kept as given
+    assert read("model.distance_scale", 3) == 3.0
+    assert read("model.subtasks", ["rtrv", "ptrt"]) == ["rtrv", "ptrt"]
     with pytest.raises(InputError, match="a list"):
-        convert_setting("model.subtasks", "ptrt", ["ptrt"], "--set")
+        read("model.subtasks", "ptrt")
+    with pytest.raises(InputError, match="distinct names among ptrt"):
+        read("model.subtasks", ["ptrt", "pxrx"])
 
 
 def test_non_finite_scores_are_refused_naming_the_reviews():

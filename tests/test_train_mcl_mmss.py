@@ -19,6 +19,7 @@ from mrhp_prep.train.data.dataset import FeatureSources
 from mrhp_prep.train.report.predictions import read_predictions
 from mrhp_prep.train.models.mmss import SUBTASKS
 from mrhp_prep.train.run import predict
+from mrhp_prep.train.settings.config import model_defaults
 from tolerances import assert_close_in_scale, network_rtol
 from train_fixtures import (Crash, comparable, crashing_after, make_trainer,  # noqa: F401
                             one_torch_thread, widest_sum)
@@ -179,8 +180,7 @@ def test_model_option_picks_its_config_and_predict_rebuilds_it(stores, tmp_path,
     assert result.exit_code == 0, result.output
     run = Path(result.stdout.strip().splitlines()[-1])
     config = yaml.safe_load((run / "config.yaml").read_text())
-    defaults = yaml.safe_load((Path(__file__).resolve().parents[1] / "mrhp_prep" / "configs"
-                               / f"{model}.yaml").read_text())
+    defaults, _ = model_defaults(model)
     assert config["model"]["name"] == model and config["preset"] == "none"   # no presets
     assert set(config["model"]) == set(defaults["model"])
     assert config["loss"]["margin"] == 1.0                                    # the papers' margin

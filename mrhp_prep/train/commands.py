@@ -39,7 +39,7 @@ class FiniteFloat(click.ParamType):
               help="Which model to train.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML with model/data/sampling/loss/train sections, merged over the model's "
-                   "defaults (mrhp_prep/configs/MODEL.yaml).")
+                   "defaults (every setting: docs/settings.md).")
 @click.option("--preset", default="auto",
               help="A column of the paper's hyperparameter tables (e.g. glove-electronics, "
                    "bert-home); auto = from the category and text mode; none = defaults.")
@@ -50,7 +50,7 @@ class FiniteFloat(click.ParamType):
                    "stacks on --preset). See docs/fidelity.md.")
 @click.option("--set", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set train.epochs=5 (repeatable; wins over "
-                   "--config and --preset).")
+                   "--config and --preset; every key: docs/settings.md).")
 @click.option("--resume", type=_FOLDER,
               help="Continue the unfinished run in this folder with its own config.yaml "
                    "(re-running the same command resumes too).")

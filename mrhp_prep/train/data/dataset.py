@@ -23,26 +23,15 @@ from ...errors import InputError
 from .checks import check_text_sources
 from .coverage import has_regions
 from ..models.base import ModelInputs
+from ..settings.typed_sections import section_fields
 from .stores import ProbeShards, TextShards, open_rois, token_probe_mask
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """The `data:` section of a training config."""
-
-    max_rois_per_image: int = 32    # RoIs kept per image (the store's first, as stored)
-    min_image_rows: int = 16        # image tensors are padded to at least this many rows ...
-    max_image_rows: int = 128       # ... and an item's concatenated RoIs cut at this many
-    max_text_tokens: int = 128      # tokens kept per text
-    allow_partial: bool = False     # stores may cover only part of the manifest (coverage.py)
-    dev_set: str = "full"           # full | sampled: the dev rows that choose the best epoch
-
-    @classmethod
-    def from_config(cls, section: Mapping) -> "DataConfig":
-        kinds = {"allow_partial": bool, "dev_set": str}
-        return cls(**{k: kinds.get(k, int)(v) for k, v in section.items()})
+class DataConfig(section_fields("data")):
+    """The `data:` section of a training config: one field per setting declared in
+    `settings/training_settings.py` (docs/settings.md), e.g. `max_text_tokens`."""
 
 
 class FeatureSources:

@@ -22,26 +22,21 @@ which the dev metrics that pick the best epoch are computed (`data.dev_set: samp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import numpy as np
 import torch
 
+from ..settings.typed_sections import section_fields
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """The `sampling:` section of a training config."""
 
-    scheme: str = "groups"      # groups | pairs
-    negatives: int = 7          # groups: K negatives per positive
-    min_label_gap: int = 2      # groups: a negative's label is at most the positive's minus this
-    weighted: bool = True       # groups: weight negatives by 1 - (share of their label)
-    resample: bool = True       # new groups each epoch; False: epoch 0's groups every epoch
+class SamplingConfig(section_fields("sampling")):
+    """The `sampling:` section of a training config: scheme, negatives, min_label_gap,
+    weighted, resample (declared in `settings/training_settings.py`)."""
 
     @classmethod
     def from_config(cls, section: Mapping) -> "SamplingConfig":
-        config = cls(**dict(section))
+        config = super().from_config(section)
         if config.scheme not in {"groups", "pairs"}:
             raise ValueError(f"sampling.scheme must be groups or pairs, not {config.scheme!r}")
         if config.scheme == "pairs":

@@ -33,33 +33,14 @@ from ..models.base import RankingModel
 from ..models.text_encoder import parameter_groups
 from ..data.sampling import (GroupBatchSampler, SamplingConfig, evaluation_batches,
                              sampled_dev_rows)
+from ..settings.typed_sections import section_fields
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """The `train:` section of a training config (see configs/sancl.yaml)."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    grad_clip: float
-    plateau_factor: float
-    plateau_patience: int
-    early_stopping_patience: int
-    monitor: str
-    seed: int
-    eval_batch_size: int
-    checkpoint_every_steps: int
-    amp: str | bool
-    encoder_lr: float | None = None   # a fine-tuned text encoder's learning rate (None: lr)
-    epoch_checkpoints: bool = True    # also keep epoch-NNN.pt (besides best.pt and last.pt)
-
-    @classmethod
-    def from_config(cls, section: Mapping) -> "TrainSettings":
-        return cls(**dict(section))
+class TrainSettings(section_fields("train")):
+    """The `train:` section of a training config: one field per setting declared in
+    `settings/training_settings.py` (docs/settings.md)."""
 
 
 @dataclass

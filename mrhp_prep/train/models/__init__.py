@@ -2,8 +2,9 @@
 
 Each entry maps a model name to "module:Class"; the class takes `(config, inputs)`, where
 `config` is the `model:` section of the resolved training config and `inputs` a
-`base.ModelInputs`. Its default config (with the paper's hyperparameters) is
-`mrhp_prep/configs/<name>.yaml`. Modules are imported only when a model is built.
+`base.ModelInputs`. Its settings (with the paper's hyperparameters as defaults) are declared
+in `settings/model_settings.py`, its presets and protocols in `mrhp_prep/configs/<name>.yaml`.
+Modules are imported only when a model is built.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def model_class(name: str):
 
 
 def default_config_path(name: str) -> Path:
-    """`mrhp_prep/configs/<name>.yaml`: the model's default training config."""
+    """`mrhp_prep/configs/<name>.yaml`: the model's presets and protocols."""
     model_class(name)  # unknown names fail with the list of known ones
     return CONFIG_DIR / f"{name}.yaml"
 

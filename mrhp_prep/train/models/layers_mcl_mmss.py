@@ -8,32 +8,11 @@ Padding is assumed on the right (a mask is a prefix of True values), as the data
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from ...errors import InputError
-
-
-# --------------------------------------------------------------------------- options
-
-
-def options_from_config(options_class: type, config: Mapping[str, Any] | None):
-    """Build a model's options dataclass from a config mapping; unknown keys are an error.
-
-    A typo in a YAML key would otherwise silently train the paper default.
-    """
-    config = dict(config or {})
-    config.pop("name", None)              # the registry's model name, not an option
-    known = {f.name for f in dataclasses.fields(options_class)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise InputError(f"unknown {options_class.__name__} option(s) {unknown}",
-                         field="model", hint=f"the known options are {sorted(known)}")
-    return options_class(**config)
 
 
 # --------------------------------------------------------------------------- masking helpers

@@ -35,45 +35,26 @@ Choices where the paper is silent (all options of `MclOptions`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from ...errors import InputError
+from ..settings.model_settings import ENCODER_KEYS
+from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel
 from .layers import TokenInput, require_text
 from .layers_mcl_mmss import (MaskedAttention, PairSelfAttention, encode_images, masked_max,
-                              masked_mean, options_from_config, roi_encoder, zero_padding)
+                              masked_mean, roi_encoder, zero_padding)
 
 
-@dataclass
-class MclOptions:
-    """MCL hyperparameters; defaults are the paper's (section 4.2) where it gives them."""
-
-    hidden_dim: int = 128                 # d: LSTM hidden size and every later width
-    freeze_embeddings: bool = False       # keep the word vectors fixed
-    embedding_dropout: float = 0.5
-    image_layers: int = 3                 # self-attention layers of the RoI encoder
-    image_heads: int = 4
-    image_ffn_dim: int = 512
-    image_dropout: float = 0.5
-    image_attention_dropout: float = 0.3
-    cross_modal_interaction: bool = True  # ablation "w/o Cross-modal Module" when False
-    interaction_layers: int = 5           # D
-    interaction_heads: int = 1
-    fusion_layers: int = 1                # layers of each SelfAttn in the fusion paths
-    fusion_heads: int = 4
-    fusion_ffn_dim: int = 512
-    fusion_cnn_kernel: int = 3            # 1-D convolution of the intra-modal path
-    dropout: float = 0.1
-    contrastive: bool = True              # ablation "w/o Contrastive Objective" when False
-    adaptive_weighting: bool = True       # ablation "w/o Adaptive Weighting" when False (eq. 32)
-    positive_optimum: float = 2.0         # o^p
-    negative_optimum: float = 0.0         # o^n
-    contrastive_weight: float = 1.0       # scale of the contrastive loss in eq. 35
-    relevance_threshold: float | None = 1.0  # helpful = label > this; None = every row
+class MclOptions(section_fields("model", "mcl", exclude=ENCODER_KEYS,
+                                defaults={"relevance_threshold": 1.0})):
+    """MCL hyperparameters: the `model:` settings declared in `settings/model_settings.py`
+    (defaults the paper's, section 4.2, where it gives them; docs/settings.md), the text
+    encoder's keys left to `text_encoder.py`. Built without a config, `relevance_threshold`
+    is Amazon's 1.0 (a config's `auto` is resolved from the data; None = every row)."""
 
 
 # --------------------------------------------------------------------------- the loss
@@ -188,7 +169,7 @@ class MclModel(RankingModel):
     def __init__(self, config: Mapping | None, inputs):
         super().__init__()
         require_text(inputs, "MCL")
-        self.options = options = options_from_config(MclOptions, config)
+        self.options = options = MclOptions.from_config(config)
         if isinstance(options.relevance_threshold, str):
             raise InputError(f"relevance_threshold must be a number or null, got "
                              f"'{options.relevance_threshold}'", field="model.relevance_threshold",

@@ -67,52 +67,29 @@ and anchors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from ...errors import InputError
+from ..settings.model_settings import ENCODER_KEYS, PSEUDO_LABEL_TIMINGS, SUBTASKS
+from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel
 from .layers import TokenInput, require_text
 from .layers_mcl_mmss import (PairSelfAttention, encode_images, masked_mean, masked_soft_pool,
-                              options_from_config, roi_encoder)
+                              roi_encoder)
 from .ssp_label import (PseudoLabelState, anchor_and_precision, ewma_beta,
                         mahalanobis_distance, sample_weights, ssp_label,
                         uncertainty_weighted_loss)
 
-SUBTASKS = ("ptrt", "pvrv", "ptrv", "pvrt", "rtrv")
-TIMINGS = ("next-epoch", "same-epoch")
+TIMINGS = PSEUDO_LABEL_TIMINGS
 
 
-@dataclass
-class MmssOptions:
-    """MM-SS hyperparameters; defaults are the paper's (appendix A.2) where it gives them."""
-
-    hidden_dim: int = 128                  # d_t = d_v: projected text and RoI features
-    task_dim: int = 128                    # d_g = d_s: f_g*, f_s*
-    subtask_mlp_hidden: int = 64           # hidden width of each subtask's MLP (eq. 9)
-    freeze_embeddings: bool = False
-    embedding_dropout: float = 0.1
-    image_layers: int = 3
-    image_heads: int = 4
-    image_ffn_dim: int = 512
-    image_dropout: float = 0.5
-    image_attention_dropout: float = 0.3
-    interaction_layers: int = 1            # layers of each SelfAttn([X; Y])
-    interaction_heads: int = 4
-    interaction_ffn_dim: int = 512
-    dropout: float = 0.1
-    interaction_modeling: bool = True      # False: ablation "w/o module (b)" (needs subtasks: [])
-    subtasks: list[str] = field(default_factory=lambda: list(SUBTASKS))  # []: "w/o module (d)"
-    num_train_reviews: int | None = None   # reviews of the training split; None: sized from the data
-    correlation_ratio: float = 1.0         # alpha_1 of eq. 19
-    correlation_difference: float = 1.0    # alpha_2 of eq. 20
-    distance_scale: float | None = None    # s_k of eq. 18; None = the representation's dimension
-    covariance_shrinkage: float = 0.1      # rho
-    epsilon: float = 1e-6                  # epsilon of eq. 19 and 21
-    pseudo_label_timing: str = "next-epoch"  # or "same-epoch": when y_s^(i) is first a target
+class MmssOptions(section_fields("model", "mmss", exclude=ENCODER_KEYS)):
+    """MM-SS hyperparameters: the `model:` settings declared in `settings/model_settings.py`
+    (defaults the paper's, appendix A.2, where it gives them; docs/settings.md), the text
+    encoder's keys left to `text_encoder.py`."""
 
 
 class MmssModel(RankingModel):
@@ -128,7 +105,7 @@ class MmssModel(RankingModel):
     def __init__(self, config: Mapping | None, inputs):
         super().__init__()
         require_text(inputs, "MM-SS")
-        self.options = options = options_from_config(MmssOptions, config)
+        self.options = options = MmssOptions.from_config(config)
         unknown = sorted(set(options.subtasks) - set(SUBTASKS))
         if unknown or len(set(options.subtasks)) != len(options.subtasks):
             raise InputError(f"subtasks must be distinct names among {list(SUBTASKS)}, "

@@ -39,11 +39,8 @@ Size at GloVe 300-d, images and probes, shared hidden 64: 1,303,682 parameters (
 1,410,690 (released; the paper's "1.41M excluding the embedding layer" is this count of the
 released model). See docs/fidelity.md.
 
-Config (`model:` section, defaults in configs/sancl.yaml): architecture, text_hidden,
-image_hidden, shared_hidden, embedding_dropout, freeze_embeddings, image_encoders,
-image_layers, image_heads, image_ffn_dim, image_dropout, image_attention_dropout,
-image_relu_dropout, kappa, temperature, probe_beta ("learned" or a number),
-relevance_threshold, contrastive_reduction.
+Config: the `model:` section, `SanclOptions` (declared in settings/model_settings.py; every
+key, its range and default in docs/settings.md).
 """
 
 from __future__ import annotations
@@ -53,18 +50,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
+from ..settings.model_settings import ARCHITECTURES, ENCODER_KEYS, IMAGE_ENCODERS, REDUCTIONS
+from ..settings.typed_sections import section_fields
 from .base import Batch, ModelInputs, ModelOutput, RankingModel
 from .layers import GRUEncoder, SelfAttention, TokenInput, require_text, weighted_mean
 from .sancl_layers import Predictor, ProductAwareAttention, RoiImageEncoder
 
-ARCHITECTURES = ("paper", "released")
-IMAGE_ENCODERS = ("shared", "per-field")
-REDUCTIONS = ("sum", "mean")
 RELEASED_SCORER = (128, 64)     # the released MLP's hidden widths
 
 
-def _choice(config: dict, key: str, choices: tuple, default: str, hint: str) -> str:
-    value = str(config.get(key, default))
+class SanclOptions(section_fields("model", "sancl", exclude=ENCODER_KEYS)):
+    """SANCL's `model:` settings (declared in `settings/model_settings.py`; docs/settings.md),
+    the text encoder's keys left to `text_encoder.py`. Keys a config lacks (a run folder made
+    before they existed) take their declared default."""
+
+
+def _choice(options: SanclOptions, key: str, choices: tuple, hint: str) -> str:
+    value = str(getattr(options, key))
     if value not in choices:
         raise InputError(f"{key} must be one of {list(choices)}, got '{value}'",
                          field=f"model.{key}", hint=hint)
@@ -104,22 +106,23 @@ class SANCL(RankingModel):
     def __init__(self, config: dict, inputs: ModelInputs):
         super().__init__()
         require_text(inputs, "SANCL")
-        self.architecture = _choice(config, "architecture", ARCHITECTURES, "paper",
+        self.options = options = SanclOptions.from_config(config)
+        self.architecture = _choice(options, "architecture", ARCHITECTURES,
                                     "paper: the paper's equations; released: plus the released "
                                     "model's contrastive predictors and MLP scorer")
-        self.reduction = _choice(config, "contrastive_reduction", REDUCTIONS, "sum",
+        self.reduction = _choice(options, "contrastive_reduction", REDUCTIONS,
                                  "sum is eq. 11-12 of the paper; mean averages over positives")
-        image_encoders = _choice(config, "image_encoders", IMAGE_ENCODERS, "shared",
+        image_encoders = _choice(options, "image_encoders", IMAGE_ENCODERS,
                                  "shared: one encoder for both fields (as released)")
-        text_hidden = int(config["text_hidden"])
-        image_hidden = int(config["image_hidden"])
-        shared = int(config["shared_hidden"])
-        dropout = float(config["embedding_dropout"])
-        freeze = bool(config["freeze_embeddings"])
-        self.kappa = float(config["kappa"])
-        self.temperature = float(config["temperature"])
-        self.relevance_threshold = float(config["relevance_threshold"])
-        beta = config["probe_beta"]
+        text_hidden = int(options.text_hidden)
+        image_hidden = int(options.image_hidden)
+        shared = int(options.shared_hidden)
+        dropout = float(options.embedding_dropout)
+        freeze = bool(options.freeze_embeddings)
+        self.kappa = float(options.kappa)
+        self.temperature = float(options.temperature)
+        self.relevance_threshold = float(options.relevance_threshold)
+        beta = options.probe_beta
         self.fixed_beta = None if beta == "learned" else float(beta)
         self.use_probes = inputs.has_probes
         self.use_images = inputs.image_dim is not None
@@ -139,13 +142,11 @@ class SANCL(RankingModel):
         self.text_cross_attention = ProductAwareAttention(text_hidden)
         if self.use_images:
             def encoder() -> RoiImageEncoder:
-                # the defaults of configs/sancl.yaml, for a run folder made before these keys
                 return RoiImageEncoder(
-                    int(inputs.image_dim), image_hidden, int(config.get("image_layers", 3)),
-                    int(config.get("image_heads", 4)), int(config.get("image_ffn_dim", 512)),
-                    float(config.get("image_dropout", 0.5)),
-                    float(config.get("image_attention_dropout", 0.3)),
-                    float(config.get("image_relu_dropout", 0.3)))
+                    int(inputs.image_dim), image_hidden, int(options.image_layers),
+                    int(options.image_heads), int(options.image_ffn_dim),
+                    float(options.image_dropout), float(options.image_attention_dropout),
+                    float(options.image_relu_dropout))
 
             if image_encoders == "shared":
                 self.image_encoder = encoder()

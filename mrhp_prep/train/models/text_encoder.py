@@ -4,17 +4,12 @@ With an ids store the batch carries token ids; `FineTunedEncoder` runs the trans
 the store on them and hands the model its last layer's per-token states [B, L, H], where
 frozen features [B, L, Dt] would be read in features mode (same positions, same masks).
 
-Settings (`model:` section of every model's config):
-
-    text_encoder          auto | frozen-features | finetune. auto: finetune for an ids store,
-                          frozen-features (read the stored features) otherwise.
-    finetune_layers       all | N: train the last N transformer layers and what sits above
-                          them; embeddings and the lower layers stay frozen, out of the
-                          optimizer and (unless encoder_checkpoint: full) out of checkpoints.
-                          0 runs the encoder frozen.
-    shared_encoder        true: one encoder for product and review text (SANCL's BERT runs).
-    gradient_checkpointing  recompute the encoder's activations in backward (less memory).
-    encoder_checkpoint    trained | full: what of the encoder checkpoints hold.
+Settings (`model:` section of every model's config, `ENCODER_KEYS`; declared in
+`settings/model_settings.py`, docs/settings.md): text_encoder (`auto` is resolved from the
+store's mode by `settings/config.py`), finetune_layers (all | N: train the last N transformer
+layers and what sits above them; embeddings and the lower layers stay frozen, out of the
+optimizer and, unless encoder_checkpoint: full, out of checkpoints), shared_encoder,
+gradient_checkpointing, encoder_checkpoint.
 
 `train.encoder_lr` is the encoder's learning rate (null = `train.lr`); `parameter_groups`
 gives the optimizer the two groups. The base model's name and a hash of its weights travel in
@@ -32,39 +27,10 @@ import torch
 from torch import nn
 
 from ...errors import InputError
+from ..settings.model_settings import ENCODER, ENCODER_KEYS
+from ..settings.typed_sections import fields_of
 
-ENCODER_KEYS = ("text_encoder", "finetune_layers", "shared_encoder", "gradient_checkpointing",
-                "encoder_checkpoint")
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
-
-
-def resolve_encoder_settings(config: dict, text_mode: str | None) -> None:
-    """Resolve `model.text_encoder: auto` from the store's mode and check the encoder keys of
-    the `model` section (`train.encoder_lr` is typed and range-checked where it is set, in
-    `setting_types.py`)."""
-    model = config["model"]
-    choice = model.get("text_encoder", "auto")
-    if choice == "auto" and text_mode is None:      # no store to decide from (yet)
-        return
-    if choice == "auto":
-        choice = "finetune" if text_mode == "ids" else "frozen-features"
-    if choice not in {"frozen-features", "finetune"}:
-        raise InputError("model.text_encoder must be auto, frozen-features or finetune",
-                         field="model.text_encoder")
-    if text_mode is not None and (choice == "finetune") != (text_mode == "ids"):
-        need = "--mode ids" if choice == "finetune" else "--mode features or static"
-        raise InputError(f"model.text_encoder={choice} does not fit a text store in "
-                         f"{text_mode} mode", field="model.text_encoder",
-                         hint=f"pass an embed-text output made with {need}, or leave "
-                              f"model.text_encoder at auto")
-    model["text_encoder"] = choice
-    layers = model.get("finetune_layers", "all")
-    if layers != "all" and (not isinstance(layers, int) or isinstance(layers, bool) or layers < 0):
-        raise InputError("model.finetune_layers must be all or a whole number >= 0",
-                         field="model.finetune_layers")
-    if model.get("encoder_checkpoint", "trained") not in {"trained", "full"}:
-        raise InputError("model.encoder_checkpoint must be trained or full",
-                         field="model.encoder_checkpoint")
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -186,17 +152,21 @@ class FineTunedEncoder(nn.Module):
         return states * mask[..., None].to(states.dtype)
 
 
+class EncoderOptions(fields_of(ENCODER, "model")):
+    """The text encoder's settings in a `model:` section (`ENCODER_KEYS`)."""
+
+
 def build_text_encoders(config: Mapping, model_name: str | None) -> dict[str, FineTunedEncoder]:
     """{"product": encoder, "review": encoder}: one module twice when `shared_encoder`."""
     if not model_name:
         raise InputError("the ids store does not name its transformer", field="tokenizer",
                          hint="re-run embed-text --mode ids --model NAME")
-    options = dict(finetune_layers=config.get("finetune_layers", "all"),
-                   gradient_checkpointing=bool(config.get("gradient_checkpointing", False)),
-                   store_frozen=config.get("encoder_checkpoint", "trained") == "full")
+    settings = EncoderOptions.from_config({k: v for k, v in config.items() if k in ENCODER_KEYS})
+    options = dict(finetune_layers=settings.finetune_layers,
+                   gradient_checkpointing=bool(settings.gradient_checkpointing),
+                   store_frozen=settings.encoder_checkpoint == "full")
     product = FineTunedEncoder(model_name, **options)
-    review = product if config.get("shared_encoder", False) else FineTunedEncoder(model_name,
-                                                                                  **options)
+    review = product if settings.shared_encoder else FineTunedEncoder(model_name, **options)
     return {"product": product, "review": review}
 
 

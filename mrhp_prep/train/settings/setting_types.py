@@ -1,186 +1,312 @@
-"""Settings take the type of the default they override, and stay inside their valid range.
+"""The kinds of value a training setting takes: how a raw value is read, what range it must be
+in, and how both are described (in errors and in docs/settings.md).
 
-A value from `--set`, a `--config` file or a preset is read as YAML, and YAML 1.1 reads
-`5e-5` as a string and `"false"` stays a string. Here each value is converted to the type of
-the model default it replaces (bool, int, float), and numbers are checked against the range
-the trainer can use, so `train.lr=-1` or `model.kappa=abc` is an error naming the key instead
-of a crash, or a silent wrong run, later on.
+A value from `--set`, a `--config` file, a preset or a protocol is read as YAML, and YAML 1.1
+reads `5e-5` as a string and `"false"` stays a string. Each kind converts such a value (`5e-5`
+-> 5e-05, `off` -> False, `1e1` -> 10 for an integer) and refuses what it cannot use, so
+`train.lr=-1` or `model.kappa=abc` is an error naming the key instead of a crash, or a silent
+wrong run, later on. A kind raises `Refused(expected)`; `Setting.read` turns that into an
+InputError naming the key, the value and where it came from.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
-
-from ...errors import InputError
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 TRUE_WORDS = {"true", "yes", "on", "1", "y"}
 FALSE_WORDS = {"false", "no", "off", "0", "n"}
-
-# key -> (lowest, lowest allowed?, highest, highest allowed?); None = no bound
-RANGES: dict[str, tuple] = {
-    "train.lr": (0, True, None, False),     # 0 keeps the weights (a baseline run)
-    "train.weight_decay": (0, True, None, False),
-    "train.grad_clip": (0, True, None, False),
-    "train.plateau_factor": (0, False, 1, False),
-    "train.plateau_patience": (0, True, None, False),
-    "train.early_stopping_patience": (0, True, None, False),
-    "train.checkpoint_every_steps": (0, True, None, False),
-    "train.epochs": (1, True, None, False),
-    "train.batch_size": (1, True, None, False),
-    "train.eval_batch_size": (1, True, None, False),
-    "train.encoder_lr": (0, True, None, False),
-    "data.max_rois_per_image": (1, True, None, False),
-    "data.min_image_rows": (1, True, None, False),
-    "data.max_image_rows": (1, True, None, False),
-    "data.max_text_tokens": (1, True, None, False),
-    "sampling.negatives": (1, True, None, False),
-    "sampling.min_label_gap": (0, True, None, False),
-    "model.kappa": (0, True, None, False),
-    "model.temperature": (0, False, None, False),
-    "model.contrastive_weight": (0, True, None, False),
-    "model.epsilon": (0, False, None, False),
-    "model.probe_beta": (0, True, 1, True),
-    "model.num_train_reviews": (1, True, None, False),
-    "model.distance_scale": (0, False, None, False),
-}
-# settings that take one of a few words (case does not matter)
-WORDS: dict[str, tuple[str, ...]] = {
-    "model.architecture": ("paper", "released"),
-    "model.image_encoders": ("shared", "per-field"),
-    "model.contrastive_reduction": ("sum", "mean"),
-    "model.pseudo_label_timing": ("next-epoch", "same-epoch"),
-    "data.dev_set": ("full", "sampled"),
-}
-# settings that take one of a few words or a number (a number given as text becomes a float)
-WORD_OR_NUMBER: dict[str, tuple[str, ...]] = {
-    "model.probe_beta": ("learned",),
-    "model.relevance_threshold": ("auto",),
-    "loss.margin": ("auto", "label-gap"),
-}
-# settings that take one of a few words or a whole number (a preset's 4 does not make the
-# word an error, and "3" from a pipeline YAML becomes 3)
-WORD_OR_INTEGER: dict[str, tuple[str, ...]] = {"model.finetune_layers": ("all",)}
-# settings that are null (derived from the data) or a number of this type
-NUMBER_OR_NULL: dict[str, type] = {"model.num_train_reviews": int, "model.distance_scale": float,
-                                  "train.encoder_lr": float}
-# every key with one of these endings: width, layer and head counts, dropout probabilities
-SUFFIX_RANGES: dict[str, tuple] = {
-    "dropout": (0, True, 1, False),
-    "_heads": (1, True, None, False),
-    "_dim": (1, True, None, False),
-    "hidden": (1, True, None, False),
-    "_layers": (0, True, None, False),
-}
+NULL_WORDS = {"null", "none", "~"}
 
 
-_KIND_NAMES = {str: "word", int: "whole number", float: "number", bool: "true/false value"}
+class Refused(ValueError):
+    """A value of the wrong type: `expected` says what would do ("an integer")."""
+
+    def __init__(self, expected: str):
+        super().__init__(expected)
+        self.expected = expected
 
 
-def _fail(dotted: str, value: Any, expected: str, where: str) -> InputError:
-    return InputError(f"'{dotted}' must be {expected}, not {value!r}", row=where, field=dotted,
-                      hint=f"e.g. --set {dotted}=<{expected}>")
+class OutOfRange(ValueError):
+    """A number of the right type (`number`, converted) outside its range: `allowed` says
+    where it must be."""
+
+    def __init__(self, allowed: str, number: float):
+        super().__init__(allowed)
+        self.allowed, self.number = allowed, number
 
 
-def convert_setting(dotted: str, value: Any, default: Any, where: str) -> Any:
-    """`value` as the type of `default` (bool, int, float), or as the WORDS, WORD_OR_INTEGER,
-    WORD_OR_NUMBER and NUMBER_OR_NULL tables say for their keys; values of other defaults
-    are kept as they are.
+@dataclass(frozen=True)
+class Range:
+    """low <= (or <) value <= (or <) high; None = no bound on that side."""
 
-    Raises an InputError naming `dotted`, the expected type and `where` the value came from.
-    """
-    if dotted in WORDS:
-        word = str(value).strip().lower()
-        if isinstance(value, bool) or word not in WORDS[dotted]:
-            raise _fail(dotted, value, " or ".join(WORDS[dotted]), where)
-        return word
-    if dotted in NUMBER_OR_NULL:
-        if value is None or str(value).strip().lower() in {"null", "none", "~"}:
-            return None
-        return _as_type_of(dotted, value, NUMBER_OR_NULL[dotted](1), where)
-    if dotted in WORD_OR_INTEGER:
-        words = WORD_OR_INTEGER[dotted]
-        if isinstance(value, str) and value.strip().lower() in words:
-            return value.strip().lower()
-        expected = " or ".join(words) + " or a whole number"
-        try:
-            return _as_type_of(dotted, value, 0, where)
-        except InputError:
-            raise _fail(dotted, value, expected, where) from None
-    if dotted in WORD_OR_NUMBER:
-        words = WORD_OR_NUMBER[dotted]
-        if isinstance(value, str) and value.strip().lower() in words:
-            return value.strip().lower()
-        expected = " or ".join(words) + " or a finite number"
-        if isinstance(value, bool):
-            raise _fail(dotted, value, expected, where)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise _fail(dotted, value, expected, where) from None
-        if not math.isfinite(number):
-            raise _fail(dotted, value, expected, where)
+    low: float | None = None
+    low_included: bool = True
+    high: float | None = None
+    high_included: bool = False
+
+    def describe(self) -> str:
+        """'>= 0', '> 0 and < 1': the words of the errors and of the docs table."""
+        left = "" if self.low is None else f"{'>=' if self.low_included else '>'} {self.low}"
+        right = "" if self.high is None else f"{'<=' if self.high_included else '<'} {self.high}"
+        return " and ".join(part for part in (left, right) if part)
+
+    def check(self, number: float) -> None:
+        too_low = self.low is not None and (
+            number < self.low or (number == self.low and not self.low_included))
+        too_high = self.high is not None and (
+            number > self.high or (number == self.high and not self.high_included))
+        if too_low or too_high:
+            raise OutOfRange(self.describe(), number)
+
+
+ANY = Range()
+
+
+def at_least(low: float) -> Range:
+    return Range(low, True)
+
+
+def above(low: float) -> Range:
+    return Range(low, False)
+
+
+def between(low: float, high: float, high_included: bool = True) -> Range:
+    return Range(low, True, high, high_included)
+
+
+PROBABILITY = between(0, 1, high_included=False)    # dropout: 1 would drop everything
+
+
+def _as_integer(value: Any, expected: str = "an integer") -> int:
+    if isinstance(value, bool):
+        raise Refused(expected)
+    try:
+        number = value if isinstance(value, int) else float(value)
+    except (TypeError, ValueError):
+        raise Refused(expected) from None
+    if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
+        raise Refused(expected)
+    return int(number)
+
+
+def _as_float(value: Any, expected: str = "a number", non_finite: str = "a finite number"
+              ) -> float:
+    if isinstance(value, bool):
+        raise Refused(expected)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Refused(expected) from None
+    if not math.isfinite(number):
+        raise Refused(non_finite)
+    return number
+
+
+def _bounds(limits: Range) -> str:
+    return f" {limits.describe()}" if limits.describe() else ""
+
+
+def _word(value: Any, words: Sequence[str]) -> str | None:
+    """The word `value` names (case and spaces do not matter), or None."""
+    if isinstance(value, str) and value.strip().lower() in words:
+        return value.strip().lower()
+    return None
+
+
+class Kind:
+    """What a setting's values are. `convert` returns the value to keep or raises Refused or
+    OutOfRange; `type_name` and `allowed` describe it in docs/settings.md; `annotation` is the
+    Python type of the typed section objects (`typed_sections.py`)."""
+
+    type_name = "value"
+    annotation: Any = Any
+
+    def convert(self, value: Any) -> Any:
+        return value
+
+    def allowed(self) -> str:
+        return "any"
+
+
+@dataclass(frozen=True)
+class Integer(Kind):
+    range: Range = ANY
+    type_name = "integer"
+    annotation = int
+
+    def convert(self, value: Any) -> int:
+        number = _as_integer(value)
+        self.range.check(number)
         return number
-    return _as_type_of(dotted, value, default, where)
+
+    def allowed(self) -> str:
+        return self.range.describe() or "any"
 
 
-def _as_type_of(dotted: str, value: Any, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
+@dataclass(frozen=True)
+class Number(Kind):
+    range: Range = ANY
+    type_name = "number"
+    annotation = float
+
+    def convert(self, value: Any) -> float:
+        number = _as_float(value)
+        self.range.check(number)
+        return number
+
+    def allowed(self) -> str:
+        return self.range.describe() or "any finite number"
+
+
+@dataclass(frozen=True)
+class Flag(Kind):
+    type_name = "true/false"
+    annotation = bool
+
+    def convert(self, value: Any) -> bool:
         if isinstance(value, bool):
             return value
         word = str(value).strip().lower()
         if word in TRUE_WORDS or word in FALSE_WORDS:
             return word in TRUE_WORDS
-        raise _fail(dotted, value, "true or false", where)
-    if isinstance(default, int):
-        if isinstance(value, bool):
-            raise _fail(dotted, value, "an integer", where)
-        try:
-            number = float(value) if not isinstance(value, int) else value
-        except (TypeError, ValueError):
-            raise _fail(dotted, value, "an integer", where) from None
-        if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
-            raise _fail(dotted, value, "an integer", where)
-        return int(number)
-    if isinstance(default, float):
-        if isinstance(value, bool):
-            raise _fail(dotted, value, "a number", where)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise _fail(dotted, value, "a number", where) from None
-        if not math.isfinite(number):
-            raise _fail(dotted, value, "a finite number", where)
+        raise Refused("true or false")
+
+    def allowed(self) -> str:
+        return "true, false (also yes/no, on/off, 1/0)"
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    """One of a few words; case and surrounding spaces do not matter."""
+
+    words: tuple[str, ...]
+    type_name = "word"
+    annotation = str
+
+    def convert(self, value: Any) -> str:
+        word = None if isinstance(value, bool) else _word(str(value), self.words)
+        if word is None:
+            raise Refused(" or ".join(self.words))
+        return word
+
+    def allowed(self) -> str:
+        return ", ".join(self.words)
+
+
+@dataclass(frozen=True)
+class ChoiceOrNumber(Kind):
+    """One of a few words, or a finite number (kept as a float)."""
+
+    words: tuple[str, ...]
+    range: Range = ANY
+    type_name = "word or number"
+    annotation = str | float
+
+    def convert(self, value: Any) -> str | float:
+        word = _word(value, self.words)
+        if word is not None:
+            return word
+        number = _as_float(value, self._expected(), self._expected())
+        self.range.check(number)
         return number
-    if isinstance(default, list):
+
+    def _expected(self) -> str:
+        return " or ".join(self.words) + " or a finite number"
+
+    def allowed(self) -> str:
+        return f"{', '.join(self.words)}, or a number{_bounds(self.range)}"
+
+
+@dataclass(frozen=True)
+class ChoiceOrInteger(Kind):
+    """One of a few words, or a whole number (a preset's 4 does not make the word an error,
+    and "3" from a pipeline YAML becomes 3)."""
+
+    words: tuple[str, ...]
+    range: Range = ANY
+    type_name = "word or integer"
+    annotation = str | int
+
+    def convert(self, value: Any) -> str | int:
+        word = _word(value, self.words)
+        if word is not None:
+            return word
+        number = _as_integer(value, " or ".join(self.words) + " or a whole number")
+        self.range.check(number)
+        return number
+
+    def allowed(self) -> str:
+        return f"{', '.join(self.words)}, or a whole number{_bounds(self.range)}"
+
+
+@dataclass(frozen=True)
+class NumberOrNull(Kind):
+    """null (the value is derived from the data) or a number; `integer` keeps whole numbers."""
+
+    integer: bool = False
+    range: Range = ANY
+
+    @property
+    def type_name(self) -> str:
+        return f"{'integer' if self.integer else 'number'} or null"
+
+    @property
+    def annotation(self) -> Any:
+        return (int if self.integer else float) | None
+
+    def convert(self, value: Any) -> int | float | None:
+        if value is None or str(value).strip().lower() in NULL_WORDS:
+            return None
+        number = _as_integer(value) if self.integer else _as_float(value)
+        self.range.check(number)
+        return number
+
+    def allowed(self) -> str:
+        return f"null, or a {'whole ' if self.integer else ''}number{_bounds(self.range)}"
+
+
+@dataclass(frozen=True)
+class AutoOrFlag(Kind):
+    """auto, true or false, kept as given (`true` or the word "true" alike)."""
+
+    type_name = "auto or true/false"
+    annotation = str | bool
+
+    def convert(self, value: Any) -> str | bool:
+        if isinstance(value, bool) or str(value).lower() in {"auto", "true", "false"}:
+            return value
+        raise Refused("auto or true or false")
+
+    def allowed(self) -> str:
+        return "auto, true, false"
+
+
+@dataclass(frozen=True)
+class WordList(Kind):
+    """A YAML list of distinct words among `words` (an empty list included)."""
+
+    words: tuple[str, ...]
+    type_name = "list of words"
+    annotation = list
+
+    def convert(self, value: Any) -> list:
+        expected = f"a list such as [{', '.join(self.words[:2])}] of: {', '.join(self.words)}"
         if not isinstance(value, list):
-            raise _fail(dotted, value, "a list such as [a, b]", where)
-        # A list inside the list (or a mapping, or null) is no value of the setting.
-        kinds = {type(item) for item in default}
-        for item in value:
-            single = item is not None and not isinstance(item, (list, dict))
-            if not single or (kinds and type(item) not in kinds):
-                names = " or ".join(sorted(_KIND_NAMES.get(k, k.__name__) for k in kinds))
-                raise _fail(dotted, value, f"a list of {names or 'single value'}s such as "
-                                           "[a, b]", where)
-    return value
+            raise Refused(expected)
+        if any(not isinstance(item, str) or item not in self.words for item in value) \
+                or len(set(value)) != len(value):
+            raise Refused(f"a list of distinct names among {', '.join(self.words)}")
+        return value
+
+    def allowed(self) -> str:
+        return "distinct names among " + ", ".join(self.words)
 
 
-def check_range(dotted: str, value: Any, where: str) -> None:
-    """Refuse a number outside the range the trainer can use (e.g. a negative learning rate)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    key = dotted.rsplit(".", 1)[-1]
-    bounds = RANGES.get(dotted) or next(
-        (b for suffix, b in SUFFIX_RANGES.items() if key.endswith(suffix)), None)
-    if bounds is None:
-        return
-    low, low_ok, high, high_ok = bounds
-    too_low = low is not None and (value < low or (value == low and not low_ok))
-    too_high = high is not None and (value > high or (value == high and not high_ok))
-    if too_low or too_high:
-        left = "" if low is None else f"{'>=' if low_ok else '>'} {low}"
-        right = "" if high is None else f"{'<=' if high_ok else '<'} {high}"
-        allowed = " and ".join(part for part in (left, right) if part)
-        raise InputError(f"'{dotted}' = {value} is out of range: it must be {allowed}",
-                         row=where, field=dotted, hint=f"choose a value {allowed}")
+@dataclass(frozen=True)
+class Text(Kind):
+    """Any text, kept as given."""
+
+    type_name = "text"
+    annotation = str
