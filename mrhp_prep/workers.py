@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 _installed = False
@@ -22,11 +23,27 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _quiet_when_the_parent_hangs_up(kind, value, traceback) -> None:
+    # A DataLoader worker hands tensors to the main process through file descriptors, served
+    # by a thread of the worker; when Ctrl-C stops the main process in the middle of such a
+    # hand-over, that thread's connection breaks and it would print a traceback. The main
+    # process reports the interrupt itself.
+    if isinstance(value, (EOFError, ConnectionError)):
+        return
+    sys.__excepthook__(kind, value, traceback)
+
+
+def _quiet_child() -> None:
+    ignore_interrupts()
+    sys.excepthook = _quiet_when_the_parent_hangs_up
+
+
 def quiet_workers_on_interrupt() -> None:
-    """Every process forked from now on ignores SIGINT (the command line calls this once)."""
+    """Every process forked from now on ignores SIGINT and stays silent when the main
+    process hangs up on it (the command line calls this once)."""
     global _installed
     if not _installed:
-        os.register_at_fork(after_in_child=ignore_interrupts)
+        os.register_at_fork(after_in_child=_quiet_child)
         _installed = True
 
 

@@ -223,3 +223,29 @@ def test_forked_children_do_not_keep_a_folder_lock(tmp_path):
                 fcntl.flock(plain, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.kill(child, 9)
+
+
+def test_a_forked_worker_stays_silent_when_the_main_process_hangs_up_on_it():
+    """A worker's thread that hands file descriptors to the main process reports a broken
+    connection through sys.excepthook: after `quiet_workers_on_interrupt`, a forked child keeps
+    such a hang-up (EOFError, ConnectionError) off stderr, and still prints any other error."""
+    script = textwrap.dedent("""
+        import os, sys
+        from mrhp_prep.workers import quiet_workers_on_interrupt
+
+        quiet_workers_on_interrupt()
+        pid = os.fork()
+        if pid == 0:
+            for error in (EOFError("peer gone"), ConnectionResetError("reset by peer"),
+                          ValueError("a real bug")):
+                sys.excepthook(type(error), error, None)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        sys.excepthook(EOFError, EOFError("the main process itself"), None)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], env=cli_env(), text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "a real bug" in result.stderr
+    assert "peer gone" not in result.stderr and "reset by peer" not in result.stderr
+    assert "the main process itself" in result.stderr     # only forked children are quieted

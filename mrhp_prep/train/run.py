@@ -367,7 +367,7 @@ def _predict_coverage(sources: FeatureSources, selected: ReviewDataset,
         reviews = reviews[reviews["split"] == split]
     if reviews.empty:
         raise InputError(f"{what}: no reviews in the manifest", field=option,
-                         file=str(sources.manifest.path / "reviews.parquet"),
+                         file=str(sources.manifest.table_path("reviews")),
                          hint=f"choose a {option.lstrip('-')} that has reviews in this manifest")
     items = set(reviews["product_id"]) | set(reviews["review_id"])
     coverage = store_coverage(sources, {"selected": selected}, items=items)

@@ -113,7 +113,8 @@ def write_report(run_dir: str | Path, settings: ReportSettings | None = None,
     store = _optional("RoI store", inputs.get("rois"), RoiStore, notes)
     if not inputs.get("probes"):
         notes.append("The run was trained without probe masks: no sentence is highlighted.")
-    names = names_for_store(store.attrs, store.format_version, settings.naming) if store else None
+    names = (names_for_store(store.attrs, store.format_version, settings.naming)
+             if store is not None else None)
     root = settings.images_root or (store_inputs(inputs["rois"]).images_root
                                     if inputs.get("rois") else None)
     if not inputs.get("rois"):

@@ -81,7 +81,7 @@ class FeatureSources:
             text_mode=self.text_mode,
             text_dim=self.text["review"].dim if self.text else 0,
             product_vectors=product_vectors, review_vectors=review_vectors,
-            image_dim=self.rois.feature_dim if self.rois else None,
+            image_dim=self.rois.feature_dim if self.rois is not None else None,
             has_probes=self.probes is not None,
             text_model=(self.text["review"].info.get("tokenizer") or {}).get("model")
             if self.text_mode == "ids" else None)

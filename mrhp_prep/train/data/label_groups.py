@@ -53,7 +53,7 @@ def check_label_pairs(manifest, train_table, sampling) -> None:
         f"no train product has two reviews whose labels differ by at least {gap}, so the "
         f"ranking loss has nothing to compare (the manifest was ingested with {scheme_text}; "
         f"labels seen: {', '.join(f'{v:g}' for v in np.unique(train_table.labels)[:10])})",
-        file=str(manifest.path / "reviews.parquet"), field="label",
+        file=str(manifest.table_path("reviews")), field="label",
         hint="; or ".join(options) if options else
         "no label scheme gives such pairs here: the train split needs products whose "
         "reviews got different vote counts")
