@@ -34,7 +34,8 @@ def make_release(folder: Path, products: int, per_product: int) -> Path:
         prd, rvw, rel = [], [], []
         for p in range(products // 3):
             pid = f"B{s}{p:07d}"
-            prd.append(product(pid, description=" ".join(WORDS[(p + i) % len(WORDS)] for i in range(40)),
+            description = " ".join(WORDS[(p + i) % len(WORDS)] for i in range(40))
+            prd.append(product(pid, description=description,
                                img_url=[f"https://example.com/{pid}._SY88.jpg"]))
             for r in range(per_product):
                 text = " ".join(WORDS[(p * r + i) % len(WORDS)] for i in range(60))
@@ -75,7 +76,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = make_release(Path(tmp) / "raw", args.products, args.reviews_per_product)
         start = time.perf_counter()
-        manifest = ingest(raw, dataset="amazon", category="electronics", cache_dir=Path(tmp) / "c").path
+        manifest = ingest(raw, dataset="amazon", category="electronics",
+                          cache_dir=Path(tmp) / "c").path
         ingest_seconds = time.perf_counter() - start
         reviews = len(Manifest(manifest).reviews)
         earlier = median_seconds(earlier_way, raw, args.repeats)

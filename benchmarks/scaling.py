@@ -121,7 +121,8 @@ def embed_rate(manifest: Path, folder: Path, workers: int) -> tuple[float, list[
     first = folder / "embed-first"
     if not first.exists():
         out.rename(first)
-    elif files != sorted(p.name for p in first.iterdir() if p.suffix in (".arrow", ".txt", ".npy")) \
+    elif files != sorted(p.name for p in first.iterdir()
+                         if p.suffix in (".arrow", ".txt", ".npy")) \
             or not all(filecmp.cmp(out / f, first / f, shallow=False) for f in files):
         files = ["differs"]
     return elapsed, files

@@ -73,7 +73,10 @@ def synthetic_release(folder: Path, products: int, reviews_per_product: int, tok
     """A raw release with long texts over a 5000-word vocabulary, half the reviews with a photo."""
     rng = np.random.default_rng(seed)
     words = [f"w{i}" for i in range(5000)]
-    split_of = lambda p: "train" if p < 0.7 * products else ("dev" if p < 0.85 * products else "test")  # noqa: E731
+
+    def split_of(p):
+        return "train" if p < 0.7 * products else ("dev" if p < 0.85 * products else "test")
+
     prd, rvw = [], []
     for p in range(products):
         pid = f"B{p:06d}"

@@ -177,7 +177,7 @@ def run_pipeline(path: Path, *, dry_run: bool, force: bool, cache_dir: str | Non
     spec = load_pipeline(path)
     plan = plan_pipeline(path, spec, force=force, cache_dir=cache_dir)
     outputs: dict[str, str] = {}
-    for index, (name, where, command, planned) in enumerate(plan):
+    for index, (name, _where, command, planned) in enumerate(plan):
         # Placeholders now stand for the real folders of the stages that ran.
         argv = [_fill(arg, outputs) for arg in planned]
         click.echo(f"[{index + 1}/{len(plan)}] mrhp-prep {command.name} " + " ".join(argv),

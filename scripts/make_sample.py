@@ -33,11 +33,11 @@ PRODUCTS = [
                     "thick, so a double shot stays hot while I drink it, and the saucer catches "
                     "the drips from my machine. After about ninety dishwasher cycles the glaze "
                     "still has no crazing. One cup chipped at the rim when it fell into the sink."),
-         (11, False, "The cups hold exactly one double shot with a little room for crema. The handle "
-                     "is small, so people with large fingers may find it awkward. They stack "
-                     "well, which matters in my tiny kitchen cabinet."),
-         (6, True, "Nice weight and a clean white finish that makes the crema look great in photos. "
-                   "They fit under my Breville spout with a centimetre to spare."),
+         (11, False, "The cups hold exactly one double shot with a little room for crema. The "
+                     "handle is small, so people with large fingers may find it awkward. They "
+                     "stack well, which matters in my tiny kitchen cabinet."),
+         (6, True, "Nice weight and a clean white finish that makes the crema look great in "
+                   "photos. They fit under my Breville spout with a centimetre to spare."),
          (3, False, "Good cups for the price. They arrived well packed and none was broken. "
                     "My husband likes them too."),
          (1, False, "They are cups. They hold coffee. Nothing special but nothing wrong either."),
@@ -54,8 +54,8 @@ PRODUCTS = [
          (14, True, "Measure your cat first: the 20 inch size is the outer diameter, the sleeping "
                     "area is closer to 14 inches. Our Maine Coon hangs over the side, so we "
                     "returned it for the larger one, which he loves."),
-         (5, False, "The cushion lost some loft after a month but the cat still uses the bed daily. "
-                    "Shedding fur is easy to vacuum off the cover."),
+         (5, False, "The cushion lost some loft after a month but the cat still uses the bed "
+                    "daily. Shedding fur is easy to vacuum off the cover."),
          (2, False, "My cat likes it. It smelled a bit of plastic for the first two days."),
          (0, False, "Cute bed. The colour is slightly darker than in the listing photos."),
          (1, False, "Arrived quickly. The cat ignored it for a week and then moved in."),
@@ -65,10 +65,10 @@ PRODUCTS = [
     ("B00SAMP003", "train", "rocket", "Model Rocket Starter Kit with Launch Pad",
      "Beginner flying model rocket kit: pre-built body, plastic fins, recovery parachute, "
      "launch pad and controller. Engines sold separately.", [
-         (19, True, "Flew it eleven times with B6-4 engines in a school field. The parachute opened "
-                    "on every flight and the body survived landing on hard ground. The launch "
-                    "controller needs four AA batteries that are not included, and the safety key "
-                    "is easy to lose, so tie it to the controller with string."),
+         (19, True, "Flew it eleven times with B6-4 engines in a school field. The parachute "
+                    "opened on every flight and the body survived landing on hard ground. The "
+                    "launch controller needs four AA batteries that are not included, and the "
+                    "safety key is easy to lose, so tie it to the controller with string."),
          (9, False, "Great first kit for a ten-year-old with adult help. Assembly took twenty "
                     "minutes. Buy the engines before the weekend because local shops sell out."),
          (4, True, "The fins are glued on at the factory and one was slightly crooked, which made "
@@ -85,7 +85,8 @@ PRODUCTS = [
                     "plastic lens. Indoors you need the flash, which has a range of about two "
                     "metres. The film advance wheel is stiff at first but loosens up."),
          (12, False, "Load the film in the shade: the back door has a small light leak along the "
-                     "hinge and I lost the first frames of one roll. Tape over the hinge fixes it."),
+                     "hinge and I lost the first frames of one roll. Tape over the hinge "
+                     "fixes it."),
          (5, True, "It looks exactly like the photos and feels lighter than I expected. The flash "
                    "takes about eight seconds to recharge."),
          (2, False, "Nice gift for a teenager getting into photography."),
@@ -112,9 +113,10 @@ PRODUCTS = [
      "for living room, kitchen or bedroom.", [
          (13, True, "It is truly silent: in my bedroom at night I cannot hear anything from one "
                     "metre away. It gained about twenty seconds in the first month, which is "
-                    "acceptable for a sweep movement. The numbers are readable from across the room."),
-         (6, False, "The glass cover reflects the window in the afternoon, so think about where you "
-                    "hang it. The hook on the back is recessed and easy to hang level."),
+                    "acceptable for a sweep movement. The numbers are readable from across "
+                    "the room."),
+         (6, False, "The glass cover reflects the window in the afternoon, so think about where "
+                    "you hang it. The hook on the back is recessed and easy to hang level."),
          (2, False, "Nice simple design that suits the kitchen. Battery not included."),
          (0, False, "Clock works. Nothing more to say."),
          (1, False, "The frame is plastic, not metal as I thought, but it looks fine on the wall."),

@@ -159,8 +159,8 @@ def write_probe_store(folder: Path, manifest_dir: Path,
     return run.path
 
 
-def write_roi_store(folder: Path, manifest_dir: Path, *, dim: int = 32, boxes: tuple[int, int] = (3, 40),
-                    seed: int = 0, skip: Sequence[str] = (),
+def write_roi_store(folder: Path, manifest_dir: Path, *, dim: int = 32,
+                    boxes: tuple[int, int] = (3, 40), seed: int = 0, skip: Sequence[str] = (),
                     feature_fn: Callable[[str, int], np.ndarray] | None = None,
                     chunked: bool = False, empty: Sequence[str] = ()) -> Path:
     """An extract-rois output (rois.h5) for every image of the manifest except `skip`.

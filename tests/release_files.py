@@ -37,7 +37,9 @@ def default_tables() -> dict[tuple[str, str], list[dict]]:
             for r in range(3):
                 reviews.append(review(pid, r, content=f"Review {r} of {pid}: it keeps water cold."))
                 relations.append(relation(pid, r, votes=r + 2 * p))
-        tables["prd", split], tables["rvw", split], tables["rel", split] = products, reviews, relations
+        tables["prd", split] = products
+        tables["rvw", split] = reviews
+        tables["rel", split] = relations
     return tables
 
 

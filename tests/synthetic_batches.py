@@ -54,7 +54,8 @@ def make_batch(text: str = "ids", rows_per_product: int = 4, products: int = 3,
         if text == "ids":
             values = torch.randint(2, VOCAB, (count, width), generator=generator) * mask
         else:
-            values = torch.randn(count, width, TEXT_FEATURE_DIM, generator=generator) * mask[..., None]
+            values = (torch.randn(count, width, TEXT_FEATURE_DIM, generator=generator)
+                      * mask[..., None])
         if per_product:
             values, mask = values[product_index], mask[product_index]
         return values, mask

@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import yaml
 
 from bad_input_table import pipeline_argv, release
 from disk_faults import mount_small_disk

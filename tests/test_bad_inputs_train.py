@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from bad_input_table import alias_bomb, assert_plain_numbers, deep, flow_alias_bomb
 from bad_train_inputs import (GOOD_ROWS, copy_store, empty_region_rois, evaluate_args,
                               finished_train_runs, jsonl, nan_rois, one_label_per_product,
-                              partial_probes, partial_rois, read_shard, renamed_text_store,
+                              partial_probes, partial_rois, renamed_text_store,
                               resume_after_the_manifest_changed, rewrite_shard, train_args)
 from feature_stores import write_text_store
 from mrhp_prep.cli import cli

@@ -1,14 +1,14 @@
-"""Stage folders: fingerprints, reuse, resume of unfinished runs, --force, refusal of foreign folders."""
+"""Stage folders: fingerprints, reuse, resume of unfinished runs, --force, refusal of foreign
+folders."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from mrhp_prep.cache import (MANIFEST_NAME, fingerprint, open_stage, path_fingerprint, read_manifest,
-                             recorded_input)
+from mrhp_prep.cache import (MANIFEST_NAME, fingerprint, open_stage, path_fingerprint,
+                             read_manifest, recorded_input)
 from mrhp_prep.errors import InputError
 from mrhp_prep.shards import resolve_shard, shard_of
 
@@ -25,8 +25,10 @@ def _open(tmp_path, settings=None, **kwargs):
 def test_fingerprint_depends_on_every_part():
     base = fingerprint("s", {"a": 1}, {"x": "f"}, 1)
     assert base == fingerprint("s", {"a": 1}, {"x": "f"}, 1)
-    assert len({base, fingerprint("t", {"a": 1}, {"x": "f"}, 1), fingerprint("s", {"a": 2}, {"x": "f"}, 1),
-                fingerprint("s", {"a": 1}, {"x": "g"}, 1), fingerprint("s", {"a": 1}, {"x": "f"}, 2)}) == 5
+    assert len({base, fingerprint("t", {"a": 1}, {"x": "f"}, 1),
+                fingerprint("s", {"a": 2}, {"x": "f"}, 1),
+                fingerprint("s", {"a": 1}, {"x": "g"}, 1),
+                fingerprint("s", {"a": 1}, {"x": "f"}, 2)}) == 5
 
 
 def test_finished_run_is_reused_and_changed_input_is_not(tmp_path):
@@ -46,7 +48,8 @@ def test_finished_folder_records_where_its_inputs_were(tmp_path):
     run = _open(tmp_path)
     assert recorded_input(run.path, "source") is None          # not finished yet
     run.finish({"items": 1})
-    assert read_manifest(run.path)["input_paths"] == {"source": str((tmp_path / "input.txt").resolve())}
+    source = str((tmp_path / "input.txt").resolve())
+    assert read_manifest(run.path)["input_paths"] == {"source": source}
     assert recorded_input(run.path, "source") == (tmp_path / "input.txt").resolve()
     assert recorded_input(run.path, "other") is None
     (tmp_path / "input.txt").unlink()                          # moved away: not offered
@@ -80,7 +83,8 @@ def test_manifest_is_written_last_and_atomically(tmp_path):
     run.finish({"ok": 1})
     manifest = json.loads((run.path / MANIFEST_NAME).read_text())
     assert manifest["num_failures"] == 1 and manifest["failures"][0]["item"] == "img-1"
-    assert (run.path / "failures.jsonl").stat().st_mtime_ns <= (run.path / MANIFEST_NAME).stat().st_mtime_ns
+    assert ((run.path / "failures.jsonl").stat().st_mtime_ns
+            <= (run.path / MANIFEST_NAME).stat().st_mtime_ns)
     assert not [p for p in run.path.iterdir() if p.name.endswith(".part")]
     assert "python" in manifest["versions"]
 

@@ -36,9 +36,11 @@ def test_settings_file_with_command_line_override(runner, tmp_path):
                                       "labels": "graded", "cache-dir": str(tmp_path / "c")}))
     from_file = runner.invoke(cli, ["ingest", str(raw), "--config", str(config)])
     assert from_file.exit_code == 0, from_file.output
-    manifest = yaml.safe_load((Path(from_file.stdout.strip().splitlines()[-1]) / "MANIFEST.json").read_text())
+    folder = Path(from_file.stdout.strip().splitlines()[-1])
+    manifest = yaml.safe_load((folder / "MANIFEST.json").read_text())
     assert manifest["settings"]["labels"] == "graded"
-    overridden = runner.invoke(cli, ["ingest", str(raw), "--config", str(config), "--labels", "raw"])
+    overridden = runner.invoke(cli, ["ingest", str(raw), "--config", str(config),
+                                     "--labels", "raw"])
     folder = Path(overridden.stdout.strip().splitlines()[-1])
     assert yaml.safe_load((folder / "MANIFEST.json").read_text())["settings"]["labels"] == "raw"
 
@@ -82,7 +84,7 @@ def test_settings_keys_may_be_the_option_names_not_only_the_python_ones(runner, 
 
 
 def test_pipeline_runs_reuses_and_forces(runner, tmp_path):
-    raw = write_release(tmp_path / "raw", default_tables())
+    write_release(tmp_path / "raw", default_tables())
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(yaml.safe_dump({"cache_dir": "cache", "stages": [
         {"command": "ingest", "name": "first", "args": {"raw_dir": "raw", "dataset": "amazon",

@@ -164,7 +164,8 @@ def test_a_second_run_retries_only_what_failed(srv, photos, mixed_manifest, tmp_
 @pytest.fixture
 def good_manifest(srv, photos, tmp_path):
     for name, body in photos.items():
-        srv.routes[f"/ok/{name}"] = fs.serve(body, "image/png" if name == "coffee" else "image/jpeg")
+        kind = "image/png" if name == "coffee" else "image/jpeg"
+        srv.routes[f"/ok/{name}"] = fs.serve(body, kind)
     url = lambda name: srv.url(f"/ok/{name}")  # noqa: E731
     items = {
         "train": {"product": "P1", "urls": [url("astronaut"), url("coffee")],
@@ -209,7 +210,8 @@ def test_verify_existing_fetches_broken_files_again(srv, photos, good_manifest, 
                            replace(FAST, verify_existing=True),
                            cache_dir=tmp_path / "cache", show_progress=False)
     counts = checked.manifest()["counts"]
-    assert (counts["downloaded"], counts["already_present"], counts["replaced_invalid"]) == (1, 8, 1)
+    assert (counts["downloaded"], counts["already_present"],
+            counts["replaced_invalid"]) == (1, 8, 1)
     assert broken.read_bytes() == photos["chelsea"]
 
 

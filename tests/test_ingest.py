@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from mrhp_prep.cli import cli
@@ -234,8 +233,10 @@ def test_skip_mode_lists_every_skipped_row(tmp_path):
     raw = write_release(tmp_path / "raw", tables)
     manifest = _ingest(raw, tmp_path, on_error="skip")
     assert len(manifest.reviews) == 16
-    failures = [json.loads(line) for line in (manifest.path / "failures.jsonl").read_text().splitlines()]
-    assert {(f["item"], f["field"]) for f in failures} == {("P00-1", "upvotes"), ("P10-2", "content")}
+    failures = [json.loads(line)
+                for line in (manifest.path / "failures.jsonl").read_text().splitlines()]
+    assert {(f["item"], f["field"]) for f in failures} == {("P00-1", "upvotes"),
+                                                           ("P10-2", "content")}
     assert manifest.info["counts"]["skipped_rows"] == 2
 
 

@@ -70,7 +70,8 @@ def test_a_few_adam_steps_lower_the_total_loss(text, ablation):
 
 
 def test_ablation_switches_change_the_model_they_name():
-    full, no_cross, no_contrastive = build(), build(cross_modal_interaction=False), build(contrastive=False)
+    full = build()
+    no_cross, no_contrastive = build(cross_modal_interaction=False), build(contrastive=False)
     assert full.interaction is not None and no_cross.interaction is None
     assert no_cross.num_parameters() < full.num_parameters()
     batch = make_batch()
@@ -99,7 +100,8 @@ def test_only_helpful_rows_enter_the_contrastive_loss():
     batch = make_batch()
     unhelpful = (batch["label"] <= 1.0).nonzero().flatten()
     changed = dict(batch, review_text=batch["review_text"].clone())
-    changed["review_text"][unhelpful] = torch.randint(2, 50, changed["review_text"][unhelpful].shape)
+    changed["review_text"][unhelpful] = torch.randint(2, 50,
+                                                      changed["review_text"][unhelpful].shape)
     # the same sums over the same rows: the same number but for rounding
     assert_close_in_scale(model(changed).aux_loss, model(batch).aux_loss,
                           network_rtol(SMALL_WIDEST))
@@ -307,7 +309,8 @@ def test_default_config_builds_the_model_with_the_dataclass_defaults():
     defaults = {f.name: f.default for f in dataclasses.fields(MclOptions)}
     defaults.pop("relevance_threshold")
     assert section == defaults
-    assert MclModel({**section, "relevance_threshold": 0}, inputs_for("ids")).options.hidden_dim == 128
+    model = MclModel({**section, "relevance_threshold": 0}, inputs_for("ids"))
+    assert model.options.hidden_dim == 128
     with pytest.raises(InputError, match="relevance_threshold must be a number"):
         MclModel({"relevance_threshold": "auto"}, inputs_for("ids"))
 

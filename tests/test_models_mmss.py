@@ -35,7 +35,8 @@ def test_forward_shapes_in_training_and_eval(text):
     assert evaluated.aux_loss is None and evaluated.score.shape == (ROWS,)
 
 
-@pytest.mark.parametrize("text,missing", [("ids", "all"), ("features", "all"), ("features", "some")])
+@pytest.mark.parametrize("text,missing",
+                         [("ids", "all"), ("features", "all"), ("features", "some")])
 def test_items_without_images_give_finite_scores_losses_and_gradients(text, missing):
     model = build(text)
     batch = make_batch(text, missing_images=missing)

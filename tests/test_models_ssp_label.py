@@ -205,7 +205,8 @@ def test_ssp_label_is_the_mean_of_the_ratio_and_difference_forms():
     y_g = torch.tensor([0.0, 2.0, 4.0])
     chi_g = torch.tensor([1.0, 0.5, 2.0])
     chi_s = torch.tensor([[1.0], [1.5], [0.5]])
-    got = ssp_label(y_g, chi_g, chi_s, correlation_ratio=0.8, correlation_difference=1.2, epsilon=0.0)
+    got = ssp_label(y_g, chi_g, chi_s, correlation_ratio=0.8, correlation_difference=1.2,
+                    epsilon=0.0)
     ratio_form = 0.8 * chi_s[:, 0] / chi_g * y_g                 # eq. 19
     difference_form = y_g + 1.2 * (chi_s[:, 0] - chi_g)          # eq. 20
     # the same few float32 operations in another order: a few roundings of values below 10

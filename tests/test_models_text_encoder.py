@@ -132,7 +132,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(minilm_p
                                    gradient_checkpointing=checkpointing).train()
         top = encoder.transformer.encoder.layer[5].attention      # inside the checkpointed layer
         count = [0]
-        top.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        top.register_forward_hook(lambda *_, count=count: count.__setitem__(0, count[0] + 1))
         torch.manual_seed(7)                                      # the same dropout masks
         encoder(ids, mask).pow(2).sum().backward()
         gradients.append({n: p.grad for n, p in encoder.named_parameters() if p.requires_grad})

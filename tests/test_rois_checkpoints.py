@@ -45,7 +45,8 @@ def _to_milvlg(state: dict) -> dict:
         new = new.replace("rpn.head.", "proposal_generator.rpn_head.")
         new = new.replace("roi_heads.attribute_predictor.cls_embed.",
                           "roi_heads.box_predictor.cls_embed.")
-        new = new.replace("roi_heads.attribute_predictor.fc.", "roi_heads.box_predictor.attr_linear1.")
+        new = new.replace("roi_heads.attribute_predictor.fc.",
+                          "roi_heads.box_predictor.attr_linear1.")
         new = new.replace("roi_heads.attribute_predictor.attr_score.",
                           "roi_heads.box_predictor.attr_linear2.")
         out[new] = tensor.clone()
@@ -217,7 +218,8 @@ def test_torchvision_model_loads_its_state_dict_and_gives_1024_d_regions(tmp_pat
     source, _ = build_detector(settings)
     path = tmp_path / "fasterrcnn_resnet50_fpn_v2_coco.pth"
     torch.save(source.detector.state_dict(), path)
-    loaded, identity = build_detector(DetectorSettings(**{**settings.__dict__, "weights": str(path)}))
+    loaded, identity = build_detector(
+        DetectorSettings(**{**settings.__dict__, "weights": str(path)}))
     assert len(identity) == 64
     for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name

@@ -257,7 +257,8 @@ def test_resize_matches_cv2_resize(height, width):
     # A photograph-like image: smooth shading plus sharp edges and noise.
     y, x = np.mgrid[0:height, 0:width]
     base = 127 + 100 * np.sin(x / 17.0)[..., None] * np.cos(y / 23.0)[..., None]
-    image = base + 60 * ((x // 9 + y // 13) % 2)[..., None] + generator.normal(0, 8, (height, width, 3))
+    image = (base + 60 * ((x // 9 + y // 13) % 2)[..., None]
+             + generator.normal(0, 8, (height, width, 3)))
     bgr = np.clip(image, 0, 255).astype(np.uint8)
     scale = resize_scale(height, width, 600, 1000)
     # The reference: float32 BGR minus the pixel means, then cv2.resize with fx = fy = s.

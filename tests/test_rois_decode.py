@@ -56,7 +56,7 @@ def test_grayscale_becomes_three_equal_channels(tmp_path):
     path = _save(tmp_path / "gray.png", Image.fromarray(gray))
     out = decode_image(path)
     assert out.shape == (*gray.shape, 3)
-    assert (out[..., 0] == gray).all() and (out[..., 1] == gray).all() and (out[..., 2] == gray).all()
+    assert all((out[..., channel] == gray).all() for channel in range(3))
 
 
 def test_palette_with_transparency_is_composited_on_white(tmp_path, rgb):

@@ -83,7 +83,8 @@ def test_manifest_run_stores_every_image_of_its_shard(sample_manifest, tmp_path,
             assert (regions["boxes"][:, 3] <= np.float32(round(height * scale) - 1) / scale32).all()
     manifest = json.loads((folder / "MANIFEST.json").read_text())
     assert manifest["counts"]["failed"] == 1 and manifest["counts"]["failed_missing"] == 1
-    failures = [json.loads(l) for l in (folder / "failures.jsonl").read_text().splitlines()]
+    failures = [json.loads(line)
+                for line in (folder / "failures.jsonl").read_text().splitlines()]
     assert failures == [{"item": missing_id, "reason": "missing", "detail": str(
         images_root / missing_path), "path": str(images_root / missing_path)}]
     assert "failures" in result.stderr
@@ -127,8 +128,8 @@ def test_bad_images_are_listed_and_the_run_goes_on(tmp_path, runner):
     result = _invoke(runner, ["extract-rois", "--images", str(tmp_path / "crawl"),
                               "--out", str(tmp_path / "out"), *tiny(**FAST)])
     folder = _folder(result)
-    failures = {json.loads(l)["item"]: json.loads(l)["reason"]
-                for l in (folder / "failures.jsonl").read_text().splitlines()}
+    failures = {json.loads(line)["item"]: json.loads(line)["reason"]
+                for line in (folder / "failures.jsonl").read_text().splitlines()}
     assert failures == {name: reason for name, reason in expected.items() if reason}
     with RoiStore(folder) as store:
         assert set(store.image_ids) == {name for name, reason in expected.items() if not reason}

@@ -35,9 +35,11 @@ def test_sample_pipeline_runs_end_to_end_and_reuses_its_cache(sample_pipeline):
     assert Path(last_line) == stages["train"] / "predictions-test.jsonl"
     scored = [json.loads(line) for line in Path(last_line).read_text().splitlines()]
     reviews = pd.read_parquet(manifest / "reviews.parquet")
-    assert {row["review_id"] for row in scored} == set(reviews.loc[reviews.split == "test", "review_id"])
+    test_reviews = set(reviews.loc[reviews.split == "test", "review_id"])
+    assert {row["review_id"] for row in scored} == test_reviews
 
     stamps = {name: (path / "MANIFEST.json").stat().st_mtime_ns for name, path in stages.items()}
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert stamps == {name: (path / "MANIFEST.json").stat().st_mtime_ns for name, path in stages.items()}
+    assert stamps == {name: (path / "MANIFEST.json").stat().st_mtime_ns
+                      for name, path in stages.items()}

@@ -110,8 +110,8 @@ def test_vectors_equal_the_glove_source_for_known_words(static_run):
             np.testing.assert_array_equal(emb[i], matrix[index[token]])
     info = json.loads((static_run.path / "MANIFEST.json").read_text())
     review = info["coverage"]["review"]
-    assert review["types_found"] == sum(t in index for t in
-                                        Vocabulary.load(static_run.path / "vocab-review.txt").tokens[2:])
+    tokens = Vocabulary.load(static_run.path / "vocab-review.txt").tokens[2:]
+    assert review["types_found"] == sum(t in index for t in tokens)
 
 
 def test_readable_with_pandas_and_datasets(static_run):
@@ -400,7 +400,8 @@ def test_features_under_cpu_autocast_bf16(sample_manifest, minilm_path, tmp_path
     for a, b in zip(full.encode_batch(sequences), half.encode_batch(sequences)):
         assert a.dtype == b.dtype == np.float16 and a.shape == b.shape
         cosine = (a.astype(np.float32) * b.astype(np.float32)).sum(1) / (
-            np.linalg.norm(a.astype(np.float32), axis=1) * np.linalg.norm(b.astype(np.float32), axis=1))
+            np.linalg.norm(a.astype(np.float32), axis=1)
+            * np.linalg.norm(b.astype(np.float32), axis=1))
         assert cosine.min() > 0.98
         assert not np.array_equal(a, b), "bf16 autocast really ran"
 

@@ -58,7 +58,8 @@ def test_glove_text_cache_equals_the_source_and_loads_fast(tmp_path, glove, glov
     np.testing.assert_array_equal(np.asarray(built.matrix), matrix[:SLICE])
     assert built.words.to_pylist() == words[:SLICE]
     folder = Path(built.info["cache_folder"])
-    assert folder.parent == cache and folder.name == hashlib.sha256(glove_txt.read_bytes()).hexdigest()[:16]
+    assert folder.parent == cache
+    assert folder.name == hashlib.sha256(glove_txt.read_bytes()).hexdigest()[:16]
 
     stamp = (folder / "vectors.npy").stat().st_mtime_ns
     started = time.perf_counter()

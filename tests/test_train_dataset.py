@@ -214,7 +214,8 @@ def test_vocabulary_remap_by_token_string(stores, sample_manifest, tmp_path):
                              vocab_splits=("train", "dev", "test"), seed=5)
     trained = FeatureSources(sample_manifest, text=stores["text"])
     remapped = FeatureSources(sample_manifest, text=other,
-                              vocabularies={f: trained.text[f].vocab for f in ("product", "review")})
+                              vocabularies={f: trained.text[f].vocab
+                                            for f in ("product", "review")})
     for split in ("train", "test"):
         a = ReviewDataset(trained, trained.split(split), DataConfig())
         b = ReviewDataset(remapped, remapped.split(split), DataConfig())

@@ -247,7 +247,8 @@ class HttpClient:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 peer_host, peer_port, timeout=settings.connect_timeout, context=self._tls)
             if proxy:
-                headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+                headers = ({"Proxy-Authorization": proxy.authorization}
+                           if proxy.authorization else None)
                 conn.set_tunnel(host, port, headers=headers)
         else:
             conn = http.client.HTTPConnection(peer_host, peer_port,

@@ -48,8 +48,9 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
     """Fetch this shard's images of a manifest; returns the finished StageRun.
 
     A finished run with no failures whose files are all still there is not repeated (unless
-    `settings.verify_existing`); a run that had failures is run again (present files are skipped, failed ones retried). The
-    counts are in `run.manifest()["counts"]`; failures in the folder's failures.jsonl.
+    `settings.verify_existing`); a run that had failures is run again (present files are
+    skipped, failed ones retried). The counts are in `run.manifest()["counts"]`; failures in
+    the folder's failures.jsonl.
     """
     from ..cache import open_stage, reopen_finished
     from ..progress import progress

@@ -144,7 +144,8 @@ def _read_json_lines(path: Path, text: str, whole_error: json.JSONDecodeError) -
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
             error = whole_error if number == 1 else exc
-            raise InputError(f"not valid JSON ({error.msg} at line {error.lineno if number == 1 else number}, "
+            line_number = error.lineno if number == 1 else number
+            raise InputError(f"not valid JSON ({error.msg} at line {line_number}, "
                              f"column {error.colno})", file=str(path),
                              hint="the file is damaged or truncated: re-extract it from the "
                                   "release zip") from exc
@@ -186,7 +187,8 @@ def _to_frame(parsed: object, path: Path) -> pd.DataFrame:
 
 
 def _looks_like_columns(parsed: dict, inner: dict) -> bool:
-    """`columns` orient when the outer keys are known column names, or inner keys are row numbers."""
+    """`columns` orient when the outer keys are known column names, or inner keys are row
+    numbers."""
     known = {"product_id", "review_id", "name", "content", "upvotes", "img_url", "title",
              "description", "keyword", "brand_name", "time"}
     if set(parsed) & known:

@@ -123,7 +123,8 @@ class SpacyTokenizer:
         """Tokenize cleaned texts (see `clean_text`), in one batched pass."""
         cuts = [head_cut(t, self.max_length) for t in texts]
         heads = [t if c is None else t[:c] for t, c in zip(texts, cuts)]
-        results = [self._from_doc(doc) for doc in self._tokenizer.pipe(heads, batch_size=self.batch_size)]
+        results = [self._from_doc(doc)
+                   for doc in self._tokenizer.pipe(heads, batch_size=self.batch_size)]
         for index, (result, cut) in enumerate(zip(results, cuts)):
             if cut is None:
                 continue

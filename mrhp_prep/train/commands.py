@@ -171,7 +171,8 @@ def _report_train(result) -> str:
                                      + (f", {share['missing']} missing" if share["missing"]
                                         else ""))
     if result.counts:
-        rows["reviews left out"] = f"{result.counts.get('reviews_left_out', 0)} (see failures.jsonl)"
+        left_out = result.counts.get("reviews_left_out", 0)
+        rows["reviews left out"] = f"{left_out} (see failures.jsonl)"
     if result.reused:
         rows["note"] = "reused the finished run (pass --force to train again)"
     report("train finished", rows, result.path)

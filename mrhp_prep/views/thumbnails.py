@@ -71,7 +71,8 @@ class Thumbnails:
         self.made += 1
         self.bytes += len(encoded)
         caption = "".join(f"<li>{esc(label)}</li>" for label in labels)
-        return (f"<figure data-image-id=\"{esc(image_id)}\"><img src=\"{data_uri(encoded, 'image/jpeg')}\" "
+        return (f"<figure data-image-id=\"{esc(image_id)}\">"
+                f"<img src=\"{data_uri(encoded, 'image/jpeg')}\" "
                 f"width=\"{image.size[0]}\" height=\"{image.size[1]}\" alt=\"{esc(image_id)}\">"
                 f"<figcaption>{esc(image_id)}{f'<ol>{caption}</ol>' if caption else ''}"
                 "</figcaption></figure>")

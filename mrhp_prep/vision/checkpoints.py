@@ -9,38 +9,57 @@ Supported files (no code runs while reading any of them):
 - A state dict of this package's own modules (`.pth`), e.g. written by a test.
 - torchvision's `fasterrcnn_resnet50_fpn_v2` state dict, for the second model.
 
-Key map (source prefix -> our prefix), applied in order, first match wins:
+Key map (source key -> our key), applied in order, first match wins; {s} is res2, res3 or
+res4, {i} a block index, {name} conv1, conv2, conv3 or shortcut:
 
-| source key (both checkpoint layouts)           | our key                                   |
-|------------------------------------------------|-------------------------------------------|
-| backbone.stem.conv1.weight                     | backbone.stem.conv1.conv.weight           |
-| backbone.stem.conv1.norm.*                     | backbone.stem.conv1.norm.*                |
-| backbone.res{2,3,4}.{i}.{conv1,2,3,shortcut}.weight | backbone.res{s}.{i}.{name}.conv.weight |
-| backbone.res{2,3,4}.{i}.{name}.norm.*          | backbone.res{s}.{i}.{name}.norm.*         |
-| roi_heads.res5.{i}.{name}.weight / .norm.*     | roi_heads.res5.{i}.{name}.conv.weight / .norm.* |
-| proposal_generator.rpn_head.conv.*             | rpn.head.conv.*                           |
-| proposal_generator.rpn_head.objectness_logits.*| rpn.head.objectness_logits.*              |
-| proposal_generator.rpn_head.anchor_deltas.*    | rpn.head.anchor_deltas.*                  |
-| roi_heads.box_predictor.cls_score.*            | roi_heads.box_predictor.cls_score.*       |
-| roi_heads.box_predictor.bbox_pred.*            | roi_heads.box_predictor.bbox_pred.*       |
-| MILVLG  roi_heads.box_predictor.cls_embed.weight   | roi_heads.attribute_predictor.cls_embed.weight |
-| MILVLG  roi_heads.box_predictor.attr_linear1.*     | roi_heads.attribute_predictor.fc.*        |
-| MILVLG  roi_heads.box_predictor.attr_linear2.*     | roi_heads.attribute_predictor.attr_score.* |
-| d2  roi_heads.box_predictor.cls_embedding.weight   | roi_heads.attribute_predictor.cls_embed.weight |
-| d2  roi_heads.box_predictor.fc_attr.*              | roi_heads.attribute_predictor.fc.*        |
-| d2  roi_heads.box_predictor.attr_score.*           | roi_heads.attribute_predictor.attr_score.* |
+=============================================== ======================================
+source key (both checkpoint layouts)            our key
+=============================================== ======================================
+backbone.stem.conv1.weight                      backbone.stem.conv1.conv.weight
+backbone.stem.conv1.norm.*                      backbone.stem.conv1.norm.*
+backbone.{s}.{i}.{name}.weight                  backbone.{s}.{i}.{name}.conv.weight
+backbone.{s}.{i}.{name}.norm.*                  backbone.{s}.{i}.{name}.norm.*
+roi_heads.res5.{i}.{name}.weight                roi_heads.res5.{i}.{name}.conv.weight
+roi_heads.res5.{i}.{name}.norm.*                roi_heads.res5.{i}.{name}.norm.*
+proposal_generator.rpn_head.conv.*              rpn.head.conv.*
+proposal_generator.rpn_head.objectness_logits.* rpn.head.objectness_logits.*
+proposal_generator.rpn_head.anchor_deltas.*     rpn.head.anchor_deltas.*
+roi_heads.box_predictor.cls_score.*             roi_heads.box_predictor.cls_score.*
+roi_heads.box_predictor.bbox_pred.*             roi_heads.box_predictor.bbox_pred.*
+=============================================== ======================================
+
+The attribute predictor's keys differ by layout: `roi_heads.box_predictor.X` becomes
+`roi_heads.attribute_predictor.Y`:
+
+====================== ====================== ================
+X in MILVLG `.pth`     X in detectron2 `.pkl` Y (ours)
+====================== ====================== ================
+cls_embed.weight       cls_embedding.weight   cls_embed.weight
+attr_linear1.*         fc_attr.*              fc.*
+attr_linear2.*         attr_score.*           attr_score.*
+====================== ====================== ================
 
 Shapes (ResNet-101, 1601 classes, 401 attributes, 12 anchors) and layout conversions:
 
-| tensor                     | MILVLG `.pth`       | detectron2 `.pkl`                | ours          |
-|----------------------------|---------------------|----------------------------------|---------------|
-| RPN objectness_logits      | [24, 512, 1, 1]: 12 background then 12 object logits, anchors ratio-major | [12, 512, 1, 1] sigmoid logits, anchors size-major | [24, ...] as MILVLG; detectron2's logit becomes the object row with a zero background row, anchors reordered |
-| RPN anchor_deltas          | [48, 512, 1, 1]     | [48, ...] size-major             | ratio-major   |
-| cls_score                  | [1601, 2048], background first | [1601, 2048], background last | background first |
-| bbox_pred                  | [6404, 2048]        | [6400, 2048] (no background rows) | [6404, 2048] (zero rows added) |
-| class embedding            | [1601 or 1602, 256] | [1601, 256], background last     | [1601, 256], rows past 1601 never indexed |
-| attribute fc               | [512, 2304]         | [512, 2304]                      | [512, 2304]   |
-| attribute scores           | [401, 512], "none" first | [401, 512], "none" last     | "none" first  |
+===================== ======================= ======================= ==========================
+tensor                MILVLG `.pth`           detectron2 `.pkl`       ours
+===================== ======================= ======================= ==========================
+RPN objectness_logits [24, 512, 1, 1]: 12     [12, 512, 1, 1] sigmoid [24, ...] as MILVLG;
+                      background then 12      logits, anchors         detectron2's logit becomes
+                      object logits, anchors  size-major              the object row with a zero
+                      ratio-major                                     background row, anchors
+                                                                      reordered
+RPN anchor_deltas     [48, 512, 1, 1]         [48, ...] size-major    ratio-major
+cls_score             [1601, 2048],           [1601, 2048],           background first
+                      background first        background last
+bbox_pred             [6404, 2048]            [6400, 2048] (no        [6404, 2048] (zero rows
+                                              background rows)        added)
+class embedding       [1601 or 1602, 256]     [1601, 256],            [1601, 256], rows past
+                                              background last         1601 never indexed
+attribute fc          [512, 2304]             [512, 2304]             [512, 2304]
+attribute scores      [401, 512], "none"      [401, 512], "none"      "none" first
+                      first                   last
+===================== ======================= ======================= ==========================
 
 Batch-norm statistics (`running_mean`, `running_var`, `weight`, `bias`) are kept as
 frozen affine layers; `num_batches_tracked` entries are ignored. MILVLG's persistent

@@ -94,7 +94,8 @@ def _store_rows(run, extra: dict | None = None) -> dict:
 @click.option("--part-size", type=click.IntRange(min=1), default=256,
               help="Images per part file: the most a killed run has to redo.")
 @click.option("--min-image-side", type=click.IntRange(min=1), default=10,
-              help="Images whose shorter side is below this (1x1 placeholders, icons) are failures.")
+              help="Images whose shorter side is below this (1x1 placeholders, icons) are "
+                   "failures.")
 @click.option("--max-image-pixels", type=click.IntRange(min=1), default=178_956_970,
               help="Refuse larger images (decompression bombs); the default is Pillow's.")
 @shard_options

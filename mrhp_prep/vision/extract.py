@@ -173,13 +173,17 @@ def _done_in_parts(folder: Path) -> tuple[set[str], int]:
 
 def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
                  images: str | None = None, detector: DetectorSettings,
-                 image_settings: ImageSettings = ImageSettings(),
+                 image_settings: ImageSettings | None = None,
                  feature_dtype: str = "float16", precision: str = "fp32",
-                 run_options: RunOptions = RunOptions(), num_shards: int | None = None,
+                 run_options: RunOptions | None = None, num_shards: int | None = None,
                  shard_index: int | None = None, out: str | None = None,
                  cache_dir: str = "cache", force: bool = False,
                  progress_bar: bool = True) -> StageRun:
-    """Run the stage (or find it finished); returns the complete stage folder's StageRun."""
+    """Run the stage (or find it finished); returns the complete stage folder's StageRun.
+
+    `image_settings` and `run_options` default to `ImageSettings()` and `RunOptions()`."""
+    image_settings = image_settings if image_settings is not None else ImageSettings()
+    run_options = run_options if run_options is not None else RunOptions()
     if (manifest is None) == (images is None):
         raise InputError("give either --manifest (with --images-root) or --images",
                          hint="--manifest DIR --images-root DIR, or --images FOLDER")

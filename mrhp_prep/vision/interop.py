@@ -153,7 +153,8 @@ def read_mcr_tree(root: Path, suffix: str = ".jpg") -> Iterator[ImageRegions | I
             continue
         if not isinstance(entries, (list, tuple)):
             yield ImportFailure(str(path.relative_to(root)), "unreadable",
-                                f"expected a list of per-image dicts, found {type(entries).__name__}")
+                                "expected a list of per-image dicts, found "
+                                f"{type(entries).__name__}")
             continue
         for index, entry in enumerate(entries):
             info = entry.get("info") if isinstance(entry, dict) else None
@@ -168,7 +169,8 @@ def read_mcr_tree(root: Path, suffix: str = ".jpg") -> Iterator[ImageRegions | I
                 yield ImportFailure(image_id, "unreadable", f"{path}[{index}]: {exc}")
 
 
-def read_source(fmt: str, source: Path, suffix: str = ".jpg") -> Iterator[ImageRegions | ImportFailure]:
+def read_source(fmt: str, source: Path,
+                suffix: str = ".jpg") -> Iterator[ImageRegions | ImportFailure]:
     if fmt == "npz":
         return read_npz_tree(source, suffix)
     if fmt == "mcr-pth":
@@ -243,7 +245,8 @@ def export_tsv(store, out: Path) -> int:
             n = len(data["boxes"])
             handle.write("\t".join([
                 image_id, str(data["image_h"]), str(data["image_w"]),
-                _b64(data["object_id"].astype(np.int64)), _b64(data["object_conf"].astype(np.float32)),
+                _b64(data["object_id"].astype(np.int64)),
+                _b64(data["object_conf"].astype(np.float32)),
                 _b64(data["attr_id"].astype(np.int64)), _b64(data["attr_conf"].astype(np.float32)),
                 str(n), _b64(data["boxes"].astype(np.float32)),
                 _b64(data["features"].astype(np.float32))]) + "\n")

@@ -1,4 +1,5 @@
-"""Per-region part of the detector: RoI max pooling (as the Caffe model), the res5 head and the predictors.
+"""Per-region part of the detector: RoI max pooling (as the Caffe model), the res5 head and the
+predictors.
 
 For R proposals: RoI max pooling on res4 -> [R, 1024, 14, 14] -> res5 -> [R, 2048, 14, 14]
 -> mean over space -> the region feature [R, 2048]. From the feature: class scores over
@@ -50,7 +51,8 @@ class BUTDRoIHeads(nn.Module):
     # activation is 400 MB, and 300 proposals x a batch of images would otherwise be GBs.
     region_chunk = 256
 
-    def __init__(self, *, depth: int = 101, pool_size: int = 14, stride: int = 16, res5_dilation: int = 2, num_classes: int = 1601,
+    def __init__(self, *, depth: int = 101, pool_size: int = 14, stride: int = 16,
+                 res5_dilation: int = 2, num_classes: int = 1601,
                  num_attributes: int = 401, ops: DetectionOps | None = None):
         super().__init__()
         self.ops = ops or get_ops()

@@ -5,9 +5,9 @@ English (`resolve_english`), in text order over noun chunks and third-person pro
 - A noun phrase whose head is a core word of the product name, or a generic product noun
   with a demonstrative or possessive determiner ("this item", "my purchase", "this one"),
   joins the *product chain*, and so does "this X"/"these X" with X any noun of the name's
-  head phrase ("this grinder" for "Coffee Grinder Electric Burr"). A contrastive modifier ("my old lamp", "another one") or a
-  third person's possessive ("her feather pillow") keeps it out: it names another object of
-  the same kind.
+  head phrase ("this grinder" for "Coffee Grinder Electric Burr"). A contrastive modifier
+  ("my old lamp", "another one") or a third person's possessive ("her feather pillow") keeps
+  it out: it names another object of the same kind.
 - A definite noun phrase (the/this/that/these/those or a possessive) joins the most recent
   chain whose noun phrase has the same head lemma; any other noun phrase starts a chain.
 - A pronoun (it, its, itself, this, they, them, their, theirs, themselves, these) picks the
@@ -16,8 +16,9 @@ English (`resolve_english`), in text order over noun chunks and third-person pro
   +30 when the mention is a subject, +15 an object, +15 when it has the pronoun's role;
   the product chain gets +40, and stands as a candidate of score 55 by itself, because a
   review is about its product: a pronoun with no agreeing antecedent refers to the product.
-  People and pets ("my husband", "our dog") are not antecedents of "it"; time words, prices and "review" are
-  never antecedents; a pronoun is not coreferent with another argument of its own verb.
+  People and pets ("my husband", "our dog") are not antecedents of "it"; time words, prices
+  and "review" are never antecedents; a pronoun is not coreferent with another argument of
+  its own verb.
 - "It" that is pleonastic ("it seems that", "it's been two weeks") is no mention.
 
 The product chain is anchored to the product name, so it holds the name's core words even

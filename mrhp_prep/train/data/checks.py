@@ -73,7 +73,9 @@ def check_text_store(shards, text_lengths: pd.Series) -> None:
         batch = shards.batch(part)
         where = shards.where(part, 0)[0]
 
-        def fail(row: int, field: str, message: str) -> InputError:
+        # This part's values bound as defaults: a call can never see a later part's.
+        def fail(row: int, field: str, message: str, *, where=where, part=part,
+                 batch=batch) -> InputError:
             return InputError(message, file=where, field=field, hint=RERUN_HINTS["text"],
                               row=f"{shards.where(part, row)[1]} "
                                   f"(id {batch.column('id')[row]})")
@@ -121,7 +123,7 @@ def check_ids_fit_encoder(sources, model: torch.nn.Module) -> None:
     if not encoders:
         return
     size = min(int(m.transformer.get_input_embeddings().num_embeddings) for m in encoders)
-    for name, shards in sources.text.items():
+    for shards in sources.text.values():
         for part, (offsets, flat, *_) in enumerate(shards.columns()):
             out = np.flatnonzero(np.asarray(flat) >= size)
             if not len(out):

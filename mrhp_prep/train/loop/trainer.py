@@ -284,7 +284,8 @@ class Trainer:
         record = {"epoch": state.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                   "steps": int(state.sums.get("steps", 0)),   # this rank's optimizer steps
                   "seconds": round(sums.get("step_seconds", 0.0), 3),
-                  "data_share": sums.get("data_seconds", 0.0) / max(sums.get("step_seconds", 0.0), 1e-9)}
+                  "data_share": (sums.get("data_seconds", 0.0)
+                                 / max(sums.get("step_seconds", 0.0), 1e-9))}
         if len(self.optimizer.param_groups) > 1:     # a fine-tuned text encoder's own rate
             record["encoder_lr"] = self.optimizer.param_groups[1]["lr"]
         for key, value in sums.items():
@@ -317,7 +318,8 @@ class Trainer:
         self.save_last()
         if not self.distributed.is_main:
             return
-        dev = " ".join(f"{m}={100 * record[f'dev_{m}']:.2f}" for m in METRICS if f"dev_{m}" in record)
+        dev = " ".join(f"{m}={100 * record[f'dev_{m}']:.2f}"
+                       for m in METRICS if f"dev_{m}" in record)
         log.info("epoch %d: loss %.4f (rank %.4f, aux %.4f) %s%s", record["epoch"],
                  record.get("loss", math.nan), record.get("rank_loss", math.nan),
                  record.get("aux_loss", math.nan), dev,

@@ -101,7 +101,8 @@ class RankingModel(nn.Module):
         return None
 
     def num_parameters(self, exclude_embeddings: bool = True) -> int:
-        """Trainable parameters; word-embedding tables are left out by default (as the papers count)."""
+        """Trainable parameters; word-embedding tables are left out by default (as the papers
+        count)."""
         skip = set()
         if exclude_embeddings:
             skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}

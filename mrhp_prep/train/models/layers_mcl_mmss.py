@@ -126,7 +126,8 @@ class SelfAttentionEncoder(nn.Module):
                  attention_dropout: float = 0.0):
         super().__init__()
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, heads, ffn_dim, dropout, attention_dropout) for _ in range(layers))
+            TransformerLayer(dim, heads, ffn_dim, dropout, attention_dropout)
+            for _ in range(layers))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = zero_padding(x, mask)

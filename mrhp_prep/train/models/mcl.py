@@ -235,7 +235,8 @@ class MclModel(RankingModel):
         image, image_mask = self.intra_modal_image(vp, vpm, vr, vrm)
         joint = torch.cat([text, image], dim=1)
         joint_mask = torch.cat([text_mask, image_mask], dim=1)
-        convolved = torch.relu(self.intra_modal_cnn(zero_padding(joint, joint_mask).transpose(1, 2)))
+        convolved = torch.relu(
+            self.intra_modal_cnn(zero_padding(joint, joint_mask).transpose(1, 2)))
         z_intra_modal = masked_max(convolved.transpose(1, 2), joint_mask)
         z_inter_modal = torch.cat([masked_mean(*self.inter_modal_text_image(hp, hpm, vr, vrm)),
                                    masked_mean(*self.inter_modal_image_text(vp, vpm, hr, hrm))], -1)
@@ -268,4 +269,5 @@ class MclModel(RankingModel):
         if not self.options.contrastive:
             return ModelOutput(score=score)
         aux = self.contrastive_loss(features, batch)
-        return ModelOutput(score=score, aux_loss=aux, logs={"contrastive_loss": float(aux.detach())})
+        return ModelOutput(score=score, aux_loss=aux,
+                           logs={"contrastive_loss": float(aux.detach())})

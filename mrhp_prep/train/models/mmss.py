@@ -185,9 +185,10 @@ class MmssModel(RankingModel):
         vp, product_image_mask = encode_images(self.product_image_encoder, batch, "product", d)
         vr, review_image_mask = encode_images(self.review_image_encoder, batch, "review", d)
         if self.interactions is None:
-            fused = torch.cat([masked_mean(tp, product_text_mask), masked_mean(vp, product_image_mask),
-                               masked_mean(tr, review_text_mask), masked_mean(vr, review_image_mask)],
-                              dim=-1)
+            fused = torch.cat([masked_mean(tp, product_text_mask),
+                               masked_mean(vp, product_image_mask),
+                               masked_mean(tr, review_text_mask),
+                               masked_mean(vr, review_image_mask)], dim=-1)
             interactions = {}
         else:
             pairs = {"ptrt": (tp, product_text_mask, tr, review_text_mask),
@@ -204,8 +205,9 @@ class MmssModel(RankingModel):
         out = {"score": self.global_scorer(self.dropout(global_repr)).squeeze(-1),
                "global_repr": global_repr}
         if self.subtasks:
-            subtask_repr = [nn.functional.gelu(self.subtask_projections[s](self.dropout(interactions[s])))
-                            for s in self.subtasks]
+            subtask_repr = [
+                nn.functional.gelu(self.subtask_projections[s](self.dropout(interactions[s])))
+                for s in self.subtasks]
             out["subtask_repr"] = torch.stack(subtask_repr, dim=1)
             out["subtask_scores"] = [self.subtask_heads[s](r).squeeze(-1)
                                      for s, r in zip(self.subtasks, subtask_repr)]
