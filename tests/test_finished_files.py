@@ -235,3 +235,44 @@ def test_resume_refuses_an_input_written_again_since_the_run_started(unfinished,
                                  "--num-workers", "0"])
     assert result.exit_code == 0, result.output        # the inputs it started from: resumes
     assert "resuming from" in result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    from disk_faults import mount_small_disk
+
+    yield from mount_small_disk(tmp_path / "disk", size="64m")
+
+
+def test_a_finished_folder_on_a_read_only_disk_is_read(small_disk, sample_manifest, tmp_path,
+                                                       monkeypatch):
+    """The remembered check (.verified.json) is an optimisation: a finished folder that may
+    not be written (a read-only mount, another user's cache) is checked and read all the
+    same."""
+    from disk_faults import LockedFolder
+    from mrhp_prep.vision.stages import import_rois
+    from mrhp_prep.vision.store import RoiStore
+
+    monkeypatch.setattr(verify, "_SETTLED_SECONDS", 0.0)   # each check would be remembered
+    manifest = Path(shutil.copytree(sample_manifest, small_disk.path / "manifest"))
+    source = tmp_path / "npz"
+    source.mkdir()
+    for k in range(3):
+        np.savez(source / f"img{k}.npz", x=np.full((3, 8), 0.5 + k, np.float32),
+                 bbox=np.ones((3, 4), np.float32), image_h=10, image_w=10)
+    store = import_rois(str(source), fmt="npz", out=str(small_disk.path / "store")).path
+    small_disk.read_only()
+    if isinstance(small_disk, LockedFolder):      # chmod binds the folder itself only
+        for folder in (manifest, store):
+            folder.chmod(0o555)
+    verify._checked.clear()                         # a new process
+    try:
+        assert len(Manifest(manifest).reviews) > 0
+        with RoiStore.of_stage(store) as rois:
+            assert len(rois) == 3 and float(rois.features("img2.jpg")[0, 0]) == 2.5
+    finally:
+        if isinstance(small_disk, LockedFolder):
+            for folder in (manifest, store):
+                folder.chmod(0o755)
+    assert not (manifest / verify.STAMP_NAME).exists()
+    assert not (store / verify.STAMP_NAME).exists()
