@@ -57,12 +57,6 @@ def fingerprint(stage: str, settings: Mapping[str, Any], inputs: Mapping[str, st
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:16]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a whole file, read in blocks."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def path_fingerprint(path: str | os.PathLike) -> str:
     """Fingerprint of an input path.
 
