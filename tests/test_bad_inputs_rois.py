@@ -280,7 +280,8 @@ def test_links_that_stay_inside_the_images_root_are_read(tmp_path):
 
 def test_part_files_of_two_runs_suggest_force(tmp_path):
     from mrhp_prep.errors import InputError
-    from mrhp_prep.vision.store import ImageRegions, write_store
+    from mrhp_prep.vision.store import ImageRegions
+    from mrhp_prep.vision.store_write import write_store
     from mrhp_prep.vision.store_join import consolidate
 
     def regions():
@@ -290,6 +291,31 @@ def test_part_files_of_two_runs_suggest_force(tmp_path):
     parts = [write_store(tmp_path / f"part-{i}.h5", [regions()], feature_dim=4) for i in range(2)]
     with pytest.raises(InputError, match="--force"):
         consolidate(parts, tmp_path / "rois.h5", attrs={}, feature_dim=4)
+
+
+def test_a_store_refused_while_opening_is_closed(tmp_path):
+    """A store that fails a check when opened, alone or as the second of the sources of a
+    join, leaves no file open: HDF5 refuses to write a file this process still holds."""
+    import h5py
+
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision.store import ImageRegions, RoiStore
+    from mrhp_prep.vision.store_join import consolidate
+    from mrhp_prep.vision.store_write import write_store
+
+    good = write_store(tmp_path / "good.h5", [ImageRegions(
+        "a.jpg", 10, 10, np.zeros((1, 4), np.float16), np.zeros((1, 4), np.float32),
+        np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int32),
+        np.zeros(1, np.float32))], feature_dim=4)
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as handle:
+        handle["image_id"] = np.zeros(1)              # an HDF5 file, not a store
+    with pytest.raises(InputError, match="missing"):
+        RoiStore(bad)
+    with pytest.raises(InputError, match="missing"):
+        consolidate([good, bad], tmp_path / "rois.h5", attrs={}, feature_dim=4)
+    for path in (bad, good):
+        h5py.File(path, "w").close()                  # neither is held open
 
 
 def test_the_decompression_bomb_limit_is_pillows():
@@ -305,13 +331,16 @@ def test_the_decompression_bomb_limit_is_pillows():
 
 
 def test_why_the_detector_regions_of_an_image_are_not_stored():
-    from mrhp_prep.vision.extract import detector_problem
+    from mrhp_prep.vision.extract import detector_check
 
     def out(features, backbone_finite=True, score=0.5):
         n = len(features)
         return {"features": np.asarray(features, np.float32).reshape(n, 4),
                 "boxes": np.zeros((n, 4), np.float32), "object_conf": np.full(n, score, np.float32),
                 "attr_conf": np.ones(n, np.float32), "backbone_finite": np.bool_(backbone_finite)}
+
+    def detector_problem(*args):
+        return detector_check(*args).problem
 
     fine = out([[1.0, 2.0, 3.0, 4.0]])
     assert detector_problem(fine, "fp32", np.float16) is None
@@ -330,3 +359,7 @@ def test_why_the_detector_regions_of_an_image_are_not_stored():
     assert detector_problem(big, "fp32", np.float32) is None
     # 65510 rounds to 65504 in float16: finite, so stored
     assert detector_problem(out([[65510.0, 0.0, 0.0, 0.0]]), "fp32", np.float16) is None
+    # what may be stored comes back cast, once: float16 as asked, float32 untouched
+    stored = detector_check(fine, "fp32", np.float16).features
+    assert stored.dtype == np.float16 and stored.tolist() == [[1.0, 2.0, 3.0, 4.0]]
+    assert detector_check(fine, "fp32", np.float32).features is fine["features"]

@@ -112,19 +112,24 @@ def _regions(image_id: str) -> ImageRegions:
 
 
 def test_damaged_roi_parts_are_deleted_so_their_images_are_redone(tmp_path, caplog):
-    for names in (["a.jpg"], ["b.jpg"], ["c.jpg"], ["d.jpg"]):
+    for names in (["a.jpg"], ["b.jpg"], ["c.jpg"], ["d.jpg"], ["e.jpg"]):
         write_part(tmp_path, [_regions(n) for n in names], [], feature_dim=4,
                    feature_dtype=np.float16, attrs={})
     parts = list_parts(tmp_path)
+    record = json.loads(parts[0].with_suffix(".json").read_text())["file"]
+    assert record == {"size": parts[0].stat().st_size,       # hashed as it was written
+                      "sha256": hashlib.sha256(parts[0].read_bytes()).hexdigest()}
     _cut_in_half(parts[1])
     _flip_a_byte(parts[2])
     parts[3].with_suffix(".json").unlink()             # an older version's part: no record
+    parts[4].with_suffix(".json").write_text('{"file": {"si')      # a damaged record
     with caplog.at_level(logging.WARNING):
         kept = usable_parts(tmp_path)
     assert [p.name for p in kept] == [parts[0].name, parts[3].name]
     assert [p.name for p in list_parts(tmp_path)] == [parts[0].name, parts[3].name]
     assert f"{parts[1]} is" in caplog.text and "cut short" in caplog.text
     assert f"{parts[2]} has changed" in caplog.text
+    assert f"{parts[4]} has a damaged record" in caplog.text
 
 
 def test_extract_rois_resumes_past_a_truncated_part(tmp_path, monkeypatch, caplog):
