@@ -24,19 +24,20 @@ def plan_jobs(images, root: Path, num_shards: int = 1,
     would leave the images root.
     """
     from ..shards import shard_of
+    from .manifest import leaves_images_root
 
     jobs, refused, seen = [], [], set()
     for image_id, url, relpath in zip(images["image_id"], images["url"], images["path"]):
         if shard_of(image_id, num_shards) != shard_index:
             continue
-        rel = PurePosixPath(relpath)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        if leaves_images_root(relpath):
             refused.append((image_id, url, f"unsafe path '{relpath}' in the manifest"))
             continue
         if relpath in seen:
             continue
         seen.add(relpath)
-        jobs.append(FetchJob(image_id=image_id, url=url, dest=root.joinpath(*rel.parts)))
+        jobs.append(FetchJob(image_id=image_id, url=url,
+                             dest=root.joinpath(*PurePosixPath(relpath).parts)))
     return jobs, refused
 
 
