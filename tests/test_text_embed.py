@@ -179,6 +179,26 @@ def test_job_array_shards_partition_the_ids_and_merge(static_run, sample_manifes
                                  str(tmp_path / "other")])
     assert result.exit_code == 3 and "missing [1]" in result.output
 
+    # A changed file of the merged folder: the advice names the command that wrote it.
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.text.store import TextShards
+    from stage_edits import record_again
+
+    assert info["command"] == "merge-text"
+    copy = Path(shutil.copytree(merged, tmp_path / "merged-copy"))
+    with open(copy / "vocab-review.txt", "a", encoding="utf-8") as handle:
+        handle.write("an-added-word\n")
+    with pytest.raises(InputError, match="re-run 'merge-text' with --force"):
+        TextShards(copy, "review")
+    # Jobs whose vocabularies differ (one written again on other data): their records differ.
+    other = Path(shutil.copytree(parts[2], tmp_path / "job-1-again"))
+    with open(other / "vocab-review.txt", "a", encoding="utf-8") as handle:
+        handle.write("an-added-word\n")
+    record_again(other, "vocab-review.txt")
+    result = runner.invoke(cli, ["merge-text", str(parts[0]), str(parts[1]), str(other),
+                                 "--cache-dir", str(tmp_path / "again")])
+    assert result.exit_code == 3 and "vocab-review.txt differs between the jobs" in result.output
+
 
 def test_a_killed_run_resumes_without_duplicates(sample_manifest, tmp_path):
     out = tmp_path / "out"
