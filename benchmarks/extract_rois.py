@@ -46,7 +46,7 @@ from mrhp_prep.vision.extract import Runner  # noqa: E402
 from mrhp_prep.vision.images import ImageDataset, ImageSettings, ShapeBatcher  # noqa: E402
 from mrhp_prep.vision.kernels import prepare_kernels  # noqa: E402
 from mrhp_prep.vision.loader import _identity_collate  # noqa: E402
-from mrhp_prep.vision.store import write_store  # noqa: E402
+from mrhp_prep.vision.store_write import write_store  # noqa: E402
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle", "hubble_deep_field",
           "immunohistochemistry", "cat", "retina", "camera", "brick", "page"]

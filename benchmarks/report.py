@@ -41,8 +41,8 @@ from mrhp_prep.cache import open_stage  # noqa: E402
 from mrhp_prep.data.ingest import ingest  # noqa: E402
 from mrhp_prep.data.manifest import Manifest  # noqa: E402
 from mrhp_prep.data.sample import SAMPLE_RAW  # noqa: E402
-from mrhp_prep.vision.store import (FORMAT_VERSION, STORE_NAME, ImageRegions,  # noqa: E402
-                                    write_store)
+from mrhp_prep.vision.store import FORMAT_VERSION, STORE_NAME, ImageRegions  # noqa: E402
+from mrhp_prep.vision.store_write import write_store  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "stereo_motorcycle")
 REGIONS = 36

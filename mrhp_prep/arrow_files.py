@@ -1,8 +1,9 @@
 """Arrow IPC files as the stages use them: written atomically as streams, read memory-mapped.
 
-The formats themselves (file names, schemas, versions) belong to their stage's module:
-`text/shards.py` (embed-text shards) and `probe/shards.py` (probe-masks shards). They write
-and read through these functions, so an Arrow file is opened in one place.
+The formats themselves (file names, schemas, versions) belong to their module:
+`text/shards.py` (embed-text shards), `probe/shards.py` (probe-masks shards) and
+`text/vector_cache.py` (the word list of a vectors cache). They write and read through these
+functions, so an Arrow file is opened in one place.
 
 Readers accept both IPC layouts, the stream (what the stages write, and what
 `datasets.Dataset.from_file` reads) and the file layout (random access), so shards written by
@@ -35,23 +36,33 @@ def write_stream(path: str | Path, schema: pa.Schema, batches: Iterable[pa.Recor
     return rows
 
 
+def _open_ipc(path: str | Path):
+    """A reader of one IPC file, either layout, over one memory map of it: the file layout's
+    reader (random access) or, when the file is a stream, the stream's."""
+    source = pa.memory_map(str(path), "r")
+    try:
+        try:
+            return pa.ipc.open_file(source)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            return pa.ipc.open_stream(source)
+    except BaseException:
+        source.close()
+        raise
+
+
 def read_batches(path: str | Path) -> list[pa.RecordBatch]:
     """The record batches of one IPC file (stream or file layout), memory-mapped: the
     column buffers are pages of the file, not copies."""
-    source = pa.memory_map(str(path), "r")
-    try:
-        reader = pa.ipc.open_file(source)
+    reader = _open_ipc(path)
+    if isinstance(reader, pa.ipc.RecordBatchFileReader):
         return [reader.get_batch(i) for i in range(reader.num_record_batches)]
-    except pa.ArrowInvalid:
-        return list(pa.ipc.open_stream(pa.memory_map(str(path), "r")))
+    return list(reader)
 
 
 def read_table(path: str | Path) -> pa.Table:
     """One IPC file (stream or file layout) as a memory-mapped table."""
-    try:
-        return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-    except pa.ArrowInvalid:
-        return pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
+    return _open_ipc(path).read_all()
 
 
 class ArrowParts:

@@ -7,8 +7,9 @@ stage's format version, so the same inputs and settings map to the same folder.
 `MANIFEST.json` is written last and atomically. A folder without it is unfinished: the next run
 with the same fingerprint resumes it (each stage keeps its own part files for that), and no
 reader ever reads it. A run holds the folder's lock (`locks.py`) from the moment it opens an
-unfinished folder until it finishes or fails, so two runs never compute into one folder and
-`--force` never clears a folder another run is writing.
+unfinished folder until its computation ends (finished, failed or interrupted), so two runs
+never compute into one folder and `--force` never clears a folder another run is writing.
+A resumed run starts without the temporary `.*.part` files a killed one left in the folder.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any, Iterator, Mapping
 
 from . import __version__
 from .atomic import write_json_atomic
-from .errors import InputError
-from .faults import environment_guard
+from .errors import EnvironmentFault, InputError
+from .faults import Guarded, OutputFolder, environment_guard
 from .locks import LOCK_NAME, FolderLock
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,6 @@ def fingerprint(stage: str, settings: Mapping[str, Any], inputs: Mapping[str, st
     payload = {"stage": stage, "settings": settings, "inputs": inputs,
                "format_version": format_version}
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a whole file, read in blocks."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def path_fingerprint(path: str | os.PathLike) -> str:
@@ -118,6 +113,9 @@ class StageRun:
     # e.g. the images a store was made from; not part of the fingerprint
     input_paths: dict = field(default_factory=dict)
     lock: FolderLock | None = field(default=None, repr=False)
+    # the option that chose the folder ("--out" or "--cache-dir"), named when its disk fails
+    option: str | None = None
+    _in_computing: bool = field(default=False, repr=False)
 
     def add_failure(self, item: str, reason: str, **details: Any) -> None:
         """Record one item (an id, a file, a row) that could not be processed, and why."""
@@ -144,14 +142,17 @@ class StageRun:
         self.release()
 
     @contextlib.contextmanager
-    def computing(self, *also_written: str | os.PathLike | None) -> Iterator["StageRun"]:
+    def computing(self, *also_written: Guarded) -> Iterator["StageRun"]:
         """The computation of the run: a full or read-only disk under the folder (or under
         `also_written`, e.g. a cache beside it) becomes an EnvironmentFault that names it;
-        the lock is released however the block ends."""
+        the lock is held until the block ends (also past `finish`, while the stage clears
+        its part files), and released however it ends."""
+        self._in_computing = True
         try:
-            with environment_guard(self.path, *also_written):
+            with environment_guard(OutputFolder(self.path, self.option), *also_written):
                 yield self
         finally:
+            self._in_computing = False
             self.release()
 
     def manifest(self) -> dict:
@@ -160,7 +161,8 @@ class StageRun:
 
     def finish(self, counts: Mapping[str, Any], **extra: Any) -> dict:
         """Write the failure report, then MANIFEST.json (atomically, last); the folder is
-        then free for others to read."""
+        then free for others to read. The lock is released here, unless the run is inside
+        `computing()`, whose end releases it."""
         failures_path = self.path / FAILURES_NAME
         with open(failures_path, "w", encoding="utf-8") as handle:
             for failure in self.failures:
@@ -183,7 +185,8 @@ class StageRun:
         }
         write_json_atomic(self.path / MANIFEST_NAME, manifest)
         self.complete = True
-        self.release()
+        if not self._in_computing:
+            self.release()
         return manifest
 
 
@@ -192,7 +195,9 @@ def _holds_other_files(path: Path) -> bool:
 
 
 def _clear(path: Path) -> None:
-    """Empty a stage folder for --force, keeping the lock file this run holds."""
+    """Empty a stage folder for --force, keeping the lock file this run holds. MANIFEST.json
+    goes first: a reader never finds it beside files already deleted."""
+    (path / MANIFEST_NAME).unlink(missing_ok=True)
     for entry in path.iterdir():
         if entry.name == LOCK_NAME:
             continue
@@ -202,79 +207,104 @@ def _clear(path: Path) -> None:
             entry.unlink()
 
 
+def _remove_partial_files(path: Path) -> int:
+    """Delete the temporary files (`.*.part`) a killed run left anywhere in its folder;
+    returns how many. Only under the folder's lock: another run's are never in flight."""
+    removed = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            if name.startswith(".") and name.endswith(".part"):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _finished_here(path: Path, fp: str) -> bool:
+    """Whether `path` holds the finished output of the computation `fp`; an InputError when
+    it holds another computation's."""
+    if not (path / MANIFEST_NAME).exists():
+        return False
+    found = read_manifest(path)
+    if found.get("fingerprint") == fp:
+        return True
+    raise InputError(
+        f"{path} holds the finished output of another computation "
+        f"({found.get('stage')}, fingerprint {found.get('fingerprint')}, not {fp})",
+        hint="pass --force to overwrite it, or choose another --out folder")
+
+
 def open_stage(stage: str, *, dataset: str, settings: Mapping[str, Any],
                inputs: Mapping[str, str | os.PathLike], format_version: int,
                out: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "cache",
-               force: bool = False) -> StageRun:
+               force: bool = False, reopen: bool = False) -> StageRun:
     """Find or create the folder of one stage computation.
 
     `inputs` maps an input's role to its path; each is replaced by its fingerprint. With
     `out`, that folder is used as it is; otherwise `cache_dir/dataset/stage/fingerprint`.
-    A finished folder comes back with `complete=True` unless `force` is set, which clears it.
+    A finished folder comes back with `complete=True` unless `force` is set, which clears it,
+    or `reopen`, which opens it as unfinished, its work kept, to be completed again (its
+    MANIFEST.json is removed; the stage writes it anew when done).
     An unfinished run comes back holding the folder's lock (refused at once when another
-    run holds it); the lock is taken before `force` clears anything.
+    run holds it); the lock is taken before `force` clears anything, and the folder is looked
+    at again under it (another run may have finished it meanwhile). A resumed run starts
+    without the temporary files a killed run left.
     """
     input_fps = {role: path_fingerprint(p) for role, p in inputs.items() if p is not None}
     input_paths = {role: str(Path(p).resolve()) for role, p in inputs.items() if p is not None}
     settings = json.loads(_canonical(settings))
     fp = fingerprint(stage, settings, input_fps, format_version)
     path = Path(out) if out is not None else Path(cache_dir) / _safe_name(dataset) / stage / fp
+    folder = OutputFolder(path, "--out" if out is not None else "--cache-dir")
+
+    def run(**state: Any) -> StageRun:
+        return StageRun(stage, path, fp, settings, input_fps, format_version,
+                        input_paths=input_paths, option=folder.option, **state)
+
     marker = path / MARKER_NAME
-    if not force and (path / MANIFEST_NAME).exists():
-        found = read_manifest(path)
-        if found.get("fingerprint") == fp:
-            return StageRun(stage, path, fp, settings, input_fps, format_version, complete=True,
-                            input_paths=input_paths)
-        raise InputError(
-            f"{path} holds the finished output of another computation "
-            f"({found.get('stage')}, fingerprint {found.get('fingerprint')}, not {fp})",
-            hint="pass --force to overwrite it, or choose another --out folder")
+    if not force and not reopen and _finished_here(path, fp):
+        return run(complete=True)
     ours = marker.exists() or (path / MANIFEST_NAME).exists()
     if not ours and _holds_other_files(path):
         raise InputError(f"{path} is not empty and is not a mrhp-prep stage folder",
                          hint="choose another --out folder")
     made = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
-    lock = FolderLock(path)
     try:
-        lock.acquire()
-    except OSError:      # the folder cannot be written: leave no empty folder behind
+        with environment_guard(folder):
+            path.mkdir(parents=True, exist_ok=True)
+            lock = FolderLock(path).acquire()
+    except (OSError, EnvironmentFault):   # cannot be written: leave no empty folder behind
         if made:
             shutil.rmtree(path, ignore_errors=True)
         raise
     try:
-        if force and (marker.exists() or (path / MANIFEST_NAME).exists()):
-            log.info("--force: clearing %s", path)
-            _clear(path)
-        if marker.exists():
-            found = json.loads(marker.read_text())
-            if found.get("fingerprint") != fp:
-                raise InputError(
-                    f"{path} holds an unfinished run of another computation "
-                f"(fingerprint {found.get('fingerprint')}, not {fp}"
-                f"{_what_differs(found, settings, input_fps)})",
-                    hint="pass --force to clear it, or choose another --out folder")
-            log.info("resuming the unfinished run in %s", path)
-        write_json_atomic(marker, {"stage": stage, "fingerprint": fp, "settings": settings,
-                                   "inputs": input_fps, "format_version": format_version})
+        with environment_guard(folder):
+            if not force and _finished_here(path, fp):
+                if not reopen:           # finished by another run since the look above
+                    lock.release()
+                    return run(complete=True)
+                (path / MANIFEST_NAME).unlink()
+                log.info("reopening the finished run in %s", path)
+            if force and (marker.exists() or (path / MANIFEST_NAME).exists()):
+                log.info("--force: clearing %s", path)
+                _clear(path)
+            if marker.exists():
+                found = json.loads(marker.read_text())
+                if found.get("fingerprint") != fp:
+                    raise InputError(
+                        f"{path} holds an unfinished run of another computation "
+                        f"(fingerprint {found.get('fingerprint')}, not {fp}"
+                        f"{_what_differs(found, settings, input_fps)})",
+                        hint="pass --force to clear it, or choose another --out folder")
+                log.info("resuming the unfinished run in %s", path)
+                removed = _remove_partial_files(path)
+                if removed:
+                    log.info("removed %d partial file(s) left by an earlier run", removed)
+            write_json_atomic(marker, {"stage": stage, "fingerprint": fp, "settings": settings,
+                                       "inputs": input_fps, "format_version": format_version})
     except BaseException:
         lock.release()
         raise
-    return StageRun(stage, path, fp, settings, input_fps, format_version, lock=lock,
-                    input_paths=input_paths)
-
-
-def reopen_finished(run: StageRun) -> StageRun:
-    """The finished `run` as an unfinished one, under its lock, to be completed again (its
-    MANIFEST.json is removed; the stage rewrites it when done)."""
-    lock = FolderLock(run.path).acquire()
-    try:
-        (run.path / MANIFEST_NAME).unlink(missing_ok=True)
-    except BaseException:
-        lock.release()
-        raise
-    return StageRun(run.stage, run.path, run.fingerprint, run.settings, run.inputs,
-                    run.format_version, lock=lock, input_paths=run.input_paths)
+    return run(lock=lock)
 
 
 def recorded_input(folder: str | os.PathLike, role: str) -> Path | None:

@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .command_table import command_names, load_command
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, EnvironmentFault, StageError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, StageError
 
 INTERRUPTED = ("interrupted: finished work is kept; rerun the same command to resume "
                "where it stopped")
@@ -47,23 +47,23 @@ class LazyGroup(click.Group):
         return load_command(name)
 
     def invoke(self, ctx: click.Context):
-        from .faults import diagnose
-        from .locks import held_folders, release_all
+        from .faults import diagnose, unreadable_input
+        from .locks import release_all
 
         try:
             return super().invoke(ctx)
-        except StageError as error:
-            if isinstance(error, EnvironmentFault):     # named by the stage folder
-                error = diagnose(error, held_folders()) or error
+        except StageError as error:     # an EnvironmentFault names its folder already
             raise _click_error(error, ctx) from None
         except KeyboardInterrupt:
             click.echo("\n" + INTERRUPTED, err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except (OSError, RuntimeError) as exc:
-            fault = diagnose(exc, held_folders())
-            if fault is None:
+            # Raised outside any guarded write: a full or read-only disk names the file; a
+            # file this user may not open is an input error.
+            error = diagnose(exc) or unreadable_input(exc)
+            if error is None:
                 raise
-            raise _click_error(fault, ctx) from None
+            raise _click_error(error, ctx) from None
         finally:
             release_all()
 

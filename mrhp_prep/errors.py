@@ -85,11 +85,12 @@ class AllItemsFailed(StageError):
 class EnvironmentFault(StageError):
     """The machine, not the input, stopped the run: a full disk, a read-only or unwritable
     folder. `path` is the folder (or file) concerned, `kind` what went wrong there ("full",
-    "read-only", "denied"; None for a refusal made before writing)."""
+    "read-only", "denied"; None for a refusal made before writing), `option` the command-line
+    option that chose the folder, when known."""
 
     exit_code = EXIT_ENVIRONMENT
 
     def __init__(self, message: str, *, path: str | None = None, hint: str | None = None,
-                 kind: str | None = None):
+                 kind: str | None = None, option: str | None = None):
         super().__init__(_located(message, hint=hint))
-        self.path, self.hint, self.kind = path, hint, kind
+        self.path, self.hint, self.kind, self.option = path, hint, kind, option

@@ -92,11 +92,6 @@ def _read_holder(fd: int) -> str:
         return ""
 
 
-def held_folders() -> list[Path]:
-    """The folders whose lock this process holds (the stage folders being computed)."""
-    return [lock.folder for lock in list(_HELD.values()) if lock.held]
-
-
 def release_all() -> None:
     """Release every lock this process still holds (a command that failed half-way)."""
     for lock in list(_HELD.values()):

@@ -95,23 +95,20 @@ def stage_argv(command: click.Command, args: dict, names: dict[str, str], here: 
         if param is None:
             raise InputError(f"'{command.name}' has no option '{key}'", row=where,
                              hint=f"run 'mrhp-prep {command.name} --help'")
-        if isinstance(param, click.Argument):
-            values = value if isinstance(value, list) else [value]
-            for item in values:
-                if isinstance(item, (dict, list)) or item is None:
-                    raise InputError(f"{item!r} is not a single value", row=where,
-                                     field=str(key), hint=f"'{key}' takes a path or a list of "
-                                                          "paths")
-            positional.extend(str(_as_path(v, here, param)) for v in values)
-            continue
         flag = long_flag(param)
         try:
             # Paths may name the output of an earlier stage: they are checked when it runs.
             value = yaml_setting(param, value, check_paths=False)
         except ValueError as exc:
+            flag_note = (" (a flag: true or false)"
+                         if isinstance(param, click.Option) and param.is_flag else "")
             raise InputError(str(exc), row=where, field=str(key),
                              hint=f"see 'mrhp-prep {command.name} --help' for what {flag} "
-                                  "takes (a flag: true or false)") from None
+                                  f"takes{flag_note}") from None
+        if isinstance(param, click.Argument):
+            values = value if isinstance(value, list) else [value]
+            positional.extend(str(_as_path(v, here, param)) for v in values)
+            continue
         if isinstance(param, click.Option) and param.is_flag:
             if param.secondary_opts:  # a --x/--no-x pair: false must say --no-x
                 options.append(flag if value else param.secondary_opts[0])

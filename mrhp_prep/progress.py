@@ -9,7 +9,8 @@ from typing import Any
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it"):
     """Progress on stderr: a tqdm bar in a terminal; elsewhere (a batch job's log file) a log
-    line every 30 s or 5 % with done/total, rate and ETA (see `LogProgress`)."""
+    line every 30 s or 5 % with done/total, rate and ETA (see `LogProgress`). Either one is
+    a context manager that closes it."""
     if not sys.stderr.isatty():
         return LogProgress(iterable, total=total, desc=desc, unit=unit)
     from tqdm.auto import tqdm
@@ -65,6 +66,12 @@ class LogProgress:
         if not self.closed:
             self.closed = True
             self._emit(time.monotonic(), final=True)
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:      # as tqdm: closed however the block ends
+        self.close()
 
     def _emit(self, now: float, final: bool = False) -> None:
         elapsed = max(now - self.started, 1e-9)

@@ -7,7 +7,9 @@ resumable part records its own beside it (its progress JSON). Then
 - a later stage that opens the folder (`read_verified`) checks every listed file, the size
   first (free), then the digest, and refuses a changed or damaged one, naming the file and
   the stage to re-run;
-- a resumed stage checks each finished part (`part_problem`) and redoes a damaged one.
+- a resumed stage checks each finished part (`part_problem`) and redoes a damaged one. A
+  part is marked finished by a JSON record written after it (`record_part`); a record that
+  is missing or not JSON (`read_part_record` gives None) means "redo this part".
 
 Hashing reads the whole file (about 1.2 GB/s for SHA-256 in memory on the development
 machine; the disk is usually slower). A file already checked whose size, inode, modification
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .atomic import write_json_atomic
-from .errors import InputError
+from .errors import EnvironmentFault, InputError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,6 @@ STAMP_NAME = ".verified.json"
 # A file changed less than this long ago may change again within the same tick of the file
 # system's clock: its check is not remembered across processes.
 _SETTLED_SECONDS = 2.0
-_BLOCK = 1 << 20
 
 _checked: dict[str, tuple] = {}       # this process's checks: path -> (stat key, sha256)
 
@@ -55,6 +56,17 @@ def file_record(path: str | os.PathLike) -> dict:
         size = os.fstat(handle.fileno()).st_size
     _remember(path, digest)
     return {"size": size, "sha256": digest}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of a whole file (its `file_record`'s)."""
+    return file_record(path)["sha256"]
+
+
+def bytes_record(data: bytes | memoryview) -> dict:
+    """The `file_record` a file holding exactly `data` has (no second read of a file just
+    written from memory)."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def file_records(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, dict]:
@@ -130,9 +142,37 @@ def problem(path: Path, record: Mapping, level: str | None = None,
 
 
 def part_problem(path: str | os.PathLike, record: Mapping | None) -> str | None:
-    """A resumable part file against the record its stage kept: None when it is whole (or
-    when there is no record: a part of an older version, trusted as it was)."""
+    """A resumable part file against the file record its stage kept: None when it is whole
+    (or when there is no record: a part of an older version, trusted as it was)."""
     return None if record is None else problem(Path(path), record)
+
+
+def record_part(record_path: str | os.PathLike, part: str | os.PathLike,
+                file: Mapping | None = None, **details) -> dict:
+    """Mark a part finished: `{**details, "file": record}` written atomically to
+    `record_path`, after the part itself. `file`: the part's record when already known
+    (`bytes_record` of what was written), else the part is hashed. Returns what was written."""
+    written = {**details, "file": dict(file) if file is not None else file_record(part)}
+    write_json_atomic(record_path, written)
+    return written
+
+
+def read_part_record(record_path: str | os.PathLike) -> dict | None:
+    """What `record_part` wrote, or None: no record (the part was not finished) or a damaged
+    one (not a JSON object), which means "redo this part" (with a warning naming it)."""
+    try:
+        record = json.loads(Path(record_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("the part record %s cannot be read (%s): its part is done again",
+                    record_path, exc)
+        return None
+    if not isinstance(record, dict):
+        log.warning("the part record %s is not a JSON object: its part is done again",
+                    record_path)
+        return None
+    return record
 
 
 def _save_stamps(folder: Path, records: Mapping[str, dict], stamps: dict) -> None:
@@ -150,8 +190,8 @@ def _save_stamps(folder: Path, records: Mapping[str, dict], stamps: dict) -> Non
     if fresh != stamps:
         try:
             write_json_atomic(folder / STAMP_NAME, fresh)
-        except OSError:
-            pass                 # a read-only folder: checked again next time
+        except (OSError, EnvironmentFault):
+            pass                 # a read-only or another user's folder: checked again next time
 
 
 def verify_files(folder: str | os.PathLike, manifest: Mapping,
@@ -167,7 +207,8 @@ def verify_files(folder: str | os.PathLike, manifest: Mapping,
         return
     level = verify_level()
     stamps = _stamps(folder)
-    stage = manifest.get("stage", "the stage")
+    # The command that wrote the folder (merge-text writes embed-text folders).
+    stage = manifest.get("command") or manifest.get("stage", "the stage")
     for name, record in records.items():
         found = problem(folder / name, record, level, stamps.get(name))
         if found:

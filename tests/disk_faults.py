@@ -100,3 +100,22 @@ def mount_small_disk(path: Path, size: str = "16m"):
     finally:
         if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def without_permission_override() -> list[str]:
+    """The command prefix that runs a process bound by file permissions: nothing for a user
+    who is bound already; for root, `setpriv` without the capabilities that let root ignore
+    them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a file of mode 000 is refused as it
+    would be to anyone else. Skips the test when root cannot drop them."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    caps = "-dac_override,-dac_read_search"
+    if setpriv is None or subprocess.run(
+            [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "true"],
+            capture_output=True).returncode != 0:
+        pytest.skip("running as root without setpriv (util-linux) to give up the right to "
+                    "ignore file permissions")
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]

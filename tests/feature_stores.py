@@ -294,7 +294,8 @@ def write_stage_roi_store(folder: Path, image_ids: Sequence[str], *, dataset: st
     by extract-rois' own last step (`extract._finish`), so the store has the layout a real
     run gives (the detector is what is left out: at this size it would take hours on a CPU)."""
     from mrhp_prep.vision import extract
-    from mrhp_prep.vision.store import ImageRegions, write_store
+    from mrhp_prep.vision.store import ImageRegions
+    from mrhp_prep.vision.store_write import write_store
 
     rng = np.random.default_rng(seed)
     run = open_stage("extract-rois", dataset=dataset,

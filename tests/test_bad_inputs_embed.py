@@ -190,3 +190,31 @@ def test_the_summary_says_how_many_tokens_min_freq_turns_into_unk(runner, tmp_pa
     assert f"<unk> {unk} of {total} tokens ({100 * unk / total:.1f}%)" in flat, flat
     assert f"holding {100 * in_vocab:.1f}% of the train tokens" in flat, flat
     assert "100.0% of train tokens" not in flat
+
+
+def test_a_vectors_file_this_user_may_not_read_is_named_as_the_input(tmp_path,
+                                                                     sample_manifest):
+    """Permission refused on an input is the input's problem (exit 3, the file named), not a
+    fault of the output disk (exit 5 with advice about --out). Run bound by file permissions
+    (root without its override), as any user would be."""
+    import subprocess
+    import sys
+
+    from disk_faults import without_permission_override
+    from running_cli import cli_env
+
+    vectors = _small_vectors(tmp_path, sample_manifest)
+    vectors.chmod(0)
+    try:
+        done = subprocess.run(
+            [*without_permission_override(), sys.executable, "-m", "mrhp_prep",
+             *_embed_argv(tmp_path, sample_manifest, "--vectors", str(vectors), "--out",
+                          str(tmp_path / "out"))],
+            env=cli_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        vectors.chmod(0o644)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert f"file {vectors}: permission denied" in done.stderr
+    assert "--out" not in done.stderr and "--cache-dir" not in done.stderr
+    assert not (tmp_path / "out").exists()

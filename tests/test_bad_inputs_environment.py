@@ -121,12 +121,15 @@ def inputs(tmp_path_factory, sample_manifest):
 @dataclass
 class FaultCase:
     """`build(tmp, disk, inputs)` returns the argv whose output goes to the folder `disk`;
-    `done(disk, stdout)` says whether the rerun's output is complete."""
+    `done(disk, stdout)` says whether the rerun's output is complete; `option` is the one
+    that chose the folder, which the advice names (None: the command writes there without a
+    stage folder's guard, and the advice names no option rather than a wrong one)."""
 
     name: str
     build: Callable[[Path, Path, Inputs], list[str]]
     done: Callable[[Path, str], bool]
     slow: bool = False
+    option: str | None = "--out"
 
 
 def _finished_folder(disk: Path, stdout: str) -> bool:
@@ -147,11 +150,11 @@ CASES = [
     FaultCase("ingest", lambda tmp, disk, i: [
         "ingest", str(release(tmp)), "--dataset", "amazon", "--category", "electronics",
         "--out", str(disk / "out")], _finished_folder),
-    FaultCase("run (a pipeline)", _pipeline, _finished_folder),
+    FaultCase("run (a pipeline)", _pipeline, _finished_folder, option="--cache-dir"),
     FaultCase("fetch-images (the images root)", lambda tmp, disk, i: [
         "fetch-images", "--manifest", str(i.fetch_manifest), "--images-root", str(disk),
         "--out", str(tmp / "report"), "--retries", "0"],
-        lambda disk, stdout: len(list(disk.rglob("pic_0.jpg"))) == 2),
+        lambda disk, stdout: len(list(disk.rglob("pic_0.jpg"))) == 2, option="--images-root"),
     FaultCase("import-rois", lambda tmp, disk, i: [
         "import-rois", str(i.npz_source), "--format", "npz", "--out", str(disk / "out")],
         _finished_folder),
@@ -165,7 +168,7 @@ CASES = [
         "merge-text", *map(str, i.text_jobs), "--out", str(disk / "out")], _finished_folder),
     FaultCase("evaluate", lambda tmp, disk, i: [
         "evaluate", str(i.predictions), "--output", str(disk / "metrics.json")],
-        _file("metrics.json")),
+        _file("metrics.json"), option=None),
     FaultCase("probe-masks", lambda tmp, disk, i: [
         "probe-masks", "--manifest", str(i.manifest), "--out", str(disk / "out")],
         _finished_folder, slow=True),
@@ -183,10 +186,12 @@ CASES = [
         _finished_folder, slow=True),
     FaultCase("predict", lambda tmp, disk, i: [
         "predict", "--run", str(i.trained), "--split", "test", "--device", "cpu",
-        "--output", str(disk / "predicted.jsonl")], _file("predicted.jsonl"), slow=True),
+        "--output", str(disk / "predicted.jsonl")], _file("predicted.jsonl"), slow=True,
+        option=None),
     FaultCase("compare", lambda tmp, disk, i: [
         "compare", str(i.trained), "--out", str(disk / "compared")],
-        lambda disk, stdout: (disk / "compared" / "compare.md").is_file(), slow=True),
+        lambda disk, stdout: (disk / "compared" / "compare.md").is_file(), slow=True,
+        option=None),
 ]
 
 
@@ -213,7 +218,12 @@ def test_environment_fault(case, fault, small_disk, inputs, runner, tmp_path):
     if fault == "full":
         assert "no space left" in output and "free space" in output, output
     else:
-        assert small_disk.read_only_words in output and "another --out" in output, output
+        assert small_disk.read_only_words in output, output
+        advice = (f"choose another {case.option}" if case.option
+                  else "write the output somewhere else")
+        assert advice in output, output
+        for option in {"--out", "--cache-dir", "--images-root"} - {case.option}:
+            assert f"another {option}" not in output, output
     assert output.count("Error:") == 1, output
 
     small_disk.empty() if fault == "full" else small_disk.writable()

@@ -68,9 +68,10 @@ def five_thousand_char_ids(tmp):
 
 
 def paths_out_of_the_images_root(tmp):
-    """A manifest whose image paths leave the images root: '../', an absolute path and a link
-    inside the root that points out of it; each target is a readable photograph, so reading
-    one would show as an extracted image."""
+    """A manifest whose image paths leave the images root: '../' and an absolute path, each
+    to a readable photograph, so reading one would show as an extracted image. Beside them
+    what stays the user's own: the root's train split is a link to another disk, and one
+    image inside the root is a link to a photograph elsewhere; both are read."""
     import pandas as pd
 
     from mrhp_prep.data.ingest import ingest
@@ -86,6 +87,9 @@ def paths_out_of_the_images_root(tmp):
     from stage_edits import write_table
 
     images = pd.read_parquet(manifest / "images.parquet")
+    (tmp / "other-disk" / "train").mkdir(parents=True)
+    root.mkdir()
+    (root / "train").symlink_to(tmp / "other-disk" / "train")   # a split on another disk
     good = root / images["path"].iloc[0]
     write_photos(good.parent, names=("astronaut",))
     (good.parent / "astronaut.jpg").rename(good)
@@ -184,7 +188,7 @@ CASES = [
          slow=True),
     Case("extract-rois: 15000 x 15000 PNG", decompression_bomb, listed=("bomb.png",), slow=True),
     Case("extract-rois: manifest paths out of the images root", paths_out_of_the_images_root,
-         listed=("P00-0/pic_0.jpg", "P00-1/pic_0.jpg", "P00-2/pic_0.jpg"), slow=True),
+         listed=("P00-0/pic_0.jpg", "P00-1/pic_0.jpg"), slow=True),
     Case("import-rois: NaN features in one file", imported_nan_features,
          listed=("poisoned.jpg",)),
     Case("extract-rois: a 5000-character id (name too long)", five_thousand_char_ids,
@@ -253,34 +257,45 @@ def test_images_out_of_the_root_are_never_read(runner, tmp_path):
     failures = [json.loads(line) for line in
                 (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
     assert sorted((f["item"], f["reason"]) for f in failures) == [
-        (f"P00-{k}/pic_0.jpg", "outside-images-root") for k in range(3)]
+        (f"P00-{k}/pic_0.jpg", "outside-images-root") for k in range(2)]
     assert any("../outside/coffee.jpg" in f["path"] for f in failures)
-    with RoiStore(tmp_path / "out") as store:
-        assert store.image_ids == ["P00/pic_0.jpg"]      # only the one inside the root
+    with RoiStore(tmp_path / "out") as store:       # through the linked split, and the link
+        assert sorted(store.image_ids) == ["P00-2/pic_0.jpg", "P00/pic_0.jpg"]
 
 
-def test_links_that_stay_inside_the_images_root_are_read(tmp_path):
-    import os
+def test_the_images_root_rule_reads_the_manifest_path_not_the_links(tmp_path):
+    """A path leaves the images root by a '..' or by being absolute, judged on the manifest's
+    words, the same rule for fetch-images and extract-rois. Links are not resolved: a split
+    folder linked to another disk (where fetch-images writes through the link) must be read,
+    and a link the user put inside the root is theirs to follow."""
+    import pandas as pd
 
+    from mrhp_prep.data.fetch_stage import plan_jobs
     from mrhp_prep.vision.images import outside_root
 
-    store = tmp_path / "store"
-    (store / "b").mkdir(parents=True)
-    (store / "b" / "x.jpg").write_bytes(b"x")
-    (store / "a").mkdir()
-    (store / "a" / "link.jpg").symlink_to(store / "b" / "x.jpg")
-    (tmp_path / "root").symlink_to(store)          # the images root itself may be a link
-    real = os.path.realpath(tmp_path / "root")
-    assert not outside_root(tmp_path / "root" / "a" / "link.jpg", real)
-    assert not outside_root(tmp_path / "root" / "missing.jpg", real)   # missing: listed later
-    assert outside_root(tmp_path / "root" / ".." / "root-x.jpg", real)
-    assert outside_root(tmp_path / "rootless.jpg", real)    # a name that only starts alike
+    root = tmp_path / "root"
+    (tmp_path / "other-disk" / "train").mkdir(parents=True)
+    root.mkdir()
+    (root / "train").symlink_to(tmp_path / "other-disk" / "train")
+    (root / "mine.jpg").symlink_to(tmp_path / "other-disk" / "x.jpg")
+    for inside in ("train/prd/P1/pic_0.jpg", "mine.jpg", "missing.jpg", "a/./b.jpg"):
+        assert not outside_root(root / inside, root), inside
+    for leaving in ("../root-x.jpg", "train/../../x.jpg", "/etc/passwd"):
+        assert outside_root(root / leaving, root), leaving
+    assert outside_root(tmp_path / "rootless.jpg", root)    # a name that only starts alike
     assert not outside_root(tmp_path / "anything.jpg", None)
+    images = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "url": ["http://x.invalid/"] * 4,
+                           "path": ["train/prd/P1/pic_0.jpg", "../x.jpg", "/etc/x.jpg",
+                                    "mine.jpg"]})
+    jobs, refused = plan_jobs(images, root)
+    assert [job.dest for job in jobs] == [root / "train/prd/P1/pic_0.jpg", root / "mine.jpg"]
+    assert [image_id for image_id, _, _ in refused] == ["b", "c"]
 
 
 def test_part_files_of_two_runs_suggest_force(tmp_path):
     from mrhp_prep.errors import InputError
-    from mrhp_prep.vision.store import ImageRegions, write_store
+    from mrhp_prep.vision.store import ImageRegions
+    from mrhp_prep.vision.store_write import write_store
     from mrhp_prep.vision.store_join import consolidate
 
     def regions():
@@ -290,6 +305,31 @@ def test_part_files_of_two_runs_suggest_force(tmp_path):
     parts = [write_store(tmp_path / f"part-{i}.h5", [regions()], feature_dim=4) for i in range(2)]
     with pytest.raises(InputError, match="--force"):
         consolidate(parts, tmp_path / "rois.h5", attrs={}, feature_dim=4)
+
+
+def test_a_store_refused_while_opening_is_closed(tmp_path):
+    """A store that fails a check when opened, alone or as the second of the sources of a
+    join, leaves no file open: HDF5 refuses to write a file this process still holds."""
+    import h5py
+
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.vision.store import ImageRegions, RoiStore
+    from mrhp_prep.vision.store_join import consolidate
+    from mrhp_prep.vision.store_write import write_store
+
+    good = write_store(tmp_path / "good.h5", [ImageRegions(
+        "a.jpg", 10, 10, np.zeros((1, 4), np.float16), np.zeros((1, 4), np.float32),
+        np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int32),
+        np.zeros(1, np.float32))], feature_dim=4)
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as handle:
+        handle["image_id"] = np.zeros(1)              # an HDF5 file, not a store
+    with pytest.raises(InputError, match="missing"):
+        RoiStore(bad)
+    with pytest.raises(InputError, match="missing"):
+        consolidate([good, bad], tmp_path / "rois.h5", attrs={}, feature_dim=4)
+    for path in (bad, good):
+        h5py.File(path, "w").close()                  # neither is held open
 
 
 def test_the_decompression_bomb_limit_is_pillows():
@@ -305,13 +345,16 @@ def test_the_decompression_bomb_limit_is_pillows():
 
 
 def test_why_the_detector_regions_of_an_image_are_not_stored():
-    from mrhp_prep.vision.extract import detector_problem
+    from mrhp_prep.vision.extract import detector_check
 
     def out(features, backbone_finite=True, score=0.5):
         n = len(features)
         return {"features": np.asarray(features, np.float32).reshape(n, 4),
                 "boxes": np.zeros((n, 4), np.float32), "object_conf": np.full(n, score, np.float32),
                 "attr_conf": np.ones(n, np.float32), "backbone_finite": np.bool_(backbone_finite)}
+
+    def detector_problem(*args):
+        return detector_check(*args).problem
 
     fine = out([[1.0, 2.0, 3.0, 4.0]])
     assert detector_problem(fine, "fp32", np.float16) is None
@@ -330,3 +373,7 @@ def test_why_the_detector_regions_of_an_image_are_not_stored():
     assert detector_problem(big, "fp32", np.float32) is None
     # 65510 rounds to 65504 in float16: finite, so stored
     assert detector_problem(out([[65510.0, 0.0, 0.0, 0.0]]), "fp32", np.float16) is None
+    # what may be stored comes back cast, once: float16 as asked, float32 untouched
+    stored = detector_check(fine, "fp32", np.float16).features
+    assert stored.dtype == np.float16 and stored.tolist() == [[1.0, 2.0, 3.0, 4.0]]
+    assert detector_check(fine, "fp32", np.float32).features is fine["features"]

@@ -154,3 +154,89 @@ def test_a_run_dropped_without_finishing_frees_its_folder(tmp_path):
     del run                      # e.g. a library caller whose stage raised half-way
     gc.collect()
     assert _open(tmp_path).path == path
+
+
+def test_a_folder_finished_by_another_run_while_this_one_waited_is_reused(tmp_path,
+                                                                          monkeypatch):
+    """The first look finds the folder unfinished; another run finishes it before this one
+    takes the lock: the folder is looked at again under the lock and reused, not resumed."""
+    from mrhp_prep.locks import FolderLock
+
+    first = _open(tmp_path)
+    (first.path / "work").write_text("done")
+    take = FolderLock.acquire
+
+    def the_other_run_finishes_first(lock):
+        if not first.complete:
+            first.finish({"items": 7})
+        return take(lock)
+    monkeypatch.setattr(FolderLock, "acquire", the_other_run_finishes_first)
+    second = _open(tmp_path)
+    assert second.complete and second.path == first.path
+    assert second.manifest()["counts"] == {"items": 7}
+    assert (second.path / "work").read_text() == "done"
+    monkeypatch.setattr(FolderLock, "acquire", take)
+    _open(tmp_path, force=True).release()   # the lock was let go: a forced run may take it
+
+
+def test_the_lock_is_held_until_the_computation_ends_not_at_finish(tmp_path):
+    """A stage deletes its part files after `finish`: a --force run must not clear the
+    folder (and those part files' replacements) meanwhile."""
+    run = _open(tmp_path)
+    with run.computing():
+        (run.path / "parts").mkdir()
+        run.finish({"items": 1})
+        with pytest.raises(InputError, match="another run .*is computing into"):
+            _open(tmp_path, force=True)
+        (run.path / "parts").rmdir()
+    forced = _open(tmp_path, force=True)          # free once the block has ended
+    assert not forced.complete
+    forced.release()
+
+
+def test_a_resumed_run_starts_without_the_partial_files_a_killed_one_left(tmp_path):
+    run = _open(tmp_path)
+    left = [run.path / ".rois.h5.x1.part", run.path / "parts" / ".part-00001.h5.x2.part",
+            run.path / ".progress" / ".review-00000.arrow.json.x3.part"]
+    kept = [run.path / "parts" / "part-00000.h5", run.path / "notes.part"]
+    for path in left + kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+    run.release()                            # killed
+    resumed = _open(tmp_path)
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in kept)
+    resumed.release()
+
+
+def test_force_removes_the_manifest_before_anything_else(tmp_path, monkeypatch):
+    """A reader that looks while --force clears the folder must not find MANIFEST.json beside
+    files already deleted."""
+    import shutil
+    from pathlib import Path
+
+    run = _open(tmp_path)
+    (run.path / "a-store").mkdir()
+    (run.path / "a-file").write_text("x")
+    run.finish({})
+    order = []
+    unlink, rmtree = Path.unlink, shutil.rmtree
+    monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: (order.append(self.name),
+                                                                unlink(self, *a, **k))[1])
+    monkeypatch.setattr(shutil, "rmtree", lambda path, *a, **k: (order.append(Path(path).name),
+                                                                 rmtree(path, *a, **k))[1])
+    _open(tmp_path, force=True).release()
+    assert order[0] == MANIFEST_NAME and {"a-store", "a-file"} <= set(order)
+
+
+def test_reopen_opens_a_finished_folder_with_its_work_kept(tmp_path):
+    run = _open(tmp_path)
+    (run.path / "work").write_text("kept")
+    run.finish({"items": 1})
+    reopened = _open(tmp_path, reopen=True)
+    assert not reopened.complete and not (reopened.path / MANIFEST_NAME).exists()
+    assert (reopened.path / "work").read_text() == "kept"
+    with pytest.raises(InputError, match="another run .*is computing into"):
+        _open(tmp_path)
+    reopened.finish({"items": 2})
+    assert _open(tmp_path).manifest()["counts"] == {"items": 2}

@@ -308,6 +308,35 @@ def test_command_line(runner, srv, good_manifest, tmp_path):
     assert "nothing to do" in again.stderr
 
 
+def test_a_folder_of_one_image_that_may_not_be_written_fails_that_image_only(
+        srv, good_manifest, tmp_path):
+    """Permission refused in one item's folder is that image's listed failure; the run goes
+    on with the others (the disk itself is fine). Run bound by file permissions (root without
+    its override), as any user would be."""
+    from disk_faults import without_permission_override
+    from running_cli import cli_env
+
+    root = tmp_path / "images"
+    locked = root / "train" / "rvw" / "P1-0"
+    locked.mkdir(parents=True)
+    locked.chmod(0o555)
+    try:
+        done = subprocess.run(
+            [*without_permission_override(), sys.executable, "-m", "mrhp_prep", "fetch-images",
+             "--manifest", str(good_manifest), "--images-root", str(root), "--cache-dir",
+             str(tmp_path / "cache"), *FAST_ARGS], env=cli_env(), capture_output=True,
+            text=True, timeout=60)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    failures = failures_of(folder)
+    assert list(failures) == ["P1-0/pic_0.jpg"]
+    assert "cannot write" in failures["P1-0/pic_0.jpg"]["reason"]
+    assert "Permission denied" in failures["P1-0/pic_0.jpg"]["reason"]
+    assert len(list(root.rglob("pic_*.jpg"))) == 8
+
+
 def test_command_line_exit_code_when_every_image_fails(runner, srv, tmp_path):
     items = {split: {"product": f"X{i}", "urls": [srv.url(f"/none/{i}.jpg")],
                      "reviews": {f"X{i}-0": []}}

@@ -112,19 +112,24 @@ def _regions(image_id: str) -> ImageRegions:
 
 
 def test_damaged_roi_parts_are_deleted_so_their_images_are_redone(tmp_path, caplog):
-    for names in (["a.jpg"], ["b.jpg"], ["c.jpg"], ["d.jpg"]):
+    for names in (["a.jpg"], ["b.jpg"], ["c.jpg"], ["d.jpg"], ["e.jpg"]):
         write_part(tmp_path, [_regions(n) for n in names], [], feature_dim=4,
                    feature_dtype=np.float16, attrs={})
     parts = list_parts(tmp_path)
+    record = json.loads(parts[0].with_suffix(".json").read_text())["file"]
+    assert record == {"size": parts[0].stat().st_size,       # hashed as it was written
+                      "sha256": hashlib.sha256(parts[0].read_bytes()).hexdigest()}
     _cut_in_half(parts[1])
     _flip_a_byte(parts[2])
     parts[3].with_suffix(".json").unlink()             # an older version's part: no record
+    parts[4].with_suffix(".json").write_text('{"file": {"si')      # a damaged record
     with caplog.at_level(logging.WARNING):
         kept = usable_parts(tmp_path)
     assert [p.name for p in kept] == [parts[0].name, parts[3].name]
     assert [p.name for p in list_parts(tmp_path)] == [parts[0].name, parts[3].name]
     assert f"{parts[1]} is" in caplog.text and "cut short" in caplog.text
     assert f"{parts[2]} has changed" in caplog.text
+    assert f"{parts[4]} has a damaged record" in caplog.text
 
 
 def test_extract_rois_resumes_past_a_truncated_part(tmp_path, monkeypatch, caplog):
@@ -235,3 +240,45 @@ def test_resume_refuses_an_input_written_again_since_the_run_started(unfinished,
                                  "--num-workers", "0"])
     assert result.exit_code == 0, result.output        # the inputs it started from: resumes
     assert "resuming from" in result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    from disk_faults import mount_small_disk
+
+    yield from mount_small_disk(tmp_path / "disk", size="64m")
+
+
+def test_a_finished_folder_on_a_read_only_disk_is_read(small_disk, sample_manifest, tmp_path,
+                                                       monkeypatch):
+    """The remembered check (.verified.json) is an optimisation: a finished folder that may
+    not be written (a read-only mount, another user's cache) is checked and read all the
+    same."""
+    from disk_faults import LockedFolder
+    from mrhp_prep.vision.stages import import_rois
+    from mrhp_prep.vision.store import RoiStore
+
+    monkeypatch.setattr(verify, "_SETTLED_SECONDS", 0.0)   # each check would be remembered
+    manifest = Path(shutil.copytree(sample_manifest, small_disk.path / "manifest"))
+    (manifest / verify.STAMP_NAME).unlink(missing_ok=True)   # a check the sample remembers
+    source = tmp_path / "npz"
+    source.mkdir()
+    for k in range(3):
+        np.savez(source / f"img{k}.npz", x=np.full((3, 8), 0.5 + k, np.float32),
+                 bbox=np.ones((3, 4), np.float32), image_h=10, image_w=10)
+    store = import_rois(str(source), fmt="npz", out=str(small_disk.path / "store")).path
+    small_disk.read_only()
+    if isinstance(small_disk, LockedFolder):      # chmod binds the folder itself only
+        for folder in (manifest, store):
+            folder.chmod(0o555)
+    verify._checked.clear()                         # a new process
+    try:
+        assert len(Manifest(manifest).reviews) > 0
+        with RoiStore.of_stage(store) as rois:
+            assert len(rois) == 3 and float(rois.features("img2.jpg")[0, 0]) == 2.5
+    finally:
+        if isinstance(small_disk, LockedFolder):
+            for folder in (manifest, store):
+                folder.chmod(0o755)
+    assert not (manifest / verify.STAMP_NAME).exists()
+    assert not (store / verify.STAMP_NAME).exists()

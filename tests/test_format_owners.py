@@ -16,10 +16,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mrhp_prep"
 
 # What opens files of a format -> the modules allowed to use it.
 CALLS = {
-    "h5py.File": {"vision/store.py"},
-    "pa.ipc": {"arrow_files.py", "text/vector_cache.py"},
-    "pa.memory_map": {"arrow_files.py", "text/vector_cache.py"},
-    "pa.OSFile": {"arrow_files.py", "text/vector_cache.py"},
+    # the RoI store: read in store.py, written in store_write.py
+    "h5py.File": {"vision/store.py", "vision/store_write.py"},
+    "pa.ipc": {"arrow_files.py"},
+    "pa.memory_map": {"arrow_files.py"},
+    "pa.OSFile": {"arrow_files.py"},
     # the manifest tables; a vectors source's word list; a predictions file given to evaluate
     "pd.read_parquet": {"data/manifest.py", "train/report/predictions.py"},
     "pq.read_table": {"data/manifest.py", "text/vectors.py"},

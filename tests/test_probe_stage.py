@@ -73,7 +73,7 @@ def test_datasets_reads_a_shard(runner, sample_manifest, tmp_path):
 
 def test_resume_after_a_killed_run_rewrites_only_missing_parts(runner, sample_manifest,
                                                                 tmp_path):
-    args = ["--manifest", str(sample_manifest), "--part-size", "10", *MODEL]
+    args = ["--manifest", str(sample_manifest), "--part-size", "8", *MODEL]
     full, _ = invoke(runner, [*args, "--out", str(tmp_path / "full")])
     expected = rows_by_id(full)
     # a run killed after its third part: parts 3 and 4 missing, part 2 half-written
@@ -91,12 +91,16 @@ def test_resume_after_a_killed_run_rewrites_only_missing_parts(runner, sample_ma
     flipped = bytearray((killed / "probe-00000.arrow").read_bytes())
     flipped[len(flipped) // 2] ^= 0xFF
     (killed / "probe-00000.arrow").write_bytes(bytes(flipped))
+    # a finished part whose summary is damaged (not JSON): masked again, no traceback
+    (killed / "parts" / "probe-00005.json").write_text('{"written": 3, "ru')
     kept = (killed / "parts" / "probe-00000.json").stat().st_mtime_ns
     resumed, result = invoke(runner, [*args, "--out", str(killed)])
     assert "probe-00001.arrow is" in result.stderr and "cut short" in result.stderr
     assert "probe-00000.arrow has changed" in result.stderr
+    assert "probe-00005.json cannot be read" in result.stderr
     assert (resumed / "parts" / "probe-00000.json").stat().st_mtime_ns != kept   # redone
-    assert len(sorted(resumed.glob("probe-*.arrow"))) == 5
+    assert json.loads((resumed / "parts" / "probe-00005.json").read_text())["written"] == 3
+    assert len(sorted(resumed.glob("probe-*.arrow"))) == 6
     table = read_probe_masks(resumed)
     assert table.num_rows == 43  # no duplicates
     assert rows_by_id(resumed) == expected

@@ -139,6 +139,30 @@ def test_the_merged_copy_is_the_shards_regions_in_one_block(routes):
         shutil.move(str(moved), str(routes["shards"][1]))
 
 
+def test_a_virtual_merge_refuses_a_shard_written_again_since(routes, tmp_path):
+    """A shard run again with --force after merge-rois --virtual is consistent with its own
+    MANIFEST.json, but not with the rows the merge indexed: the merged store checks each
+    shard file against the record the merge kept of it, and names merge-rois to run again."""
+    from mrhp_prep.errors import InputError
+    from stage_edits import record_again
+
+    cache = Path(shutil.copytree(routes["root"] / "cache", tmp_path / "cache"))
+    virtual = cache / routes["virtual"].relative_to(routes["root"] / "cache")
+    shard = cache / routes["shards"][1].relative_to(routes["root"] / "cache")
+    with RoiStore.of_stage(virtual) as merged:          # as merged: read
+        assert len(merged) == len(PHOTOS)
+    with h5py.File(shard / "rois.h5", "a") as handle:   # the shard's regions written again
+        handle["features"][0] = -handle["features"][0] - 1
+    record_again(shard, "rois.h5")
+    with RoiStore.of_stage(shard) as alone:             # the shard itself is consistent
+        assert len(alone) == 2
+    with pytest.raises(InputError) as refused:
+        RoiStore.of_stage(virtual)
+    message = refused.value.format_message()
+    assert str(shard / "rois.h5") in message and "has changed" in message
+    assert "re-run 'merge-rois' with --force" in message
+
+
 def test_training_reads_the_stage_output_value_for_value(routes):
     """The reader training uses, on extract-rois' own output, against h5py's reading of the
     file: each image's rows, cut to the first `limit`, in the stored type."""

@@ -295,7 +295,7 @@ def _regions(image_id: str, n: int, seed: int):
 @pytest.mark.parametrize("join", ["consolidate", "merge_virtual"])
 def test_joining_stores_shifts_offsets_and_refuses_an_image_twice(tmp_path, join):
     from mrhp_prep.errors import InputError
-    from mrhp_prep.vision import store as store_module
+    from mrhp_prep.vision import store_write as store_module
     from mrhp_prep.vision import store_join
 
     def joined(sources, out):
@@ -307,7 +307,7 @@ def test_joining_stores_shifts_offsets_and_refuses_an_image_twice(tmp_path, join
     second = [_regions("b/pic_0.jpg", 2, 2)]
     a = store_module.write_store(tmp_path / "a.h5", first, feature_dim=8)
     b = store_module.write_store(tmp_path / "b.h5", second, feature_dim=8)
-    assert joined([a, b], tmp_path / "ab.h5") == (3, 5)
+    assert joined([a, b], tmp_path / "ab.h5") == (3, 5, [3, 0, 2])   # images, regions, each
     with RoiStore(tmp_path / "ab.h5") as ab:
         for image in first + second:
             np.testing.assert_array_equal(ab.features(image.image_id), image.features)

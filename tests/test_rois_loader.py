@@ -18,7 +18,8 @@ from mrhp_prep.vision.images import ImageDataset, ImageSettings
 from mrhp_prep.vision.loader import (DeviceDecoder, ImageSource, gpu_decodable, iter_samples,
                                      read_jpeg_header, resolve_decoder)
 from mrhp_prep.vision.parts import list_parts
-from mrhp_prep.vision.store import ImageRegions, RoiStore, write_store
+from mrhp_prep.vision.store import ImageRegions, RoiStore
+from mrhp_prep.vision.store_write import write_store
 from mrhp_prep.vision.writer import PartWriter
 from rois_support import opencv_resize_tolerance, photo, write_photos
 

@@ -98,7 +98,8 @@ def test_format_1_stores_are_not_exported(tmp_path):
 
     from mrhp_prep.errors import InputError
     from mrhp_prep.vision.stages import export_rois
-    from mrhp_prep.vision.store import FORMAT_VERSION, ImageRegions, write_store
+    from mrhp_prep.vision.store import FORMAT_VERSION, ImageRegions
+    from mrhp_prep.vision.store_write import write_store
 
     regions = _regions(0, 100, 100, 3)
     image = ImageRegions("a.jpg", 100, 100, regions["x"], regions["bbox"],
@@ -118,7 +119,8 @@ def test_ids_that_would_share_a_file_or_break_a_line_are_refused_before_writing(
 
     from mrhp_prep.errors import InputError
     from mrhp_prep.vision.stages import export_rois
-    from mrhp_prep.vision.store import ImageRegions, write_store
+    from mrhp_prep.vision.store import ImageRegions
+    from mrhp_prep.vision.store_write import write_store
 
     def store(path, ids):
         regions = _regions(0, 100, 100, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -178,6 +179,26 @@ def test_job_array_shards_partition_the_ids_and_merge(static_run, sample_manifes
                                  str(tmp_path / "other")])
     assert result.exit_code == 3 and "missing [1]" in result.output
 
+    # A changed file of the merged folder: the advice names the command that wrote it.
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.text.store import TextShards
+    from stage_edits import record_again
+
+    assert info["command"] == "merge-text"
+    copy = Path(shutil.copytree(merged, tmp_path / "merged-copy"))
+    with open(copy / "vocab-review.txt", "a", encoding="utf-8") as handle:
+        handle.write("an-added-word\n")
+    with pytest.raises(InputError, match="re-run 'merge-text' with --force"):
+        TextShards(copy, "review")
+    # Jobs whose vocabularies differ (one written again on other data): their records differ.
+    other = Path(shutil.copytree(parts[2], tmp_path / "job-1-again"))
+    with open(other / "vocab-review.txt", "a", encoding="utf-8") as handle:
+        handle.write("an-added-word\n")
+    record_again(other, "vocab-review.txt")
+    result = runner.invoke(cli, ["merge-text", str(parts[0]), str(parts[1]), str(other),
+                                 "--cache-dir", str(tmp_path / "again")])
+    assert result.exit_code == 3 and "vocab-review.txt differs between the jobs" in result.output
+
 
 def test_a_killed_run_resumes_without_duplicates(sample_manifest, tmp_path):
     out = tmp_path / "out"
@@ -192,12 +213,19 @@ def test_a_killed_run_resumes_without_duplicates(sample_manifest, tmp_path):
     # written again (a resumed run would otherwise finish on half of its rows)
     damaged = (out / "review-00002.arrow").read_bytes()
     (out / "review-00002.arrow").write_bytes(damaged[:len(damaged) // 2])
+    # a finished shard whose progress record is damaged (not JSON): written again, no
+    # traceback
+    (out / ".progress" / "review-00005.arrow.json").write_text('{"rows": 7, "tok')
+    redone = (out / "review-00005.arrow").stat().st_mtime_ns
     kept = (out / "review-00001.arrow").stat().st_mtime_ns
+    time.sleep(0.01)                         # past the file system clock's tick
     resumed = embed_text(sample_manifest, vectors="glove-6b-50d-package", min_freq=1,
                          rows_per_shard=7, out=out)
     assert resumed.path == first.path
     assert {p.name: p.read_bytes() for p in out.glob("*-*.arrow")} == reference
     assert (out / "review-00001.arrow").stat().st_mtime_ns == kept, "finished shards are kept"
+    assert (out / "review-00005.arrow").stat().st_mtime_ns != redone
+    assert json.loads((out / ".progress" / "review-00005.arrow.json").read_text())["rows"] == 7
     assert not list(out.glob(".*.part"))
     ids = read_field(out, "review").column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 43

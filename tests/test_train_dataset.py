@@ -193,7 +193,7 @@ def test_unfinished_or_wrong_stores_are_refused(sample_manifest, tmp_path, store
         FeatureSources(sample_manifest, text=stores["rois"])
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "rois.h5").write_bytes(b"")
-    with pytest.raises(InputError, match="did not finish"):
+    with pytest.raises(InputError, match="no MANIFEST.json"):
         open_rois(tmp_path / "half")
 
 

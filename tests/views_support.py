@@ -1,8 +1,8 @@
 """Inputs of the view tests: RoI stores with known regions on real photographs, and a small
 finished training run whose test split has enough products to rank.
 
-The RoI stores are written through the store's own writer (`vision.store.write_store`) into
-an extract-rois stage folder that records its manifest and images root, as extract-rois
+The RoI stores are written through the store's own writer (`vision.store_write.write_store`)
+into an extract-rois stage folder that records its manifest and images root, as extract-rois
 does; their regions are chosen by the test (the detector's own output is exercised by the
 slow test on the sample pipeline).
 """
@@ -18,7 +18,8 @@ from PIL import Image
 from mrhp_prep.cache import open_stage
 from mrhp_prep.data.manifest import Manifest
 from mrhp_prep.vision.decode import decode_image
-from mrhp_prep.vision.store import FORMAT_VERSION, STORE_NAME, ImageRegions, write_store
+from mrhp_prep.vision.store import FORMAT_VERSION, STORE_NAME, ImageRegions
+from mrhp_prep.vision.store_write import write_store
 from rois_support import PHOTOS, photo
 
 # Every image gets these four regions, as fractions of its width and height, stored in this

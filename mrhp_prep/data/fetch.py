@@ -39,7 +39,7 @@ from typing import Callable, Iterable
 from .. import __version__
 from ..atomic import plain_file_mode
 from ..errors import EnvironmentFault
-from ..faults import diagnose
+from ..faults import DENIED_ERRNOS, OutputFolder, diagnose
 from .fetch_http import FetchError, HttpClient, HttpSettings, check_url
 from .image_check import check_and_convert, verify_image
 
@@ -267,8 +267,12 @@ class Fetcher:
         except FetchError as error:
             return error
         except OSError as exc:
-            # A full or read-only disk fails every image alike: it ends the run instead.
-            fault = diagnose(exc, [self.root or dest.parent])
+            # A full or read-only disk, or an images root this user may not write, fails
+            # every image alike: it ends the run instead. A folder of one image that may not
+            # be written fails that image.
+            root = self.root or dest.parent
+            fault = (None if _denied_below(exc, root)
+                     else diagnose(exc, [OutputFolder(root, "--images-root")]))
             return fault if fault is not None else FetchError(f"cannot write {dest}: {exc}")
         except Exception as exc:  # one bad item must never end a long run
             log.debug("unexpected error fetching %s", job.url, exc_info=True)
@@ -306,6 +310,15 @@ def _problem_with(path: Path) -> str | None:
     except FetchError as error:
         return error.reason
     return None
+
+
+def _denied_below(exc: OSError, root: Path) -> bool:
+    """Whether `exc` is a permission error on a path whose folder lies inside `root` (an
+    image's own folder, a split's), not on the root itself or a folder above it."""
+    if exc.errno not in DENIED_ERRNOS or not exc.filename:
+        return False
+    folder = Path(os.fsdecode(exc.filename)).absolute().parent
+    return root.absolute() in folder.parents
 
 
 def _remove_stale_parts(dest: Path) -> None:

@@ -8,6 +8,7 @@ import time
 import click
 
 from ..cli_options import manifest_option, shard_options, stage_options
+from ..faults import human_bytes
 from ..stage_summary import fail_if_none_done, report
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
@@ -31,14 +32,6 @@ class ByteSize(click.ParamType):
         if size < 1:
             self.fail("the size must be at least 1 byte", param, ctx)
         return size
-
-
-def human_bytes(num: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if num < 1000 or unit == "GB":
-            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
-        num /= 1000
-    return f"{num:.1f} GB"
 
 
 @click.command("fetch-images")

@@ -24,19 +24,20 @@ def plan_jobs(images, root: Path, num_shards: int = 1,
     would leave the images root.
     """
     from ..shards import shard_of
+    from .manifest import leaves_images_root
 
     jobs, refused, seen = [], [], set()
     for image_id, url, relpath in zip(images["image_id"], images["url"], images["path"]):
         if shard_of(image_id, num_shards) != shard_index:
             continue
-        rel = PurePosixPath(relpath)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        if leaves_images_root(relpath):
             refused.append((image_id, url, f"unsafe path '{relpath}' in the manifest"))
             continue
         if relpath in seen:
             continue
         seen.add(relpath)
-        jobs.append(FetchJob(image_id=image_id, url=url, dest=root.joinpath(*rel.parts)))
+        jobs.append(FetchJob(image_id=image_id, url=url,
+                             dest=root.joinpath(*PurePosixPath(relpath).parts)))
     return jobs, refused
 
 
@@ -52,7 +53,8 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
     skipped, failed ones retried). The counts are in `run.manifest()["counts"]`; failures in
     the folder's failures.jsonl.
     """
-    from ..cache import open_stage, reopen_finished
+    from ..cache import open_stage
+    from ..faults import OutputFolder
     from ..progress import progress
     from ..shards import resolve_shard
     from .manifest import Manifest
@@ -63,14 +65,14 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
     stage_settings = {"images_root": str(root), "max_bytes": settings.max_bytes,
                       "jpeg_quality": settings.jpeg_quality, "num_shards": num_shards,
                       "shard_index": shard_index}
+    jobs, refused = plan_jobs(manifest.images, root, num_shards, shard_index)
 
-    def open_run(force_run: bool):
+    def open_run(**how):
         return open_stage(STAGE, dataset=manifest.name, settings=stage_settings,
                           inputs={"manifest": manifest_path}, format_version=FORMAT_VERSION,
-                          out=out, cache_dir=cache_dir, force=force_run)
+                          out=out, cache_dir=cache_dir, **how)
 
-    run = open_run(force)
-    jobs, refused = plan_jobs(manifest.images, root, num_shards, shard_index)
+    run = open_run(force=force)
     if run.complete:
         previous = run.manifest()
         missing = sum(not file_is_complete(job.dest) for job in jobs)
@@ -80,11 +82,11 @@ def fetch_images(manifest_path: str | os.PathLike, images_root: str | os.PathLik
         log.info("fetching again what is missing: %d images failed last time, %d files are "
                  "not there%s", previous["num_failures"], missing,
                  ", and present files are verified" if settings.verify_existing else "")
-        # Reopen the finished folder as an unfinished one (under its lock); its report is
-        # rewritten at the end.
-        run = reopen_finished(run)
+        # The finished folder opened again as an unfinished one (under its lock); its report
+        # is rewritten at the end.
+        run = open_run(reopen=True)
 
-    with run.computing(root):
+    with run.computing(OutputFolder(root, "--images-root")):
         shard = f" (shard {shard_index} of {num_shards})" if num_shards > 1 else ""
         log.info("fetching %d images%s into %s", len(jobs) + len(refused), shard, root)
         bar = progress(total=len(jobs), desc=STAGE, unit="img") if show_progress else None

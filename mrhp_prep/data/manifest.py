@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 import pandas as pd
@@ -79,6 +79,17 @@ def path_component(item_id: str) -> str:
 
 def image_relpath(split: str, role: str, item_id: str, k: int) -> str:
     return f"{split}/{role}/{path_component(item_id)}/pic_{k}.jpg"
+
+
+def leaves_images_root(relpath: str) -> bool:
+    """Whether an image `path` of the manifest leads out of the images root: an absolute
+    path, a `..` among its parts, or no path at all (a manifest may come from anywhere).
+
+    The rule is lexical, the same for fetch-images and extract-rois: links are not resolved.
+    A link inside the root (a split folder on another disk) is the user's own and is
+    followed wherever it points."""
+    rel = PurePosixPath(relpath)
+    return not rel.parts or rel.is_absolute() or ".." in rel.parts
 
 
 @dataclass

@@ -9,8 +9,9 @@ Output folder (`cache/<dataset>/probe-masks/<fingerprint>/`):
   mention_end list<int32> (the gold cluster's mentions in the review); core_words
   list<string>; rule string (coref | first-cluster | core-word | none).
 - `parts/probe-NNNNN.json`: each part's counts, failures and the size and SHA-256 of its
-  Arrow file, written after it; a part with both, its file matching the record, is done, so
-  a killed run resumes at the first part without them (a damaged part is masked again).
+  Arrow file, written after it (`verify.record_part`); a part with both, its file matching
+  the record, is done, so a killed run resumes at the first part without them (a damaged
+  part, or one whose summary is damaged, is masked again).
 - `failures.jsonl`, `MANIFEST.json` (written last; it records each shard's size and SHA-256).
 
 The shard format (schema, writer, readers) is `shards.py`.
@@ -21,7 +22,6 @@ is its own stage folder (its settings hold the shard), with all of its reviews.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -30,11 +30,10 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from ..atomic import write_json_atomic
 from ..cache import StageRun, open_stage
 from ..progress import progress
 from ..shards import shard_of
-from ..verify import file_record, part_problem
+from ..verify import file_record, part_problem, read_part_record, record_part
 from ..workers import ignore_interrupts, stop_pool
 from .builder import BuilderConfig, ProbeMaskBuilder
 from .core_words import ProductTerms
@@ -93,26 +92,28 @@ def run_probe_masks(manifest_dir, *, language: str = "auto", spacy_model: str | 
         parts = [items[i:i + part_size] for i in range(0, len(items), part_size)]
         parts_dir = run.path / "parts"
         parts_dir.mkdir(exist_ok=True)
-        done = {k for k in range(len(parts)) if _part_done(run.path, k)}
-        if done:
-            log.info("resuming: %d of %d parts already written", len(done), len(parts))
-        todo = [k for k in range(len(parts)) if k not in done]
+        # part -> its summary, for the parts an earlier run finished (and then this one's)
+        summaries = {k: found for k in range(len(parts))
+                     if (found := _finished_part(run.path, k)) is not None}
+        if summaries:
+            log.info("resuming: %d of %d parts already written", len(summaries), len(parts))
+        todo = [k for k in range(len(parts)) if k not in summaries]
 
-        bar = progress(total=len(items), desc="probe-masks", unit="review")
-        bar.update(sum(len(parts[k]) for k in done))
-        if workers <= 1 or len(todo) <= 1:
-            for k in todo:
-                results = []
-                for result in builder.build((rid, text, ProductTerms.from_json(t))
-                                            for rid, text, t in parts[k]):
-                    results.append(result)
-                    bar.update(1)
-                _write_part(run.path, k, results)
-        else:
-            _run_in_workers(builder, parts, todo, run.path, bar, workers)
-        bar.close()
+        with progress(total=len(items), desc="probe-masks", unit="review") as bar:
+            bar.update(sum(len(parts[k]) for k in summaries))
+            if workers <= 1 or len(todo) <= 1:
+                for k in todo:
+                    results = []
+                    for result in builder.build((rid, text, ProductTerms.from_json(t))
+                                                for rid, text, t in parts[k]):
+                        results.append(result)
+                        bar.update(1)
+                    summaries[k] = _write_part(run.path, k, results)
+            else:
+                summaries.update(_run_in_workers(builder, parts, todo, run.path, bar, workers))
+        summaries = [summaries[k] for k in range(len(parts))]
 
-        counts, rules, examples = _collect(run, len(parts), failures)
+        counts, rules, examples = _collect(run, summaries, failures)
         counts["products_without_core_words"] = sum(
             1 for pid in product_ids if not terms_by_product[pid].core_words)
         counts["reviews"] = len(reviews)
@@ -120,7 +121,7 @@ def run_probe_masks(manifest_dir, *, language: str = "auto", spacy_model: str | 
         marked = written - rules.get("none", 0)
         run.finish(counts, rule_counts=rules, flagged_examples=examples,
                    marked_share=round(marked / written, 4) if written else 0.0,
-                   schema=str(probe_schema()), files=_file_records(run.path, len(parts)))
+                   schema=str(probe_schema()), files=_file_records(run.path, summaries))
     return run
 
 
@@ -128,30 +129,30 @@ def _summary_path(path: Path, k: int) -> Path:
     return path / "parts" / f"probe-{k:05d}.json"
 
 
-def _part_done(path: Path, k: int) -> bool:
-    """Whether part k was finished: its shard and summary written, the shard matching the
-    size and SHA-256 the summary recorded (a damaged shard is masked again)."""
-    shard, summary = path / shard_name(k), _summary_path(path, k)
-    if not (shard.is_file() and summary.is_file()):
-        return False
-    damaged = part_problem(shard, json.loads(summary.read_text()).get("file"))
+def _finished_part(path: Path, k: int) -> dict | None:
+    """The summary of part k when an earlier run finished it: its shard and summary written,
+    the shard matching the size and SHA-256 the summary recorded; else None (also for a
+    damaged summary or shard: the part is masked again)."""
+    shard = path / shard_name(k)
+    summary = read_part_record(_summary_path(path, k))
+    if summary is None or not shard.is_file():
+        return None
+    damaged = part_problem(shard, summary.get("file"))
     if damaged:
         log.warning("probe shard %s %s: masking its reviews again", shard, damaged)
-        return False
-    return True
+        return None
+    return summary
 
 
-def _file_records(path: Path, num_parts: int) -> dict[str, dict]:
+def _file_records(path: Path, summaries: list[dict]) -> dict[str, dict]:
     """Each shard's size and SHA-256, as its summary recorded them when it was written."""
-    records = {}
-    for k in range(num_parts):
-        recorded = json.loads(_summary_path(path, k).read_text()).get("file")
-        records[shard_name(k)] = recorded or file_record(path / shard_name(k))
-    return records
+    return {shard_name(k): summary.get("file") or file_record(path / shard_name(k))
+            for k, summary in enumerate(summaries)}
 
 
-def _write_part(path: Path, k: int, results) -> None:
-    """The part's Arrow file, then its JSON summary (the part is done once both exist)."""
+def _write_part(path: Path, k: int, results) -> dict:
+    """The part's Arrow file, then its JSON summary (the part is done once both exist);
+    returns the summary."""
     rows = [r.row for r in results if r.row is not None]
     write_shard(path / shard_name(k), rows)
     flags = Counter(flag for r in results for flag in r.flags)
@@ -163,19 +164,17 @@ def _write_part(path: Path, k: int, results) -> None:
                     for flag in flags},
         "failures": [{"item": r.review_id, "reason": r.failure}
                      for r in results if r.failure is not None],
-        "file": file_record(path / shard_name(k)),
     }
-    write_json_atomic(_summary_path(path, k), summary)
+    return record_part(_summary_path(path, k), path / shard_name(k), **summary)
 
 
-def _collect(run: StageRun, num_parts: int, failures: list[dict]):
+def _collect(run: StageRun, summaries: list[dict], failures: list[dict]):
     counts = Counter({"written": 0, **{name: 0 for name in FLAG_COUNTS.values()}})
     rules = Counter({label: 0 for label in RULE_LABELS})
     flagged: dict[str, list] = {}
     for failure in failures:
         run.add_failure(**failure)
-    for k in range(num_parts):
-        summary = json.loads(_summary_path(run.path, k).read_text())
+    for summary in summaries:
         counts["written"] += summary["written"]
         rules.update(summary["rules"])
         for flag, n in summary["flags"].items():
@@ -220,16 +219,19 @@ def worker_pool(builder: ProbeMaskBuilder, workers: int) -> ProcessPoolExecutor:
                                initializer=_init_worker, initargs=(builder.config,))
 
 
-def _run_in_workers(builder, parts, todo, path, bar, workers) -> None:
+def _run_in_workers(builder, parts, todo, path, bar, workers) -> dict[int, dict]:
+    """Mask the parts `todo` in worker processes; returns each part's summary."""
     workers = min(workers, len(todo), os.cpu_count() or 1)
     pool = worker_pool(builder, workers)
+    summaries = {}
     try:
         futures = [pool.submit(_mask_part, k, parts[k]) for k in todo]
         for future in as_completed(futures):
             k, results = future.result()
-            _write_part(path, k, results)
+            summaries[k] = _write_part(path, k, results)
             bar.update(len(results))
     except BaseException:       # Ctrl-C or an error: the parts written so far are kept
         stop_pool(pool)
         raise
     pool.shutdown()
+    return summaries

@@ -7,11 +7,12 @@ Three modes (`embed_modes.py`, one class each):
 - `ids`: a transformer's token ids and attention mask, for fine-tuning.
 - `features`: frozen hidden states of a transformer per token, float16.
 
-Work is split by id for job arrays (`--num-shards/--shard-index`): a job embeds the items
-whose id hashes to its shard (vocabularies always come from the whole train split, so every
-job writes the same ones). Each job's items, in manifest order, fill numbered output shards
-of `rows_per_shard` rows; a shard is written atomically and a killed run resumes at the
-first shard not finished (`embed_writing.py`). The folder's files are listed in `store.py`.
+Work is split by id for job arrays (`--num-shards/--shard-index`): a job embeds the items whose
+id hashes to its shard (vocabularies always come from the whole train split, so every job
+writes the same ones). Each job's items, in manifest order, fill numbered output shards of
+`rows_per_shard` rows; a shard is written atomically and a killed run resumes at the first
+shard not finished (`embed_writing.py`; `open_stage` removes what it was writing). The folder's
+files are listed in `store.py`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
 from ..shards import resolve_shard, shard_of
-from ..verify import file_records
+from ..verify import file_record, file_records
 from .embed_modes import MODE_CLASSES, EmbedOptions
-from .embed_writing import FieldItems, FieldResult, shard_records
-from .shards import clear_partial_files
-from .store import FIELDS, STAGE, output_files, static_files
+from .embed_writing import FieldItems, FieldResult
+from .store import FIELDS, STAGE, static_files
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,7 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
     if run.complete:
         log.info("embed-text: a finished output with the same settings exists in %s", run.path)
         return run
-    static_cache = Path(vectors_cache or Path(cache_dir) / "vectors") if mode == "static" else None
-    with run.computing(static_cache):
-        removed = clear_partial_files(run.path)
-        if removed:
-            log.info("removed %d partial file(s) left by an earlier run", removed)
-
+    with run.computing(*handler.written_folders()):
         items = field_items(data)
         mine = {name: f.select([shard_of(i, num_shards) == shard_index for i in f.ids])
                 for name, f in items.items()}
@@ -101,8 +96,10 @@ def embed_text(manifest: str | Path, *, mode: str = "static", language: str = "a
         counts = {f"{name}_{key}": value for name, r in results.items()
                   for key, value in r.as_dict().items() if key != "examples"}
         counts["items"] = sum(len(f.ids) for f in mine.values())
-        shards = [name for name in output_files(run.path) if name.endswith(".arrow")]
-        files = {**shard_records(run, shards), **file_records(run.path, static_files(run.path))}
+        # Each shard's record as written (hashed from disk only for an older version's shard).
+        shards = {name: record or file_record(run.path / name) for result in results.values()
+                  for name, record in result.files.items()}
+        files = {**shards, **file_records(run.path, static_files(run.path))}
         run.finish(counts, fields={name: r.as_dict() for name, r in results.items()},
                    files=dict(sorted(files.items())), **extra)
     return run

@@ -1,9 +1,10 @@
 """The three modes of `embed-text`, one class each.
 
 A mode `check`s the options that belong to other modes (before anything is read), then
-`configure`s the stage: its settings and inputs, which enter the fingerprint, checked
-before the stage folder is made. `run` writes both fields' shards (and, in static mode, the
-vocabularies and vectors) into the folder and returns what the MANIFEST.json adds, with the
+`configure`s the stage: its settings and inputs, which enter the fingerprint, checked before
+the stage folder is made. `written_folders` names the folders it writes besides the stage
+folder (a full disk there is named too). `run` writes both fields' shards (and, in static mode,
+the vocabularies and vectors) into the folder and returns what the MANIFEST.json adds, with the
 per-field counts under "results".
 
 - `StaticMode`: spaCy rule-based tokens -> vocabulary ids; vocabularies fitted on the train
@@ -25,6 +26,7 @@ import numpy as np
 from ..cache import StageRun
 from ..errors import InputError
 from ..devices import resolve_device, resolve_precision
+from ..faults import OutputFolder
 from ..progress import progress
 from .embed_writing import (FieldItems, FieldResult, chunks, record_chunk, text_chunks,
                             write_field, write_shards)
@@ -105,6 +107,10 @@ class StaticMode:
     def _vectors_cache(self) -> Path:
         return Path(self.options.vectors_cache or Path(self.options.cache_dir) / "vectors")
 
+    def written_folders(self) -> list[OutputFolder]:
+        """The folders besides the stage folder that `run` writes: the vectors cache."""
+        return [OutputFolder(self._vectors_cache(), "--vectors-cache")]
+
     def _run_with(self, run: StageRun, items: dict[str, FieldItems],
                   mine: dict[str, FieldItems], chunker: ChunkTokenizer) -> dict:
         from .vectors import check_coverage, embedding_matrix, load_vectors
@@ -166,14 +172,13 @@ def _count_train_tokens(chunker: ChunkTokenizer, items: FieldItems) -> Counter:
     """Token counts of the train split (after truncation: the tokens a model will see)."""
     counts: Counter = Counter()
     train = items.select([s == "train" for s in items.splits])
-    bar = progress(total=len(train.ids), desc=f"vocabulary ({items.name})", unit="text")
-    # Chunks come back in order, so the counts are the same, key order included.
-    for part, (texts, _) in zip(chunker.map(text_chunks(train, 0, len(train.ids)),
-                                            count_chunk),
-                                text_chunks(train, 0, len(train.ids))):
-        counts.update(part)
-        bar.update(len(texts))
-    bar.close()
+    with progress(total=len(train.ids), desc=f"vocabulary ({items.name})", unit="text") as bar:
+        # Chunks come back in order, so the counts are the same, key order included.
+        for part, (texts, _) in zip(chunker.map(text_chunks(train, 0, len(train.ids)),
+                                                count_chunk),
+                                    text_chunks(train, 0, len(train.ids))):
+            counts.update(part)
+            bar.update(len(texts))
     return counts
 
 
@@ -189,6 +194,10 @@ class IdsMode:
         if self.options.vectors:
             raise InputError("--vectors is for --mode static", field="--vectors",
                              hint="drop --vectors, or use --mode static")
+
+    def written_folders(self) -> list[OutputFolder]:
+        """The folders besides the stage folder that `run` writes: none."""
+        return []
 
     def configure(self, data, settings: dict, inputs: dict) -> None:
         model = self.options.model

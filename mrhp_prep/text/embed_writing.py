@@ -2,21 +2,20 @@
 
 A field's items, in manifest order, fill shards of `rows_per_shard` rows. Each shard is
 written atomically; then `.progress/<shard>.json` records its counts and the shard file's
-size and SHA-256. A resumed run keeps a shard whose file matches that record and writes
-again one that does not (cut short, changed), with a warning that names it.
+size and SHA-256 (`verify.record_part`). A resumed run keeps a shard whose file matches that
+record and writes again one that does not (cut short, changed) or whose record is damaged,
+with a warning that names it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import write_json_atomic
 from ..cache import StageRun
 from ..progress import progress
-from ..verify import file_record, part_problem
+from ..verify import part_problem, read_part_record, record_part
 from .parallel import (BatchEncoder, ChunkResult, ChunkTokenizer, EncodedChunk, add_stats,
                        encode_chunk)
 from .shards import record_batch, shard_name, write_shard
@@ -52,6 +51,8 @@ class FieldResult:
     unk_tokens: int = 0
     shards: int = 0
     stats: TextStats = field(default_factory=TextStats)
+    # shard file name -> its size and SHA-256, as recorded when it was written
+    files: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "tokens": self.tokens, "unk_tokens": self.unk_tokens,
@@ -83,12 +84,12 @@ def _progress_path(run: StageRun, name: str, index: int) -> Path:
 
 
 def _finished_shard(run: StageRun, name: str, index: int) -> dict | None:
-    """The saved counts of a shard an earlier run finished (its file whole), else None."""
-    progress_file = _progress_path(run, name, index)
+    """The saved counts of a shard an earlier run finished (its file whole), else None (also
+    when its record is damaged: the shard is written again)."""
     shard = run.path / shard_name(name, index)
-    if not (shard.is_file() and progress_file.is_file()):
+    done = read_part_record(_progress_path(run, name, index))
+    if done is None or not shard.is_file():
         return None
-    done = json.loads(progress_file.read_text())
     damaged = part_problem(shard, done.get("file"))
     if damaged:
         log.warning("shard %s %s: writing it again", shard, damaged)
@@ -96,36 +97,24 @@ def _finished_shard(run: StageRun, name: str, index: int) -> dict | None:
     return done
 
 
-def shard_records(run: StageRun, names: list[str]) -> dict[str, dict]:
-    """Size and SHA-256 of the field shards `names`, as recorded when each was written."""
-    records = {}
-    for name in names:
-        field_name, index = name[:-len(".arrow")].rsplit("-", 1)
-        progress_file = _progress_path(run, field_name, int(index))
-        recorded = (json.loads(progress_file.read_text()).get("file")
-                    if progress_file.is_file() else None)
-        records[name] = recorded or file_record(run.path / name)
-    return records
-
-
 def write_shards(run: StageRun, items: FieldItems, desc: str, write_one) -> FieldResult:
     """Fill one field's numbered shards of `rows_per_shard` items, skipping the shards an
     earlier run finished. `write_one(path, start, stop, bar)` writes items[start:stop] to
     `path` and returns what it counted (a FieldResult)."""
     result = FieldResult()
-    bar = progress(total=len(items.ids), desc=desc, unit="text")
     spans = list(chunks(len(items.ids), run.settings["rows_per_shard"])) or [(0, 0)]
-    for index, (start, stop) in enumerate(spans):
-        done = _finished_shard(run, items.name, index)
-        if done is None:
+    with progress(total=len(items.ids), desc=desc, unit="text") as bar:
+        for index, (start, stop) in enumerate(spans):
             path = run.path / shard_name(items.name, index)
-            counts = write_one(path, start, stop, bar)
-            done = {**_shard_counts(counts), "file": file_record(path)}
-            write_json_atomic(_progress_path(run, items.name, index), done)
-        else:
-            bar.update(stop - start)
-        _add_counts(result, done)
-    bar.close()
+            done = _finished_shard(run, items.name, index)
+            if done is None:
+                counts = write_one(path, start, stop, bar)
+                done = record_part(_progress_path(run, items.name, index), path,
+                                   **_shard_counts(counts))
+            else:
+                bar.update(stop - start)
+            _add_counts(result, done)
+            result.files[path.name] = done.get("file")
     return result
 
 

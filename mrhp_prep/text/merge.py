@@ -9,7 +9,6 @@ symbolic links.
 
 from __future__ import annotations
 
-import filecmp
 import os
 from pathlib import Path
 
@@ -50,10 +49,16 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
                          + (f" (missing {missing})" if missing else ""),
                          hint="pass every job's output folder")
     ordered = [f for _, f in sorted(zip([s["shard_index"] for s in settings], folders))]
+    info_of = dict(zip(folders, infos))
     extras = static_files(ordered[0])
+    job0_files = {name: _record(info_of[ordered[0]], ordered[0], name) for name in extras}
     for folder in ordered[1:]:
-        for name in extras:
-            if not filecmp.cmp(ordered[0] / name, folder / name, shallow=False):
+        for name in extras:     # the digests recorded (and checked above), not the bytes again
+            if not (folder / name).is_file():
+                raise InputError(f"{name} is missing from this job's folder",
+                                 file=str(folder / name), hint="merge only the jobs of one "
+                                                               "job array")
+            if _record(info_of[folder], folder, name) != job0_files[name]:
                 raise InputError(f"{name} differs between the jobs", file=str(folder / name))
 
     merged_settings = {**common, "num_shards": 1, "shard_index": 0, "merged_from": count}
@@ -63,11 +68,10 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
     if run.complete:
         return run
     with run.computing():
-        info_of = dict(zip(folders, infos))
         files = {}
         for name in extras:
             _link(ordered[0] / name, run.path / name)
-            files[name] = _record(info_of[ordered[0]], ordered[0], name)
+            files[name] = job0_files[name]
         fields = {}
         for field in FIELDS:
             number = 0
@@ -86,7 +90,8 @@ def merge_text(folders: list[str | Path], *, out: str | Path | None = None,
         per_job = {f"job_{s['shard_index']}": i["fields"] for s, i in zip(settings, infos)}
         run.finish({f"{field}_rows": v["rows"] for field, v in fields.items()},
                    fields=_sum_fields(infos), jobs=per_job, merged=[str(f) for f in ordered],
-                   linked=True, files=dict(sorted(files.items())), **keep)
+                   linked=True, files=dict(sorted(files.items())), command="merge-text",
+                   **keep)
     return run
 
 

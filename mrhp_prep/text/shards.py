@@ -117,11 +117,3 @@ def features_array(row: pa.ListScalar) -> np.ndarray:
     per_token = row.values
     return per_token.flatten().to_numpy(zero_copy_only=False).reshape(len(row),
                                                                       per_token.type.list_size)
-
-
-def clear_partial_files(folder: str | Path) -> int:
-    """Delete the temporary files a killed run left behind; returns how many."""
-    stale = list(Path(folder).glob(".*.part"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)

@@ -48,13 +48,6 @@ def static_files(folder: str | Path) -> list[str]:
             if (folder / name).is_file()]
 
 
-def output_files(folder: str | Path) -> list[str]:
-    """Every file a finished folder holds besides its bookkeeping: shards, vocabularies,
-    vectors (what MANIFEST.json records)."""
-    shards = [p.name for field in FIELDS for p in shard_paths(folder, field)]
-    return sorted(shards + static_files(folder))
-
-
 def save_vectors(path: str | Path, matrix: np.ndarray) -> None:
     """A vectors file, atomically (plain .npy, no pickled objects)."""
     with atomic_path(path) as tmp:

@@ -2,9 +2,11 @@
 
 A text file is parsed once into `<vectors-cache>/<key>/`:
     vectors.npy   float32 [num_words, dim], opened with `np.load(..., mmap_mode="r")`
-    words.arrow   Arrow IPC file, one string column `word` (row i names vectors[i])
+    words.arrow   Arrow IPC stream, one string column `word` (row i names vectors[i]),
+                  written and read through `arrow_files.py`
     source.json   where it came from: path, format, dim, counts, the source's SHA-256, the
-                  SHA-256 of vectors.npy and words.arrow, seconds
+                  size and SHA-256 of vectors.npy and words.arrow (`verify.file_records`),
+                  seconds
 
 `key` is the first 16 hex digits of the SHA-256 of the whole source file, computed while
 the file is converted (the bytes are hashed as they are read, so it costs no extra pass).
@@ -12,7 +14,8 @@ the file is converted (the bytes are hashed as they are read, so it costs no ext
 and inode change times, so a later run finds the folder without reading the source; a file
 whose size or times changed is hashed again (one quick pass), and a copy of the same file elsewhere
 finds the same folder (a first conversion into an empty cache hashes only while converting).
-Every read checks the cache files against their recorded hashes: a
+Every read checks the cache files against their records (`verify.verify_files`, which
+remembers a check until the file changes, so an unchanged folder is not hashed again): a
 damaged or outdated folder is rebuilt, never used. `force=True` rebuilds it in any case.
 """
 
@@ -33,14 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrow_files import read_table, write_stream
 from ..atomic import write_json_atomic
-from ..cache import file_sha256
 from ..errors import InputError
+from ..verify import FILES_KEY, file_records, file_sha256, verify_files, verify_level
 from .vector_table import VectorTable
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2
+# 3: files recorded with their sizes (verify.py), words.arrow an IPC stream
+CACHE_FORMAT_VERSION = 3
 _LINES_PER_CHUNK = 20000
 _CACHE_FILES = ("vectors.npy", "words.arrow")
 _INDEX_DIR = "index"
@@ -133,31 +138,28 @@ def _remember_hash(root: Path, path: Path, digest: str) -> None:
 
 
 def _read_verified(folder: Path):
-    """The cache folder's table when its files match their recorded hashes, else None."""
+    """The cache folder's table when its files match their records, else None."""
+    verify_level()              # a wrong MRHP_VERIFY is the user's to fix, not a damage
     try:
         info = json.loads((folder / "source.json").read_text())
-        recorded = info.get("files", {})
-        ok = (info.get("cache_format_version") == CACHE_FORMAT_VERSION
-              and all(recorded.get(name) == file_sha256(folder / name) for name in _CACHE_FILES))
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
-        log.warning("the vectors cache %s is damaged or outdated (its files do not match the "
-                    "hashes it recorded); converting the source again", folder)
+        records = info.get(FILES_KEY) or {}
+        if (info.get("cache_format_version") != CACHE_FORMAT_VERSION
+                or sorted(records) != sorted(_CACHE_FILES)):
+            raise ValueError("written by another version")
+        verify_files(folder, {"stage": "the vectors cache", FILES_KEY: records})
+    except (OSError, ValueError, InputError) as exc:
+        log.warning("the vectors cache %s is damaged or outdated (%s); converting the source "
+                    "again", folder, str(exc).splitlines()[0])
         return None
     return read_cache(folder)
 
 
 def read_cache(folder: str | os.PathLike):
     """Open a finished cache folder: a memory map and an Arrow word column, ~no parsing."""
-    import pyarrow as pa
-
-
     folder = Path(folder)
     info = json.loads((folder / "source.json").read_text())
     matrix = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
-    with pa.memory_map(str(folder / "words.arrow")) as source:
-        words = pa.ipc.open_file(source).read_all().column("word")
+    words = read_table(folder / "words.arrow").column("word")
     return VectorTable(words, matrix, info)
 
 
@@ -186,14 +188,12 @@ def build_cache(path: Path, cache_root: Path, *, replace: bool = False) -> tuple
         del matrix
         raw_path.unlink()
         table = pa.table({"word": pa.array(words, type=pa.string())})
-        with pa.OSFile(str(work / "words.arrow"), "wb") as sink:
-            with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
+        write_stream(work / "words.arrow", table.schema, table.to_batches())
         folder = cache_root / digest[:16]
         write_json_atomic(work / "source.json", {
             "format": stats["format"], "path": str(path.resolve()), "dim": dim, "count": count,
             "fingerprint": folder.name, "source_sha256": digest,
-            "files": {name: file_sha256(work / name) for name in _CACHE_FILES},
+            FILES_KEY: file_records(work, _CACHE_FILES),
             "cache_format_version": CACHE_FORMAT_VERSION,
             "duplicates_skipped": stats["duplicates"], "blank_lines": stats["blank"],
             "seconds": round(time.perf_counter() - started, 2)})

@@ -80,7 +80,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache import file_sha256
+from ..verify import file_sha256
 from ..errors import InputError
 from ..torch_files import why_unreadable
 from .safe_pickle import load_restricted

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -27,10 +28,10 @@ from .loader import iter_samples, resolve_decoder
 from .models import FEATURE_DIMS, DetectorSettings, build_detector, weights_identity
 from .precision import full_float32
 from ..verify import file_records
-from .parts import PARTS_DIR, list_parts, usable_parts
-from .store import FORMAT_VERSION, STORE_NAME, ImageRegions, RoiStore
+from .parts import PARTS_DIR, done_in_parts, list_parts, usable_parts
+from .store import FORMAT_VERSION, STORE_NAME, ImageRegions
 from .store_join import consolidate
-from .region_checks import storage_problem
+from .region_checks import Storable, storage_check
 from .writer import PartWriter
 
 log = logging.getLogger(__name__)
@@ -74,20 +75,22 @@ class Runner:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def run(self, samples: list[dict]) -> list[ImageRegions]:
-        """The regions of each sample, as computed (whatever their values)."""
-        return [self._regions(sample, out) for sample, out in self._forward(samples)]
+        """The regions of each sample, as computed (whatever their values): the benchmarks
+        and the model tests compare these, unchecked, with the reference."""
+        return [self._regions(sample, out, out["features"].astype(self.feature_dtype))
+                for sample, out in self._forward(samples)]
 
     def run_checked(self, samples: list[dict], failures: list[dict]) -> list[ImageRegions]:
         """The regions of the samples that can be stored; each other sample becomes a failure
         record in `failures` (no region, NaN or inf, features beyond the storage dtype)."""
         kept = []
         for sample, out in self._forward(samples):
-            problem = detector_problem(out, self.precision, self.feature_dtype)
-            if problem is None:
-                kept.append(self._regions(sample, out))
+            checked = detector_check(out, self.precision, self.feature_dtype)
+            if checked.problem is None:
+                kept.append(self._regions(sample, out, checked.features))
             else:
-                failures.append({"item": sample["image_id"], "reason": problem[0],
-                                 "detail": problem[1], "path": sample["path"]})
+                failures.append({"item": sample["image_id"], "reason": checked.problem[0],
+                                 "detail": checked.problem[1], "path": sample["path"]})
         return kept
 
     def _forward(self, samples: list[dict]) -> list[tuple[dict, dict]]:
@@ -115,29 +118,30 @@ class Runner:
                           for k, v in out.items()})
                 for sample, out in zip(samples, outputs)]
 
-    def _regions(self, sample: dict, cpu: dict) -> ImageRegions:
+    def _regions(self, sample: dict, cpu: dict, features: np.ndarray) -> ImageRegions:
+        """`features`: [n, D] already in the storage dtype."""
         return ImageRegions(
             image_id=sample["image_id"], image_h=int(sample["original_size"][0]),
-            image_w=int(sample["original_size"][1]),
-            features=cpu["features"].astype(self.feature_dtype),
+            image_w=int(sample["original_size"][1]), features=features,
             boxes=cpu["boxes"].astype(np.float32), object_id=cpu["object_id"].astype(np.int32),
             object_conf=cpu["object_conf"].astype(np.float32),
             attr_id=cpu["attr_id"].astype(np.int32),
             attr_conf=cpu["attr_conf"].astype(np.float32))
 
 
-def detector_problem(out: dict, precision: str, feature_dtype) -> tuple[str, str] | None:
-    """(reason, detail) when the detector's regions of one image cannot be stored, else None.
+def detector_check(out: dict, precision: str, feature_dtype) -> Storable:
+    """Whether the detector's regions of one image can be stored (`Storable`: the problem,
+    or the features cast to `feature_dtype`).
 
     `out` is the detector's output for the image as numpy arrays (float32 features, before
     the cast to `feature_dtype`); its `backbone_finite` flag tells an overflow of the
     network's arithmetic (damaged or wrongly scaled weights) from other causes."""
-    problem = storage_problem(out["features"], {
+    checked = storage_check(out["features"], {
         "boxes": out["boxes"], "object scores": out["object_conf"],
         "attribute scores": out["attr_conf"]}, feature_dtype, "the detector")
-    if problem is None:
-        return None
-    reason, detail = problem
+    if checked.problem is None:
+        return checked
+    reason, detail = checked.problem
     arithmetic = "float32" if precision == "fp32" else f"{precision} autocast"
     if not bool(out.get("backbone_finite", True)):
         outcome = "it kept no region" if reason == "no-regions" else "its regions hold NaN or inf"
@@ -151,7 +155,7 @@ def detector_problem(out: dict, precision: str, feature_dtype) -> tuple[str, str
         detail += f" in {arithmetic}: check the weights"
     if precision != "fp32" and reason in ("overflow", "non-finite"):
         detail += "; or try --precision fp32"
-    return reason, detail
+    return Storable((reason, detail))
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -161,14 +165,6 @@ def _failure_record(sample: dict) -> dict:
             "path": sample["path"]}
 
 
-def _done_in_parts(folder: Path) -> tuple[set[str], int]:
-    done: set[str] = set()
-    parts = usable_parts(folder)       # a damaged part is deleted: its images are redone
-    for part in parts:
-        with RoiStore(part) as store:
-            done.update(store.image_ids)
-            done.update(f["item"] for f in store.failures())
-    return done, len(parts)
 
 
 def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
@@ -237,20 +233,22 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
     started = time.perf_counter()
     with run.computing():
         try:
-            done, num_parts = _done_in_parts(run.path)
+            parts = usable_parts(run.path)   # a damaged part is deleted: its images are redone
+            done, failures = done_in_parts(parts)
             todo = [(i, p) for i, p in items if i not in done]
             if done:
                 log.info("resuming: %d of %d images already in %d part files", len(done),
-                         len(items), num_parts)
+                         len(items), len(parts))
             dtype = np.float16 if feature_dtype == "float16" else np.float32
             if todo:
                 # A manifest's paths must stay inside the images root (it may come from
                 # anywhere); a folder given with --images is the user's own.
-                _extract_parts(todo, run.path, detector, image_settings, dtype, precision,
-                               device, run_options, identity, settings, progress_bar, decoder,
-                               root=images_root if manifest is not None else None)
+                failures += _extract_parts(
+                    todo, run.path, detector, image_settings, dtype, precision, device,
+                    run_options, identity, settings, progress_bar, decoder,
+                    root=images_root if manifest is not None else None)
             return _finish(run, items, dataset_name, identity, detector.model, dtype,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, failures)
         except InputError:
             run.discard_unstarted()  # a refused run (e.g. bad weights) leaves nothing behind
             raise
@@ -258,7 +256,10 @@ def extract_rois(*, manifest: str | None = None, images_root: str | None = None,
 
 def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_settings, dtype,
                    precision, device, run_options: RunOptions, identity: str, settings: dict,
-                   progress_bar: bool, decoder: str = "cpu", root: str | None = None) -> None:
+                   progress_bar: bool, decoder: str = "cpu", root: str | None = None
+                   ) -> list[dict]:
+    """Extract the regions of `todo` into new part files; returns the failure records the
+    parts hold."""
     from ..progress import progress
     from .kernels import prepare_kernels
 
@@ -281,6 +282,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
     batcher = ShapeBatcher(batch_size, max_padding=run_options.max_padding)
     pending: list[ImageRegions] = []
     failures: list[dict] = []
+    written_failures: list[dict] = []
     feature_dim = FEATURE_DIMS[detector.model]
     (folder / PARTS_DIR).mkdir(exist_ok=True)
 
@@ -290,6 +292,7 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
         if pending or failures:
             if force or len(pending) + len(failures) >= run_options.part_size:
                 writer.write(pending, failures)
+                written_failures.extend(failures)
                 pending.clear()
                 failures.clear()
 
@@ -315,31 +318,30 @@ def _extract_parts(todo, folder: Path, detector: DetectorSettings, image_setting
     finally:
         if bar is not None:
             bar.close()
+    return written_failures
 
 
 def _finish(run: StageRun, items, dataset: str, identity: str, model_name: str, dtype,
-            seconds: float) -> StageRun:
+            seconds: float, failures: Iterable[dict] | None = None) -> StageRun:
+    """Pack the part files into rois.h5 and finish the run. `failures`: the failure records
+    the parts hold (read from them when not given)."""
     parts = list_parts(run.path)
+    if failures is None:
+        failures = done_in_parts(parts)[1]
     wanted = {i for i, _ in items}
     failures_by_reason: dict[str, int] = defaultdict(int)
-    for part in parts:
-        with RoiStore(part) as store:
-            for failure in store.failures():
-                if failure["item"] in wanted:
-                    run.add_failure(**failure)
-                    failures_by_reason[failure["reason"]] += 1
+    for failure in failures:
+        if failure["item"] in wanted:
+            run.add_failure(**failure)
+            failures_by_reason[failure["reason"]] += 1
     attrs = {"model": model_name, "weights_sha256": identity, "settings": run.settings}
-    for stale in run.path.glob(f".{STORE_NAME}.*.part"):  # a packing cut short by a kill
-        stale.unlink()
-    num_images, num_regions = consolidate(parts, run.path / STORE_NAME, attrs=attrs,
-                                          feature_dim=FEATURE_DIMS[model_name],
-                                          feature_dtype=dtype)
-    counts = {"images": len(items), "extracted": num_images, "regions": num_regions,
+    feature_dim = FEATURE_DIMS[model_name]
+    joined = consolidate(parts, run.path / STORE_NAME, attrs=attrs, feature_dim=feature_dim,
+                         feature_dtype=dtype)
+    counts = {"images": len(items), "extracted": joined.images, "regions": joined.regions,
               "failed": len(run.failures), **{f"failed_{k}": v for k, v in
                                               sorted(failures_by_reason.items())}}
-    with RoiStore(run.path / STORE_NAME) as store:
-        feature_dim = store.feature_dim
-        box_counts = [row[2] for row in store.index_rows()]
+    box_counts = joined.region_counts
     run.finish(counts, model=model_name, weights_sha256=identity, feature_dim=feature_dim,
                dataset=dataset, store=STORE_NAME, files=file_records(run.path, [STORE_NAME]),
                regions_per_image={

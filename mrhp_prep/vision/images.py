@@ -3,10 +3,9 @@ is decoded and resized in a worker, and how decoded images are grouped into batc
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterator, Sequence
 
 from .decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
@@ -49,19 +48,26 @@ def folder_images(folder: str | Path) -> list[tuple[str, Path]]:
 
 # --- decoding in workers --------------------------------------------------------------------
 
-def outside_root(path: str | Path, real_root: str | None) -> bool:
-    """Whether `path`, its links resolved, lies outside the folder `real_root` (itself
-    resolved): a manifest's `../`, an absolute path or a link out of the images root."""
-    if real_root is None:
+def outside_root(path: str | Path, root: str | Path | None) -> bool:
+    """Whether `path` (the images root joined with a manifest's path) leaves the folder
+    `root`: an absolute path or a `..` in the manifest (`leaves_images_root`: lexical, links
+    inside the root are followed)."""
+    from ..data.manifest import leaves_images_root
+
+    if root is None:
         return False
-    return os.path.commonpath([os.path.realpath(path), real_root]) != real_root
+    try:
+        rel = PurePath(path).relative_to(root)
+    except ValueError:
+        return True
+    return leaves_images_root(rel.as_posix())
 
 
 def unsafe_path_failure(image_id: str, path: str | Path) -> dict:
     """The failure sample of an image whose path leaves the images root (never opened)."""
     return {"image_id": image_id, "image": None, "reason": "outside-images-root",
-            "detail": "the manifest's path leaves the images root (a '..', an absolute path "
-                      "or a link out of it); the file was not read", "path": str(path)}
+            "detail": "the manifest's path leaves the images root (a '..' or an absolute "
+                      "path); the file was not read", "path": str(path)}
 
 
 class ImageDataset:
@@ -75,7 +81,7 @@ class ImageDataset:
         self.min_size = min_size
         self.max_size = max_size
         self.image_settings = image_settings
-        self.real_root = os.path.realpath(root) if root is not None else None
+        self.root = root
 
     def __len__(self) -> int:
         return len(self.items)
@@ -84,7 +90,7 @@ class ImageDataset:
         import torch
 
         image_id, path = self.items[index]
-        if outside_root(path, self.real_root):
+        if outside_root(path, self.root):
             return unsafe_path_failure(image_id, path)
         try:
             pixels = decode_image(path, min_side=self.image_settings.min_image_side,

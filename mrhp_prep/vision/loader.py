@@ -150,7 +150,7 @@ class ImageSource:
             from .images import outside_root, unsafe_path_failure
 
             image_id, path = self.cpu.items[index]
-            if outside_root(path, self.cpu.real_root):
+            if outside_root(path, self.cpu.root):
                 return unsafe_path_failure(image_id, path)
             try:
                 data = Path(path).read_bytes()

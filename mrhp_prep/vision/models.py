@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..cache import file_sha256
+from ..verify import file_sha256
 from ..errors import InputError
 from .checkpoints import (RANDOM, LoadReport, init_random, load_butd_weights, load_into,
                           read_checkpoint, warn_random_weights)

@@ -2,22 +2,23 @@
 
 A run writes `parts/part-NNNNN.h5` (the store layout of `store.py`, plus the failures of its
 images), one per `part_size` images, atomically; beside each, `part-NNNNN.json` records its
-size and SHA-256. A resumed run keeps the images of the parts that match their record and
-redoes those of a part that does not (cut short, changed, unreadable): it is deleted, with a
-warning that names it. Parts without a record (an older version's) are kept when they read.
+size and SHA-256 (`verify.record_part`, hashed from the bytes written). A resumed run keeps
+the images of the parts that match their record and redoes those of a part that does not
+(cut short, changed) or whose record is damaged: it is deleted, with a warning that names
+it. A part without a record (killed between the two writes, or an older version's) is kept
+when it reads as a store.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
-from ..atomic import write_json_atomic
 from ..errors import InputError
-from ..verify import file_record, part_problem
-from .store import ImageRegions, RoiStore, write_store
+from ..verify import part_problem, read_part_record, record_part
+from .store import ImageRegions, RoiStore
+from .store_write import write_recorded_store
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +43,22 @@ def _record_path(part: Path) -> Path:
 def write_part(folder: str | Path, regions: Sequence[ImageRegions], failures: Sequence[dict],
                **options) -> Path:
     """The next part file of `folder` (`write_store` options), then its record."""
-    path = write_store(next_part_path(folder), regions, failures=failures, **options)
-    write_json_atomic(_record_path(path), file_record(path))
+    path = next_part_path(folder)
+    written = write_recorded_store(path, regions, failures=failures, **options)
+    record_part(_record_path(path), path, file=written)
     return path
 
 
 def _problem(part: Path) -> str | None:
-    try:
-        record = json.loads(_record_path(part).read_text())
-    except FileNotFoundError:
-        record = None
-    except ValueError:
-        return "its record is damaged"
-    found = part_problem(part, record)
-    if found:
-        return found
+    """What is wrong with a part, or None when a resumed run can keep it. A recorded part
+    is checked against its record only; an unrecorded one is opened."""
+    record_path = _record_path(part)
+    if record_path.exists():
+        record = read_part_record(record_path)
+        if record is None:
+            return "has a damaged record"
+        if record.get("file") is not None:
+            return part_problem(part, record["file"])
     try:
         RoiStore(part).close()
     except InputError as exc:
@@ -77,3 +79,16 @@ def usable_parts(folder: str | Path) -> list[Path]:
         part.unlink()
         _record_path(part).unlink(missing_ok=True)
     return kept
+
+
+def done_in_parts(parts: Sequence[Path]) -> tuple[set[str], list[dict]]:
+    """(the image ids, the failure records) the parts hold, each part read once."""
+    done: set[str] = set()
+    failures: list[dict] = []
+    for part in parts:
+        with RoiStore(part) as store:
+            done.update(store.image_ids)
+            found = store.failures()
+        done.update(f["item"] for f in found)
+        failures.extend(found)
+    return done, failures

@@ -10,14 +10,15 @@ import numpy as np
 
 from ..cache import MANIFEST_NAME, open_stage, read_failures
 from ..errors import InputError
-from ..faults import environment_guard
+from ..faults import OutputFolder, environment_guard
 from ..locks import FolderLock
-from ..verify import file_records, read_verified
+from ..verify import FILES_KEY, file_record, file_records, read_verified
 from .interop import ImportFailure, export_npz, export_tsv, read_source
 from .parts import PARTS_DIR, list_parts, next_part_path
-from .region_checks import storage_problem
-from .store import FORMAT_VERSION, STORE_NAME, RoiStore, write_store
-from .store_join import consolidate, merge_virtual
+from .region_checks import storage_check
+from .store import FORMAT_VERSION, SOURCES_KEY, STORE_NAME, RoiStore
+from .store_join import consolidate, merge_virtual, source_name
+from .store_write import write_store
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,17 @@ def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "c
                  "weights_sha256": infos[0].get("weights_sha256", ""), "settings": merged_settings}
         sources = [s / STORE_NAME for s in ordered]
         if virtual:
-            images, regions = merge_virtual(sources, run.path / STORE_NAME, attrs=attrs)
-            extra = {"note": "rois.h5 reads the regions from the shard folders; keep them in place"}
+            images, regions, _ = merge_virtual(sources, run.path / STORE_NAME, attrs=attrs)
+            # What the store reads, as checked above: a reader refuses a shard written since.
+            extra = {"note": "rois.h5 reads the regions from the shard folders; keep them in "
+                             "place", SOURCES_KEY: {
+                                 source_name(source, run.path / STORE_NAME):
+                                     _shard_record(info, source)
+                                 for (_, _, info), source in zip(by_index, sources)}}
         else:
             with RoiStore(sources[0]) as first:
                 feature_dim, dtype = first.feature_dim, first.row_layout("features")[1]
-            images, regions = consolidate(
+            images, regions, _ = consolidate(
                 sources, run.path / STORE_NAME, attrs=attrs, feature_dim=feature_dim,
                 feature_dtype=dtype, kind="shards",
                 hint="merge shards of one extraction (same --num-shards)")
@@ -92,6 +98,12 @@ def merge_rois(shards: list[str], *, out: str | None = None, cache_dir: str = "c
                    shards=[str(Path(s).resolve()) for s in ordered], virtual=virtual,
                    files=file_records(run.path, [STORE_NAME]), **extra)
     return run
+
+
+def _shard_record(info: dict, store: Path) -> dict:
+    """A shard's rois.h5 record as its MANIFEST.json holds it (checked when it was opened),
+    or computed for a shard written before records were kept."""
+    return (info.get(FILES_KEY) or {}).get(STORE_NAME) or file_record(store)
 
 
 def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: str = ".jpg",
@@ -138,10 +150,11 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
             if record.image_id in seen:
                 run.add_failure(record.image_id, "duplicate", detail="kept the first occurrence")
                 continue
-            problem = storage_problem(record.features, {"boxes": record.boxes}, dtype,
-                                      "the source file")
-            if problem is not None:     # no region, NaN or inf, beyond float16 (region_checks)
-                run.add_failure(record.image_id, problem[0], detail=problem[1])
+            checked = storage_check(record.features, {"boxes": record.boxes}, dtype,
+                                    "the source file")
+            if checked.problem is not None:  # no region, NaN or inf, beyond float16
+                run.add_failure(record.image_id, checked.problem[0],
+                                detail=checked.problem[1])
                 continue
             dim = record.features.shape[1] if record.features.ndim == 2 else 0
             if feature_dim is None and record.count:
@@ -151,7 +164,7 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
                                 detail=f"{dim}-d features, the others are {feature_dim}-d")
                 continue
             seen.add(record.image_id)
-            record.features = record.features.astype(dtype)
+            record.features = checked.features
             pending.append(record)
             if len(pending) >= part_size:
                 write_store(next_part_path(run.path), pending, feature_dim=feature_dim,
@@ -162,8 +175,9 @@ def import_rois(source: str, *, fmt: str, manifest: str | None = None, suffix: s
             write_store(next_part_path(run.path), pending, feature_dim=feature_dim,
                         feature_dtype=dtype)
         attrs = {"model": f"imported:{fmt}", "weights_sha256": "", "settings": settings}
-        images, regions = consolidate(list_parts(run.path), run.path / STORE_NAME, attrs=attrs,
-                                      feature_dim=feature_dim, feature_dtype=dtype)
+        images, regions, _ = consolidate(list_parts(run.path), run.path / STORE_NAME,
+                                         attrs=attrs, feature_dim=feature_dim,
+                                         feature_dtype=dtype)
         run.finish({"images": images, "regions": regions, "failed": len(run.failures)},
                    model=attrs["model"], feature_dim=feature_dim, store=STORE_NAME,
                    files=file_records(run.path, [STORE_NAME]))
@@ -180,15 +194,19 @@ def export_rois(store_path: str, *, fmt: str, out: str) -> int:
     folder = path if path.is_dir() else path.parent
     opened = (RoiStore.of_stage(folder) if (folder / MANIFEST_NAME).is_file()
               else RoiStore(path))
-    target = Path(out)
-    with environment_guard(target):
-        target.mkdir(parents=True, exist_ok=True)
+    target = OutputFolder(Path(out), "--out")
     # One export into a folder at a time; a full or read-only disk names the folder.
-    with opened as store, FolderLock(target), environment_guard(target):
-        if store.format_version < FORMAT_VERSION:
-            raise InputError(f"store format {store.format_version}: its object and attribute "
-                             "ids may be counted from 1, the formats written here count from 0",
-                             file=str(store.path), hint="re-run extract-rois or import-rois")
-        if fmt == "npz":
-            return export_npz(store, target)
-        return export_tsv(store, target)
+    with opened as store, environment_guard(target):
+        target.path.mkdir(parents=True, exist_ok=True)
+        with FolderLock(target.path):
+            return _export(store, fmt, target.path)
+
+
+def _export(store: RoiStore, fmt: str, target: Path) -> int:
+    if store.format_version < FORMAT_VERSION:
+        raise InputError(f"store format {store.format_version}: its object and attribute "
+                         "ids may be counted from 1, the formats written here count from 0",
+                         file=str(store.path), hint="re-run extract-rois or import-rois")
+    if fmt == "npz":
+        return export_npz(store, target)
+    return export_tsv(store, target)

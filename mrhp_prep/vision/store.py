@@ -26,24 +26,21 @@ same, through h5py, more slowly; `merge-rois FOLDER` copies one into the block l
 A merged store (`merge-rois --virtual`) holds HDF5 virtual datasets over the shards' files.
 
 Part files (`parts/part-*.h5`, see `parts.py`) have the same layout plus a `failures` dataset
-(JSON lines). This module is the only one that opens these files; `store_join.py` lays
-stores end to end through `created_store`.
+(JSON lines). This module reads the files and `store_write.py` writes them; no other module
+opens them (`store_join.py` lays stores end to end through `store_write.created_store`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import h5py
 import numpy as np
 
-from ..atomic import atomic_path
 from ..errors import InputError
 
 # 2: object and attribute ids counted from 0 (as the reference extractor and the vocabulary
@@ -53,12 +50,11 @@ STORE_NAME = "rois.h5"
 
 INDEX_FIELDS = ("image_id", "offset", "count", "image_h", "image_w")
 ROW_FIELDS = ("features", "boxes", "object_id", "object_conf", "attr_id", "attr_conf")
-_ROW_DTYPES = {"boxes": np.float32, "object_id": np.int32, "object_conf": np.float32,
-               "attr_id": np.int32, "attr_conf": np.float32}
 # The stages whose output folder holds a rois.h5 (all read alike).
 ROI_STAGES = ("extract-rois", "merge-rois", "import-rois")
-_STR = h5py.string_dtype("utf-8")
-_SMALL_CHUNK_ROWS = 4096
+# In a virtual merge's MANIFEST.json: each shard file it reads, named as the store names it
+# (relative to the merge's folder), -> its record (size, SHA-256) when the merge read it
+SOURCES_KEY = "source_files"
 
 
 @dataclass
@@ -78,87 +74,6 @@ class ImageRegions:
     @property
     def count(self) -> int:
         return int(self.features.shape[0])
-
-
-def create_rows(handle: h5py.File, total: int, feature_dim: int, feature_dtype) -> dict:
-    """The row datasets of a new store: `features` in one uncompressed block (so readers can
-    memory-map it), the small per-region arrays in chunks."""
-    def chunks(rows: int, *tail: int) -> tuple | None:
-        return (max(1, min(rows, max(total, 1))), *tail) if total else None
-
-    datasets = {"features": handle.create_dataset("features", (total, feature_dim),
-                                                  dtype=feature_dtype)}
-    datasets["boxes"] = handle.create_dataset("boxes", (total, 4), dtype=np.float32,
-                                              chunks=chunks(_SMALL_CHUNK_ROWS, 4))
-    for name in ("object_id", "object_conf", "attr_id", "attr_conf"):
-        datasets[name] = handle.create_dataset(name, (total,), dtype=_ROW_DTYPES[name],
-                                               chunks=chunks(_SMALL_CHUNK_ROWS))
-    return datasets
-
-
-def _write_index(handle: h5py.File, image_ids, offsets, counts, heights, widths) -> None:
-    handle.create_dataset("image_id", data=np.asarray(list(image_ids), dtype=object), dtype=_STR)
-    handle.create_dataset("offset", data=np.asarray(offsets, dtype=np.int64))
-    handle.create_dataset("count", data=np.asarray(counts, dtype=np.int32))
-    handle.create_dataset("image_h", data=np.asarray(heights, dtype=np.int32))
-    handle.create_dataset("image_w", data=np.asarray(widths, dtype=np.int32))
-
-
-def _set_attrs(handle: h5py.File, attrs: dict, feature_dim: int) -> None:
-    handle.attrs["format_version"] = FORMAT_VERSION
-    handle.attrs["feature_dim"] = feature_dim
-    for key, value in attrs.items():
-        handle.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-
-
-def write_store(path: str | Path, images: Sequence[ImageRegions], *, feature_dim: int,
-                feature_dtype=np.float16, attrs: dict | None = None,
-                failures: Sequence[dict] = ()) -> Path:
-    """Write `images` (and, for part files, `failures`) to `path` atomically."""
-    path = Path(path)
-    counts = [image.count for image in images]
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts else []
-    total = int(sum(counts))
-    index = ([i.image_id for i in images], offsets, counts, [i.image_h for i in images],
-             [i.image_w for i in images])
-    with created_store(path, index, attrs=attrs or {}, feature_dim=feature_dim,
-                       in_memory=True) as handle:
-        rows = create_rows(handle, total, feature_dim, feature_dtype)
-        if total:
-            for name in ROW_FIELDS:
-                data = np.concatenate([getattr(i, name) for i in images if i.count])
-                rows[name][...] = data.astype(rows[name].dtype, copy=False)
-        handle.create_dataset("failures", data=np.asarray(
-            [json.dumps(f, default=str) for f in failures], dtype=object), dtype=_STR)
-    return path
-
-
-@contextlib.contextmanager
-def created_store(path: str | Path, index: tuple, *, attrs: dict, feature_dim: int,
-                  in_memory: bool = False) -> Iterator[h5py.File]:
-    """A new store at `path`, written atomically (renamed into place when the block ends
-    without an error): the index (image_ids, offsets, counts, heights, widths) is written,
-    the block adds the row datasets (`create_rows`, or virtual ones), then the attributes.
-
-    HDF5 does not survive a write the disk refuses: its file object is left half closed, and
-    freeing it crashes the process (a segfault). Small files (parts, a virtual store's index)
-    are therefore built `in_memory` and written to disk by Python, where a full disk is a
-    plain OSError; a large packed store is written only when the disk has room for it
-    (`require_free_space`, checked by the caller)."""
-    if not in_memory:
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as handle:
-                _write_index(handle, *index)
-                yield handle
-                _set_attrs(handle, attrs, feature_dim)
-        return
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as handle:
-        _write_index(handle, *index)
-        yield handle
-        _set_attrs(handle, attrs, feature_dim)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
 
 
 class RoiStore:
@@ -187,6 +102,15 @@ class RoiStore:
         self.folder, self.info = path.parent, None
         self._pid = None
         handle = self._open()
+        try:
+            self._read_index(handle)
+        except BaseException:
+            self.close()
+            raise
+        self._maps = None
+
+    def _read_index(self, handle: h5py.File) -> None:
+        path = self.path
         missing = [n for n in INDEX_FIELDS + ROW_FIELDS if n not in handle]
         if missing:
             raise InputError(f"not an RoI store: missing {', '.join(missing)}", file=str(path),
@@ -205,28 +129,33 @@ class RoiStore:
         features = handle["features"]
         self._shape, self._dtype = tuple(features.shape), features.dtype
         self._blocks = self._feature_blocks(features)
-        self._maps = None
 
     @classmethod
     def of_stage(cls, path: str | os.PathLike) -> "RoiStore":
         """The store of a finished extract-rois, merge-rois or import-rois folder (or of its
         rois.h5), its files checked against the MANIFEST.json records (`verify.py`); the
-        shards behind a virtual store are checked against theirs."""
-        from ..cache import MANIFEST_NAME
-        from ..verify import read_verified
+        shard files behind a virtual store are checked against the records merge-rois kept
+        of them (so a shard written again since the merge is refused)."""
+        from ..verify import FILES_KEY, read_verified, verify_files
 
         path = Path(path)
         folder = path.parent if path.is_file() else path
-        if not (folder / MANIFEST_NAME).exists() and (folder / STORE_NAME).exists():
-            raise InputError(f"{folder} has no {MANIFEST_NAME}: the run that writes it did not "
-                             "finish", file=str(folder),
-                             hint="run 'mrhp-prep extract-rois' again (it resumes)")
         info = read_verified(folder, ROI_STAGES)
         store = cls(folder / STORE_NAME)
         store.info = info
-        for source in {block[2] for block in store._virtual_sources()}:
-            if (source.parent / MANIFEST_NAME).is_file():
-                read_verified(source.parent, "extract-rois")
+        try:
+            sources = {(file, stored) for _, _, file, _, stored in store._virtual_sources()}
+            recorded = info.get(SOURCES_KEY) or {}
+            for source, stored in sorted(sources):
+                record = recorded.get(stored)
+                if record is not None:
+                    verify_files(source.parent, {"stage": info.get("stage"),
+                                                 FILES_KEY: {source.name: record}})
+                else:                   # a merge that kept no records: the shard's own
+                    _verify_shard(source.parent)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     # --- opening, per process ---------------------------------------------------------
@@ -242,8 +171,9 @@ class RoiStore:
             self._h5_features = None
         return self._file
 
-    def _virtual_sources(self) -> list[tuple[int, int, Path, str]]:
-        """(first row, end row, file, dataset) of each source of a virtual `features`."""
+    def _virtual_sources(self) -> list[tuple[int, int, Path, str, str]]:
+        """(first row, end row, file, dataset, the file's name as stored) of each source of a
+        virtual `features`."""
         features = self._open()["features"]
         if not features.is_virtual:
             return []
@@ -255,7 +185,8 @@ class RoiStore:
             file = self.path if name == "." else Path(name)
             if not file.is_absolute():
                 file = Path(os.path.normpath(self.path.parent / file))
-            sources.append((int(start), int(last) + 1, file, plist.get_virtual_dsetname(k)))
+            sources.append((int(start), int(last) + 1, file, plist.get_virtual_dsetname(k),
+                            name))
         return sources
 
     def _feature_blocks(self, features) -> list[tuple[int, int, Path, int]] | None:
@@ -267,7 +198,7 @@ class RoiStore:
                 return None if self._shape[0] else []
             return [(0, self._shape[0], self.path, offset)]
         blocks = []
-        for start, stop, file, name in self._virtual_sources():
+        for start, stop, file, name, _ in self._virtual_sources():
             if not file.is_file():
                 raise InputError(
                     f"{self.path.name} reads its regions from {file}, which is missing (the "
@@ -427,6 +358,16 @@ class RoiStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _verify_shard(folder: Path) -> None:
+    """A virtual merge written before merges recorded their shards: each shard folder is
+    checked against its own MANIFEST.json (when it has one)."""
+    from ..cache import MANIFEST_NAME
+    from ..verify import read_verified
+
+    if (folder / MANIFEST_NAME).is_file():
+        read_verified(folder, "extract-rois")
 
 
 def _contiguous_offset(dataset) -> int | None:

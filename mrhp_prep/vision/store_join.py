@@ -7,21 +7,45 @@ sources where they are. Both refuse an image id that two sources hold.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import h5py
 import numpy as np
 
 from ..errors import InputError
 from ..faults import require_free_space
-from .store import ROW_FIELDS, RoiStore, create_rows, created_store
+from .store import ROW_FIELDS, RoiStore
+from .store_write import create_rows, created_store
 
 # Regions copied at a time (~64 MB of 2048-d float16 features): memory stays small whatever
 # the size of the stores.
 _COPY_ROWS = 16384
 _PACKING_MARGIN = 8 << 20       # bytes beyond the sources' size that packing may need
+
+
+class Joined(NamedTuple):
+    """What a joined store holds: images, regions, and the regions of each image."""
+
+    images: int
+    regions: int
+    region_counts: list[int]
+
+
+def source_name(source: str | Path, out_path: str | Path) -> str:
+    """How a virtual store at `out_path` names a source file: its path relative to the
+    store's folder (so the two may move together)."""
+    return os.path.relpath(Path(source).resolve(), Path(out_path).resolve().parent)
+
+
+@contextlib.contextmanager
+def _opened(sources: Sequence[str | Path]) -> Iterator[list[RoiStore]]:
+    """The stores of `sources`, each closed when the block ends (also when opening a later
+    one fails)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(RoiStore(source)) for source in sources]
 
 
 def _joined_index(stores: Sequence["RoiStore"], kind: str, hint: str | None = None):
@@ -49,14 +73,13 @@ def _joined_index(stores: Sequence["RoiStore"], kind: str, hint: str | None = No
 def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: dict,
                 feature_dim: int, feature_dtype=np.float16, kind: str = "part files",
                 hint: str = "two runs wrote into this folder at once; rerun with --force to "
-                            "start it over") -> tuple[int, int]:
+                            "start it over") -> Joined:
     """Copy the regions of several stores (parts, shards) into one packed store, atomically,
     `features` in one block; copied in slices, so memory stays small whatever the size.
 
-    Returns (number of images, number of regions). Raises if an image id repeats.
+    Raises if an image id repeats.
     """
-    stores = [RoiStore(s) for s in sources]
-    try:
+    with _opened(sources) as stores:
         for store in stores:
             if store.feature_dim != feature_dim:
                 raise InputError(f"feature size {store.feature_dim}, expected {feature_dim}",
@@ -78,21 +101,17 @@ def consolidate(sources: Sequence[str | Path], out_path: str | Path, *, attrs: d
                         block = store.rows(name, span)
                         rows[name][target] = block.astype(rows[name].dtype, copy=False)
                 base += n
-        return len(index[0]), total
-    finally:
-        for store in stores:
-            store.close()
+        return Joined(len(index[0]), total, list(index[2]))
 
 
 def merge_virtual(sources: Sequence[str | Path], out_path: str | Path, *,
-                  attrs: dict) -> tuple[int, int]:
+                  attrs: dict) -> Joined:
     """Join stores without copying their regions: the row datasets of `out_path` are HDF5
     virtual datasets over the sources (stored as paths relative to `out_path`'s folder);
     only the small index is written. The sources must stay where they are (a reader refuses
     the store when one is gone)."""
     out_path = Path(out_path)
-    stores = [RoiStore(s) for s in sources]
-    try:
+    with _opened(sources) as stores:
         feature_dim = stores[0].feature_dim
         for store in stores:
             if store.feature_dim != feature_dim:
@@ -108,7 +127,7 @@ def merge_virtual(sources: Sequence[str | Path], out_path: str | Path, *,
         base = 0
         for store in stores:
             n = store.num_regions
-            relative = os.path.relpath(store.path.resolve(), out_path.resolve().parent)
+            relative = source_name(store.path, out_path)
             if n:
                 for name in ROW_FIELDS:
                     shape = store.row_layout(name)[0]
@@ -118,7 +137,4 @@ def merge_virtual(sources: Sequence[str | Path], out_path: str | Path, *,
                            in_memory=True) as handle:
             for name, layout in layouts.items():
                 handle.create_virtual_dataset(name, layout, fillvalue=0)
-        return len(index[0]), total
-    finally:
-        for store in stores:
-            store.close()
+        return Joined(len(index[0]), total, list(index[2]))
