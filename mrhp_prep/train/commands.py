@@ -181,9 +181,9 @@ def _report_train(result) -> str:
 
 def result_seed(path) -> int | None:
     """train.seed of the run in `path` (from its config.yaml)."""
-    from .run import read_run_config
+    from .run_folder import read_run_config
 
-    return read_run_config(path).get("train", {}).get("seed")
+    return read_run_config(path, complete=True)["train"].get("seed")
 
 
 @click.command("evaluate")

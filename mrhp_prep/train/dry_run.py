@@ -45,7 +45,7 @@ def dry_run(*, manifest: str | Path | None = None, rois: str | Path | None = Non
     """Resolve the config and build the model as `run.train` would; returns `describe`'s text.
     With `resume`, the run folder's own config.yaml and inputs."""
     if resume is not None:
-        from .run import read_run_config
+        from .run_folder import read_run_config
 
         config = read_run_config(resume)
         inputs = config.pop("inputs")

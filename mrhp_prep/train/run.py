@@ -1,20 +1,9 @@
 """`train` and `predict` as library functions: from cached features to a run folder.
 
-A run folder (`cache/<dataset>/train/<fingerprint>/` by default) holds:
-
-    config.yaml               the resolved config, with the input folders under `inputs:`
-    model.txt                 parameters per submodule (trainable, frozen, embedding tables)
-    checkpoints/              last.pt (resume), best.pt, epoch-NNN.pt
-    metrics.json              dev and test metrics of the best epoch, product counts, epochs,
-                              the seed, package version, input fingerprints and config
-    predictions-dev.jsonl     product_id, review_id, label, score, rank
-    predictions-test.jsonl
-    curves.png                losses and dev metrics per epoch
-    scores.png                predicted scores per label
-    MANIFEST.json             written last: the run is finished
-
-The fingerprint covers the config and the inputs' fingerprints: the same command reuses a
-finished run, and resumes an unfinished one from checkpoints/last.pt.
+The run folder (`cache/<dataset>/train/<fingerprint>/` by default) and its files are listed in
+`run_folder.py`, which names, writes and reads them. The fingerprint covers the config and
+the inputs' fingerprints: the same command reuses a finished run, and resumes an unfinished
+one from checkpoints/last.pt.
 """
 
 from __future__ import annotations
@@ -29,13 +18,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import yaml
 
-from ..atomic import atomic_path
 from ..cache import MARKER_NAME, StageRun, open_stage, path_fingerprint
 from ..data.manifest import Manifest
 from ..errors import InputError
-from ..settings_yaml import read_settings_file
 from .data.checks import check_ids_fit_encoder, check_labels
 from .loop.guards import check_scores
 from .loop.checkpoints import load_checkpoint_for
@@ -51,13 +37,16 @@ from .models import build_model
 from .report.parameters import parameter_table
 from .report.plots import plot_curves, plot_scores
 from .report.predictions import write_predictions
-from .loop.provenance import run_record, write_strict_json
+from .loop.provenance import run_record
 from .loop.trainer import Trainer, amp_settings, score_reviews
+from .run_folder import (CURVES_NAME, INPUT_ROLES, SCORES_NAME, checkpoint_dir,
+                         has_checkpoints, predict_output_path, predictions_path,
+                         read_run_config, write_model_table, write_run_config,
+                         write_run_metrics)
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-INPUT_ROLES = ("manifest", "rois", "text", "probes")
 
 
 @dataclass
@@ -76,18 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise InputError("no config.yaml: not a training run folder", file=str(run_dir),
-                         hint="pass the folder that 'mrhp-prep train' printed")
-    config = read_settings_file(path)
-    if not isinstance(config, dict):
-        raise InputError("config.yaml is not a mapping of settings", file=str(path),
-                         hint="pass the folder that 'mrhp-prep train' printed")
-    return config
 
 
 def _require_current_keys(config: dict, run_dir) -> None:
@@ -112,7 +89,7 @@ def _discarded_when_refused(run: StageRun | None) -> Iterator[None]:
     try:
         yield
     except InputError:
-        if run is not None and not any((run.path / "checkpoints").glob("*.pt")):
+        if run is not None and not has_checkpoints(run.path):
             run.discard()
         raise
 
@@ -144,7 +121,7 @@ def _settings(*, manifest, rois, text, probes, model, config_file, preset, proto
               overrides, resume) -> tuple[dict, dict, str, Manifest]:
     """(config, inputs, model name, manifest) of a new run, or of the run in `resume`."""
     if resume is not None:
-        config = read_run_config(resume)
+        config = read_run_config(resume, complete=True)
         inputs = config.pop("inputs")
         _require_current_keys(config, resume)
         _check_resume_inputs(resume, inputs)
@@ -213,8 +190,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
     if distributed.is_main:
         check_or_record_inputs(path, inputs)     # a resumed run: the inputs it started from
-        with atomic_path(path / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump({**config, "inputs": inputs}, sort_keys=False))
+        write_run_config(path, config, inputs)
 
     seed_everything(int(config["train"]["seed"]))
     with _discarded_when_refused(run):    # bad data refused before the first checkpoint
@@ -222,8 +198,7 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         built = build_model(model, config["model"], sources.model_inputs())
         check_ids_fit_encoder(sources, built)
         if distributed.is_main:     # the parameters per submodule, as `train --dry-run` prints
-            with atomic_path(path / "model.txt") as tmp:
-                tmp.write_text(parameter_table(built))
+            write_model_table(path, parameter_table(built))
         trainer = Trainer(built, splits["train"], splits["dev"], config, path,
                           device=pick_device(device, distributed),
                           relevance_threshold=manifest_info.relevance_threshold,
@@ -271,12 +246,11 @@ def _finish(run: StageRun | None, path: Path, trainer: Trainer, state, sources: 
     }
     if distributed.is_main:
         for split, frame in frames.items():
-            write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_strict_json(path / "metrics.json",
-                          {**result_metrics, **run_record(config, run, built)})
+            write_predictions(predictions_path(path, split), frame)
+        write_run_metrics(path, {**result_metrics, **run_record(config, run, built)})
         if state.history:
-            plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
-        plot_scores(path / "scores.png", frames)
+            plot_curves(path / CURVES_NAME, state.history, config["train"]["monitor"], best_epoch)
+        plot_scores(path / SCORES_NAME, frames)
         for ds in splits.values():
             for reason, ids in ds.table.dropped.items():
                 for review_id in ids:
@@ -306,7 +280,7 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
         raise InputError("say which reviews to score", hint="pass --product ID (repeatable) "
                                                              "or --split")
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, complete=True)
     trained = config["inputs"]
     manifest = _absolute(manifest) or trained["manifest"]
     text = _absolute(text) or trained["text"]
@@ -330,7 +304,7 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     table = selected.table
     model = build_model(config["model"]["name"], config["model"], sources.model_inputs(vectors))
     check_ids_fit_encoder(sources, model)
-    weights = run_dir / "checkpoints" / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
+    weights = checkpoint_dir(run_dir) / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
                                          else checkpoint)
     if not weights.is_file():
         raise InputError(f"no checkpoint {weights.name}", file=str(weights.parent),
@@ -343,7 +317,7 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
                           torch_device, batch_rows or int(config["train"]["eval_batch_size"]),
                           amp=amp_settings(torch_device, config["train"]["amp"]))
     check_scores(frame, f"products scored with {weights}")
-    output = Path(output) if output else run_dir / f"predict-{sources.manifest.name}.jsonl"
+    output = Path(output) if output else predict_output_path(run_dir, sources.manifest.name)
     write_predictions(output, frame)
     summary = {"products": len(table.products), "reviews": len(table),
                "reviews_left_out": sum(len(v) for v in table.dropped.values()),

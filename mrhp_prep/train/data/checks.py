@@ -19,14 +19,16 @@ Where each check sits (the batch, loss and score checks are in `loop/guards.py`)
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ...errors import InputError
 from ...text.store import vectors_name
+
+if TYPE_CHECKING:
+    import torch
 
 RERUN_HINTS = {"text": "re-run embed-text with --force on that input",
                "rois": "re-run extract-rois with --force (the image may be damaged: check it)"}

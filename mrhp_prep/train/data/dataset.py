@@ -25,6 +25,7 @@ from .coverage import has_regions
 from ..models.base import ModelInputs
 from ..settings.typed_sections import section_fields
 from .stores import ProbeShards, TextShards, open_rois, token_probe_mask
+from .stores import text_mode as store_text_mode
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class FeatureSources:
     @staticmethod
     def peek_text_mode(text: str | Path) -> str:
         """The mode ("static", "ids", "features") of an embed-text output."""
-        return TextShards(text, "review").mode
+        return store_text_mode(text)
 
     @property
     def text_mode(self) -> str | None:

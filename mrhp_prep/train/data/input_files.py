@@ -19,6 +19,7 @@ from ...atomic import write_json_atomic
 from ...cache import read_manifest
 from ...errors import InputError
 from ...verify import FILES_KEY
+from ..run_folder import has_checkpoints
 
 INPUT_FILES = "input-files.json"
 
@@ -38,7 +39,7 @@ def check_or_record_inputs(run_dir: str | Path, inputs: Mapping[str, str | None]
     with checkpoints (a resumed run) and refuse inputs that changed since it started."""
     path = Path(run_dir) / INPUT_FILES
     now = input_digests(inputs)
-    resuming = any((Path(run_dir) / "checkpoints").glob("*.pt"))
+    resuming = has_checkpoints(run_dir)
     if not (resuming and path.is_file()):
         write_json_atomic(path, now)
         return

@@ -33,6 +33,7 @@ from ..models.base import RankingModel
 from ..models.text_encoder import parameter_groups
 from ..data.sampling import (GroupBatchSampler, SamplingConfig, evaluation_batches,
                              sampled_dev_rows)
+from ..run_folder import checkpoint_dir
 from ..settings.typed_sections import section_fields
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class Trainer:
             dev_set = sampled_dev_set(dev_set, self.settings.seed)
         self.train_set, self.dev_set = train_set, dev_set
         self.num_workers, self.show_progress = num_workers, show_progress
-        self.checkpoint_dir = Path(run_dir) / "checkpoints"
+        self.checkpoint_dir = checkpoint_dir(run_dir)
 
         self.unwrapped = model.to(device)
         self.model = model
