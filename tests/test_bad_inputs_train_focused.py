@@ -36,6 +36,18 @@ def test_allow_partial_trains_and_reports_the_coverage(stores, tmp_path):
     coverage = _coverage_of(result.stdout)
     assert coverage["probes"]["missing"] == 22 and coverage["probes"]["share"] < 0.5
     assert coverage["text"]["share"] == 1.0 and coverage["rois"]["missing"] == 0
+    # predict on the run's own stores accepts them as the run did, without --allow-partial
+    run = result.stdout.strip().splitlines()[-1]
+    predicted = CliRunner().invoke(cli, ["predict", "--run", run, "--split", "test",
+                                         "--device", "cpu"])
+    assert predicted.exit_code == 0, predicted.output
+    assert "probes coverage" in predicted.output
+    assert Path(predicted.stdout.strip().splitlines()[-1]).is_file()
+    # the same partial store in another folder is not the run's own: refused unless allowed
+    other = copy_store(tmp_path / "probes", tmp_path / "other-probes")
+    refused = CliRunner().invoke(cli, ["predict", "--run", run, "--split", "test", "--device",
+                                       "cpu", "--probes", str(other)])
+    assert refused.exit_code == 3 and "--allow-partial" in refused.output, refused.output
 
 
 def test_images_the_rois_stage_listed_as_failed_are_a_skip_not_an_error(stores, tmp_path):

@@ -298,7 +298,8 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
                              vocabularies=vocabularies)
     data_config = DataConfig.from_config(config["data"])
     selected = ReviewDataset(sources, sources.split(split, products), data_config)
-    own_stores = [manifest, text, rois, probes] == [trained[r] for r in INPUT_ROLES]
+    chosen = {"manifest": manifest, "rois": rois, "text": text, "probes": probes}
+    own_stores = all(chosen[role] == trained[role] for role in INPUT_ROLES)
     coverage = _predict_coverage(sources, selected, products, split,
                                  allow_partial or (own_stores and data_config.allow_partial))
     table = selected.table
