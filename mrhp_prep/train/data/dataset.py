@@ -85,7 +85,8 @@ class FeatureSources:
             image_dim=self.rois.feature_dim if self.rois is not None else None,
             has_probes=self.probes is not None,
             text_model=(self.text["review"].info.get("tokenizer") or {}).get("model")
-            if self.text_mode == "ids" else None)
+            if self.text_mode == "ids" else None,
+            relevance_threshold=self.manifest.relevance_threshold)
 
     def _item_images(self) -> dict[str, list[str]]:
         """item id -> its image ids in the RoI store, in manifest order (k)."""

@@ -52,7 +52,7 @@ from torch import nn
 from ...errors import InputError
 from ..settings.model_settings import ARCHITECTURES, ENCODER_KEYS, IMAGE_ENCODERS, REDUCTIONS
 from ..settings.typed_sections import section_fields
-from .base import Batch, ModelInputs, ModelOutput, RankingModel
+from .base import Batch, ModelInputs, ModelOutput, RankingModel, relevance_threshold
 from .layers import GRUEncoder, SelfAttention, TokenInput, require_text, weighted_mean
 from .sancl_layers import Predictor, ProductAwareAttention, RoiImageEncoder
 
@@ -62,7 +62,8 @@ RELEASED_SCORER = (128, 64)     # the released MLP's hidden widths
 class SanclOptions(section_fields("model", "sancl", exclude=ENCODER_KEYS)):
     """SANCL's `model:` settings (declared in `settings/model_settings.py`; docs/settings.md),
     the text encoder's keys left to `text_encoder.py`. Keys a config lacks (a run folder made
-    before they existed) take their declared default."""
+    before they existed) take their declared default; `relevance_threshold: auto` is the
+    dataset's (`base.relevance_threshold`)."""
 
 
 def _choice(options: SanclOptions, key: str, choices: tuple, hint: str) -> str:
@@ -121,7 +122,7 @@ class SANCL(RankingModel):
         freeze = bool(options.freeze_embeddings)
         self.kappa = float(options.kappa)
         self.temperature = float(options.temperature)
-        self.relevance_threshold = float(options.relevance_threshold)
+        self.relevance_threshold = relevance_threshold(options.relevance_threshold, inputs)
         beta = options.probe_beta
         self.fixed_beta = None if beta == "learned" else float(beta)
         self.use_probes = inputs.has_probes
