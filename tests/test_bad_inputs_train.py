@@ -236,7 +236,7 @@ CASES = [
          ("reviews.parquet", "--labels graded", "labels seen: 4", "--labels raw",
           "nothing to compare")),
     Case("resume after the manifest was ingested again", resume_after_the_manifest_changed, 3,
-         ("cannot resume", "--manifest", "0123456789abcdef when the run started, now")),
+         ("cannot resume", "input manifest was 0123456789abcdef, now")),
     Case("evaluate: --threshold nan", evaluate_args("--threshold", "nan"), 2,
          ("--threshold", "'nan' is not a finite number")),
     Case("evaluate: --threshold inf", evaluate_args("--threshold", "inf"), 2,

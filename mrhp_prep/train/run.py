@@ -9,7 +9,6 @@ one from checkpoints/last.pt.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..cache import MARKER_NAME, StageRun, open_stage, path_fingerprint
+from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
 from .data.checks import check_ids_fit_encoder, check_labels
@@ -94,29 +93,6 @@ def _discarded_when_refused(run: StageRun | None) -> Iterator[None]:
         raise
 
 
-def _check_resume_inputs(run_dir: str | Path, inputs: dict) -> None:
-    """Refuse to resume a run whose input folders changed since it started (a re-ingest, a
-    re-run store), naming each changed input with its old and new fingerprint."""
-    marker = Path(run_dir) / MARKER_NAME
-    if not marker.is_file():
-        return
-    started = json.loads(marker.read_text()).get("inputs", {})
-    changed = []
-    for role in INPUT_ROLES:
-        path = inputs.get(role)
-        if path and role in started:
-            now = path_fingerprint(path) if Path(path).exists() else "missing"
-            if now != started[role]:
-                changed.append(f"--{role} {path} (fingerprint {started[role]} when the run "
-                               f"started, now {now})")
-    if changed:
-        raise InputError(
-            f"cannot resume: {len(changed)} input(s) changed since the run started: "
-            + "; ".join(changed), file=str(run_dir), field=changed[0].split()[0],
-            hint="restore the input the run started with, or start a new run without "
-                 "--resume (in the cache, or into another --out folder)")
-
-
 def _settings(*, manifest, rois, text, probes, model, config_file, preset, protocol,
               overrides, resume) -> tuple[dict, dict, str, Manifest]:
     """(config, inputs, model name, manifest) of a new run, or of the run in `resume`."""
@@ -124,7 +100,6 @@ def _settings(*, manifest, rois, text, probes, model, config_file, preset, proto
         config = read_run_config(resume, complete=True)
         inputs = config.pop("inputs")
         _require_current_keys(config, resume)
-        _check_resume_inputs(resume, inputs)
         return config, inputs, config["model"]["name"], Manifest(inputs["manifest"])
     if manifest is None:
         raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
@@ -137,6 +112,26 @@ def _settings(*, manifest, rois, text, probes, model, config_file, preset, proto
                             category=manifest_info.info["settings"].get("category"),
                             relevance_threshold=manifest_info.relevance_threshold)
     return config, inputs, model, manifest_info
+
+
+def _open_run(config: dict, inputs: dict, dataset: str, *, out, cache_dir, force,
+              resume) -> StageRun:
+    """The run's folder from `cache.open_stage`: a new, finished or unfinished one. With
+    `resume`, that folder; open_stage refuses it when its inputs or settings changed since
+    it started (naming each input with its fingerprint then and now), as here 'cannot
+    resume'."""
+    try:
+        return open_stage("train", dataset=dataset, settings=fingerprint_settings(config),
+                          inputs={k: v for k, v in inputs.items() if v},
+                          format_version=FORMAT_VERSION, out=resume or out, cache_dir=cache_dir,
+                          force=force and resume is None)
+    except InputError as refused:
+        if resume is None:
+            raise
+        raise InputError(f"cannot resume: {refused.what}", file=refused.file,
+                         hint="restore the inputs the run started with, or train anew without "
+                              "--resume (the run's own command makes a new run folder; with "
+                              "--out, add --force to start that folder over)") from None
 
 
 def _open_data(inputs: dict, config: dict) -> tuple[FeatureSources, dict, dict]:
@@ -174,11 +169,8 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         resume=resume)
     run: StageRun | None = None
     if distributed.is_main:
-        run = open_stage("train", dataset=manifest_info.name,
-                         settings=fingerprint_settings(config),
-                         inputs={k: v for k, v in inputs.items() if v},
-                         format_version=FORMAT_VERSION, out=resume or out, cache_dir=cache_dir,
-                         force=force and resume is None)
+        run = _open_run(config, inputs, manifest_info.name, out=out, cache_dir=cache_dir,
+                        force=force, resume=resume)
     path = Path(distributed.broadcast(str(run.path) if run else None))
     complete = distributed.broadcast(run.complete if run else None)
     if complete:
