@@ -264,9 +264,10 @@ def test_resume_refuses_a_run_whose_config_predates_a_setting(trained, runner, t
     config = yaml.safe_load((copy / "config.yaml").read_text())
     del config["model"]["contrastive_reduction"]
     (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = runner.invoke(cli, ["train", "--resume", str(copy), "--device", "cpu"])
-    assert result.exit_code == 3, result.output
-    assert "model.contrastive_reduction" in result.output and "older version" in result.output
+    for dry in ([], ["--dry-run"]):       # --dry-run refuses what train refuses
+        result = runner.invoke(cli, ["train", "--resume", str(copy), "--device", "cpu", *dry])
+        assert result.exit_code == 3, result.output
+        assert "model.contrastive_reduction" in result.output and "older version" in result.output
 
 
 class NotAState:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ import torch
 from ..cache import StageRun, open_stage
 from ..data.manifest import Manifest
 from ..errors import InputError
+from ..locks import LOCK_NAME
 from .data.checks import check_ids_fit_encoder, check_labels
 from .loop.guards import check_scores
 from .loop.checkpoints import load_checkpoint_for
@@ -81,16 +83,32 @@ def _require_current_keys(config: dict, run_dir) -> None:
 
 
 @contextlib.contextmanager
-def _discarded_when_refused(run: StageRun | None) -> Iterator[None]:
-    """An InputError inside removes the run's folder when no checkpoint was written yet
-    (exit 3 writes nothing, and the folder would block the next run into it); a run with
-    checkpoints keeps them, to resume once the input is fixed."""
+def _discarded_when_refused(run: StageRun | None, folder_was_empty: bool) -> Iterator[None]:
+    """An InputError inside (bad data met while training) removes what the run wrote when no
+    checkpoint was written yet, so the folder does not block the next run into it: the
+    folder itself, unless it was there, empty, before the run (a `--out` the user made),
+    which is emptied instead. A run with checkpoints keeps them, to resume once the input is
+    fixed."""
     try:
         yield
     except InputError:
         if run is not None and not has_checkpoints(run.path):
-            run.discard()
+            if folder_was_empty:
+                for entry in run.path.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                run.release()
+            else:
+                run.discard()
         raise
+
+
+def _empty_folder(path: str | Path | None) -> bool:
+    """Whether `path` is an existing folder with nothing in it (a lock file aside)."""
+    return path is not None and Path(path).is_dir() and all(
+        entry.name == LOCK_NAME for entry in Path(path).iterdir())
 
 
 def _settings(*, manifest, rois, text, probes, model, config_file, preset, protocol,
@@ -150,6 +168,39 @@ def _open_data(inputs: dict, config: dict) -> tuple[FeatureSources, dict, dict]:
     return sources, splits, coverage
 
 
+@dataclass
+class PreparedRun:
+    """What a training command resolves, opens and builds before its run folder exists."""
+
+    config: dict                 # the resolved config (config.yaml less `inputs:`)
+    inputs: dict                 # role -> absolute input folder or None
+    manifest: Manifest
+    sources: FeatureSources
+    splits: dict                 # "train", "dev", "test" -> ReviewDataset
+    coverage: dict               # store coverage (`coverage.store_coverage`)
+    model: torch.nn.Module       # built, seeded with train.seed
+
+
+def prepare_run(*, manifest: str | Path | None = None, rois: str | Path | None = None,
+                text: str | Path | None = None, probes: str | Path | None = None,
+                model: str = "sancl", config_file: str | Path | None = None,
+                preset: str = "auto", protocol: str = "paper", overrides: Iterable[str] = (),
+                resume: str | Path | None = None) -> PreparedRun:
+    """The settings of a new run (or of the run in `resume`), its stores opened and checked
+    and its model built and checked against them, with nothing written: a refusal of what the
+    settings or the stores hold comes before the run folder is made (only bad values met in
+    training come later). `train` and `train --dry-run` both start here."""
+    config, inputs, name, manifest_info = _settings(
+        manifest=manifest, rois=rois, text=text, probes=probes, model=model,
+        config_file=config_file, preset=preset, protocol=protocol, overrides=overrides,
+        resume=resume)
+    seed_everything(int(config["train"]["seed"]))
+    sources, splits, coverage = _open_data(inputs, config)
+    built = build_model(name, config["model"], sources.model_inputs())
+    check_ids_fit_encoder(sources, built)
+    return PreparedRun(config, inputs, manifest_info, sources, splits, coverage, built)
+
+
 def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
           text: str | Path | None = None, probes: str | Path | None = None,
           model: str = "sancl", config_file: str | Path | None = None, preset: str = "auto",
@@ -163,13 +214,14 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     (another run follows in the same processes: setting a group up again on the launcher's
     store can hang)."""
     distributed = Distributed.from_env(device)
-    config, inputs, model, manifest_info = _settings(
-        manifest=manifest, rois=rois, text=text, probes=probes, model=model,
-        config_file=config_file, preset=preset, protocol=protocol, overrides=overrides,
-        resume=resume)
+    prepared = prepare_run(manifest=manifest, rois=rois, text=text, probes=probes, model=model,
+                           config_file=config_file, preset=preset, protocol=protocol,
+                           overrides=overrides, resume=resume)
+    config, inputs = prepared.config, prepared.inputs
     run: StageRun | None = None
+    folder_was_empty = _empty_folder(resume or out)
     if distributed.is_main:
-        run = _open_run(config, inputs, manifest_info.name, out=out, cache_dir=cache_dir,
+        run = _open_run(config, inputs, prepared.manifest.name, out=out, cache_dir=cache_dir,
                         force=force, resume=resume)
     path = Path(distributed.broadcast(str(run.path) if run else None))
     complete = distributed.broadcast(run.complete if run else None)
@@ -180,36 +232,34 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         if not keep_process_group:
             distributed.close()
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
-    if distributed.is_main:
-        check_or_record_inputs(path, inputs)     # a resumed run: the inputs it started from
-        write_run_config(path, config, inputs)
-
-    seed_everything(int(config["train"]["seed"]))
-    with _discarded_when_refused(run):    # bad data refused before the first checkpoint
-        sources, splits, coverage = _open_data(inputs, config)
-        built = build_model(model, config["model"], sources.model_inputs())
-        check_ids_fit_encoder(sources, built)
-        if distributed.is_main:     # the parameters per submodule, as `train --dry-run` prints
-            write_model_table(path, parameter_table(built))
-        trainer = Trainer(built, splits["train"], splits["dev"], config, path,
-                          device=pick_device(device, distributed),
-                          relevance_threshold=manifest_info.relevance_threshold,
+    # only the main process has a run (and its folder's lock): a full or read-only disk is an
+    # EnvironmentFault naming the folder, and the lock is released however training ends
+    with (run.computing() if run else contextlib.nullcontext()), \
+            _discarded_when_refused(run, folder_was_empty):
+        if distributed.is_main:
+            check_or_record_inputs(path, inputs)     # a resumed run: the inputs it started from
+            write_run_config(path, config, inputs)
+            write_model_table(path, parameter_table(prepared.model))
+        trainer = Trainer(prepared.model, prepared.splits["train"], prepared.splits["dev"],
+                          config, path, device=pick_device(device, distributed),
+                          relevance_threshold=prepared.manifest.relevance_threshold,
                           distributed=distributed, num_workers=num_workers,
                           show_progress=show_progress)
         state = trainer.fit()
-    result = _finish(run, path, trainer, state, sources, splits, coverage, config)
+        result = _finish(run, path, trainer, state, prepared, config)
     distributed.barrier()
     if not keep_process_group:
         distributed.close()
     return result
 
 
-def _finish(run: StageRun | None, path: Path, trainer: Trainer, state, sources: FeatureSources,
-            splits: dict, coverage: dict, config: dict) -> TrainResult:
+def _finish(run: StageRun | None, path: Path, trainer: Trainer, state, prepared: PreparedRun,
+            config: dict) -> TrainResult:
     """Score the dev and test splits with the best epoch's weights and write the run's
     results into `path` (on the main process): predictions, metrics, plots, then
     MANIFEST.json."""
     distributed, threshold = trainer.distributed, trainer.threshold
+    sources, splits, coverage = prepared.sources, prepared.splits, prepared.coverage
     best_epoch = trainer.load_best()
     frames, metrics = {}, {}
     for split in ("dev", "test"):

@@ -185,12 +185,13 @@ class Trainer:
         self.sampler = GroupBatchSampler(table.labels, table.rows_by_product(), self.sampling,
                                          s.batch_size, s.seed, self.distributed.rank,
                                          self.distributed.world_size)
-        if len(self.sampler) == 0:
+        if len(self.sampler) == 0:     # the run checked the labels (label_groups.py)
+            size = self.sampler.groups_per_batch
             raise InputError(
-                f"no training groups: no train product has two reviews whose labels differ by "
-                f"at least {self.sampling.min_label_gap} (or too few groups for "
-                f"{self.distributed.world_size} processes)", field="sampling",
-                hint="check the labels (ingest --labels), or use --set sampling.scheme=pairs")
+                f"too few training groups for {self.distributed.world_size} processes: each "
+                f"process needs at least one batch of {size} group(s) per epoch",
+                field="sampling", hint="train on fewer processes, or with a smaller "
+                                       "train.batch_size")
         self.collate = Collate(self.data_config, share_products=True)
         self.loader = DataLoader(train_set, batch_sampler=self.sampler, collate_fn=self.collate,
                                  num_workers=num_workers, pin_memory=device.type == "cuda",
