@@ -73,7 +73,7 @@ import torch
 from torch import nn
 
 from ...errors import InputError
-from ..settings.model_settings import ENCODER_KEYS, PSEUDO_LABEL_TIMINGS, SUBTASKS
+from ..settings.model_settings import ENCODER_KEYS, SUBTASKS
 from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel
 from .layers import TokenInput, require_text
@@ -82,9 +82,6 @@ from .layers_mcl_mmss import (PairSelfAttention, encode_images, masked_mean, mas
 from .ssp_label import (PseudoLabelState, anchor_and_precision, ewma_beta,
                         mahalanobis_distance, sample_weights, ssp_label,
                         uncertainty_weighted_loss)
-
-TIMINGS = PSEUDO_LABEL_TIMINGS
-
 
 class MmssOptions(section_fields("model", "mmss", exclude=ENCODER_KEYS)):
     """MM-SS hyperparameters: the `model:` settings declared in `settings/model_settings.py`
@@ -106,16 +103,6 @@ class MmssModel(RankingModel):
         super().__init__()
         require_text(inputs, "MM-SS")
         self.options = options = MmssOptions.from_config(config)
-        unknown = sorted(set(options.subtasks) - set(SUBTASKS))
-        if unknown or len(set(options.subtasks)) != len(options.subtasks):
-            raise InputError(f"subtasks must be distinct names among {list(SUBTASKS)}, "
-                             f"got {options.subtasks}", field="model.subtasks")
-        if options.pseudo_label_timing not in TIMINGS:
-            raise InputError(f"pseudo_label_timing must be one of {list(TIMINGS)}, got "
-                             f"'{options.pseudo_label_timing}'",
-                             field="model.pseudo_label_timing",
-                             hint="next-epoch: Self-MM's timing (the default); same-epoch: the "
-                                  "update's own batch trains on it")
         # Keep the paper's order whatever order the config lists them in.
         self.subtasks = [s for s in SUBTASKS if s in options.subtasks]
         if not options.interaction_modeling and self.subtasks:

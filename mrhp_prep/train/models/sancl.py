@@ -49,8 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import InputError
-from ..settings.model_settings import ARCHITECTURES, ENCODER_KEYS, IMAGE_ENCODERS, REDUCTIONS
+from ..settings.model_settings import ENCODER_KEYS
 from ..settings.typed_sections import section_fields
 from .base import Batch, ModelInputs, ModelOutput, RankingModel, relevance_threshold
 from .layers import GRUEncoder, SelfAttention, TokenInput, require_text, weighted_mean
@@ -64,14 +63,6 @@ class SanclOptions(section_fields("model", "sancl", exclude=ENCODER_KEYS)):
     the text encoder's keys left to `text_encoder.py`. Keys a config lacks (a run folder made
     before they existed) take their declared default; `relevance_threshold: auto` is the
     dataset's (`base.relevance_threshold`)."""
-
-
-def _choice(options: SanclOptions, key: str, choices: tuple, hint: str) -> str:
-    value = str(getattr(options, key))
-    if value not in choices:
-        raise InputError(f"{key} must be one of {list(choices)}, got '{value}'",
-                         field=f"model.{key}", hint=hint)
-    return value
 
 
 def _projection(in_dim: int, shared: int) -> nn.Module:
@@ -108,13 +99,8 @@ class SANCL(RankingModel):
         super().__init__()
         require_text(inputs, "SANCL")
         self.options = options = SanclOptions.from_config(config)
-        self.architecture = _choice(options, "architecture", ARCHITECTURES,
-                                    "paper: the paper's equations; released: plus the released "
-                                    "model's contrastive predictors and MLP scorer")
-        self.reduction = _choice(options, "contrastive_reduction", REDUCTIONS,
-                                 "sum is eq. 11-12 of the paper; mean averages over positives")
-        image_encoders = _choice(options, "image_encoders", IMAGE_ENCODERS,
-                                 "shared: one encoder for both fields (as released)")
+        self.architecture = options.architecture
+        self.reduction = options.contrastive_reduction
         text_hidden = int(options.text_hidden)
         image_hidden = int(options.image_hidden)
         shared = int(options.shared_hidden)
@@ -149,7 +135,7 @@ class SANCL(RankingModel):
                     float(options.image_dropout), float(options.image_attention_dropout),
                     float(options.image_relu_dropout))
 
-            if image_encoders == "shared":
+            if options.image_encoders == "shared":
                 self.image_encoder = encoder()
             else:
                 self.product_image_encoder = encoder()
