@@ -270,6 +270,52 @@ def test_resume_refuses_a_run_whose_config_predates_a_setting(trained, runner, t
         assert "model.contrastive_reduction" in result.output and "older version" in result.output
 
 
+def _damaged_copy(trained, tmp_path, name: str, text: str | None = None, edit=None):
+    """A copy of the trained run with one file of its folder replaced by `text`, or its
+    config.yaml changed by `edit(config)`."""
+    import shutil
+    from pathlib import Path
+
+    copy = tmp_path / name.replace(".", "-")
+    shutil.copytree(trained["path"], copy)
+    if edit is not None:
+        config = yaml.safe_load((copy / "config.yaml").read_text())
+        edit(config)
+        (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        (copy / name).write_text(text)
+    assert Path(trained["path"]).is_dir()
+    return copy
+
+
+@pytest.mark.parametrize("name,text,edit,argv,words", [
+    ("metrics.json", '{"model": "sancl", "dev": {"map": 0.5', None, ["compare", "{run}"],
+     ("metrics.json", "is not JSON")),
+    ("metrics.json", "[1, 2]", None, ["report", "{run}"], ("metrics.json", "JSON object")),
+    ("config.yaml", None, lambda c: c.pop("inputs"), ["predict", "--run", "{run}", "--split",
+                                                       "test"], ("config.yaml", "inputs")),
+    ("config.yaml", None, lambda c: c["model"].pop("name"), ["compare", "{run}"],
+     ("config.yaml", "model.name")),
+    ("config.yaml", None, lambda c: c["inputs"].pop("probes"), ["train", "--resume", "{run}"],
+     ("config.yaml", "probes")),
+    ("input-files.json", "{not json", None, ["train", "--resume", "{run}", "--device", "cpu"],
+     ("input-files.json", "damaged")),
+])
+def test_a_damaged_run_file_is_named_not_a_crash(trained, runner, tmp_path, name, text, edit,
+                                                 argv, words):
+    """config.yaml without the keys a run writes, or a metrics.json or input-files.json that
+    is not what train wrote: exit 3 naming the file (a KeyError or JSONDecodeError was exit 1).
+    """
+    copy = _damaged_copy(trained, tmp_path, name, text, edit)
+    if argv[0] == "train":
+        (copy / "MANIFEST.json").unlink()             # an unfinished run, to resume
+    result = runner.invoke(cli, [arg.format(run=copy) for arg in argv])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
+
+
 class NotAState:
     """An arbitrary object: loading it would need unpickling code."""
 
