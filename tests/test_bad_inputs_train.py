@@ -213,6 +213,7 @@ CASES = [
     Case("resume with other probes", resume_with("--probes", "."), 2, ("--probes",)),
     Case("resume with --set", resume_with("--set", "train.lr=1"), 2, ("--set",)),
     Case("resume with --force", resume_with("--force"), 2, ("--force",)),
+    Case("resume with --protocol", resume_with("--protocol", "released"), 2, ("--protocol",)),
     Case("evaluate: repeated review id", predictions_file(
         ".jsonl", jsonl(GOOD_ROWS + [GOOD_ROWS[1]])), 3, ("review_id", "'R1'", "more than once")),
     Case("evaluate: null product id", predictions_file(

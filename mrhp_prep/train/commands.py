@@ -80,8 +80,9 @@ class FiniteFloat(click.ParamType):
 def train(**options):
     """Train a ranking model on cached features; prints the run folder (one per seed).
 
-    The run folder holds config.yaml, checkpoints/, metrics.json, predictions-{dev,test}.jsonl,
-    curves.png and scores.png. Under torchrun each process trains on its share of the batches.
+    The run folder holds config.yaml, input-files.json, model.txt, checkpoints/, metrics.json,
+    predictions-{dev,test}.jsonl, curves.png, scores.png, failures.jsonl and MANIFEST.json.
+    Under torchrun each process trains on its share of the batches.
 
     Every input folder is checked against the file sizes and SHA-256 digests its stage
     recorded, and a resumed run against the digests it started from. A digest reads the

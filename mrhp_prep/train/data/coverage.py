@@ -58,7 +58,7 @@ def _listed_failures(folder: Path) -> set[str]:
 
 
 def has_regions(rois, image_id: str) -> bool:
-    """Whether a RoI store (`stores.RoiFeatures`) holds at least one region of the image: an
+    """Whether a RoI store (`vision.store.RoiStore`) holds at least one region of the image: an
     image stored with none gives the model nothing, so it does not count as covered."""
     row = rois.index.get(image_id)
     return row is not None and int(rois.counts[row]) > 0
