@@ -44,7 +44,7 @@ from ..settings.model_settings import ENCODER_KEYS
 from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel, relevance_threshold
 from .layers import TokenInput, require_text
-from .layers_mcl_mmss import (MaskedAttention, PairSelfAttention, encode_images, masked_max,
+from .masked_layers import (MaskedAttention, PairSelfAttention, encode_images, masked_max,
                               masked_mean, roi_encoder, zero_padding)
 
 

@@ -77,7 +77,7 @@ from ..settings.model_settings import ENCODER_KEYS, SUBTASKS
 from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel
 from .layers import TokenInput, require_text
-from .layers_mcl_mmss import (PairSelfAttention, encode_images, masked_mean, masked_soft_pool,
+from .masked_layers import (PairSelfAttention, encode_images, masked_mean, masked_soft_pool,
                               roi_encoder)
 from .ssp_label import (PseudoLabelState, anchor_and_precision, ewma_beta,
                         mahalanobis_distance, sample_weights, ssp_label,
