@@ -86,6 +86,19 @@ def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[s
     return moved
 
 
+def step_values(values: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    """The step's losses and the model's logs (0-d tensors, or numbers) as floats, read from
+    the device in one transfer."""
+    tensors = {k: v.detach().float().reshape(()) for k, v in values.items()
+               if isinstance(v, torch.Tensor)}
+    read = {}
+    if tensors:
+        device = next(iter(tensors.values())).device
+        stacked = torch.stack([v.to(device) for v in tensors.values()])
+        read = dict(zip(tensors, stacked.tolist()))
+    return {k: read[k] if k in read else float(v) for k, v in values.items()}
+
+
 def prediction_frame(table: SplitTable, scores: np.ndarray) -> pd.DataFrame:
     """product_id, review_id, label, score, rank (1 = most helpful within its product)."""
     frame = pd.DataFrame({"product_id": table.product_ids, "review_id": table.review_ids,
@@ -214,8 +227,8 @@ class Trainer:
         # before backward: a NaN step must not reach the weights the diagnosis looks at
         where = f"epoch {self.state.epoch + 1}, step {self.state.global_step + 1}"
         check_batch(finite, batch, rows=rows, dataset=self.train_set, what=where)
-        losses = {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
-                  "aux_loss": float(aux.detach())}
+        losses = step_values({"loss": loss, "rank_loss": rank_loss, "aux_loss": aux,
+                              **output.logs})
         check_losses(losses, epoch=self.state.epoch + 1, step=self.state.global_step + 1,
                      model=self.unwrapped)
         self.optimizer.zero_grad(set_to_none=True)
@@ -225,7 +238,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.unwrapped.parameters(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {**losses, **output.logs}
+        return losses
 
     # -- epochs ---------------------------------------------------------------------------
     def fit(self) -> TrainState:

@@ -104,7 +104,9 @@ def relevance_threshold(value: float | str | None, inputs: ModelInputs, *,
 class ModelOutput:
     score: torch.Tensor                       # [B]
     aux_loss: torch.Tensor | None = None      # scalar; None = no auxiliary objective
-    logs: dict[str, float] = field(default_factory=dict)  # scalars worth plotting
+    # scalars worth plotting, as 0-d detached tensors: the trainer reads them from the device
+    # once per step, after its loss check (a float() here would wait for the device mid-step)
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class RankingModel(nn.Module):

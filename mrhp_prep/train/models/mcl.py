@@ -267,4 +267,4 @@ class MclModel(RankingModel):
             return ModelOutput(score=score)
         aux = self.contrastive_loss(features, batch)
         return ModelOutput(score=score, aux_loss=aux,
-                           logs={"contrastive_loss": float(aux.detach())})
+                           logs={"contrastive_loss": aux.detach()})

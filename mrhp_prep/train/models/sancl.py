@@ -236,7 +236,7 @@ class SANCL(RankingModel):
             terms["cpc_ii"] = info_nce(text, image, positive, self.temperature, self.reduction)
         present = [t for t in terms.values() if t is not None]
         aux = self.kappa * torch.stack(present).sum() if present else score.new_zeros(())
-        logs = {name: float(t.detach()) for name, t in terms.items() if t is not None}
+        logs = {name: t.detach() for name, t in terms.items() if t is not None}
         if beta is not None:
-            logs["beta"] = float(beta.detach().mean())
+            logs["beta"] = beta.detach().mean()
         return ModelOutput(score=score, aux_loss=aux, logs=logs)
