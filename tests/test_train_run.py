@@ -72,6 +72,11 @@ def test_run_folder_contents(trained):
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["best.pt", "epoch-001.pt", "epoch-002.pt", "epoch-003.pt", "last.pt"]
+    # best.pt is the best epoch's file itself (a hard link), not a second serialisation
+    best_epoch = run / "checkpoints" / f"epoch-{metrics['best_epoch']:03d}.pt"
+    assert (run / "checkpoints" / "best.pt").samefile(best_epoch)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["record"]["epoch"] == metrics["best_epoch"]
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["state"]["epoch"] == 3 and "optimizer" in last and len(last["rng"]) == 1
     assert not any("embedding" in key for key in last["model"])   # frozen vectors left out
@@ -314,6 +319,24 @@ def test_a_damaged_run_file_is_named_not_a_crash(trained, runner, tmp_path, name
     assert "Traceback" not in result.output
     for word in words:
         assert word in result.output, (word, result.output)
+
+
+def test_best_is_copied_where_the_disk_has_no_hard_links(tmp_path, monkeypatch):
+    """Without hard links (some network and FAT file systems) best.pt is a copy, written
+    atomically like every checkpoint."""
+    import os
+
+    written = tmp_path / "epoch-001.pt"
+    checkpoints.save(written, {"model": {"w": torch.ones(3)}, "record": {"epoch": 1}})
+
+    def no_links(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    checkpoints.save_as(tmp_path / "best.pt", written)
+    assert not (tmp_path / "best.pt").samefile(written)
+    assert checkpoints.load(tmp_path / "best.pt")["record"] == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "epoch-001.pt"]
 
 
 class NotAState:

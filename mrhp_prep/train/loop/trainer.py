@@ -324,13 +324,18 @@ class Trainer:
         state.history.append(record)
         state.epoch += 1
         state.step_in_epoch, state.sums = 0, {}
-        if self.distributed.is_main:
-            weights = {"model": checkpoints.model_state(self.unwrapped), "record": record}
+        weights = None
+        if self.distributed.is_main:      # the weights copied to the CPU once, for every file
+            weights = checkpoints.model_state(self.unwrapped)
+            epoch_file = self.checkpoint_dir / f"epoch-{record['epoch']:03d}.pt"
             if self.settings.epoch_checkpoints:
-                checkpoints.save(self.checkpoint_dir / f"epoch-{record['epoch']:03d}.pt", weights)
-            if improved:
-                checkpoints.save(self.checkpoint_dir / "best.pt", weights)
-        self.save_last()
+                checkpoints.save(epoch_file, {"model": weights, "record": record})
+            if improved and self.settings.epoch_checkpoints:
+                checkpoints.save_as(self.checkpoint_dir / "best.pt", epoch_file)
+            elif improved:
+                checkpoints.save(self.checkpoint_dir / "best.pt",
+                                 {"model": weights, "record": record})
+        self.save_last(weights)
         if not self.distributed.is_main:
             return
         dev = " ".join(f"{m}={100 * record[f'dev_{m}']:.2f}"
@@ -360,11 +365,14 @@ class Trainer:
         return self.distributed.broadcast(summary)
 
     # -- checkpoints ----------------------------------------------------------------------
-    def save_last(self) -> None:
+    def save_last(self, weights: dict | None = None) -> None:
+        """last.pt: everything to resume from; `weights` the model state when already copied
+        (at an epoch's end)."""
         rng = self.distributed.gather(checkpoints.rng_state())
         if self.distributed.is_main:
             checkpoints.save(self.checkpoint_dir / "last.pt", {
-                "model": checkpoints.model_state(self.unwrapped),
+                "model": weights if weights is not None else
+                checkpoints.model_state(self.unwrapped),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
