@@ -87,7 +87,7 @@ def store_coverage(sources, splits: Mapping, items: set[str] | None = None
         if items is not None:
             images = images[images["item_id"].isin(items)]
         images = images["image_id"]
-        absent = [i for i in images if not has_regions(sources.rois, i)]
+        absent = [i for i in images if i in sources.images_without_regions]
         failed = _listed_failures(sources.rois.folder)
         result["rois"] = StoreCoverage("rois", str(sources.rois.path), "images", len(images),
                                        len(images) - len(absent),

@@ -59,7 +59,9 @@ class FeatureSources:
         if self.text:
             check_text_sources(self)    # non-finite vectors, ids or offsets out of range
         self.probes = ProbeShards(probes) if probes else None
-        self.images_missing = 0
+        # manifest images the RoI store gives no region (absent, or stored with none): read
+        # once here, for the items' images and for the store's coverage
+        self.images_without_regions: frozenset[str] = frozenset()
         self.item_images = self._item_images()
 
     @staticmethod
@@ -70,6 +72,11 @@ class FeatureSources:
     @property
     def text_mode(self) -> str | None:
         return self.text["review"].mode if self.text else None
+
+    @property
+    def images_missing(self) -> int:
+        """How many manifest images have no region in the RoI store."""
+        return len(self.images_without_regions)
 
     def model_inputs(self, vectors: Mapping[str, np.ndarray] | None = None) -> ModelInputs:
         """What a model is built on. `vectors` replaces the stores' static vectors (the training
@@ -95,7 +102,7 @@ class FeatureSources:
         images = self.manifest.images.sort_values(["item_id", "k"], kind="stable")
         # an image stored with no region counts as missing (coverage.has_regions)
         present = images["image_id"].map(lambda i: has_regions(self.rois, i)).to_numpy(dtype=bool)
-        self.images_missing = int((~present).sum())
+        self.images_without_regions = frozenset(images["image_id"][~present])
         if self.images_missing:
             log.warning("%d of %d manifest images have no RoI features in %s; their items use "
                         "the images that do", self.images_missing, len(images), self.rois.path)
@@ -167,7 +174,7 @@ class SplitTable:
         if sources.text:
             review_text = _locate(reviews["review_id"], sources.text["review"])
             product_loc = _locate(pd.Series(first_seen), sources.text["product"])
-            product_of = dict(zip(first_seen, product_loc.tolist()))
+            product_of = dict(zip(first_seen, map(tuple, product_loc.tolist())))
             product_rows = np.array([product_of[p] for p in reviews["product_id"]],
                                     dtype=np.int64).reshape(-1, 2)
             no_review_text = review_text[:, 0] < 0
@@ -182,8 +189,9 @@ class SplitTable:
             reviews, review_text = reviews[keep].reset_index(drop=True), review_text[keep]
         products = list(pd.unique(reviews["product_id"]))
         product_index = pd.Categorical(reviews["product_id"], categories=products).codes
-        if sources.text:
-            product_text = _locate(pd.Series(products, dtype=object), sources.text["product"])
+        if sources.text:       # located above, with every product of the split
+            product_text = np.array([product_of[p] for p in products],
+                                    dtype=np.int64).reshape(-1, 2)
         probe = _locate(reviews["review_id"], sources.probes) if sources.probes else None
         for reason, ids in dropped.items():
             log.warning("%s: %d review(s) of split %s left out (%s)", reason, len(ids), name,
