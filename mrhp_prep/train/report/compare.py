@@ -155,7 +155,7 @@ def load_run(path: Path, split: str) -> Run:
     predictions = predictions_path(path, split)
     if not predictions.is_file():
         raise InputError(f"no {predictions.name}: the run has no {split} split", file=str(path),
-                         hint="choose the other --split, or leave this run out")
+                         hint="choose the other --split (dev or test)")
     frame = read_predictions(predictions)
     report = evaluate_rankings(frame, float(threshold))
     if report.per_product.empty:
