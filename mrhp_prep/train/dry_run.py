@@ -2,7 +2,7 @@
 nothing written.
 
 The settings are resolved, the stores opened and checked and the model built and checked by
-the same functions `train` runs before its folder exists (`run.prepare_run`: so a fine-tuned
+the same functions `train` runs before its folder exists (`prepare.prepare_run`: so a fine-tuned
 text encoder is loaded, and what `train` refuses, `--dry-run` refuses), but no run folder,
 cache entry or checkpoint is made. The text is the effective config (YAML, input folders
 under `inputs:`) followed by the parameter table that every run folder keeps as `model.txt`
@@ -36,10 +36,10 @@ def dry_run(*, manifest: str | Path | None = None, rois: str | Path | None = Non
             protocol: str = "paper", overrides: Iterable[str] = (),
             resume: str | Path | None = None) -> str:
     """Resolve the config, open and check the stores and build the model with the very
-    functions `run.train` starts with (`run.prepare_run`); returns `describe`'s text. With
+    function `run.train` starts with (`prepare.prepare_run`); returns `describe`'s text. With
     `resume`, the run folder's own config.yaml and inputs, refused as `train --resume` would
     refuse them."""
-    from .run import prepare_run
+    from .prepare import prepare_run
 
     prepared = prepare_run(manifest=manifest, rois=rois, text=text, probes=probes, model=model,
                            config_file=config_file, preset=preset, protocol=protocol,

@@ -10,40 +10,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-import torch
-
 from ..cache import StageRun, open_stage
-from ..data.manifest import Manifest
 from ..errors import InputError
 from ..locks import LOCK_NAME
-from .data.checks import check_ids_fit_encoder, check_labels
-from .loop.guards import check_scores
-from .loop.checkpoints import load_checkpoint_for
-from .settings.config import fingerprint_settings, flatten, model_defaults, resolve_config
+from .data.checks import check_ids_fit_encoder
 from .data.coverage import coverage_summary, require_full_coverage, store_coverage
 from .data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from .data.input_files import check_or_record_inputs
-from .data.label_groups import check_label_pairs
-from .data.sampling import SamplingConfig
+from .loop.checkpoints import load_checkpoint_for
 from .loop.distributed import Distributed, pick_device
-from .report.metrics import evaluate_rankings, metrics_table
+from .loop.guards import check_scores
+from .loop.provenance import run_record
+from .loop.trainer import Trainer, amp_settings, score_reviews
 from .models import build_model
+from .prepare import PreparedRun, absolute, prepare_run
+from .report.metrics import evaluate_rankings, metrics_table
 from .report.parameters import parameter_table
 from .report.plots import plot_curves, plot_scores
 from .report.predictions import write_predictions
-from .loop.provenance import run_record
-from .loop.trainer import Trainer, amp_settings, score_reviews
 from .run_folder import (CURVES_NAME, INPUT_ROLES, SCORES_NAME, checkpoint_dir,
                          has_checkpoints, predict_output_path, predictions_path,
                          read_run_config, write_model_table, write_run_config,
                          write_run_metrics)
+from .settings.config import fingerprint_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,30 +50,6 @@ class TrainResult:
     reused: bool
     metrics: dict
     counts: dict
-
-
-def _absolute(path: str | Path | None) -> str | None:
-    return str(Path(path).resolve()) if path else None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _require_current_keys(config: dict, run_dir) -> None:
-    """Refuse to resume a run whose config.yaml lacks settings the model's defaults now have:
-    it was started by an older version, and resuming would train on with today's defaults
-    for them (e.g. SANCL's contrastive terms summed where they were averaged)."""
-    defaults, _ = model_defaults(config["model"]["name"])
-    missing = sorted(set(dict(flatten(defaults))) - set(dict(flatten(config))))
-    if missing:
-        raise InputError(f"the run was started by an older version: its config.yaml lacks "
-                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}, so "
-                         f"resuming it would mix two trainings", file=str(Path(run_dir)),
-                         hint="train it again with its original command, without --resume "
-                              "(today's settings give it a new run folder)")
 
 
 @contextlib.contextmanager
@@ -111,27 +81,6 @@ def _empty_folder(path: str | Path | None) -> bool:
         entry.name == LOCK_NAME for entry in Path(path).iterdir())
 
 
-def _settings(*, manifest, rois, text, probes, model, config_file, preset, protocol,
-              overrides, resume) -> tuple[dict, dict, str, Manifest]:
-    """(config, inputs, model name, manifest) of a new run, or of the run in `resume`."""
-    if resume is not None:
-        config = read_run_config(resume, complete=True)
-        inputs = config.pop("inputs")
-        _require_current_keys(config, resume)
-        return config, inputs, config["model"]["name"], Manifest(inputs["manifest"])
-    if manifest is None:
-        raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
-    inputs = {"manifest": _absolute(manifest), "rois": _absolute(rois),
-              "text": _absolute(text), "probes": _absolute(probes)}
-    manifest_info = Manifest(inputs["manifest"])
-    text_mode = FeatureSources.peek_text_mode(text) if text else None
-    config = resolve_config(model, config_file=config_file, preset=preset, protocol=protocol,
-                            overrides=overrides, text_mode=text_mode,
-                            category=manifest_info.info["settings"].get("category"),
-                            relevance_threshold=manifest_info.relevance_threshold)
-    return config, inputs, model, manifest_info
-
-
 def _open_run(config: dict, inputs: dict, dataset: str, *, out, cache_dir, force,
               resume) -> StageRun:
     """The run's folder from `cache.open_stage`: a new, finished or unfinished one. With
@@ -150,55 +99,6 @@ def _open_run(config: dict, inputs: dict, dataset: str, *, out, cache_dir, force
                          hint="restore the inputs the run started with, or train anew without "
                               "--resume (the run's own command makes a new run folder; with "
                               "--out, add --force to start that folder over)") from None
-
-
-def _open_data(inputs: dict, config: dict) -> tuple[FeatureSources, dict, dict]:
-    """The stores joined with the manifest, every check that reads them passed:
-    (sources, split name -> ReviewDataset, store coverage)."""
-    data_config = DataConfig.from_config(config["data"])
-    sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
-                             probes=inputs["probes"])
-    splits = {name: ReviewDataset(sources, sources.split(name), data_config)
-              for name in ("train", "dev", "test")}
-    check_labels(sources, splits)
-    coverage = store_coverage(sources, splits)
-    require_full_coverage(coverage, data_config.allow_partial)
-    check_label_pairs(sources.manifest, splits["train"].table,
-                      SamplingConfig.from_config(config["sampling"]))
-    return sources, splits, coverage
-
-
-@dataclass
-class PreparedRun:
-    """What a training command resolves, opens and builds before its run folder exists."""
-
-    config: dict                 # the resolved config (config.yaml less `inputs:`)
-    inputs: dict                 # role -> absolute input folder or None
-    manifest: Manifest
-    sources: FeatureSources
-    splits: dict                 # "train", "dev", "test" -> ReviewDataset
-    coverage: dict               # store coverage (`coverage.store_coverage`)
-    model: torch.nn.Module       # built, seeded with train.seed
-
-
-def prepare_run(*, manifest: str | Path | None = None, rois: str | Path | None = None,
-                text: str | Path | None = None, probes: str | Path | None = None,
-                model: str = "sancl", config_file: str | Path | None = None,
-                preset: str = "auto", protocol: str = "paper", overrides: Iterable[str] = (),
-                resume: str | Path | None = None) -> PreparedRun:
-    """The settings of a new run (or of the run in `resume`), its stores opened and checked
-    and its model built and checked against them, with nothing written: a refusal of what the
-    settings or the stores hold comes before the run folder is made (only bad values met in
-    training come later). `train` and `train --dry-run` both start here."""
-    config, inputs, name, manifest_info = _settings(
-        manifest=manifest, rois=rois, text=text, probes=probes, model=model,
-        config_file=config_file, preset=preset, protocol=protocol, overrides=overrides,
-        resume=resume)
-    seed_everything(int(config["train"]["seed"]))
-    sources, splits, coverage = _open_data(inputs, config)
-    built = build_model(name, config["model"], sources.model_inputs())
-    check_ids_fit_encoder(sources, built)
-    return PreparedRun(config, inputs, manifest_info, sources, splits, coverage, built)
 
 
 def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
@@ -324,11 +224,11 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
     run_dir = Path(run_dir)
     config = read_run_config(run_dir, complete=True)
     trained = config["inputs"]
-    manifest = _absolute(manifest) or trained["manifest"]
-    text = _absolute(text) or trained["text"]
+    manifest = absolute(manifest) or trained["manifest"]
+    text = absolute(text) or trained["text"]
     # a model trained without RoIs (or probes) takes none, whatever is passed
-    rois = (_absolute(rois) or trained["rois"]) if trained["rois"] else None
-    probes = (_absolute(probes) or trained["probes"]) if trained["probes"] else None
+    rois = (absolute(rois) or trained["rois"]) if trained["rois"] else None
+    probes = (absolute(probes) or trained["probes"]) if trained["probes"] else None
     vocabularies, vectors = None, None
     if text and text != trained["text"] and FeatureSources.peek_text_mode(text) == "static":
         from .data.stores import TextShards
