@@ -68,6 +68,7 @@ class InputError(StageError):
                  field: str | None = None, hint: str | None = None):
         super().__init__(_located(message, file=file, row=row, field=field, hint=hint))
         self.file, self.row, self.field, self.hint = file, row, field, hint
+        self.what = message       # the message alone, without where and what to do
 
 
 class CommandLineError(StageError):

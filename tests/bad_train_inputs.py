@@ -140,7 +140,7 @@ def resume_after_the_manifest_changed(stores, tmp):
     import yaml
 
     from mrhp_prep.cache import MARKER_NAME, path_fingerprint
-    from mrhp_prep.train.settings.config import resolve_config
+    from mrhp_prep.train.settings.config import fingerprint_settings, resolve_config
 
     run = tmp / "run"
     run.mkdir()
@@ -150,6 +150,7 @@ def resume_after_the_manifest_changed(stores, tmp):
     started = {role: path_fingerprint(path) for role, path in inputs.items()}
     started["manifest"] = "0123456789abcdef"
     (run / MARKER_NAME).write_text(json.dumps({"stage": "train", "fingerprint": "f" * 16,
+                                               "settings": fingerprint_settings(config),
                                                "inputs": started}))
     return ["train", "--resume", str(run), "--cache-dir", str(tmp / "cache")]
 

@@ -213,6 +213,7 @@ CASES = [
     Case("resume with other probes", resume_with("--probes", "."), 2, ("--probes",)),
     Case("resume with --set", resume_with("--set", "train.lr=1"), 2, ("--set",)),
     Case("resume with --force", resume_with("--force"), 2, ("--force",)),
+    Case("resume with --protocol", resume_with("--protocol", "released"), 2, ("--protocol",)),
     Case("evaluate: repeated review id", predictions_file(
         ".jsonl", jsonl(GOOD_ROWS + [GOOD_ROWS[1]])), 3, ("review_id", "'R1'", "more than once")),
     Case("evaluate: null product id", predictions_file(
@@ -236,7 +237,7 @@ CASES = [
          ("reviews.parquet", "--labels graded", "labels seen: 4", "--labels raw",
           "nothing to compare")),
     Case("resume after the manifest was ingested again", resume_after_the_manifest_changed, 3,
-         ("cannot resume", "--manifest", "0123456789abcdef when the run started, now")),
+         ("cannot resume", "input manifest was 0123456789abcdef, now")),
     Case("evaluate: --threshold nan", evaluate_args("--threshold", "nan"), 2,
          ("--threshold", "'nan' is not a finite number")),
     Case("evaluate: --threshold inf", evaluate_args("--threshold", "inf"), 2,

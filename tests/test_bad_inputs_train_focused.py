@@ -19,6 +19,7 @@ from bad_train_inputs import (GOOD_ROWS, copy_store, finished_train_runs, image_
                               read_shard, renamed_text_store, rewrite_shard, train_args)
 from feature_stores import stores_for, write_roi_store
 from mrhp_prep.cli import cli
+from mrhp_prep.errors import InputError
 from train_fixtures import one_torch_thread, sample_stores  # noqa: F401
 
 
@@ -36,6 +37,18 @@ def test_allow_partial_trains_and_reports_the_coverage(stores, tmp_path):
     coverage = _coverage_of(result.stdout)
     assert coverage["probes"]["missing"] == 22 and coverage["probes"]["share"] < 0.5
     assert coverage["text"]["share"] == 1.0 and coverage["rois"]["missing"] == 0
+    # predict on the run's own stores accepts them as the run did, without --allow-partial
+    run = result.stdout.strip().splitlines()[-1]
+    predicted = CliRunner().invoke(cli, ["predict", "--run", run, "--split", "test",
+                                         "--device", "cpu"])
+    assert predicted.exit_code == 0, predicted.output
+    assert "probes coverage" in predicted.output
+    assert Path(predicted.stdout.strip().splitlines()[-1]).is_file()
+    # the same partial store in another folder is not the run's own: refused unless allowed
+    other = copy_store(tmp_path / "probes", tmp_path / "other-probes")
+    refused = CliRunner().invoke(cli, ["predict", "--run", run, "--split", "test", "--device",
+                                       "cpu", "--probes", str(other)])
+    assert refused.exit_code == 3 and "--allow-partial" in refused.output, refused.output
 
 
 def test_images_the_rois_stage_listed_as_failed_are_a_skip_not_an_error(stores, tmp_path):
@@ -253,6 +266,42 @@ def test_the_one_label_refusal_leaves_no_folder_and_the_suggested_rerun_trains(t
     assert (tmp_path / "run" / "MANIFEST.json").is_file()
 
 
+def test_a_refused_run_writes_nothing_and_keeps_the_out_folder_the_user_made(tmp_path):
+    """Bad data is refused before the run folder is made: no cache entry, and an empty --out
+    folder made beforehand is left as it was (neither written into nor removed). `--dry-run`
+    runs the same checks and refuses the same way."""
+    graded = one_label_stores(tmp_path, "graded")
+    out = tmp_path / "mine"
+    out.mkdir()
+    for extra in (["--out", str(out)], [], ["--dry-run"]):
+        refused = CliRunner().invoke(cli, train_args(graded, tmp_path) + extra)
+        assert refused.exit_code == 3 and "--labels raw" in refused.output, refused.output
+        assert out.is_dir() and not any(out.iterdir())
+        assert not (tmp_path / "cache").exists()
+
+
+def test_a_python_caller_refused_mid_run_gets_the_folder_lock_back(stores, tmp_path):
+    """A refusal after the first checkpoint keeps the folder to resume; the lock is released
+    when train() raises, so the caller can run it again in the same process (and the error,
+    kept alive by the caller, does not hold the folder)."""
+    from mrhp_prep.train.run import train
+
+    from bad_train_inputs import SMALL
+
+    argv = nan_rois("dev")(stores, tmp_path)        # NaN features in a dev product's image
+    rois = argv[argv.index("--rois") + 1]
+    args = dict(manifest=stores["manifest"], rois=rois, text=stores["text"],
+                probes=stores["probes"], overrides=[*SMALL, "train.checkpoint_every_steps=1"],
+                device="cpu", out=tmp_path / "run", show_progress=False)
+    errors = []
+    for _ in range(2):
+        with pytest.raises(InputError) as refused:
+            train(**args)
+        errors.append(refused)                       # keep each error (and its traceback)
+        assert "NaN" in str(refused.value) and "another run" not in str(refused.value)
+        assert any((tmp_path / "run" / "checkpoints").glob("*.pt"))
+
+
 def test_resume_names_the_input_ingested_again_and_a_new_run_trains(tmp_path):
     import shutil
     import time
@@ -279,7 +328,7 @@ def test_resume_names_the_input_ingested_again_and_a_new_run_trains(tmp_path):
     resumed = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run")])
     assert resumed.exit_code == 3, resumed.output
     flat = " ".join(resumed.output.split())
-    assert f"--manifest {manifest.resolve()}" in flat and "when the run started, now" in flat
-    assert "--rois" not in flat and "--text" not in flat     # only what changed is named
+    assert "cannot resume" in flat and "input manifest was " in flat and ", now " in flat
+    assert "input rois" not in flat and "input text" not in flat     # only what changed
     again = CliRunner().invoke(cli, train_args(stores, tmp_path))
     assert again.exit_code == 0, again.output

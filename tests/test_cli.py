@@ -29,6 +29,30 @@ def test_every_command_has_help_with_defaults(runner):
         assert code in said, said
 
 
+def test_the_readme_names_the_commands_that_take_a_settings_file():
+    """The README lists the commands whose `--config` is the shared file of option values;
+    the list is the command table's, so it cannot say "every command" again unnoticed."""
+    import re
+
+    import click
+
+    from mrhp_prep.cli_options import _load_config
+
+    ctx = click.Context(cli)
+    shared = set()
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        if any("--config" in getattr(p, "opts", ()) and p.callback is _load_config
+               for p in command.params):
+            shared.add(name)
+    text = " ".join((REPO / "README.md").read_text().split())
+    listed = re.search(r"is taken by (.*?)\. `train --config`", text).group(1)
+    assert set(re.findall(r"`([a-z-]+)`", listed)) == shared
+    without = re.search(r"and (`export-rois`.*?) take their options on the command line",
+                        text).group(1)
+    assert set(re.findall(r"`([a-z-]+)`", without)) | shared | {"train", "run"} == set(COMMANDS)
+
+
 def test_settings_file_with_command_line_override(runner, tmp_path):
     raw = write_release(tmp_path / "raw", default_tables())
     config = tmp_path / "ingest.yaml"

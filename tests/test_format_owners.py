@@ -44,6 +44,10 @@ NAMES = [
     (r"MANIFEST\.json|failures\.jsonl|\.stage\.json", {"cache.py"}),
     (r"\.verified\.json", {"verify.py"}),
     (r"input-files\.json", {"train/data/input_files.py"}),
+    # a training run folder's own files
+    (r"config\.yaml|metrics\.json|model\.txt|curves\.png|scores\.png|checkpoints",
+     {"train/run_folder.py"}),
+    (r"predictions-[\w{}:*\[\]-]*\.jsonl|predict-[\w{}:*\[\]-]*\.jsonl", {"train/run_folder.py"}),
 ]
 
 

@@ -126,3 +126,19 @@ def test_the_circle_finder_finds_circles():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert _cycles(graph) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_reading_a_run_folder_loads_no_torch():
+    """`compare` and `report` read config.yaml, metrics.json and predictions: the modules that
+    do it import no torch (seconds of start-up, and no training stack to read YAML)."""
+    import subprocess
+    import sys
+
+    modules = ["mrhp_prep.train.run_folder", "mrhp_prep.train.report.compare",
+               "mrhp_prep.train.report.compare_report", "mrhp_prep.views.report",
+               "mrhp_prep.train.settings.option_conflicts"]
+    code = (f"import sys\nfor m in {modules!r}:\n    __import__(m)\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, check=True).stdout.strip()
+    assert loaded == "[]", loaded

@@ -154,7 +154,7 @@ def test_ablations_remove_what_they_name():
 
 
 @pytest.mark.parametrize("bad,message", [
-    ({"subtasks": ["ptrt", "pxrx"]}, "subtasks must be distinct names"),
+    ({"subtasks": ["ptrt", "pxrx"]}, "'model.subtasks' must be a list of distinct names"),
     ({"interaction_modeling": False}, "set subtasks: \\[\\] as well"),
     ({"beta": 0.5}, "unknown MmssOptions option"),
 ])

@@ -266,3 +266,23 @@ def test_released_scorer_reads_the_product_projections():
         with torch.no_grad():
             delta = (model(changed).score - model(batch).score)[no_review_image].abs().max()
         assert bool(delta > 1e-6) is moves, architecture
+
+
+def test_unresolved_relevance_threshold_is_the_datasets_or_a_clear_refusal():
+    """A model built from the declared defaults (`relevance_threshold: auto`, as no run's
+    config.yaml holds it) takes the dataset's threshold from its inputs; inputs from no
+    manifest leave `auto` meaning nothing: an InputError naming the key, never float('auto')."""
+    import dataclasses
+
+    from mrhp_prep.errors import InputError
+    from mrhp_prep.train.settings.config import model_defaults
+
+    for name in ("sancl", "mcl"):
+        section = model_defaults(name)[0]["model"]
+        assert section["relevance_threshold"] == "auto"
+        vectors = np.zeros((50, 16), np.float32)
+        inputs = ModelInputs("static", 16, vectors, vectors, 2048, True)
+        lazada = dataclasses.replace(inputs, relevance_threshold=0)
+        assert build_model(name, section, lazada).relevance_threshold == 0.0
+        with pytest.raises(InputError, match="model.relevance_threshold"):
+            build_model(name, section, inputs)

@@ -71,6 +71,27 @@ def test_the_typed_sections_are_the_declarations():
     assert DataConfig.from_config({"max_text_tokens": 9}) == DataConfig(max_text_tokens=9)
 
 
+@pytest.mark.parametrize("cls,section,words", [
+    (SanclOptions, {"architecture": "relased"}, "'model.architecture' must be paper or released"),
+    (SanclOptions, {"image_encoders": "both"}, "'model.image_encoders' must be shared or"),
+    (SanclOptions, {"contrastive_reduction": "median"}, "'model.contrastive_reduction'"),
+    (MmssOptions, {"pseudo_label_timing": "later"}, "'model.pseudo_label_timing' must be"),
+    (MmssOptions, {"subtasks": ["ptrt", "ptrt"]}, "'model.subtasks' must be a list of dist"),
+    (MclOptions, {"relevance_threshold": "half"}, "'model.relevance_threshold' must be auto"),
+    (SamplingConfig, {"scheme": "triples"}, "'sampling.scheme' must be groups or pairs"),
+    (SamplingConfig, {"min_label_gap": 0}, "'sampling.min_label_gap' = 0 is out of range"),
+    (TrainSettings, {"lr": "fast"}, "'train.lr' must be a number"),
+])
+def test_a_typed_section_reads_each_value_by_its_declaration(cls, section, words):
+    """Built from a config section (a model from Python, a run's config.yaml), every value is
+    read as --set reads it: a bad choice or range is an InputError naming the key, never a
+    bare ValueError or a silently accepted word."""
+    with pytest.raises(InputError, match=words):
+        cls.from_config(section)
+    assert SanclOptions.from_config({"kappa": "1e-1"}).kappa == 0.1     # converted, as --set
+    assert MclOptions.from_config({"relevance_threshold": None}).relevance_threshold is None
+
+
 def test_ranges_are_declared_not_guessed_from_the_name():
     """A key ending in `dropout` or `_layers` has the range its declaration gives, whatever its
     name says; and the ranges the trainer needs are there."""

@@ -175,3 +175,18 @@ def test_predict_selection():
     check_predict_selection((), "test")
     with pytest.raises(CommandLineError):
         check_predict_selection(("P1",), "test")
+
+
+def test_a_steps_losses_and_logs_are_read_together_and_checked():
+    """Models log 0-d tensors; the trainer reads them with the losses in one transfer, as
+    floats, and a NaN loss among them is still refused."""
+    from mrhp_prep.train.loop.trainer import step_values
+
+    loss = torch.tensor(0.5, requires_grad=True) * 2
+    read = step_values({"loss": loss, "rank_loss": torch.tensor(0.25, dtype=torch.float16),
+                        "aux_loss": torch.zeros(()), "beta": torch.tensor([0.75]), "n": 3})
+    assert read == {"loss": 1.0, "rank_loss": 0.25, "aux_loss": 0.0, "beta": 0.75, "n": 3.0}
+    assert all(type(v) is float for v in read.values())
+    with pytest.raises(NonFiniteError, match="non-finite loss"):
+        check_losses(step_values({"loss": torch.tensor(math.nan)}), epoch=1, step=1,
+                     model=torch.nn.Linear(2, 1))

@@ -72,6 +72,11 @@ def test_run_folder_contents(trained):
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["best.pt", "epoch-001.pt", "epoch-002.pt", "epoch-003.pt", "last.pt"]
+    # best.pt is the best epoch's file itself (a hard link), not a second serialisation
+    best_epoch = run / "checkpoints" / f"epoch-{metrics['best_epoch']:03d}.pt"
+    assert (run / "checkpoints" / "best.pt").samefile(best_epoch)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["record"]["epoch"] == metrics["best_epoch"]
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["state"]["epoch"] == 3 and "optimizer" in last and len(last["rng"]) == 1
     assert not any("embedding" in key for key in last["model"])   # frozen vectors left out
@@ -264,9 +269,74 @@ def test_resume_refuses_a_run_whose_config_predates_a_setting(trained, runner, t
     config = yaml.safe_load((copy / "config.yaml").read_text())
     del config["model"]["contrastive_reduction"]
     (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = runner.invoke(cli, ["train", "--resume", str(copy), "--device", "cpu"])
+    for dry in ([], ["--dry-run"]):       # --dry-run refuses what train refuses
+        result = runner.invoke(cli, ["train", "--resume", str(copy), "--device", "cpu", *dry])
+        assert result.exit_code == 3, result.output
+        assert "model.contrastive_reduction" in result.output and "older version" in result.output
+
+
+def _damaged_copy(trained, tmp_path, name: str, text: str | None = None, edit=None):
+    """A copy of the trained run with one file of its folder replaced by `text`, or its
+    config.yaml changed by `edit(config)`."""
+    import shutil
+    from pathlib import Path
+
+    copy = tmp_path / name.replace(".", "-")
+    shutil.copytree(trained["path"], copy)
+    if edit is not None:
+        config = yaml.safe_load((copy / "config.yaml").read_text())
+        edit(config)
+        (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        (copy / name).write_text(text)
+    assert Path(trained["path"]).is_dir()
+    return copy
+
+
+@pytest.mark.parametrize("name,text,edit,argv,words", [
+    ("metrics.json", '{"model": "sancl", "dev": {"map": 0.5', None, ["compare", "{run}"],
+     ("metrics.json", "is not JSON")),
+    ("metrics.json", "[1, 2]", None, ["report", "{run}"], ("metrics.json", "JSON object")),
+    ("config.yaml", None, lambda c: c.pop("inputs"), ["predict", "--run", "{run}", "--split",
+                                                       "test"], ("config.yaml", "inputs")),
+    ("config.yaml", None, lambda c: c["model"].pop("name"), ["compare", "{run}"],
+     ("config.yaml", "model.name")),
+    ("config.yaml", None, lambda c: c["inputs"].pop("probes"), ["train", "--resume", "{run}"],
+     ("config.yaml", "probes")),
+    ("input-files.json", "{not json", None, ["train", "--resume", "{run}", "--device", "cpu"],
+     ("input-files.json", "damaged")),
+])
+def test_a_damaged_run_file_is_named_not_a_crash(trained, runner, tmp_path, name, text, edit,
+                                                 argv, words):
+    """config.yaml without the keys a run writes, or a metrics.json or input-files.json that
+    is not what train wrote: exit 3 naming the file (a KeyError or JSONDecodeError was exit 1).
+    """
+    copy = _damaged_copy(trained, tmp_path, name, text, edit)
+    if argv[0] == "train":
+        (copy / "MANIFEST.json").unlink()             # an unfinished run, to resume
+    result = runner.invoke(cli, [arg.format(run=copy) for arg in argv])
     assert result.exit_code == 3, result.output
-    assert "model.contrastive_reduction" in result.output and "older version" in result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
+
+
+def test_best_is_copied_where_the_disk_has_no_hard_links(tmp_path, monkeypatch):
+    """Without hard links (some network and FAT file systems) best.pt is a copy, written
+    atomically like every checkpoint."""
+    import os
+
+    written = tmp_path / "epoch-001.pt"
+    checkpoints.save(written, {"model": {"w": torch.ones(3)}, "record": {"epoch": 1}})
+
+    def no_links(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    checkpoints.save_as(tmp_path / "best.pt", written)
+    assert not (tmp_path / "best.pt").samefile(written)
+    assert checkpoints.load(tmp_path / "best.pt")["record"] == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "epoch-001.pt"]
 
 
 class NotAState:

@@ -1,8 +1,10 @@
 """Training over the cached features: `train`, `evaluate`, `predict` and `compare`.
 
-- `run.py`: the stage itself (`train`, `predict`): opens the stores, builds the model, runs the
-  loop and writes the run folder; `commands.py` is its command line; `dry_run.py` is
-  `train --dry-run` (the config and the model's parameters, nothing written).
+- `run.py`: the stage itself (`train`, `predict`): opens the run folder, runs the loop and
+  writes the run's results; `prepare.py` is what it does first with nothing written (the
+  settings, the stores opened and checked, the model built), which `dry_run.py` (`train
+  --dry-run`) runs too; `run_folder.py` names, writes and reads the run folder's own files;
+  `commands.py` is the command line.
 - `data/`: the data side: the stores joined by id (`stores`), the review dataset and batches
   (`dataset`), pair and group sampling (`sampling`), store coverage and input checks.
 - `models/`: SANCL, MCL and MM-SS, their layers, losses and the text encoder they fine-tune.

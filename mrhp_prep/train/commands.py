@@ -80,8 +80,9 @@ class FiniteFloat(click.ParamType):
 def train(**options):
     """Train a ranking model on cached features; prints the run folder (one per seed).
 
-    The run folder holds config.yaml, checkpoints/, metrics.json, predictions-{dev,test}.jsonl,
-    curves.png and scores.png. Under torchrun each process trains on its share of the batches.
+    The run folder holds config.yaml, input-files.json, model.txt, checkpoints/, metrics.json,
+    predictions-{dev,test}.jsonl, curves.png, scores.png, failures.jsonl and MANIFEST.json.
+    Under torchrun each process trains on its share of the batches.
 
     Every input folder is checked against the file sizes and SHA-256 digests its stage
     recorded, and a resumed run against the digests it started from. A digest reads the
@@ -181,9 +182,9 @@ def _report_train(result) -> str:
 
 def result_seed(path) -> int | None:
     """train.seed of the run in `path` (from its config.yaml)."""
-    from .run import read_run_config
+    from .run_folder import read_run_config
 
-    return read_run_config(path).get("train", {}).get("seed")
+    return read_run_config(path, complete=True)["train"].get("seed")
 
 
 @click.command("evaluate")

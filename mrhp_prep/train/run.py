@@ -1,63 +1,47 @@
 """`train` and `predict` as library functions: from cached features to a run folder.
 
-A run folder (`cache/<dataset>/train/<fingerprint>/` by default) holds:
-
-    config.yaml               the resolved config, with the input folders under `inputs:`
-    model.txt                 parameters per submodule (trainable, frozen, embedding tables)
-    checkpoints/              last.pt (resume), best.pt, epoch-NNN.pt
-    metrics.json              dev and test metrics of the best epoch, product counts, epochs,
-                              the seed, package version, input fingerprints and config
-    predictions-dev.jsonl     product_id, review_id, label, score, rank
-    predictions-test.jsonl
-    curves.png                losses and dev metrics per epoch
-    scores.png                predicted scores per label
-    MANIFEST.json             written last: the run is finished
-
-The fingerprint covers the config and the inputs' fingerprints: the same command reuses a
-finished run, and resumes an unfinished one from checkpoints/last.pt.
+The run folder (`cache/<dataset>/train/<fingerprint>/` by default) and its files are listed in
+`run_folder.py`, which names, writes and reads them. The fingerprint covers the config and
+the inputs' fingerprints: the same command reuses a finished run, and resumes an unfinished
+one from checkpoints/last.pt.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-import torch
-import yaml
-
-from ..atomic import atomic_path
-from ..cache import MARKER_NAME, StageRun, open_stage, path_fingerprint
-from ..data.manifest import Manifest
+from ..cache import StageRun, open_stage
 from ..errors import InputError
-from ..settings_yaml import read_settings_file
-from .data.checks import check_ids_fit_encoder, check_labels
-from .loop.guards import check_scores
-from .loop.checkpoints import load_checkpoint_for
-from .settings.config import fingerprint_settings, flatten, model_defaults, resolve_config
+from ..locks import LOCK_NAME
+from .data.checks import check_ids_fit_encoder
 from .data.coverage import coverage_summary, require_full_coverage, store_coverage
 from .data.dataset import Collate, DataConfig, FeatureSources, ReviewDataset
 from .data.input_files import check_or_record_inputs
-from .data.label_groups import check_label_pairs
-from .data.sampling import SamplingConfig
+from .loop.checkpoints import load_checkpoint_for
 from .loop.distributed import Distributed, pick_device
-from .report.metrics import evaluate_rankings, metrics_table
+from .loop.guards import check_scores
+from .loop.provenance import run_record
+from .loop.trainer import Trainer, amp_settings, score_reviews
 from .models import build_model
+from .prepare import PreparedRun, absolute, prepare_run
+from .report.metrics import evaluate_rankings, metrics_table
 from .report.parameters import parameter_table
 from .report.plots import plot_curves, plot_scores
 from .report.predictions import write_predictions
-from .loop.provenance import run_record, write_strict_json
-from .loop.trainer import Trainer, amp_settings, score_reviews
+from .run_folder import (CURVES_NAME, INPUT_ROLES, SCORES_NAME, checkpoint_dir,
+                         has_checkpoints, predict_output_path, predictions_path,
+                         read_run_config, write_model_table, write_run_config,
+                         write_run_metrics)
+from .settings.config import fingerprint_settings
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-INPUT_ROLES = ("manifest", "rois", "text", "probes")
 
 
 @dataclass
@@ -68,114 +52,53 @@ class TrainResult:
     counts: dict
 
 
-def _absolute(path: str | Path | None) -> str | None:
-    return str(Path(path).resolve()) if path else None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise InputError("no config.yaml: not a training run folder", file=str(run_dir),
-                         hint="pass the folder that 'mrhp-prep train' printed")
-    config = read_settings_file(path)
-    if not isinstance(config, dict):
-        raise InputError("config.yaml is not a mapping of settings", file=str(path),
-                         hint="pass the folder that 'mrhp-prep train' printed")
-    return config
-
-
-def _require_current_keys(config: dict, run_dir) -> None:
-    """Refuse to resume a run whose config.yaml lacks settings the model's defaults now have:
-    it was started by an older version, and resuming would train on with today's defaults
-    for them (e.g. SANCL's contrastive terms summed where they were averaged)."""
-    defaults, _ = model_defaults(config["model"]["name"])
-    missing = sorted(set(dict(flatten(defaults))) - set(dict(flatten(config))))
-    if missing:
-        raise InputError(f"the run was started by an older version: its config.yaml lacks "
-                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}, so "
-                         f"resuming it would mix two trainings", file=str(Path(run_dir)),
-                         hint="train it again with its original command, without --resume "
-                              "(today's settings give it a new run folder)")
-
-
 @contextlib.contextmanager
-def _discarded_when_refused(run: StageRun | None) -> Iterator[None]:
-    """An InputError inside removes the run's folder when no checkpoint was written yet
-    (exit 3 writes nothing, and the folder would block the next run into it); a run with
-    checkpoints keeps them, to resume once the input is fixed."""
+def _discarded_when_refused(run: StageRun | None, folder_was_empty: bool) -> Iterator[None]:
+    """An InputError inside (bad data met while training) removes what the run wrote when no
+    checkpoint was written yet, so the folder does not block the next run into it: the
+    folder itself, unless it was there, empty, before the run (a `--out` the user made),
+    which is emptied instead. A run with checkpoints keeps them, to resume once the input is
+    fixed."""
     try:
         yield
     except InputError:
-        if run is not None and not any((run.path / "checkpoints").glob("*.pt")):
-            run.discard()
+        if run is not None and not has_checkpoints(run.path):
+            if folder_was_empty:
+                for entry in run.path.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                run.release()
+            else:
+                run.discard()
         raise
 
 
-def _check_resume_inputs(run_dir: str | Path, inputs: dict) -> None:
-    """Refuse to resume a run whose input folders changed since it started (a re-ingest, a
-    re-run store), naming each changed input with its old and new fingerprint."""
-    marker = Path(run_dir) / MARKER_NAME
-    if not marker.is_file():
-        return
-    started = json.loads(marker.read_text()).get("inputs", {})
-    changed = []
-    for role in INPUT_ROLES:
-        path = inputs.get(role)
-        if path and role in started:
-            now = path_fingerprint(path) if Path(path).exists() else "missing"
-            if now != started[role]:
-                changed.append(f"--{role} {path} (fingerprint {started[role]} when the run "
-                               f"started, now {now})")
-    if changed:
-        raise InputError(
-            f"cannot resume: {len(changed)} input(s) changed since the run started: "
-            + "; ".join(changed), file=str(run_dir), field=changed[0].split()[0],
-            hint="restore the input the run started with, or start a new run without "
-                 "--resume (in the cache, or into another --out folder)")
+def _empty_folder(path: str | Path | None) -> bool:
+    """Whether `path` is an existing folder with nothing in it (a lock file aside)."""
+    return path is not None and Path(path).is_dir() and all(
+        entry.name == LOCK_NAME for entry in Path(path).iterdir())
 
 
-def _settings(*, manifest, rois, text, probes, model, config_file, preset, protocol,
-              overrides, resume) -> tuple[dict, dict, str, Manifest]:
-    """(config, inputs, model name, manifest) of a new run, or of the run in `resume`."""
-    if resume is not None:
-        config = read_run_config(resume)
-        inputs = config.pop("inputs")
-        _require_current_keys(config, resume)
-        _check_resume_inputs(resume, inputs)
-        return config, inputs, config["model"]["name"], Manifest(inputs["manifest"])
-    if manifest is None:
-        raise InputError("--manifest is required (or --resume RUN_DIR)", field="--manifest")
-    inputs = {"manifest": _absolute(manifest), "rois": _absolute(rois),
-              "text": _absolute(text), "probes": _absolute(probes)}
-    manifest_info = Manifest(inputs["manifest"])
-    text_mode = FeatureSources.peek_text_mode(text) if text else None
-    config = resolve_config(model, config_file=config_file, preset=preset, protocol=protocol,
-                            overrides=overrides, text_mode=text_mode,
-                            category=manifest_info.info["settings"].get("category"),
-                            relevance_threshold=manifest_info.relevance_threshold)
-    return config, inputs, model, manifest_info
-
-
-def _open_data(inputs: dict, config: dict) -> tuple[FeatureSources, dict, dict]:
-    """The stores joined with the manifest, every check that reads them passed:
-    (sources, split name -> ReviewDataset, store coverage)."""
-    data_config = DataConfig.from_config(config["data"])
-    sources = FeatureSources(inputs["manifest"], rois=inputs["rois"], text=inputs["text"],
-                             probes=inputs["probes"])
-    splits = {name: ReviewDataset(sources, sources.split(name), data_config)
-              for name in ("train", "dev", "test")}
-    check_labels(sources, splits)
-    coverage = store_coverage(sources, splits)
-    require_full_coverage(coverage, data_config.allow_partial)
-    check_label_pairs(sources.manifest, splits["train"].table,
-                      SamplingConfig.from_config(config["sampling"]))
-    return sources, splits, coverage
+def _open_run(config: dict, inputs: dict, dataset: str, *, out, cache_dir, force,
+              resume) -> StageRun:
+    """The run's folder from `cache.open_stage`: a new, finished or unfinished one. With
+    `resume`, that folder; open_stage refuses it when its inputs or settings changed since
+    it started (naming each input with its fingerprint then and now), as here 'cannot
+    resume'."""
+    try:
+        return open_stage("train", dataset=dataset, settings=fingerprint_settings(config),
+                          inputs={k: v for k, v in inputs.items() if v},
+                          format_version=FORMAT_VERSION, out=resume or out, cache_dir=cache_dir,
+                          force=force and resume is None)
+    except InputError as refused:
+        if resume is None:
+            raise
+        raise InputError(f"cannot resume: {refused.what}", file=refused.file,
+                         hint="restore the inputs the run started with, or train anew without "
+                              "--resume (the run's own command makes a new run folder; with "
+                              "--out, add --force to start that folder over)") from None
 
 
 def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
@@ -191,17 +114,15 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
     (another run follows in the same processes: setting a group up again on the launcher's
     store can hang)."""
     distributed = Distributed.from_env(device)
-    config, inputs, model, manifest_info = _settings(
-        manifest=manifest, rois=rois, text=text, probes=probes, model=model,
-        config_file=config_file, preset=preset, protocol=protocol, overrides=overrides,
-        resume=resume)
+    prepared = prepare_run(manifest=manifest, rois=rois, text=text, probes=probes, model=model,
+                           config_file=config_file, preset=preset, protocol=protocol,
+                           overrides=overrides, resume=resume)
+    config, inputs = prepared.config, prepared.inputs
     run: StageRun | None = None
+    folder_was_empty = _empty_folder(resume or out)
     if distributed.is_main:
-        run = open_stage("train", dataset=manifest_info.name,
-                         settings=fingerprint_settings(config),
-                         inputs={k: v for k, v in inputs.items() if v},
-                         format_version=FORMAT_VERSION, out=resume or out, cache_dir=cache_dir,
-                         force=force and resume is None)
+        run = _open_run(config, inputs, prepared.manifest.name, out=out, cache_dir=cache_dir,
+                        force=force, resume=resume)
     path = Path(distributed.broadcast(str(run.path) if run else None))
     complete = distributed.broadcast(run.complete if run else None)
     if complete:
@@ -211,38 +132,34 @@ def train(*, manifest: str | Path | None = None, rois: str | Path | None = None,
         if not keep_process_group:
             distributed.close()
         return TrainResult(path, True, finished.get("metrics", {}), finished.get("counts", {}))
-    if distributed.is_main:
-        check_or_record_inputs(path, inputs)     # a resumed run: the inputs it started from
-        with atomic_path(path / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump({**config, "inputs": inputs}, sort_keys=False))
-
-    seed_everything(int(config["train"]["seed"]))
-    with _discarded_when_refused(run):    # bad data refused before the first checkpoint
-        sources, splits, coverage = _open_data(inputs, config)
-        built = build_model(model, config["model"], sources.model_inputs())
-        check_ids_fit_encoder(sources, built)
-        if distributed.is_main:     # the parameters per submodule, as `train --dry-run` prints
-            with atomic_path(path / "model.txt") as tmp:
-                tmp.write_text(parameter_table(built))
-        trainer = Trainer(built, splits["train"], splits["dev"], config, path,
-                          device=pick_device(device, distributed),
-                          relevance_threshold=manifest_info.relevance_threshold,
+    # only the main process has a run (and its folder's lock): a full or read-only disk is an
+    # EnvironmentFault naming the folder, and the lock is released however training ends
+    with (run.computing() if run else contextlib.nullcontext()), \
+            _discarded_when_refused(run, folder_was_empty):
+        if distributed.is_main:
+            check_or_record_inputs(path, inputs)     # a resumed run: the inputs it started from
+            write_run_config(path, config, inputs)
+            write_model_table(path, parameter_table(prepared.model))
+        trainer = Trainer(prepared.model, prepared.splits["train"], prepared.splits["dev"],
+                          config, path, device=pick_device(device, distributed),
+                          relevance_threshold=prepared.manifest.relevance_threshold,
                           distributed=distributed, num_workers=num_workers,
                           show_progress=show_progress)
         state = trainer.fit()
-    result = _finish(run, path, trainer, state, sources, splits, coverage, config)
+        result = _finish(run, path, trainer, state, prepared, config)
     distributed.barrier()
     if not keep_process_group:
         distributed.close()
     return result
 
 
-def _finish(run: StageRun | None, path: Path, trainer: Trainer, state, sources: FeatureSources,
-            splits: dict, coverage: dict, config: dict) -> TrainResult:
+def _finish(run: StageRun | None, path: Path, trainer: Trainer, state, prepared: PreparedRun,
+            config: dict) -> TrainResult:
     """Score the dev and test splits with the best epoch's weights and write the run's
     results into `path` (on the main process): predictions, metrics, plots, then
     MANIFEST.json."""
     distributed, threshold = trainer.distributed, trainer.threshold
+    sources, splits, coverage = prepared.sources, prepared.splits, prepared.coverage
     best_epoch = trainer.load_best()
     frames, metrics = {}, {}
     for split in ("dev", "test"):
@@ -271,12 +188,11 @@ def _finish(run: StageRun | None, path: Path, trainer: Trainer, state, sources: 
     }
     if distributed.is_main:
         for split, frame in frames.items():
-            write_predictions(path / f"predictions-{split}.jsonl", frame)
-        write_strict_json(path / "metrics.json",
-                          {**result_metrics, **run_record(config, run, built)})
+            write_predictions(predictions_path(path, split), frame)
+        write_run_metrics(path, {**result_metrics, **run_record(config, run, built)})
         if state.history:
-            plot_curves(path / "curves.png", state.history, config["train"]["monitor"], best_epoch)
-        plot_scores(path / "scores.png", frames)
+            plot_curves(path / CURVES_NAME, state.history, config["train"]["monitor"], best_epoch)
+        plot_scores(path / SCORES_NAME, frames)
         for ds in splits.values():
             for reason, ids in ds.table.dropped.items():
                 for review_id in ids:
@@ -306,13 +222,13 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
         raise InputError("say which reviews to score", hint="pass --product ID (repeatable) "
                                                              "or --split")
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, complete=True)
     trained = config["inputs"]
-    manifest = _absolute(manifest) or trained["manifest"]
-    text = _absolute(text) or trained["text"]
+    manifest = absolute(manifest) or trained["manifest"]
+    text = absolute(text) or trained["text"]
     # a model trained without RoIs (or probes) takes none, whatever is passed
-    rois = (_absolute(rois) or trained["rois"]) if trained["rois"] else None
-    probes = (_absolute(probes) or trained["probes"]) if trained["probes"] else None
+    rois = (absolute(rois) or trained["rois"]) if trained["rois"] else None
+    probes = (absolute(probes) or trained["probes"]) if trained["probes"] else None
     vocabularies, vectors = None, None
     if text and text != trained["text"] and FeatureSources.peek_text_mode(text) == "static":
         from .data.stores import TextShards
@@ -324,13 +240,14 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
                              vocabularies=vocabularies)
     data_config = DataConfig.from_config(config["data"])
     selected = ReviewDataset(sources, sources.split(split, products), data_config)
-    own_stores = [manifest, text, rois, probes] == [trained[r] for r in INPUT_ROLES]
+    chosen = {"manifest": manifest, "rois": rois, "text": text, "probes": probes}
+    own_stores = all(chosen[role] == trained[role] for role in INPUT_ROLES)
     coverage = _predict_coverage(sources, selected, products, split,
                                  allow_partial or (own_stores and data_config.allow_partial))
     table = selected.table
     model = build_model(config["model"]["name"], config["model"], sources.model_inputs(vectors))
     check_ids_fit_encoder(sources, model)
-    weights = run_dir / "checkpoints" / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
+    weights = checkpoint_dir(run_dir) / (f"{checkpoint}.pt" if not checkpoint.endswith(".pt")
                                          else checkpoint)
     if not weights.is_file():
         raise InputError(f"no checkpoint {weights.name}", file=str(weights.parent),
@@ -343,7 +260,7 @@ def predict(run_dir: str | Path, *, manifest: str | Path | None = None,
                           torch_device, batch_rows or int(config["train"]["eval_batch_size"]),
                           amp=amp_settings(torch_device, config["train"]["amp"]))
     check_scores(frame, f"products scored with {weights}")
-    output = Path(output) if output else run_dir / f"predict-{sources.manifest.name}.jsonl"
+    output = Path(output) if output else predict_output_path(run_dir, sources.manifest.name)
     write_predictions(output, frame)
     summary = {"products": len(table.products), "reviews": len(table),
                "reviews_left_out": sum(len(v) for v in table.dropped.values()),

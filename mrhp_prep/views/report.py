@@ -9,7 +9,6 @@ and thumbnails are capped; what was left out is said at the end of the page.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -90,21 +89,14 @@ def write_report(run_dir: str | Path, settings: ReportSettings | None = None,
     """Write the report of the finished run in `run_dir` (to RUN/report.html by default)."""
     settings = settings or ReportSettings()
     from ..train.report.compare import load_run
-    from ..train.report.predictions import read_predictions
-    from ..train.run import read_run_config
+    from ..train.run_folder import predictions_path
 
     started = time.perf_counter()
     run_dir = finished_run(run_dir)
-    config = read_run_config(run_dir)
-    inputs = config.get("inputs") or {}
-    metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    predictions_file = run_dir / f"predictions-{settings.split}.jsonl"
-    if not predictions_file.is_file():
-        raise InputError(f"no {predictions_file.name}: the run has no {settings.split} split",
-                         file=str(run_dir), hint="choose another --split (dev or test)")
-    run = load_run(run_dir, settings.split)
-    predictions = read_predictions(predictions_file)
+    run = load_run(run_dir, settings.split)     # config, metrics and predictions, checked
+    config, metrics, predictions = run.config, run.metrics, run.predictions
+    inputs = config["inputs"]
+    predictions_file = predictions_path(run_dir, settings.split)
     ordered = worst_first(run.report.per_product)
 
     notes: list[str] = []
@@ -233,8 +225,10 @@ def _config_section(config: dict, inputs: dict, names, root) -> str:
 
 def _plots_section(run_dir: Path, per_product, split: str, predictions_file: Path) -> str:
     figures = []
-    for name, what in (("curves.png", "training losses and dev metrics per epoch"),
-                       ("scores.png", "predicted scores per gold label")):
+    from ..train.run_folder import CURVES_NAME, SCORES_NAME
+
+    for name, what in ((CURVES_NAME, "training losses and dev metrics per epoch"),
+                       (SCORES_NAME, "predicted scores per gold label")):
         path = run_dir / name
         if path.is_file():
             figures.append(_figure(path.read_bytes(), f"{name}: {what}"))

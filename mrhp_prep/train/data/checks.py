@@ -1,32 +1,27 @@
 """The training inputs are checked when they open: vectors, token ids, offsets and labels.
 
-Where each check sits (the batch, loss and score checks are in `loop/guards.py`):
-
-- when the stores open (`check_text_store`): static vectors must be finite, token ids inside
-  the vocabulary, character offsets inside the manifest text and as many as the tokens;
+- when the stores open (`check_text_sources`, `check_text_store`): static vectors must be
+  finite, token ids inside the vocabulary, character offsets inside the manifest text and as
+  many as the tokens; every review label a finite number (`check_labels`);
 - once the model is built (`check_ids_fit_encoder`): an ids store's token ids inside the
-  embedding table of the transformer the model fine-tunes;
-- in every batch, on its device (`finite_inputs`, then `check_batch`): RoI and text features
-  must be finite; `diagnose_rows` reads the batch's rows again to name the store file, the
-  item and the field. The flag is read when the step reads its loss anyway, so it costs no
-  extra synchronisation;
-- at every training step (`check_losses`): a NaN or inf loss stops training, naming the step
-  and whether the weights (or the loss itself) diverged;
-- at every scoring (`check_scores`): no metric, best epoch, predictions file or finished
-  folder is made from a non-finite score.
+  embedding table of the transformer the model fine-tunes.
+
+The checks inside the loop (every batch, loss and score) are in `loop/guards.py`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ...errors import InputError
 from ...text.store import vectors_name
+
+if TYPE_CHECKING:
+    import torch
 
 RERUN_HINTS = {"text": "re-run embed-text with --force on that input",
                "rois": "re-run extract-rois with --force (the image may be damaged: check it)"}
@@ -149,12 +144,6 @@ def check_labels(sources, splits: Mapping) -> None:
                 f"{first_few(table.review_ids[bad])})",
                 file=str(sources.manifest.table_path("reviews")), field="label",
                 hint="re-run ingest with --force on the release files")
-
-
-
-
-
-
 
 
 def check_text_sources(sources) -> None:

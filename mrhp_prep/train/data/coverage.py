@@ -58,7 +58,7 @@ def _listed_failures(folder: Path) -> set[str]:
 
 
 def has_regions(rois, image_id: str) -> bool:
-    """Whether a RoI store (`stores.RoiFeatures`) holds at least one region of the image: an
+    """Whether a RoI store (`vision.store.RoiStore`) holds at least one region of the image: an
     image stored with none gives the model nothing, so it does not count as covered."""
     row = rois.index.get(image_id)
     return row is not None and int(rois.counts[row]) > 0
@@ -87,7 +87,7 @@ def store_coverage(sources, splits: Mapping, items: set[str] | None = None
         if items is not None:
             images = images[images["item_id"].isin(items)]
         images = images["image_id"]
-        absent = [i for i in images if not has_regions(sources.rois, i)]
+        absent = [i for i in images if i in sources.images_without_regions]
         failed = _listed_failures(sources.rois.folder)
         result["rois"] = StoreCoverage("rois", str(sources.rois.path), "images", len(images),
                                        len(images) - len(absent),

@@ -25,6 +25,7 @@ from .coverage import has_regions
 from ..models.base import ModelInputs
 from ..settings.typed_sections import section_fields
 from .stores import ProbeShards, TextShards, open_rois, token_probe_mask
+from .stores import text_mode as store_text_mode
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,24 @@ class FeatureSources:
         if self.text:
             check_text_sources(self)    # non-finite vectors, ids or offsets out of range
         self.probes = ProbeShards(probes) if probes else None
-        self.images_missing = 0
+        # manifest images the RoI store gives no region (absent, or stored with none): read
+        # once here, for the items' images and for the store's coverage
+        self.images_without_regions: frozenset[str] = frozenset()
         self.item_images = self._item_images()
 
     @staticmethod
     def peek_text_mode(text: str | Path) -> str:
         """The mode ("static", "ids", "features") of an embed-text output."""
-        return TextShards(text, "review").mode
+        return store_text_mode(text)
 
     @property
     def text_mode(self) -> str | None:
         return self.text["review"].mode if self.text else None
+
+    @property
+    def images_missing(self) -> int:
+        """How many manifest images have no region in the RoI store."""
+        return len(self.images_without_regions)
 
     def model_inputs(self, vectors: Mapping[str, np.ndarray] | None = None) -> ModelInputs:
         """What a model is built on. `vectors` replaces the stores' static vectors (the training
@@ -84,7 +92,8 @@ class FeatureSources:
             image_dim=self.rois.feature_dim if self.rois is not None else None,
             has_probes=self.probes is not None,
             text_model=(self.text["review"].info.get("tokenizer") or {}).get("model")
-            if self.text_mode == "ids" else None)
+            if self.text_mode == "ids" else None,
+            relevance_threshold=self.manifest.relevance_threshold)
 
     def _item_images(self) -> dict[str, list[str]]:
         """item id -> its image ids in the RoI store, in manifest order (k)."""
@@ -93,7 +102,7 @@ class FeatureSources:
         images = self.manifest.images.sort_values(["item_id", "k"], kind="stable")
         # an image stored with no region counts as missing (coverage.has_regions)
         present = images["image_id"].map(lambda i: has_regions(self.rois, i)).to_numpy(dtype=bool)
-        self.images_missing = int((~present).sum())
+        self.images_without_regions = frozenset(images["image_id"][~present])
         if self.images_missing:
             log.warning("%d of %d manifest images have no RoI features in %s; their items use "
                         "the images that do", self.images_missing, len(images), self.rois.path)
@@ -165,7 +174,7 @@ class SplitTable:
         if sources.text:
             review_text = _locate(reviews["review_id"], sources.text["review"])
             product_loc = _locate(pd.Series(first_seen), sources.text["product"])
-            product_of = dict(zip(first_seen, product_loc.tolist()))
+            product_of = dict(zip(first_seen, map(tuple, product_loc.tolist())))
             product_rows = np.array([product_of[p] for p in reviews["product_id"]],
                                     dtype=np.int64).reshape(-1, 2)
             no_review_text = review_text[:, 0] < 0
@@ -180,8 +189,9 @@ class SplitTable:
             reviews, review_text = reviews[keep].reset_index(drop=True), review_text[keep]
         products = list(pd.unique(reviews["product_id"]))
         product_index = pd.Categorical(reviews["product_id"], categories=products).codes
-        if sources.text:
-            product_text = _locate(pd.Series(products, dtype=object), sources.text["product"])
+        if sources.text:       # located above, with every product of the split
+            product_text = np.array([product_of[p] for p in products],
+                                    dtype=np.int64).reshape(-1, 2)
         probe = _locate(reviews["review_id"], sources.probes) if sources.probes else None
         for reason, ids in dropped.items():
             log.warning("%s: %d review(s) of split %s left out (%s)", reason, len(ids), name,

@@ -19,6 +19,7 @@ from ...atomic import write_json_atomic
 from ...cache import read_manifest
 from ...errors import InputError
 from ...verify import FILES_KEY
+from ..run_folder import has_checkpoints
 
 INPUT_FILES = "input-files.json"
 
@@ -33,16 +34,33 @@ def input_digests(inputs: Mapping[str, str | None]) -> dict[str, dict[str, str]]
     return digests
 
 
+def _read(path: Path) -> dict:
+    """input-files.json as written by `check_or_record_inputs`; a damaged file is an
+    InputError naming it."""
+    try:
+        started = json.loads(path.read_text(encoding="utf-8"))
+        problem = None if isinstance(started, dict) and all(
+            isinstance(v, dict) for v in started.values()) else "not a mapping of input roles"
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise InputError(f"{INPUT_FILES} is damaged ({problem}): the inputs this run started "
+                         f"from are unknown", file=str(path),
+                         hint="train again without --resume (the same command plus --force "
+                              "starts this folder over)")
+    return started
+
+
 def check_or_record_inputs(run_dir: str | Path, inputs: Mapping[str, str | None]) -> None:
     """Record the inputs' digests in a run folder with no checkpoint yet; compare them in one
     with checkpoints (a resumed run) and refuse inputs that changed since it started."""
     path = Path(run_dir) / INPUT_FILES
     now = input_digests(inputs)
-    resuming = any((Path(run_dir) / "checkpoints").glob("*.pt"))
+    resuming = has_checkpoints(run_dir)
     if not (resuming and path.is_file()):
         write_json_atomic(path, now)
         return
-    started = json.loads(path.read_text())
+    started = _read(path)
     for role in sorted(set(started) | set(now)):
         before, after = started.get(role, {}), now.get(role, {})
         changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))

@@ -36,14 +36,11 @@ class SamplingConfig(section_fields("sampling")):
 
     @classmethod
     def from_config(cls, section: Mapping) -> "SamplingConfig":
+        """The section read by its declarations (scheme, ranges); `pairs` fixes the rest."""
         config = super().from_config(section)
-        if config.scheme not in {"groups", "pairs"}:
-            raise ValueError(f"sampling.scheme must be groups or pairs, not {config.scheme!r}")
         if config.scheme == "pairs":
             return cls(scheme="pairs", negatives=1, min_label_gap=1, weighted=False,
                        resample=config.resample)
-        if config.negatives < 1 or config.min_label_gap < 1:
-            raise ValueError("sampling.negatives and sampling.min_label_gap must be >= 1")
         return config
 
     @property

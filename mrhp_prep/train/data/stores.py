@@ -20,7 +20,12 @@ from ...probe.shards import ProbeShards
 from ...text.store import TextShards
 from ...vision.store import RoiStore
 
-__all__ = ["ProbeShards", "RoiStore", "TextShards", "open_rois", "token_probe_mask"]
+__all__ = ["ProbeShards", "RoiStore", "TextShards", "open_rois", "text_mode", "token_probe_mask"]
+
+
+def text_mode(text: str | os.PathLike) -> str:
+    """The mode ("static", "ids", "features") of an embed-text output."""
+    return TextShards(text, "review").mode
 
 
 def open_rois(path: str | os.PathLike) -> RoiStore:

@@ -9,7 +9,9 @@ checkpoint keeps and checks, see `models/text_encoder.py`).
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,19 @@ def set_rng_state(state: dict) -> None:
 def save(path: Path, payload: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save({"format_version": FORMAT_VERSION, **payload}, tmp)
+
+
+def save_as(path: Path, written: Path) -> None:
+    """Make `path` the same checkpoint as the finished file `written` (best.pt as this
+    epoch's epoch-NNN.pt): a hard link, so the weights are neither serialised nor stored a
+    second time; a copy where the file system has no hard links. Atomic either way: a reader
+    sees the old file or the new one."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(written, tmp)
+        except OSError:
+            shutil.copyfile(written, tmp)
 
 
 def load(path: Path) -> dict:

@@ -33,6 +33,7 @@ from ..models.base import RankingModel
 from ..models.text_encoder import parameter_groups
 from ..data.sampling import (GroupBatchSampler, SamplingConfig, evaluation_batches,
                              sampled_dev_rows)
+from ..run_folder import checkpoint_dir
 from ..settings.typed_sections import section_fields
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,19 @@ def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[s
         for key in PER_PRODUCT_KEYS:
             moved[key] = moved[key].index_select(0, slots)
     return moved
+
+
+def step_values(values: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    """The step's losses and the model's logs (0-d tensors, or numbers) as floats, read from
+    the device in one transfer."""
+    tensors = {k: v.detach().float().reshape(()) for k, v in values.items()
+               if isinstance(v, torch.Tensor)}
+    read = {}
+    if tensors:
+        device = next(iter(tensors.values())).device
+        stacked = torch.stack([v.to(device) for v in tensors.values()])
+        read = dict(zip(tensors, stacked.tolist()))
+    return {k: read[k] if k in read else float(v) for k, v in values.items()}
 
 
 def prediction_frame(table: SplitTable, scores: np.ndarray) -> pd.DataFrame:
@@ -161,7 +175,7 @@ class Trainer:
             dev_set = sampled_dev_set(dev_set, self.settings.seed)
         self.train_set, self.dev_set = train_set, dev_set
         self.num_workers, self.show_progress = num_workers, show_progress
-        self.checkpoint_dir = Path(run_dir) / "checkpoints"
+        self.checkpoint_dir = checkpoint_dir(run_dir)
 
         self.unwrapped = model.to(device)
         self.model = model
@@ -184,12 +198,13 @@ class Trainer:
         self.sampler = GroupBatchSampler(table.labels, table.rows_by_product(), self.sampling,
                                          s.batch_size, s.seed, self.distributed.rank,
                                          self.distributed.world_size)
-        if len(self.sampler) == 0:
+        if len(self.sampler) == 0:     # the run checked the labels (label_groups.py)
+            size = self.sampler.groups_per_batch
             raise InputError(
-                f"no training groups: no train product has two reviews whose labels differ by "
-                f"at least {self.sampling.min_label_gap} (or too few groups for "
-                f"{self.distributed.world_size} processes)", field="sampling",
-                hint="check the labels (ingest --labels), or use --set sampling.scheme=pairs")
+                f"too few training groups for {self.distributed.world_size} processes: each "
+                f"process needs at least one batch of {size} group(s) per epoch",
+                field="sampling", hint="train on fewer processes, or with a smaller "
+                                       "train.batch_size")
         self.collate = Collate(self.data_config, share_products=True)
         self.loader = DataLoader(train_set, batch_sampler=self.sampler, collate_fn=self.collate,
                                  num_workers=num_workers, pin_memory=device.type == "cuda",
@@ -212,8 +227,8 @@ class Trainer:
         # before backward: a NaN step must not reach the weights the diagnosis looks at
         where = f"epoch {self.state.epoch + 1}, step {self.state.global_step + 1}"
         check_batch(finite, batch, rows=rows, dataset=self.train_set, what=where)
-        losses = {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
-                  "aux_loss": float(aux.detach())}
+        losses = step_values({"loss": loss, "rank_loss": rank_loss, "aux_loss": aux,
+                              **output.logs})
         check_losses(losses, epoch=self.state.epoch + 1, step=self.state.global_step + 1,
                      model=self.unwrapped)
         self.optimizer.zero_grad(set_to_none=True)
@@ -223,7 +238,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.unwrapped.parameters(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {**losses, **output.logs}
+        return losses
 
     # -- epochs ---------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -309,13 +324,18 @@ class Trainer:
         state.history.append(record)
         state.epoch += 1
         state.step_in_epoch, state.sums = 0, {}
-        if self.distributed.is_main:
-            weights = {"model": checkpoints.model_state(self.unwrapped), "record": record}
+        weights = None
+        if self.distributed.is_main:      # the weights copied to the CPU once, for every file
+            weights = checkpoints.model_state(self.unwrapped)
+            epoch_file = self.checkpoint_dir / f"epoch-{record['epoch']:03d}.pt"
             if self.settings.epoch_checkpoints:
-                checkpoints.save(self.checkpoint_dir / f"epoch-{record['epoch']:03d}.pt", weights)
-            if improved:
-                checkpoints.save(self.checkpoint_dir / "best.pt", weights)
-        self.save_last()
+                checkpoints.save(epoch_file, {"model": weights, "record": record})
+            if improved and self.settings.epoch_checkpoints:
+                checkpoints.save_as(self.checkpoint_dir / "best.pt", epoch_file)
+            elif improved:
+                checkpoints.save(self.checkpoint_dir / "best.pt",
+                                 {"model": weights, "record": record})
+        self.save_last(weights)
         if not self.distributed.is_main:
             return
         dev = " ".join(f"{m}={100 * record[f'dev_{m}']:.2f}"
@@ -345,11 +365,14 @@ class Trainer:
         return self.distributed.broadcast(summary)
 
     # -- checkpoints ----------------------------------------------------------------------
-    def save_last(self) -> None:
+    def save_last(self, weights: dict | None = None) -> None:
+        """last.pt: everything to resume from; `weights` the model state when already copied
+        (at an epoch's end)."""
         rng = self.distributed.gather(checkpoints.rng_state())
         if self.distributed.is_main:
             checkpoints.save(self.checkpoint_dir / "last.pt", {
-                "model": checkpoints.model_state(self.unwrapped),
+                "model": weights if weights is not None else
+                checkpoints.model_state(self.unwrapped),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...errors import InputError
+
 Batch = Mapping[str, torch.Tensor]
 
 
@@ -62,6 +64,9 @@ class ModelInputs:
     text_model       the transformer an ids store was tokenized for (local folder or hub name)
     text_encoders    "ids" mode: {"product", "review"} -> the text_encoder.FineTunedEncoder
                      each field runs (one module twice with model.shared_encoder)
+    relevance_threshold  the dataset's relevance threshold (the manifest's: 1 Amazon-MRHP, 0
+                     Lazada-MRHP), what `model.relevance_threshold: auto` means; None when
+                     the inputs come from no manifest
     """
 
     text_mode: str | None
@@ -72,13 +77,36 @@ class ModelInputs:
     has_probes: bool = False
     text_model: str | None = None
     text_encoders: dict | None = None
+    relevance_threshold: float | None = None
+
+
+def relevance_threshold(value: float | str | None, inputs: ModelInputs, *,
+                        none_allowed: bool = False) -> float | None:
+    """`model.relevance_threshold` as the number a model compares labels with. A run's config
+    holds a number (`resolve_config` resolves `auto` from the manifest); a model built from
+    unresolved settings resolves `auto` here with the dataset's threshold in `inputs`, and
+    without one refuses it naming the key. None (every row helpful) only where
+    `none_allowed`."""
+    if value is None and none_allowed:
+        return None
+    if value == "auto" and inputs.relevance_threshold is not None:
+        return float(inputs.relevance_threshold)
+    if value is None or isinstance(value, str):
+        raise InputError(
+            f"relevance_threshold must be a number, got {value!r}: 'auto' is the dataset's "
+            f"threshold and these inputs come from no manifest", field="model.relevance_threshold",
+            hint="set a number (1 for Amazon-MRHP, 0 for Lazada-MRHP), or build the model from "
+                 "a resolved training config or from a manifest's stores")
+    return float(value)
 
 
 @dataclass
 class ModelOutput:
     score: torch.Tensor                       # [B]
     aux_loss: torch.Tensor | None = None      # scalar; None = no auxiliary objective
-    logs: dict[str, float] = field(default_factory=dict)  # scalars worth plotting
+    # scalars worth plotting, as 0-d detached tensors: the trainer reads them from the device
+    # once per step, after its loss check (a float() here would wait for the device mid-step)
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class RankingModel(nn.Module):

@@ -40,12 +40,11 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ...errors import InputError
 from ..settings.model_settings import ENCODER_KEYS
 from ..settings.typed_sections import section_fields
-from .base import Batch, ModelOutput, RankingModel
+from .base import Batch, ModelOutput, RankingModel, relevance_threshold
 from .layers import TokenInput, require_text
-from .layers_mcl_mmss import (MaskedAttention, PairSelfAttention, encode_images, masked_max,
+from .masked_layers import (MaskedAttention, PairSelfAttention, encode_images, masked_max,
                               masked_mean, roi_encoder, zero_padding)
 
 
@@ -54,7 +53,7 @@ class MclOptions(section_fields("model", "mcl", exclude=ENCODER_KEYS,
     """MCL hyperparameters: the `model:` settings declared in `settings/model_settings.py`
     (defaults the paper's, section 4.2, where it gives them; docs/settings.md), the text
     encoder's keys left to `text_encoder.py`. Built without a config, `relevance_threshold`
-    is Amazon's 1.0 (a config's `auto` is resolved from the data; None = every row)."""
+    is Amazon's 1.0; `auto` is the dataset's (`base.relevance_threshold`); None = every row."""
 
 
 # --------------------------------------------------------------------------- the loss
@@ -170,10 +169,8 @@ class MclModel(RankingModel):
         super().__init__()
         require_text(inputs, "MCL")
         self.options = options = MclOptions.from_config(config)
-        if isinstance(options.relevance_threshold, str):
-            raise InputError(f"relevance_threshold must be a number or null, got "
-                             f"'{options.relevance_threshold}'", field="model.relevance_threshold",
-                             hint="the training config resolves 'auto' to the dataset's threshold")
+        self.relevance_threshold = relevance_threshold(options.relevance_threshold, inputs,
+                                                       none_allowed=True)
         d = options.hidden_dim
         self.product_tokens = TokenInput(inputs, "product", options.embedding_dropout,
                                          options.freeze_embeddings)
@@ -248,8 +245,8 @@ class MclModel(RankingModel):
         """Equation 33 (or 32) summed over the six modality pairs of the helpful rows."""
         options = self.options
         rows = torch.ones_like(batch["label"], dtype=torch.bool)
-        if options.relevance_threshold is not None:
-            rows = batch["label"] > options.relevance_threshold
+        if self.relevance_threshold is not None:
+            rows = batch["label"] > self.relevance_threshold
         names = ("product_text", "review_text", "product_image", "review_image")
         pooled = {n: masked_max(f[n][rows], f[f"{n}_mask"][rows]) for n in names}
         present = {n: f[f"{n}_mask"][rows].any(dim=1) for n in names}
@@ -270,4 +267,4 @@ class MclModel(RankingModel):
             return ModelOutput(score=score)
         aux = self.contrastive_loss(features, batch)
         return ModelOutput(score=score, aux_loss=aux,
-                           logs={"contrastive_loss": float(aux.detach())})
+                           logs={"contrastive_loss": aux.detach()})

@@ -73,18 +73,15 @@ import torch
 from torch import nn
 
 from ...errors import InputError
-from ..settings.model_settings import ENCODER_KEYS, PSEUDO_LABEL_TIMINGS, SUBTASKS
+from ..settings.model_settings import ENCODER_KEYS, SUBTASKS
 from ..settings.typed_sections import section_fields
 from .base import Batch, ModelOutput, RankingModel
 from .layers import TokenInput, require_text
-from .layers_mcl_mmss import (PairSelfAttention, encode_images, masked_mean, masked_soft_pool,
+from .masked_layers import (PairSelfAttention, encode_images, masked_mean, masked_soft_pool,
                               roi_encoder)
 from .ssp_label import (PseudoLabelState, anchor_and_precision, ewma_beta,
                         mahalanobis_distance, sample_weights, ssp_label,
                         uncertainty_weighted_loss)
-
-TIMINGS = PSEUDO_LABEL_TIMINGS
-
 
 class MmssOptions(section_fields("model", "mmss", exclude=ENCODER_KEYS)):
     """MM-SS hyperparameters: the `model:` settings declared in `settings/model_settings.py`
@@ -106,16 +103,6 @@ class MmssModel(RankingModel):
         super().__init__()
         require_text(inputs, "MM-SS")
         self.options = options = MmssOptions.from_config(config)
-        unknown = sorted(set(options.subtasks) - set(SUBTASKS))
-        if unknown or len(set(options.subtasks)) != len(options.subtasks):
-            raise InputError(f"subtasks must be distinct names among {list(SUBTASKS)}, "
-                             f"got {options.subtasks}", field="model.subtasks")
-        if options.pseudo_label_timing not in TIMINGS:
-            raise InputError(f"pseudo_label_timing must be one of {list(TIMINGS)}, got "
-                             f"'{options.pseudo_label_timing}'",
-                             field="model.pseudo_label_timing",
-                             hint="next-epoch: Self-MM's timing (the default); same-epoch: the "
-                                  "update's own batch trains on it")
         # Keep the paper's order whatever order the config lists them in.
         self.subtasks = [s for s in SUBTASKS if s in options.subtasks]
         if not options.interaction_modeling and self.subtasks:
@@ -267,11 +254,13 @@ class MmssModel(RankingModel):
         updated. Runs outside autocast (the distances are float32).
         """
         state = self.state
-        epoch = int(state.epochs_done) + 1
+        epoch = state.epochs + 1
+        if epoch < 2:
+            return pseudo_label
+        # no early return when nothing is due: reading `due` on the host would wait for the
+        # device every step, and a step with nothing due writes back the labels it read
         ready = state.anchor_ready[1:] & state.anchor_ready[0]                      # [S]
         due = valid & ready[None, :] & (state.updated_in[index] < epoch)            # [B, S]
-        if epoch < 2 or not bool(due.any()):
-            return pseudo_label
         with torch.autocast(device_type=index.device.type, enabled=False):
             observation = self.observe(label, global_repr, subtask_repr)
         beta = ewma_beta(epoch)
@@ -287,16 +276,16 @@ class MmssModel(RankingModel):
         if self.options.pseudo_label_timing == "same-epoch":
             return current
         state = self.state
-        epoch = int(state.epochs_done) + 1
-        fresh = state.updated_in[index] == epoch
+        fresh = state.updated_in[index] == state.epochs + 1
         return torch.where(fresh, state.previous_label[index], current)
 
     def _pseudo_labels(self, index: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """y_s [B, S] for the batch's reviews, set to y_g on a review's first sight (eq. 12)."""
         state = self.state
-        if int(index.min()) < 0:
+        low, high = torch.stack(torch.aminmax(index)).tolist()     # one wait for the device
+        if low < 0:
             raise InputError("review_index must be >= 0", field="review_index")
-        state.ensure_capacity(int(index.max()) + 1)
+        state.ensure_capacity(high + 1)
         with torch.no_grad():
             new = ~state.known[index]
             state.pseudo_label[index[new]] = label[new, None].expand(-1, len(self.subtasks))
@@ -325,7 +314,7 @@ class MmssModel(RankingModel):
 
         task_losses = torch.stack([task_loss(j, score.detach())
                                    for j, score in enumerate(subtask_scores)])
-        active = [j for j in range(weights.shape[1]) if bool((weights[:, j] > 0).any())]
+        active = [j for j, on in enumerate((weights > 0).any(dim=0).tolist()) if on]
         if not active:
             return None, task_losses
         active_losses = torch.stack([task_loss(j, subtask_scores[j]) for j in active])
@@ -358,10 +347,10 @@ class MmssModel(RankingModel):
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            state.all_reduce(int(state.epochs_done) + 1)
+            state.all_reduce(state.epochs + 1)
         if not bool(state.count[0] > 0):
             return                    # no training rows this epoch: nothing to update
-        state.epochs_done += 1
+        state.count_epoch()
         anchor, precision, usable = anchor_and_precision(
             state.weight_total, state.weighted_sum, state.count, state.total, state.outer,
             self.options.covariance_shrinkage)
@@ -386,7 +375,7 @@ class MmssModel(RankingModel):
         targets = self._targets(index, pseudo_label)
         aux, task_losses = self.subtask_loss(out["subtask_scores"], targets, label, valid)
         self._record(label, pseudo_label, global_repr, subtask_repr, valid)
-        logs = {f"subtask_loss_{s}": float(v) for s, v in zip(self.subtasks, task_losses)}
-        logs["pseudo_label_offset"] = float((targets - label[:, None]).abs().mean())
+        logs = {f"subtask_loss_{s}": v for s, v in zip(self.subtasks, task_losses)}
+        logs["pseudo_label_offset"] = (targets - label[:, None]).abs().mean().detach()
         return ModelOutput(score=out["score"], aux_loss=aux, logs=logs)
 

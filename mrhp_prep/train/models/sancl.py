@@ -49,10 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import InputError
-from ..settings.model_settings import ARCHITECTURES, ENCODER_KEYS, IMAGE_ENCODERS, REDUCTIONS
+from ..settings.model_settings import ENCODER_KEYS
 from ..settings.typed_sections import section_fields
-from .base import Batch, ModelInputs, ModelOutput, RankingModel
+from .base import Batch, ModelInputs, ModelOutput, RankingModel, relevance_threshold
 from .layers import GRUEncoder, SelfAttention, TokenInput, require_text, weighted_mean
 from .sancl_layers import Predictor, ProductAwareAttention, RoiImageEncoder
 
@@ -62,15 +61,8 @@ RELEASED_SCORER = (128, 64)     # the released MLP's hidden widths
 class SanclOptions(section_fields("model", "sancl", exclude=ENCODER_KEYS)):
     """SANCL's `model:` settings (declared in `settings/model_settings.py`; docs/settings.md),
     the text encoder's keys left to `text_encoder.py`. Keys a config lacks (a run folder made
-    before they existed) take their declared default."""
-
-
-def _choice(options: SanclOptions, key: str, choices: tuple, hint: str) -> str:
-    value = str(getattr(options, key))
-    if value not in choices:
-        raise InputError(f"{key} must be one of {list(choices)}, got '{value}'",
-                         field=f"model.{key}", hint=hint)
-    return value
+    before they existed) take their declared default; `relevance_threshold: auto` is the
+    dataset's (`base.relevance_threshold`)."""
 
 
 def _projection(in_dim: int, shared: int) -> nn.Module:
@@ -107,13 +99,8 @@ class SANCL(RankingModel):
         super().__init__()
         require_text(inputs, "SANCL")
         self.options = options = SanclOptions.from_config(config)
-        self.architecture = _choice(options, "architecture", ARCHITECTURES,
-                                    "paper: the paper's equations; released: plus the released "
-                                    "model's contrastive predictors and MLP scorer")
-        self.reduction = _choice(options, "contrastive_reduction", REDUCTIONS,
-                                 "sum is eq. 11-12 of the paper; mean averages over positives")
-        image_encoders = _choice(options, "image_encoders", IMAGE_ENCODERS,
-                                 "shared: one encoder for both fields (as released)")
+        self.architecture = options.architecture
+        self.reduction = options.contrastive_reduction
         text_hidden = int(options.text_hidden)
         image_hidden = int(options.image_hidden)
         shared = int(options.shared_hidden)
@@ -121,7 +108,7 @@ class SANCL(RankingModel):
         freeze = bool(options.freeze_embeddings)
         self.kappa = float(options.kappa)
         self.temperature = float(options.temperature)
-        self.relevance_threshold = float(options.relevance_threshold)
+        self.relevance_threshold = relevance_threshold(options.relevance_threshold, inputs)
         beta = options.probe_beta
         self.fixed_beta = None if beta == "learned" else float(beta)
         self.use_probes = inputs.has_probes
@@ -148,7 +135,7 @@ class SANCL(RankingModel):
                     float(options.image_dropout), float(options.image_attention_dropout),
                     float(options.image_relu_dropout))
 
-            if image_encoders == "shared":
+            if options.image_encoders == "shared":
                 self.image_encoder = encoder()
             else:
                 self.product_image_encoder = encoder()
@@ -249,7 +236,7 @@ class SANCL(RankingModel):
             terms["cpc_ii"] = info_nce(text, image, positive, self.temperature, self.reduction)
         present = [t for t in terms.values() if t is not None]
         aux = self.kappa * torch.stack(present).sum() if present else score.new_zeros(())
-        logs = {name: float(t.detach()) for name, t in terms.items() if t is not None}
+        logs = {name: t.detach() for name, t in terms.items() if t is not None}
         if beta is not None:
-            logs["beta"] = float(beta.detach().mean())
+            logs["beta"] = beta.detach().mean()
         return ModelOutput(score=score, aux_loss=aux, logs=logs)

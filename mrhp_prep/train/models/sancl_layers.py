@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .layers import masked_softmax
-from .layers_mcl_mmss import MaskedAttention, zero_padding
+from .masked_layers import MaskedAttention, zero_padding
 
 
 class PreNormLayer(nn.Module):

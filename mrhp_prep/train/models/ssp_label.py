@@ -102,6 +102,8 @@ class PseudoLabelState(nn.Module):
     and this epoch's running sums for the next anchors. With `capacity` None the per-review
     buffers grow (doubling) to the largest review_index seen, and a checkpoint's size is taken
     over on load; with a number they are allocated once and a larger index is an error.
+    `epochs` mirrors the buffer `epochs_done` on the host (kept by `count_epoch` and on load),
+    so a training step reads the epoch number without waiting for the device.
     """
 
     def __init__(self, capacity: int | None, num_subtasks: int, dim: int):
@@ -121,6 +123,12 @@ class PseudoLabelState(nn.Module):
         self.register_buffer("count", torch.zeros(tasks, dtype=torch.float64))
         self.register_buffer("total", torch.zeros(tasks, dim, dtype=torch.float64))
         self.register_buffer("outer", torch.zeros(tasks, dim, dim, dtype=torch.float64))
+        self.epochs = 0
+
+    def count_epoch(self) -> None:
+        """One more epoch done (the buffer and its host mirror)."""
+        self.epochs_done += 1
+        self.epochs += 1
 
     @property
     def capacity(self) -> int:
@@ -153,6 +161,8 @@ class PseudoLabelState(nn.Module):
             # an earlier version's checkpoint: no update of the current epoch to undo
             state_dict[prefix + "previous_label"] = state_dict[prefix + "pseudo_label"].clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if isinstance(state_dict.get(prefix + "epochs_done"), torch.Tensor):
+            self.epochs = int(state_dict[prefix + "epochs_done"])
 
     def reset_epoch(self) -> None:
         for name in EPOCH_SUMS:

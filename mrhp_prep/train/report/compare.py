@@ -15,6 +15,7 @@ kept apart: their products are other items or carry other labels, so they are ne
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -31,7 +32,7 @@ from .predictions import read_predictions
 from .metrics import paired_test as t_test
 from .papers import PAPER_METRICS, variant_of
 from ..settings.config import flatten, protocol_of
-from ..run import read_run_config
+from ..run_folder import CONFIG_NAME, predictions_path, read_run_config, read_run_metrics
 
 SPLITS = ("dev", "test")
 MIN_SEEDS_FOR_SEED_TEST = 3
@@ -44,6 +45,9 @@ class Run:
     settings: dict            # the flattened config without train.seed, plus input fingerprints
     report: RankingReport     # per-product metrics of the chosen split
     describe: dict            # model, dataset, category, setting, text (for the papers' rows)
+    config: dict = field(default_factory=dict)     # config.yaml as read, `inputs:` included
+    metrics: dict = field(default_factory=dict)    # metrics.json ({} when the run has none)
+    predictions: pd.DataFrame | None = None        # the chosen split's predictions file
 
 
 @dataclass
@@ -82,8 +86,8 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """(finished training run folders, unfinished ones) under the given runs or folders."""
     finished, unfinished = [], []
     for path in map(Path, paths):
-        candidates = [path] if (path / "config.yaml").is_file() else sorted(
-            p.parent for p in path.rglob("config.yaml"))
+        candidates = [path] if (path / CONFIG_NAME).is_file() else sorted(
+            p.parent for p in path.rglob(CONFIG_NAME))
         for run in candidates:
             if (run / MANIFEST_NAME).is_file():
                 if read_manifest(run).get("stage") == "train":
@@ -102,7 +106,7 @@ def _describe(config: dict, inputs: dict) -> dict:
     """model, dataset, category, setting, text mode and the papers' name of its variant
     (None where unknown)."""
     from ...data.manifest import Manifest
-    from ..data.dataset import FeatureSources
+    from ..data.stores import text_mode
 
     dataset = category = text = None
     try:
@@ -111,7 +115,7 @@ def _describe(config: dict, inputs: dict) -> dict:
     except (InputError, OSError, KeyError, TypeError):
         pass
     try:
-        mode = FeatureSources.peek_text_mode(inputs["text"]) if inputs.get("text") else None
+        mode = text_mode(inputs["text"]) if inputs.get("text") else None
         # the papers' BERT rows fine-tuned it (ids stores); frozen features match no row
         text = {"static": "static", "ids": "bert", "features": "bert-frozen"}.get(mode)
     except (InputError, OSError, KeyError):    # the store is gone: the config still tells
@@ -135,27 +139,32 @@ def _protocol(config: dict) -> str:
 
 def load_run(path: Path, split: str) -> Run:
     """One finished run: its seed, settings and the per-product metrics of `split`."""
-    config = read_run_config(path)
-    inputs = config.pop("inputs", {}) or {}
-    seed = int(config["train"].pop("seed"))
+    as_read = read_run_config(path, complete=True)
+    config = copy.deepcopy(as_read)
+    inputs = config.pop("inputs")
+    seed = config["train"].pop("seed", None)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"train.seed is {seed!r}, not a whole number", field="train.seed",
+                         file=str(path / CONFIG_NAME), hint="pass the folder that 'mrhp-prep "
+                                                           "train' printed")
     fingerprints = read_manifest(path).get("inputs", {})
-    metrics_file = path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = read_run_metrics(path)
     threshold = metrics.get("relevance_threshold", config["model"].get("relevance_threshold"))
     if threshold is None:
-        raise InputError("the run records no relevance threshold", file=str(metrics_file))
-    predictions = path / f"predictions-{split}.jsonl"
+        raise InputError("the run records no relevance threshold", file=str(path))
+    predictions = predictions_path(path, split)
     if not predictions.is_file():
         raise InputError(f"no {predictions.name}: the run has no {split} split", file=str(path),
-                         hint="choose the other --split, or leave this run out")
-    report = evaluate_rankings(read_predictions(predictions), float(threshold))
+                         hint="choose the other --split (dev or test)")
+    frame = read_predictions(predictions)
+    report = evaluate_rankings(frame, float(threshold))
     if report.per_product.empty:
         raise InputError(f"{predictions.name} ranks no product", file=str(predictions))
     settings = {**dict(flatten(config)), **{f"input.{k}": v for k, v in fingerprints.items()},
                 # a fine-tuned encoder's starting weights are an input too (metrics.json)
                 **{f"input.encoder {k}": v.get("base_sha256")
                    for k, v in (metrics.get("text_encoders") or {}).items()}}
-    return Run(path, seed, settings, report, _describe(config, inputs))
+    return Run(path, seed, settings, report, _describe(config, inputs), as_read, metrics, frame)
 
 
 # --------------------------------------------------------------------------- grouping

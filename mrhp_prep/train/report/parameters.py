@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..models.base import RankingModel
+
 OWN = "(the model's own)"
 
 
@@ -53,14 +55,7 @@ def parameter_rows(model: nn.Module) -> list[ParameterRow]:
     return rows
 
 
-def trainable_without_embeddings(model: nn.Module) -> int:
-    """Trainable parameters outside nn.Embedding tables (each shared parameter once)."""
-    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return sum(p.numel() for p in model.parameters()
-               if p.requires_grad and id(p) not in embedding_ids)
-
-
-def parameter_table(model: nn.Module) -> str:
+def parameter_table(model: RankingModel) -> str:
     """The table as text; its last line starts with `total without embedding tables`."""
     rows = parameter_rows(model)
     header = ("submodule", "trainable", "frozen", "embedding tables")
@@ -75,5 +70,5 @@ def parameter_table(model: nn.Module) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     body = [line(header), rule, *(line(c) for c in cells), rule, line(total)]
-    body.append(f"total without embedding tables {trainable_without_embeddings(model):,}")
+    body.append(f"total without embedding tables {model.num_parameters():,}")
     return "\n".join(body) + "\n"

@@ -13,7 +13,6 @@ from .setting_types import (PROBABILITY, Choice, ChoiceOrInteger, ChoiceOrNumber
 
 WIDTH = at_least(1)        # widths, hidden sizes, head counts
 LAYERS = at_least(0)       # layer counts: 0 leaves the stack out
-# choices the models check again when built without a config
 ARCHITECTURES = ("paper", "released")                   # SANCL
 IMAGE_ENCODERS = ("shared", "per-field")                # SANCL
 REDUCTIONS = ("sum", "mean")                            # SANCL
@@ -51,6 +50,10 @@ RELEVANCE_THRESHOLD = Setting(
     "relevance_threshold", ChoiceOrNumber(("auto",)), "auto",
     "helpful rows (label above it) are the contrastive positives; auto: the dataset's "
     "threshold (1 Amazon, 0 Lazada)")
+MCL_RELEVANCE_THRESHOLD = Setting(
+    "relevance_threshold", ChoiceOrNumber(("auto",), null=True), "auto",
+    "helpful rows (label above it) are the contrastive rows; auto: the dataset's threshold "
+    "(1 Amazon, 0 Lazada); null: every row")
 
 # read by text_encoder.py (an ids store's transformer), not by the models themselves
 ENCODER = (
@@ -122,7 +125,7 @@ MCL = (
     Setting("negative_optimum", Number(), 0.0, "o_n of eq. 33"),
     Setting("contrastive_weight", Number(at_least(0)), 1.0,
             "L = L_contrastive x weight + L_ranking"),
-    RELEVANCE_THRESHOLD,
+    MCL_RELEVANCE_THRESHOLD,
     *ENCODER,
 )
 

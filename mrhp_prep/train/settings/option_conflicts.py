@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ...errors import CommandLineError
+from ..run_folder import INPUT_ROLES, read_run_config
 
-INPUT_OPTIONS = ("manifest", "rois", "text", "probes")
 SETTING_OPTIONS = {"config_file": "--config", "preset": "--preset", "protocol": "--protocol",
                    "set": "--set",
                    "allow_partial": "--allow-partial", "force": "--force"}
@@ -23,20 +23,18 @@ SETTING_OPTIONS = {"config_file": "--config", "preset": "--preset", "protocol": 
 
 def check_resume_options(resume: str, given: Mapping[str, Any]) -> None:
     """Refuse `given` options (name -> value) that disagree with the run in `resume`."""
-    from ..run import read_run_config
-
     config = read_run_config(resume)
-    inputs = config.get("inputs", {})
+    inputs = config["inputs"]
     problems = []
-    trained = config.get("model", {}).get("name")
+    trained = config["model"]["name"]
     if "model" in given and given["model"] != trained:
         problems.append(f"--model {given['model']} (the run trains {trained})")
-    for role in INPUT_OPTIONS:
+    for role in INPUT_ROLES:
         if role in given and given[role] is not None:
             wanted = str(Path(given[role]).resolve())
-            if wanted != inputs.get(role):
+            if wanted != inputs[role]:
                 problems.append(f"--{role} {given[role]} (the run reads "
-                                f"{inputs.get(role) or 'none'})")
+                                f"{inputs[role] or 'none'})")
     for name, flag in SETTING_OPTIONS.items():
         if given.get(name):
             problems.append(f"{flag} (a resumed run keeps its config.yaml)")

@@ -12,6 +12,8 @@ declarations like any other (`config.set_value`).
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Mapping
 
@@ -31,14 +33,20 @@ def read_yaml(path: str | Path) -> dict:
     return loaded
 
 
+@functools.lru_cache(maxsize=None)
+def _model_tables(name: str) -> dict:
+    """`configs/<name>.yaml`, read once per process (it ships with the package)."""
+    return read_yaml(default_config_path(name))
+
+
 def model_presets(name: str) -> dict[str, dict]:
-    """Preset name -> its settings (dotted key -> value) for model `name`."""
-    return read_yaml(default_config_path(name)).get("presets") or {}
+    """Preset name -> its settings (dotted key -> value) for model `name` (a fresh copy)."""
+    return copy.deepcopy(_model_tables(name).get("presets") or {})
 
 
 def model_protocols(name: str) -> dict[str, dict]:
     """Protocol name -> its settings (dotted key -> value) for model `name`; `paper` is {}."""
-    protocols = read_yaml(default_config_path(name)).get("protocols") or {}
+    protocols = copy.deepcopy(_model_tables(name).get("protocols") or {})
     return {"paper": {}, **protocols}
 
 

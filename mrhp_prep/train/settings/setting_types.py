@@ -197,14 +197,23 @@ class Choice(Kind):
 
 @dataclass(frozen=True)
 class ChoiceOrNumber(Kind):
-    """One of a few words, or a finite number (kept as a float)."""
+    """One of a few words, or a finite number (kept as a float); with `null`, also null."""
 
     words: tuple[str, ...]
     range: Range = ANY
-    type_name = "word or number"
-    annotation = str | float
+    null: bool = False
 
-    def convert(self, value: Any) -> str | float:
+    @property
+    def type_name(self) -> str:
+        return "word, number or null" if self.null else "word or number"
+
+    @property
+    def annotation(self) -> Any:
+        return str | float | None if self.null else str | float
+
+    def convert(self, value: Any) -> str | float | None:
+        if self.null and (value is None or _word(value, tuple(NULL_WORDS)) is not None):
+            return None
         word = _word(value, self.words)
         if word is not None:
             return word
@@ -213,10 +222,12 @@ class ChoiceOrNumber(Kind):
         return number
 
     def _expected(self) -> str:
-        return " or ".join(self.words) + " or a finite number"
+        return " or ".join([*self.words, *(["null"] if self.null else [])]) \
+            + " or a finite number"
 
     def allowed(self) -> str:
-        return f"{', '.join(self.words)}, or a number{_bounds(self.range)}"
+        return f"{', '.join([*self.words, *(['null'] if self.null else [])])}, or a " \
+            f"number{_bounds(self.range)}"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ SAMPLING = (
             "groups: MCR's 1 positive + K negatives of its product; pairs: the papers' plain "
             "pairs (1 negative, label gap 1, unweighted)"),
     Setting("negatives", Integer(POSITIVE), 7, "groups: K negatives per positive"),
-    Setting("min_label_gap", Integer(NOT_NEGATIVE), 2,
+    Setting("min_label_gap", Integer(POSITIVE), 2,
             "groups: a negative's label is at most the positive's minus this"),
     Setting("weighted", Flag(), True,
             "groups: negatives weighted by 1 - (share of their label)"),

@@ -24,11 +24,14 @@ class DeclaredSection:
     """Base of the generated dataclasses: `from_config` builds one from a config section."""
 
     section = ""
+    declarations: Mapping[str, Setting] = {}      # field name -> its Setting
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None):
-        """The typed section of `section` (a config mapping; missing keys take their default).
-        Unknown keys are an error: a typo would otherwise silently train the default."""
+        """The typed section of `section` (a config mapping; missing keys take their default),
+        each value read by its declaration (`Setting.read`: converted, its range and choices
+        checked, an InputError naming the key). Unknown keys are an error: a typo would
+        otherwise silently train the default."""
         values = dict(section or {})
         values.pop("name", None)              # the model's registry name, not an option
         known = {f.name for f in dataclasses.fields(cls)}
@@ -36,7 +39,9 @@ class DeclaredSection:
         if unknown:
             raise InputError(f"unknown {cls.__name__} option(s) {unknown}", field=cls.section,
                              hint=f"the known options are {sorted(known)}")
-        return cls(**values)
+        where = f"the {cls.section} section"
+        return cls(**{key: cls.declarations[key].read(f"{cls.section}.{key}", value, where)
+                      for key, value in values.items()})
 
 
 def section_fields(section: str, model: str | None = None, *, exclude: Iterable[str] = (),
@@ -56,6 +61,7 @@ def fields_of(settings: Iterable[Setting], section: str, model: str | None = Non
     """A frozen dataclass with one field per setting in `settings` (of config `section`), its
     default `model`'s (None: the common one) unless `defaults` names another."""
     replaced = dict(defaults or {})
+    settings = list(settings)
     fields = []
     for setting in settings:
         default = replaced.pop(setting.key) if setting.key in replaced \
@@ -66,5 +72,6 @@ def fields_of(settings: Iterable[Setting], section: str, model: str | None = Non
     if replaced:
         raise KeyError(f"no settings {sorted(replaced)} to give a default")
     name = f"{(model or '').capitalize()}{section.capitalize()}Fields"
-    return dataclasses.make_dataclass(name, fields, bases=(DeclaredSection,), frozen=True,
-                                      namespace={"section": section})
+    return dataclasses.make_dataclass(
+        name, fields, bases=(DeclaredSection,), frozen=True,
+        namespace={"section": section, "declarations": {s.key: s for s in settings}})

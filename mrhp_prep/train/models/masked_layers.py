@@ -1,4 +1,5 @@
-"""Building blocks shared by the MCL and MM-SS models.
+"""Blocks over padded sequences with a mask (pooling, attention, transformer layers, the RoI
+encoder), shared by the models: MCL and MM-SS build on all of them, SANCL on the attention.
 
 Every block takes padded sequences with a boolean mask (True = a real position) and is safe
 on rows whose mask is all False (an item without images, an empty text): attention over no
