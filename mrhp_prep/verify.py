@@ -175,6 +175,21 @@ def read_part_record(record_path: str | os.PathLike) -> dict | None:
     return record
 
 
+def finished_part(part: str | os.PathLike, record_path: str | os.PathLike,
+                  redo: str) -> dict | None:
+    """The record of a part an earlier run finished, the part whole against it; else None:
+    no record, no part, a damaged record, or a part that no longer matches (a warning naming
+    the part and what happens now, `redo`, e.g. "writing it again")."""
+    record = read_part_record(record_path)
+    if record is None or not Path(part).is_file():
+        return None
+    damaged = part_problem(part, record.get("file"))
+    if damaged:
+        log.warning("%s %s: %s", part, damaged, redo)
+        return None
+    return record
+
+
 def _save_stamps(folder: Path, records: Mapping[str, dict], stamps: dict) -> None:
     """Remember the checked files of `folder` for the next process (best effort)."""
     fresh = dict(stamps)

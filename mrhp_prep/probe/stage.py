@@ -33,7 +33,7 @@ from pathlib import Path
 from ..cache import StageRun, open_stage
 from ..progress import progress
 from ..shards import shard_of
-from ..verify import file_record, part_problem, read_part_record, record_part
+from ..verify import file_record, finished_part, record_part
 from ..workers import ignore_interrupts, stop_pool
 from .builder import BuilderConfig, ProbeMaskBuilder
 from .core_words import ProductTerms
@@ -133,15 +133,8 @@ def _finished_part(path: Path, k: int) -> dict | None:
     """The summary of part k when an earlier run finished it: its shard and summary written,
     the shard matching the size and SHA-256 the summary recorded; else None (also for a
     damaged summary or shard: the part is masked again)."""
-    shard = path / shard_name(k)
-    summary = read_part_record(_summary_path(path, k))
-    if summary is None or not shard.is_file():
-        return None
-    damaged = part_problem(shard, summary.get("file"))
-    if damaged:
-        log.warning("probe shard %s %s: masking its reviews again", shard, damaged)
-        return None
-    return summary
+    return finished_part(path / shard_name(k), _summary_path(path, k),
+                         "masking its reviews again")
 
 
 def _file_records(path: Path, summaries: list[dict]) -> dict[str, dict]:

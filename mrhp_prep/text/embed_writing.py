@@ -9,19 +9,17 @@ with a warning that names it.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cache import StageRun
 from ..progress import progress
-from ..verify import part_problem, read_part_record, record_part
+from ..verify import finished_part, record_part
 from .parallel import (BatchEncoder, ChunkResult, ChunkTokenizer, EncodedChunk, add_stats,
                        encode_chunk)
 from .shards import record_batch, shard_name, write_shard
 from .tokenize import TextStats
 
-log = logging.getLogger(__name__)
 
 TOKENIZE_CHUNK = 1000
 _PROGRESS_DIR = ".progress"
@@ -86,15 +84,8 @@ def _progress_path(run: StageRun, name: str, index: int) -> Path:
 def _finished_shard(run: StageRun, name: str, index: int) -> dict | None:
     """The saved counts of a shard an earlier run finished (its file whole), else None (also
     when its record is damaged: the shard is written again)."""
-    shard = run.path / shard_name(name, index)
-    done = read_part_record(_progress_path(run, name, index))
-    if done is None or not shard.is_file():
-        return None
-    damaged = part_problem(shard, done.get("file"))
-    if damaged:
-        log.warning("shard %s %s: writing it again", shard, damaged)
-        return None
-    return done
+    return finished_part(run.path / shard_name(name, index), _progress_path(run, name, index),
+                         "writing it again")
 
 
 def write_shards(run: StageRun, items: FieldItems, desc: str, write_one) -> FieldResult:
