@@ -74,15 +74,20 @@ def _stopped_with_ctrl_c(run: RunningCli, progress_line: str, done: int) -> str:
     return stderr
 
 
+def _extract_with_workers(tmp_path) -> list[str]:
+    """extract-rois over twelve photographs, one part per image, two decoding workers."""
+    for folder in ("a", "b"):
+        write_photos(tmp_path / "photos", names=("astronaut", "coffee", "chelsea", "rocket",
+                                                 "camera", "motorcycle"), subfolder=folder)
+    return ["extract-rois", "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--part-size", "1", *tiny(**FAST, workers=2)]
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_extract_rois_with_workers(tmp_path):
     from mrhp_prep.vision.store import RoiStore
 
-    for folder in ("a", "b"):
-        write_photos(tmp_path / "photos", names=("astronaut", "coffee", "chelsea", "rocket",
-                                                 "camera", "motorcycle"), subfolder=folder)
-    argv = ["extract-rois", "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
-            "--device", "cpu", "--part-size", "1", *tiny(**FAST, workers=2)]
+    argv = _extract_with_workers(tmp_path)
     run = RunningCli(argv)
     _stopped_with_ctrl_c(run, "extract-rois: ", 3)     # two parts written by then
     again = run_cli(argv)
@@ -166,11 +171,7 @@ def test_train_refuses_a_second_run_and_resumes_after_ctrl_c(stores, tmp_path, r
 def test_kill_9_with_forked_workers_alive_lets_the_rerun_resume_at_once(tmp_path):
     from mrhp_prep.vision.store import RoiStore
 
-    for folder in ("a", "b"):
-        write_photos(tmp_path / "photos", names=("astronaut", "coffee", "chelsea", "rocket",
-                                                 "camera", "motorcycle"), subfolder=folder)
-    argv = ["extract-rois", "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
-            "--device", "cpu", "--part-size", "1", *tiny(**FAST, workers=2)]
+    argv = _extract_with_workers(tmp_path)
     run = RunningCli(argv)
     run.wait_for("extract-rois: ", at_least=2)
     workers = children_of(run.process.pid)
